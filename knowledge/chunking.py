@@ -1,0 +1,90 @@
+"""Sentence-aware chunking of documents into passages that fit a token budget."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace.
+# Abbreviation-proof splitting is not needed: a passage boundary inside a sentence only costs a
+# little context, while the budget is what matters for the encoder.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
+_WORDPIECE_ISH = re.compile(r"\w+|[^\w\s]")
+
+
+def approximate_token_count(text: str) -> int:
+    """Words and punctuation marks: close to a WordPiece count for English, without a tokenizer."""
+    return len(_WORDPIECE_ISH.findall(text))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    start: int
+    end: int
+    token_count: int
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (whitespace between them excluded)."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.start() > start:
+            spans.append((start, match.start()))
+        start = match.end()
+    if start < len(text) and text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def chunk_text(
+    text: str,
+    max_tokens: int = 96,
+    count_tokens: Callable[[str], int] = approximate_token_count,
+) -> list[Chunk]:
+    """Pack whole sentences into chunks of at most ``max_tokens``.
+
+    A sentence longer than the budget is cut at word boundaries. Chunks never overlap and their
+    spans index into ``text``. Raises ``ValueError`` if ``max_tokens`` < 1.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    pieces: list[tuple[int, int, int]] = []
+    for s, e in split_sentences(text):
+        n = count_tokens(text[s:e])
+        if n <= max_tokens:
+            pieces.append((s, e, n))
+        else:
+            pieces.extend(_split_long(text, s, e, max_tokens, count_tokens))
+    chunks: list[Chunk] = []
+    cur_start = cur_end = -1
+    cur_tokens = 0
+    for s, e, n in pieces:
+        if cur_start >= 0 and cur_tokens + n <= max_tokens:
+            cur_end, cur_tokens = e, cur_tokens + n
+            continue
+        if cur_start >= 0:
+            chunks.append(Chunk(text[cur_start:cur_end], cur_start, cur_end, cur_tokens))
+        cur_start, cur_end, cur_tokens = s, e, n
+    if cur_start >= 0:
+        chunks.append(Chunk(text[cur_start:cur_end], cur_start, cur_end, cur_tokens))
+    return chunks
+
+
+def _split_long(
+    text: str, start: int, end: int, max_tokens: int, count_tokens: Callable[[str], int]
+) -> list[tuple[int, int, int]]:
+    words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(words):
+        j, n = i + 1, count_tokens(text[words[i][0]:words[i][1]])
+        while j < len(words):
+            m = count_tokens(text[words[i][0]:words[j][1]])
+            if m > max_tokens:
+                break
+            j, n = j + 1, m
+        out.append((words[i][0], words[j - 1][1], n))
+        i = j
+    return out
