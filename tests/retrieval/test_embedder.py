@@ -1,0 +1,65 @@
+"""Embedders: normalised float32 vectors, versions that change with the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval import Embedder, MeanPoolingEmbedder, resolve_model_path
+from tests.retrieval.conftest import tiny_bert
+
+
+def test_mean_pooling_is_normalised_and_ignores_padding(tiny_embedder):
+    texts = ["Paris is the capital of France .", "a much longer sentence about rivers " * 5]
+    batch = tiny_embedder.encode(texts)
+    assert batch.dtype == np.float32 and batch.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    alone = tiny_embedder.encode(texts[:1])
+    np.testing.assert_allclose(alone[0], batch[0], atol=1e-5)  # padding does not leak into the mean
+    assert tiny_embedder.encode([]).shape == (0, 32)
+
+
+def test_mean_pooling_accepts_masked_lm_and_versions_follow_weights(tokenizer, tiny_embedder):
+    mlm = tiny_bert(0, masked_lm=True)
+    mlm.bert.load_state_dict(tiny_embedder.model.state_dict(), strict=False)  # no pooler in the MLM
+    same = MeanPoolingEmbedder(mlm, tokenizer, version="tiny-0")
+    text = ["Dante was born in Florence ."]
+    np.testing.assert_allclose(same.encode(text), tiny_embedder.encode(text), atol=1e-5)
+    assert same.version == tiny_embedder.version
+    with torch.no_grad():
+        mlm.bert.embeddings.word_embeddings.weight[0, 0] += 1.0
+    assert MeanPoolingEmbedder(mlm, tokenizer, version="tiny-0").version != tiny_embedder.version
+
+
+def test_sentence_transformers_embedder_loads_a_plain_bert_folder(tmp_path, tokenizer):
+    tiny_bert(2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    embedder = Embedder(str(tmp_path), batch_size=4, device="cpu")
+    vectors = embedder.encode(["one", "two words", "three more words"])
+    assert vectors.shape == (3, 32) and embedder.dim == 32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.version.startswith(str(tmp_path) + "@") and len(embedder.version.split("@")[1]) == 16
+
+
+def test_missing_model_path_raises(tmp_path):
+    with pytest.raises(Exception):
+        Embedder(str(tmp_path / "nope"))
+
+
+def test_default_ids_resolve_to_packaged_minilm():
+    path = resolve_model_path(None)
+    assert resolve_model_path("all-MiniLM-L6-v2") == path
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == path
+    assert resolve_model_path("/some/other/model") == "/some/other/model"
+
+
+@pytest.mark.slow
+def test_packaged_minilm_ranks_paraphrase_first():
+    embedder = Embedder(device="cpu")
+    assert embedder.dim == 384 and embedder.version.startswith("sentence-transformers/all-MiniLM-L6-v2@")
+    docs = embedder.encode(["Dante Alighieri was born in Florence in 1265.",
+                            "The Nile is the longest river in Africa.",
+                            "Bitcoin is a cryptocurrency."])
+    query = embedder.encode(["Where was Dante born?"])
+    assert int(np.argmax(docs @ query[0])) == 0
