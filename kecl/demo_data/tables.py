@@ -446,7 +446,7 @@ COMPANIES = [
     CO("Shell", None, "oil and gas company",
        [("The Hague", None), ("London", "2022-01-31")],
        [("Ben van Beurden", "2014-01-01"), ("Wael Sawan", "2023-01-01")],
-       [("Royal Dutch Shell plc", None), ("Shell plc", "2022-01-31")],
+       [("Royal Dutch Shell plc", None), ("Shell plc", "2022-01-21")],
        aliases=["Royal Dutch Shell"], later_aliases=["Shell plc", "Royal Dutch Shell"]),
     CO("BP", "United Kingdom", "British oil and gas company", "London",
        [("Bob Dudley", "2010-10-01"), ("Bernard Looney", "2020-02-05"),
