@@ -396,11 +396,16 @@ class KnowledgeStore:
             return
         # Everything already known about these subjects, closed facts included (for idempotency).
         known: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-        for f in self._chunked_select(s, Fact, Fact.subject_id, sorted({sid for _, sid, _ in valid})):
-            known[(f.subject_id, f.relation_id)].append(
-                {"id": f.id, "object_id": f.object_id, "object_literal": f.object_literal,
-                 "valid_from": f.valid_from, "valid_to": f.valid_to}
-            )
+        subjects = sorted({sid for _, sid, _ in valid})
+        for i in range(0, len(subjects), _SQLITE_VARS):
+            rows = s.execute(
+                select(Fact.id, Fact.subject_id, Fact.relation_id, Fact.object_id, Fact.object_literal,
+                       Fact.valid_from, Fact.valid_to).where(Fact.subject_id.in_(subjects[i:i + _SQLITE_VARS]))
+            ).all()
+            for fid, sid, rid, oid, lit, vf, vt in rows:
+                known[(sid, rid)].append(
+                    {"id": fid, "object_id": oid, "object_literal": lit, "valid_from": vf, "valid_to": vt}
+                )
         pending: list[dict[str, Any]] = []
         closes: dict[int, dt.date] = {}
         today = dt.date.today()
@@ -437,8 +442,10 @@ class KnowledgeStore:
             summary.facts_closed += len(closes)
             summary.closed_fact_ids += list(closes)
         if pending:
-            result = s.execute(insert(Fact).returning(Fact.id, sort_by_parameter_order=True), pending)
-            new_ids = list(result.scalars())
+            # Core insert, RETURNING without ordering: only the set of new ids is needed, and
+            # asking SQLite for parameter order makes SQLAlchemy send one row per statement.
+            result = s.execute(insert(Fact.__table__).returning(Fact.__table__.c.id), pending)
+            new_ids = sorted(result.scalars())
             summary.facts_added += len(new_ids)
             summary.new_fact_ids += new_ids
         s.flush()
