@@ -26,7 +26,7 @@ Matching rules:
   labels, not every word a feed offers.
 
 The automaton is rebuilt lazily: ``add_alias`` and ``remove_entity`` only mark it stale, and the
-next ``link`` rebuilds it once (about a second per 100k aliases). Mutations and rebuilds take a
+next ``link`` rebuilds it once (about 0.5 s per 100k aliases). Mutations and rebuilds take a
 lock, so one linker may be shared between the updater and the query path.
 """
 
