@@ -1,9 +1,159 @@
-"""`kecl` commands for retrieval/ (registered by :mod:`kecl.cli`)."""
+"""``kecl index build|status|reconcile`` and ``kecl search``: the passage index and hybrid retrieval."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from typing import Annotated, Optional
+
 import typer
+from rich.table import Table
+
+from kecl.commands.common import console, load_settings, parse_date_option
+
+def _quiet_model_loading() -> None:
+    # transformers draws a "Loading weights" bar on every model load; noise in a CLI answer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+index_app = typer.Typer(help="The FAISS passage index: build, status, reconcile with the database.",
+                        no_args_is_help=True)
+
+
+@index_app.command("build")
+def index_build(
+    kind: Annotated[Optional[str], typer.Option(help="flat, hnsw or ivfpq (default: settings, else by size)")] = None,
+) -> None:
+    """Embed every passage in the database and write a new index (replacing the old one atomically)."""
+    from kecl.search import build_index_from_store, make_embedder
+    from kecl.wiring import open_store
+    from retrieval import save_index
+
+    settings = load_settings()
+    if kind is not None and kind not in ("flat", "hnsw", "ivfpq"):
+        raise typer.BadParameter(f"{kind!r} is not an index kind (flat, hnsw, ivfpq)", param_hint="--kind")
+    store = open_store(settings)
+    _quiet_model_loading()
+    embedder = make_embedder(settings)
+    start = time.perf_counter()
+    index = build_index_from_store(settings, store, embedder, kind=kind)
+    manifest = save_index(index, settings.index_dir)
+    console.print(f"built {index.kind} index: {manifest.count} passages, embedder {manifest.embedder_version}, "
+                  f"{time.perf_counter() - start:.1f}s -> {settings.index_dir}")
+    store.close()
+
+
+@index_app.command("status")
+def index_status() -> None:
+    """The saved index's manifest compared with the database (no embedding, no changes)."""
+    from kecl.wiring import open_store
+    from retrieval import IndexLoadError, read_manifest
+
+    settings = load_settings()
+    store = open_store(settings)
+    table = Table(title=f"index at {settings.index_dir}")
+    table.add_column("what")
+    table.add_column("value")
+    sql_count, sql_max = store.passage_count(), store.max_passage_id()
+    try:
+        m = read_manifest(settings.index_dir)
+    except IndexLoadError as e:
+        console.print(f"[yellow]{e}[/yellow]")
+        console.print(f"database: {sql_count} passages")
+        store.close()
+        raise typer.Exit(1)
+    for name, value in [("kind", m.kind), ("embedder", m.embedder_version or "?"), ("dimension", m.dim),
+                        ("vectors", m.count), ("highest id", m.max_id), ("database passages", sql_count),
+                        ("database highest id", sql_max),
+                        ("saved", dt.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")),
+                        ("in step", "yes" if (m.count, m.max_id) == (sql_count, sql_max or -1)
+                         else "no: run `kecl index reconcile`")]:
+        table.add_row(name, str(value))
+    console.print(table)
+    store.close()
+
+
+@index_app.command("reconcile")
+def index_reconcile() -> None:
+    """Embed passages the index lacks, drop ids the database no longer has, save (builds if needed)."""
+    from kecl.search import make_embedder
+    from kecl.wiring import open_store
+    from retrieval import EmbedderMismatchError, IndexLoadError, load_index, reconcile, save_index
+
+    settings = load_settings()
+    store = open_store(settings)
+    _quiet_model_loading()
+    embedder = make_embedder(settings)
+    try:
+        index = load_index(settings.index_dir)
+        report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+    except (IndexLoadError, EmbedderMismatchError) as e:
+        console.print(f"[yellow]{e}[/yellow]\nrebuilding")
+        from kecl.search import build_index_from_store
+
+        index = build_index_from_store(settings, store, embedder)
+        save_index(index, settings.index_dir)
+        console.print(f"built {index.kind} index with {len(index)} passages")
+        store.close()
+        return
+    if report.changed:
+        save_index(index, settings.index_dir)
+    console.print(f"added {report.added}, removed {report.removed}"
+                  + (", compacted" if report.compacted else "") + f"; {report.count} passages indexed"
+                  + (" [yellow](IVF-PQ outgrew its training sample: run `kecl index build`)[/yellow]"
+                     if report.needs_retrain else ""))
+    store.close()
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="the query text")],
+    k: Annotated[int, typer.Option("-k", "--k", help="passages to return")] = 5,
+    source: Annotated[Optional[str], typer.Option(help="only passages from this source")] = None,
+    since: Annotated[Optional[str], typer.Option(help="published on or after (YYYY-MM-DD)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="published on or before (YYYY-MM-DD)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Hybrid passage search (dense + full-text + entity mentions, fused): passages with scores and documents."""
+    import json
+
+    from kecl.search import hybrid_search, make_embedder, open_index
+    from kecl.wiring import open_store
+
+    settings = load_settings()
+    if k <= 0:
+        raise typer.BadParameter("must be positive", param_hint="-k")
+    date_from, date_to = parse_date_option(since, "--since"), parse_date_option(until, "--until")
+    store = open_store(settings)
+    _quiet_model_loading()
+    embedder = make_embedder(settings)
+    handle = open_index(settings, store, embedder)
+    allowed = None
+    if source or date_from or date_to:
+        allowed = store.passage_ids_where(source=source, published_from=date_from, published_to=date_to)
+    hits = hybrid_search(query, k, store=store, index_handle=handle, weights=settings.retrieval, allowed_ids=allowed)
+    store.close()
+    if as_json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2))
+        return
+    if not hits:
+        console.print("no passages found")
+        return
+    table = Table(title=f"{len(hits)} passages for {query!r}", show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("found by")
+    table.add_column("passage")
+    table.add_column("document")
+    for i, h in enumerate(hits, start=1):
+        found = ", ".join(f"{c}#{r}" for c, r in h.ranks.items())
+        doc = " · ".join(str(x) for x in (h.title, h.source, h.published_at, f"doc {h.document_id}") if x)
+        table.add_row(str(i), f"{h.score:.4f}", found, h.text, doc)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `kecl` app."""
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
