@@ -75,6 +75,16 @@ class FactsIn(BaseModel):
     facts: list[FactIn] = Field(default_factory=list, max_length=10000)
 
 
+class QueryIn(BaseModel):
+    text: str = Field(min_length=1, description="a cloze query with one or more [MASK]")
+    mode: Literal["closed-book", "concat", "tree"] = "concat"
+    k: int = Field(4, ge=0, description="evidence passages to inject")
+    hops: int = Field(1, ge=1, le=3, description="graph hops for facts")
+    as_of: dt.date | None = Field(None, description="use the facts believed on this date")
+    top_k: int = Field(5, ge=1, description="predictions per [MASK]")
+    explain: bool = Field(False, description="attention rollout over the evidence")
+
+
 class SearchIn(BaseModel):
     text: str = Field(min_length=1)
     k: int = Field(5, ge=1)
@@ -96,7 +106,7 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         # Load and reconcile the index before serving: a crash between an SQL commit and an
         # index write heals here, and the first query does not pay for it.
-        await run_in_threadpool(lambda: kecl.index)
+        await run_in_threadpool(lambda: (kecl.index, kecl.encoder))
         yield
         await run_in_threadpool(kecl.close)
 
@@ -258,6 +268,21 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         return {**{k: v for k, v in summary.counts().items() if k.startswith(("facts", "entities", "relations"))},
                 "new_fact_ids": summary.new_fact_ids, "issues": [str(i) for i in summary.issues]}
 
+    @app.post("/v1/query", tags=["query"])
+    def query(body: QueryIn) -> dict[str, Any]:
+        """Answer a cloze query with the encoder, closed-book or with injected facts and passages.
+
+        Concurrent requests share forward passes (micro-batching)."""
+        from kecl.pipeline import QueryOptions
+
+        check_text(body.text)
+        check_k(max(body.k, body.top_k))
+        if "[mask]" not in body.text.lower():
+            raise HTTPException(422, "text has no [MASK]: write the word to predict as [MASK]")
+        opts = QueryOptions(mode=body.mode, k_passages=body.k, hops=body.hops, as_of=body.as_of,
+                            top_k=body.top_k, explain=body.explain)
+        return kecl.batcher.submit(body.text, opts).to_dict()
+
     @app.post("/v1/search", tags=["query"])
     def search(body: SearchIn) -> dict[str, Any]:
         """Hybrid passage search (dense + lexical + entity mentions, fused by reciprocal rank)."""
@@ -271,5 +296,3 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.state.check_k = check_k
     return app
 
-
-Mode = Literal["closed-book", "concat", "tree"]

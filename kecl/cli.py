@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kecl.commands import demo_cmds, encoder_cmds, query_cmds, retrieval_cmds, store_cmds, updater_cmds
+from kecl.commands import demo_cmds, encoder_cmds, eval_cmds, query_cmds, retrieval_cmds, store_cmds, updater_cmds
 
 app = typer.Typer(
     name="kecl",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, updater_cmds, demo_cmds):
+for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, eval_cmds, updater_cmds, demo_cmds):
     _module.register(app)
 
 

@@ -31,6 +31,8 @@ class Kecl:
         self._index = None
         self._embedder = None
         self._index_dirty = False
+        self._encoder = None
+        self._batcher = None
 
     # ---------------------------------------------------------------- components
 
@@ -60,6 +62,62 @@ class Kecl:
     @property
     def index_loaded(self) -> bool:
         return self._index is not None
+
+    @property
+    def encoder(self) -> Any:
+        """The active checkpoint's encoder (or the configured base model before any training)."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            return self._encoder
+
+    def _load_encoder(self) -> Any:
+        from encoder.checkpoints import load_active
+        from encoder.model import load_mlm
+
+        bundle = load_active(self.settings.checkpoints_dir, device=self.settings.model.device)
+        if bundle is None:
+            log.warning("no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
+                        self.settings.checkpoints_dir, self.settings.model.name_or_path)
+            bundle = load_mlm(self.settings.model.name_or_path, device=self.settings.model.device)
+        return bundle
+
+    def reload_encoder(self) -> Any:
+        """Swap in the active checkpoint (after a promotion or rollback). In-flight queries finish
+        on the model they started with; the next ones use the new one."""
+        bundle = self._load_encoder()
+        with self._lock:
+            self._encoder = bundle
+        return bundle
+
+    def snapshot(self) -> dict[str, Any]:
+        """Which state answered: encoder version, index (embedder, size, generation), SQL watermark."""
+        enc = self._encoder
+        out: dict[str, Any] = {
+            "checkpoint": (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None,
+            "watermark": {"passage": self.store.max_passage_id(), "fact": self.store.max_fact_id()},
+        }
+        if self._index is not None:
+            idx = self._index.index
+            out["index"] = {"kind": idx.kind, "embedder": idx.embedder_version, "vectors": len(idx),
+                            "generation": self._index.generation}
+        return out
+
+    def answer(self, texts: Sequence[str], opts: Any = None) -> list[Any]:
+        """Answer cloze queries (see :func:`kecl.pipeline.answer_queries`)."""
+        from kecl.pipeline import QueryOptions, answer_queries
+
+        return answer_queries(self, list(texts), opts or QueryOptions())
+
+    @property
+    def batcher(self) -> Any:
+        """Batches concurrent queries into shared forward passes (used by the API)."""
+        with self._lock:
+            if self._batcher is None:
+                from kecl.pipeline import MicroBatcher
+
+                self._batcher = MicroBatcher(self)
+            return self._batcher
 
     # ---------------------------------------------------------------- writes
 
@@ -124,6 +182,8 @@ class Kecl:
                              weights=self.settings.retrieval, allowed_ids=allowed)
 
     def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
         self.flush()
         if "store" in self.__dict__:
             self.store.close()

@@ -27,7 +27,8 @@ class ModelSettings(BaseModel):
     """The masked-LM encoder."""
 
     name_or_path: str = Field(DEFAULT_MODEL, description="Hugging Face model id or local path")
-    max_length: int = Field(128, description="tokens per training sequence / query input")
+    max_length: int = Field(128, description="tokens per training sequence")
+    max_injected_length: int = Field(256, description="tokens of a query with its injected facts and passages")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
     bf16: bool = Field(True, description="bf16 autocast where the hardware supports it")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -29,6 +29,56 @@ def serve(
     uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower())
 
 
+def query(
+    text: Annotated[str, typer.Argument(help='a cloze query, e.g. "The capital of Croatia is [MASK] ."')],
+    mode: Annotated[str, typer.Option(help="closed-book, concat or tree")] = "concat",
+    k: Annotated[int, typer.Option("-k", help="evidence passages to inject")] = 4,
+    hops: Annotated[int, typer.Option(help="graph hops for facts")] = 1,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="predictions per [MASK]")] = 5,
+    explain: Annotated[bool, typer.Option("--explain", help="attention over the evidence")] = False,
+) -> None:
+    """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
+    from rich.table import Table
+
+    from kecl.commands.common import parse_date_option
+    from kecl.pipeline import MODES, QueryOptions
+    from kecl.services import Kecl
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
+    kecl = Kecl(load_settings())
+    opts = QueryOptions(mode=mode, k_passages=k, hops=hops, as_of=parse_date_option(as_of), top_k=top_k, explain=explain)  # type: ignore[arg-type]
+    try:
+        answer = kecl.answer([text], opts)[0]
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    for i, preds in enumerate(answer.predictions):
+        table = Table(title=f"[MASK] #{i + 1} ({answer.mode})")
+        table.add_column("token")
+        table.add_column("score", justify="right")
+        for p in preds:
+            table.add_row(p["token"], f"{p['score']:.3f}")
+        console.print(table)
+    if answer.facts:
+        console.print("[bold]facts used[/bold]")
+        for f in answer.facts:
+            console.print(f"  {f['text']}  [dim](fact {f['id']}, {f['source'] or 'no source'}, score {f['score']})[/dim]")
+    if answer.evidence:
+        console.print("[bold]evidence[/bold]")
+        for e in answer.evidence:
+            console.print(f"  [{e['passage_id']}] {e['text'][:160]}  [dim](doc {e['document_id']} {e['title'] or ''}, {e['score']:.4f})[/dim]")
+    console.print(f"[bold]injected input[/bold]: {answer.injected_input}")
+    if answer.explanation:
+        console.print("[bold]attention over the evidence[/bold] (rollout from the first [MASK])")
+        for seg in answer.explanation:
+            console.print(f"  {seg['weight']:.3f}  {seg['text'][:120]}")
+    console.print(f"[dim]snapshot: {answer.snapshot}[/dim]")
+    kecl.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``query`` to the ``kecl`` app."""
     app.command()(serve)
+    app.command()(query)
