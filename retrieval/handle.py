@@ -1,6 +1,8 @@
 """A holder that serves searches from the current index and swaps in a rebuilt one atomically.
 
-Searches and mutations take a lock on the *current* index only for their own duration. A rebuild
+Searches share a read lock (FAISS CPU search is thread-safe); add, remove and the swap take the
+write lock, and reconcile takes it only to read the ids and to apply the changes, never while it
+embeds, so searches keep flowing during a catch-up. A rebuild
 (new embedder, IVF-PQ retraining, HNSW compaction) runs in a background thread on a separate
 index, then catches up with SQL and replaces the reference under the lock: a search runs wholly
 on the old index or wholly on the new one, never on a mix.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -24,6 +27,44 @@ from retrieval.reconcile import FetchTexts, ReconcileReport, build_from_passages
 log = logging.getLogger(__name__)
 
 
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class IndexHandle:
     """The current ``PassageIndex`` (and the embedder that made it), with search, add, remove,
     reconcile and a background rebuild-and-swap. ``folder``: where ``save()`` writes; the swap
@@ -33,7 +74,7 @@ class IndexHandle:
         self._index = index
         self._embedder = embedder
         self.folder = Path(folder) if folder is not None else None
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
         self._rebuild: Future | None = None
         self.generation = 0  # bumped by every swap
 
@@ -48,41 +89,43 @@ class IndexHandle:
     def search(self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """``PassageIndex.search`` on the current index (see there)."""
-        with self._lock:
+        with self._lock.read():
             return self._index.search(queries, k, allowed_ids)
 
     def search_texts(self, texts: Sequence[str], k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """Embed ``texts`` with the embedder of the current index and search it. The embedder and
         the index are read together, so a query is never embedded by one and searched in the other."""
-        with self._lock:
+        with self._lock.read():
             if self._embedder is None:
                 raise RuntimeError("this IndexHandle has no embedder; pass one or embed the queries yourself")
             return self._index.search(self._embedder.encode(list(texts)), k, allowed_ids)
 
     def add(self, ids, vectors: np.ndarray) -> None:
-        with self._lock:
+        with self._lock.write():
             self._index.add(ids, vectors)
 
     def remove(self, ids) -> int:
-        with self._lock:
+        with self._lock.write():
             return self._index.remove(ids)
 
     def reconcile(self, sql_ids: Iterable[int], fetch_texts: FetchTexts) -> ReconcileReport:
-        """``retrieval.reconcile`` on the current index with its embedder."""
-        with self._lock:
-            if self._embedder is None:
-                raise RuntimeError("reconcile needs the handle's embedder")
-            return reconcile(self._index, self._embedder, sql_ids, fetch_texts)
+        """``retrieval.reconcile`` on the current index with its embedder (embedding outside the
+        write lock, so searches continue meanwhile)."""
+        with self._lock.read():
+            index, embedder = self._index, self._embedder
+        if embedder is None:
+            raise RuntimeError("reconcile needs the handle's embedder")
+        return reconcile(index, embedder, sql_ids, fetch_texts, lock=self._lock.write)
 
     def save(self) -> None:
         """Write the current index to ``folder`` (no-op without a folder)."""
         if self.folder is not None:
-            with self._lock:
+            with self._lock.read():
                 save_index(self._index, self.folder)
 
     def swap(self, new_index: PassageIndex, embedder: TextEmbedder | None = None) -> PassageIndex:
         """Make ``new_index`` (and its embedder) current; returns the old index."""
-        with self._lock:
+        with self._lock.write():
             old, self._index = self._index, new_index
             if embedder is not None:
                 self._embedder = embedder
@@ -117,12 +160,15 @@ class IndexHandle:
                 new = build_from_passages(embedder, iter_passages, kind=kind, config=config)
                 if sql_ids is not None and fetch_texts is not None:
                     reconcile(new, embedder, sql_ids(), fetch_texts)
-                with self._lock:
+                # Final catch-up under the write lock: nothing added to SQL meanwhile is missed.
+                # Writers (ingest) wait for it; searches wait only for this short diff.
+                with self._lock.write():
                     if sql_ids is not None and fetch_texts is not None:
                         reconcile(new, embedder, sql_ids(), fetch_texts)
                     if self.folder is not None:
                         save_index(new, self.folder)
-                    self.swap(new, embedder)
+                    old, self._index, self._embedder = self._index, new, embedder
+                    self.generation += 1
                 log.info("swapped in a rebuilt %s index (%d vectors, %s)", new.kind, len(new), embedder.version)
                 if on_swapped is not None:
                     on_swapped(new)

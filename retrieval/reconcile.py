@@ -8,6 +8,7 @@ of passage ids and a function that fetches texts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -55,11 +56,15 @@ def embed_and_add(index: PassageIndex, embedder: TextEmbedder, items: Sequence[t
 
 
 def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int], fetch_texts: FetchTexts,
-              batch_size: int = 1000) -> ReconcileReport:
+              batch_size: int = 1000, lock: Callable[[], Any] | None = None) -> ReconcileReport:
     """Make ``index`` hold exactly ``sql_ids``: embed and add the missing ones (texts from
     ``fetch_texts``), remove the extra ones, compact HNSW tombstones when due. Stamps the
     embedder version on an unstamped index. Returns a ReconcileReport. Raises
-    EmbedderMismatchError when the index was built with a different embedder version."""
+    EmbedderMismatchError when the index was built with a different embedder version.
+
+    ``lock``: a callable returning a context manager (e.g. a write lock) held while the index is
+    read or changed, but not while texts are fetched and embedded."""
+    guard = lock or contextlib.nullcontext
     start = time.perf_counter()
     if index.embedder_version is None:
         index.embedder_version = embedder.version
@@ -67,22 +72,28 @@ def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int
         raise EmbedderMismatchError(f"index built with embedder {index.embedder_version!r}, asked to reconcile "
                                     f"with {embedder.version!r}; rebuild it (kecl index build)")
     want = np.fromiter(sql_ids, dtype=np.int64)
-    have = index.ids()
-    extra = np.setdiff1d(have, want, assume_unique=False)
-    missing = np.setdiff1d(want, have, assume_unique=False)
-    report = ReconcileReport()
-    report.removed = index.remove(extra)
+    with guard():
+        have = index.ids()
+        extra = np.setdiff1d(have, want, assume_unique=False)
+        missing = np.setdiff1d(want, have, assume_unique=False)
+        report = ReconcileReport()
+        report.removed = index.remove(extra)
     for start_at in range(0, len(missing), batch_size):
         chunk = [int(i) for i in missing[start_at:start_at + batch_size]]
         texts = fetch_texts(chunk)
         items = [(pid, texts[pid]) for pid in chunk if pid in texts]
         report.missing_texts += len(chunk) - len(items)
-        report.added += embed_and_add(index, embedder, items)
-    if index.needs_compaction:
-        index.compact()
-        report.compacted = True
-    report.needs_retrain = index.needs_retrain
-    report.count = len(index)
+        if items:
+            vectors = embedder.encode([text for _, text in items])
+            with guard():
+                index.add(np.array([pid for pid, _ in items], dtype=np.int64), vectors)
+            report.added += len(items)
+    with guard():
+        if index.needs_compaction:
+            index.compact()
+            report.compacted = True
+        report.needs_retrain = index.needs_retrain
+        report.count = len(index)
     report.seconds = time.perf_counter() - start
     if report.changed:
         log.info("reconciled index with SQL: +%d -%d -> %d vectors", report.added, report.removed, report.count)

@@ -83,3 +83,19 @@ def test_failed_rebuild_keeps_serving_the_old_index(tiny_embedder, other_embedde
     assert isinstance(future.exception(timeout=60), OSError)
     assert handle.index is old and handle.embedder is tiny_embedder
     assert handle.search_texts([rows[3]], 1)[1][0, 0] == 3
+
+
+def test_searches_are_served_while_reconcile_fetches_and_embeds(tiny_embedder):
+    rows = passages(30)
+    handle = IndexHandle(build_from_passages(tiny_embedder, [sorted(rows.items())[:20]]), tiny_embedder)
+    served = []
+
+    def fetch_texts(ids):
+        # a search from another thread must not wait for the reconcile to finish
+        t = threading.Thread(target=lambda: served.append(handle.search_texts([rows[1]], 1)[1][0, 0]))
+        t.start()
+        t.join(timeout=10)
+        return {i: rows[i] for i in ids}
+
+    report = handle.reconcile(set(rows), fetch_texts)
+    assert served == [1] and report.added == 10 and len(handle.index) == 30
