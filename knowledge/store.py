@@ -38,6 +38,7 @@ from knowledge.models import (
     Passage,
     Relation,
     Source,
+    UpdateLock,
     UpdateRun,
 )
 from knowledge.readers import (
@@ -897,6 +898,42 @@ class KnowledgeStore:
             {"id": i, "external_id": e, "title": t, "published_at": p.isoformat() if p else None, "source": src, "passages": c}
             for i, e, t, p, src, c in rows
         ]
+
+    # ------------------------------------------------------------------ the cross-process lock
+
+    def try_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        """Take the named lock for ``lease_seconds`` unless another live holder has it.
+
+        Works the same on every database: the lock is a row, its primary key rejects a second
+        holder, and an expired lease (a crashed holder) is cleared first. Returns True if taken.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        now = _now()
+        try:
+            with self.session() as s, s.begin():
+                s.execute(delete(UpdateLock).where(UpdateLock.name == name, UpdateLock.expires_at < now))
+                s.execute(insert(UpdateLock).values(name=name, holder=holder, acquired_at=now,
+                                                    expires_at=now + dt.timedelta(seconds=lease_seconds)))
+            return True
+        except IntegrityError:
+            return False
+
+    def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        """Extend a lock this holder has; False if it was lost (expired and taken over)."""
+        with self.session() as s, s.begin():
+            n = s.execute(update(UpdateLock).where(UpdateLock.name == name, UpdateLock.holder == holder)
+                          .values(expires_at=_now() + dt.timedelta(seconds=lease_seconds))).rowcount
+        return bool(n)
+
+    def release_lock(self, name: str, holder: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(delete(UpdateLock).where(UpdateLock.name == name, UpdateLock.holder == holder))
+
+    def lock_holder(self, name: str) -> str | None:
+        with self.session() as s:
+            row = s.get(UpdateLock, name)
+            return row.holder if row is not None and row.expires_at >= _now() else None
 
     def stats(self) -> dict[str, int]:
         """Row counts of every table (facts split into current and closed)."""

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from knowledge.models import Base
+from knowledge.models import Base, include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,8 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # SQLite barely supports ALTER TABLE: batch mode copies the table instead.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 
