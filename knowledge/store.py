@@ -899,6 +899,106 @@ class KnowledgeStore:
             for i, e, t, p, src, c in rows
         ]
 
+    def passage_mentions(self, passage_ids: Sequence[int]) -> dict[int, list[tuple[int, int, int]]]:
+        """``(start, end, entity_id)`` of the mentions in each passage (for salient-span masking)."""
+        ids = list(passage_ids)
+        out: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        with self.session() as s:
+            for i in range(0, len(ids), _SQLITE_VARS):
+                rows = s.execute(select(Mention.passage_id, Mention.start, Mention.end, Mention.entity_id)
+                                 .where(Mention.passage_id.in_(ids[i:i + _SQLITE_VARS])).order_by(Mention.start)).all()
+                for pid, a, b, eid in rows:
+                    out[pid].append((a, b, eid))
+        return dict(out)
+
+    def sample_passages(self, n: int, max_id: int | None = None, exclude_modulo: int | None = None,
+                        seed: int | None = None) -> list[tuple[int, str]]:
+        """Up to ``n`` random passages with id ≤ ``max_id`` (replay for continual training).
+
+        ``exclude_modulo=m`` leaves out ids divisible by m (kept aside as a held-out set).
+        """
+        q = select(Passage.id, Passage.text)
+        if max_id is not None:
+            q = q.where(Passage.id <= max_id)
+        if exclude_modulo:
+            q = q.where(Passage.id % exclude_modulo != 0)
+        with self.session() as s:
+            if seed is not None and self.dialect == "postgresql":
+                s.execute(text("SELECT setseed(:x)"), {"x": (seed % 1000) / 1000})
+            rows = s.execute(q.order_by(func.random()).limit(n)).all()
+        return [(int(i), t) for i, t in rows]
+
+    def heldout_passages(self, n: int, modulo: int, max_id: int | None = None) -> list[tuple[int, str]]:
+        """The first ``n`` passages whose id is divisible by ``modulo``: a fixed held-out set."""
+        q = select(Passage.id, Passage.text).where(Passage.id % modulo == 0)
+        if max_id is not None:
+            q = q.where(Passage.id <= max_id)
+        with self.session() as s:
+            return [(int(i), t) for i, t in s.execute(q.order_by(Passage.id).limit(n)).all()]
+
+    # ------------------------------------------------------------------ update runs and checkpoints
+
+    def start_run(self, trigger: str) -> int:
+        """A new ``update_run`` row in status "running"; returns its id."""
+        with self.session() as s, s.begin():
+            run = UpdateRun(trigger=trigger, status="running", timings={}, counts={}, metrics={}, reasons=[])
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, **fields: Any) -> None:
+        """Update a run's row (status, finished_at, timings, counts, metrics, decision, reasons, error, checkpoint_version)."""
+        allowed = {"status", "finished_at", "timings", "counts", "metrics", "decision", "reasons", "error", "checkpoint_version"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"finish_run: unknown fields {sorted(unknown)}")
+        fields.setdefault("finished_at", _now())
+        with self.session() as s, s.begin():
+            s.execute(update(UpdateRun).where(UpdateRun.id == run_id).values(**fields))
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Update runs, newest first."""
+        with self.session() as s:
+            rows = s.scalars(select(UpdateRun).order_by(UpdateRun.id.desc()).offset(offset).limit(limit)).all()
+        return [_run_dict(r) for r in rows]
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self.session() as s:
+            r = s.get(UpdateRun, run_id)
+            return _run_dict(r) if r is not None else None
+
+    def record_checkpoint(self, version: str, parent: str | None, status: str, metrics: dict[str, Any],
+                          path: str | None = None) -> None:
+        """Insert or update a checkpoint's row (status: candidate / active / rejected / retired)."""
+        with self.session() as s, s.begin():
+            row = s.get(Checkpoint, version)
+            if row is None:
+                s.add(Checkpoint(version=version, parent_version=parent, status=status, metrics=metrics, path=path))
+            else:
+                row.status, row.metrics = status, metrics
+                row.parent_version = parent if parent is not None else row.parent_version
+                row.path = path or row.path
+
+    def set_checkpoint_status(self, version: str, status: str) -> None:
+        """Set one checkpoint's status; making one "active" retires the previous active one."""
+        with self.session() as s, s.begin():
+            if status == "active":
+                s.execute(update(Checkpoint).where(Checkpoint.status == "active", Checkpoint.version != version)
+                          .values(status="retired"))
+            n = s.execute(update(Checkpoint).where(Checkpoint.version == version).values(status=status)).rowcount
+            if not n:
+                s.add(Checkpoint(version=version, status=status, metrics={}))
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Checkpoint rows, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(select(Checkpoint).order_by(Checkpoint.created_at, Checkpoint.version)).all()
+        return [
+            {"version": c.version, "parent": c.parent_version, "status": c.status,
+             "created_at": c.created_at.isoformat(), "metrics": c.metrics, "path": c.path}
+            for c in rows
+        ]
+
     # ------------------------------------------------------------------ the cross-process lock
 
     def try_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
@@ -954,6 +1054,16 @@ class KnowledgeStore:
                 "update_runs": count(UpdateRun),
                 "checkpoints": count(Checkpoint),
             }
+
+
+def _run_dict(r: UpdateRun) -> dict[str, Any]:
+    return {
+        "id": r.id, "trigger": r.trigger, "status": r.status,
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        "timings": r.timings, "counts": r.counts, "metrics": r.metrics, "decision": r.decision,
+        "reasons": r.reasons, "error": r.error, "checkpoint_version": r.checkpoint_version,
+    }
 
 
 def _issue(origin: str, reason: str) -> IngestIssue:

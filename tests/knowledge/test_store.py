@@ -318,3 +318,22 @@ def test_lock_admits_one_holder_and_expires(store: KnowledgeStore) -> None:
     time.sleep(0.3)  # b crashed; its lease ran out
     assert store.try_lock("cycle", "c", lease_seconds=60)
     assert store.lock_holder("cycle") == "c"
+
+
+def test_runs_checkpoints_and_sampling(store: KnowledgeStore) -> None:
+    rid = store.start_run("manual")
+    assert store.get_run(rid)["status"] == "running"
+    store.finish_run(rid, status="succeeded", timings={"train": 1.5}, metrics={"p1": 0.5}, decision="promote",
+                     reasons=["ok"], checkpoint_version="v0002")
+    run = store.get_run(rid)
+    assert (run["status"], run["timings"], run["decision"], run["checkpoint_version"]) == ("succeeded", {"train": 1.5}, "promote", "v0002")
+    assert run["finished_at"] is not None and store.runs()[0]["id"] == rid
+    store.record_checkpoint("v0001", None, "active", {"loss": 2.0})
+    store.record_checkpoint("v0002", "v0001", "candidate", {"loss": 1.9})
+    store.set_checkpoint_status("v0002", "active")
+    assert {c["version"]: c["status"] for c in store.checkpoints()} == {"v0001": "retired", "v0002": "active"}
+    ids = store.add_documents([DocumentRecord(text=f"Passage number {i} is here.") for i in range(30)])
+    sample = store.sample_passages(10, max_id=ids[19], exclude_modulo=5, seed=1)
+    assert len(sample) == 10 and all(p <= ids[19] and p % 5 for p, _ in sample)
+    held = store.heldout_passages(3, modulo=5)
+    assert [p for p, _ in held] == sorted(p for p in ids if p % 5 == 0)[:3]
