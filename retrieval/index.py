@@ -105,6 +105,8 @@ class PassageIndex:
         self.trained_count = 0  # ivfpq: vectors seen when the quantizers were trained
         self._labels = np.zeros(0, dtype=np.int64)  # hnsw: position -> passage id
         self._alive = np.zeros(0, dtype=bool)  # hnsw: False = tombstone
+        self._n_alive = 0  # hnsw: kept as a count, not summed per search (1M-long mask)
+        self._alive_bitmap: np.ndarray | None = None  # hnsw: packed _alive, cached between mutations
         self._pending: PassageIndex | None = None  # ivfpq before training
         self._gpu_copy = None
         self._use_gpu = gpu_available() if self.config.use_gpu is None else self.config.use_gpu
@@ -120,7 +122,7 @@ class PassageIndex:
     # ---- size and contents -------------------------------------------------------------------
     def __len__(self) -> int:
         if self.kind == "hnsw":
-            return int(self._alive.sum())
+            return self._n_alive
         if self._pending is not None:
             return len(self._pending)
         return int(self._index.ntotal)
@@ -149,7 +151,7 @@ class PassageIndex:
     @property
     def tombstones(self) -> int:
         """hnsw: removed vectors still stored in the graph (0 for other kinds)."""
-        return int((~self._alive).sum()) if self.kind == "hnsw" else 0
+        return len(self._alive) - self._n_alive if self.kind == "hnsw" else 0
 
     @property
     def needs_compaction(self) -> bool:
@@ -184,6 +186,8 @@ class PassageIndex:
             self._index.add(vectors)
             self._labels = np.concatenate([self._labels, ids])
             self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
+            self._n_alive += len(ids)
+            self._alive_bitmap = None
         else:
             self._index.add_with_ids(vectors, ids)
         self._gpu_copy = None
@@ -201,8 +205,12 @@ class PassageIndex:
             return self._pending.remove(ids)
         if self.kind == "hnsw":
             hit = self._alive & np.isin(self._labels, ids)
-            self._alive[hit] = False
-            return int(hit.sum())
+            removed = int(hit.sum())
+            if removed:
+                self._alive[hit] = False
+                self._n_alive -= removed
+                self._alive_bitmap = None
+            return removed
         return int(self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))
 
     def compact(self) -> None:
@@ -216,6 +224,8 @@ class PassageIndex:
         self._index.hnsw.efConstruction = self.config.hnsw_ef_construction
         self._labels = np.zeros(0, dtype=np.int64)
         self._alive = np.zeros(0, dtype=bool)
+        self._n_alive = 0
+        self._alive_bitmap = None
         self.add(labels, vectors)
 
     def _reconstruct(self, positions: np.ndarray) -> np.ndarray:
@@ -283,10 +293,15 @@ class PassageIndex:
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.config.hnsw_ef_search, k)
-            mask = self._alive if allowed is None else self._alive & np.isin(self._labels, allowed)
-            if not mask.all():
+            bitmap = None
+            if allowed is not None:
+                bitmap = np.packbits(self._alive & np.isin(self._labels, allowed), bitorder="little")
+            elif self.tombstones:
+                if self._alive_bitmap is None:
+                    self._alive_bitmap = np.packbits(self._alive, bitorder="little")
+                bitmap = self._alive_bitmap
+            if bitmap is not None:
                 # bitmap and selector are locals so they outlive the search call
-                bitmap = np.packbits(mask, bitorder="little")
                 selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
                 params.sel = selector
             scores, pos = self._index.search(queries, k, params=params)
@@ -355,6 +370,7 @@ class PassageIndex:
         if meta["kind"] == "hnsw":
             index._labels = extras["labels"].astype(np.int64)
             index._alive = extras["alive"].astype(bool)
+            index._n_alive = int(index._alive.sum())
             index._index.hnsw.efConstruction = index.config.hnsw_ef_construction
         return index
 
