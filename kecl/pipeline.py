@@ -9,6 +9,7 @@ one forward pass (requests that arrive within a few milliseconds are batched).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import queue
@@ -160,7 +161,11 @@ def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
         return Prepared(text, [], [], [], [], 0.0)
     facts, views = select_facts(kecl, text, opts)
     hits = select_passages(kecl, text, opts)
-    passages = [InjectedPassage(h.text, h.score, h.passage_id) for h in hits]
+    # The injection budget compares fact and passage scores directly, and their own scores live on
+    # different scales (relevance ≈ 1–2, fused RRF ≈ 0.01–0.03): share the budget by rank instead,
+    # interleaving the best fact, the best passage, the second fact, … (facts first at a tie).
+    facts = [dataclasses.replace(f, score=1.0 / (rank + 1)) for rank, f in enumerate(facts)]
+    passages = [InjectedPassage(h.text, 1.0 / (rank + 1), h.passage_id) for rank, h in enumerate(hits)]
     return Prepared(text, facts, views, passages, hits, (time.perf_counter() - t0) * 1000)
 
 
@@ -190,7 +195,7 @@ def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOption
             text=p.text,
             mode=opts.mode,
             predictions=[[{"token": t.token, "score": round(t.score, 6)} for t in m.top_k] for m in r.masks],
-            facts=[{**p.fact_views[i].to_dict(), "score": round(p.facts[i].score, 4)} for i in used_f],
+            facts=[{**p.fact_views[i].to_dict(), "relevance": round(_relevance(p.text, p.fact_views[i]), 4)} for i in used_f],
             evidence=[{**p.hits[i].to_dict(), "score": round(p.hits[i].score, 6)} for i in used_p],
             injected_input=inputs.texts[row],
             snapshot=snapshot,

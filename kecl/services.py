@@ -20,6 +20,19 @@ from knowledge import DocumentRecord, IngestSummary, KnowledgeStore, ReadBatch
 
 log = logging.getLogger("kecl")
 
+_ACTIVE: dict[str, Kecl] = {}
+
+
+def active_kecl(home: str | None) -> Kecl | None:
+    """The Kecl this process serves for ``home`` (so a scheduled cycle in ``kecl serve
+    --scheduler`` reloads the serving model on promotion), or None."""
+    from pathlib import Path
+
+    key = str(Path(home).resolve()) if home else None
+    if key is None:
+        return next(iter(_ACTIVE.values()), None)
+    return _ACTIVE.get(key)
+
 
 class Kecl:
     """Store + index (+ encoder, added by the query layer) for one process."""
@@ -180,6 +193,79 @@ class Kecl:
                 return []
         return hybrid_search(query, k, store=self.store, index_handle=self.index,
                              weights=self.settings.retrieval, allowed_ids=allowed)
+
+    # ---------------------------------------------------------------- the update cycle
+
+    def register_active(self) -> None:
+        """Make this the process's serving Kecl (scheduled jobs then update it in place)."""
+        _ACTIVE[str(self.settings.home.resolve())] = self
+
+    def knowledge_source(self) -> Any:
+        """``(texts, mode) -> (facts, passages)`` from the query pipeline, for augmented evaluation."""
+        from kecl.pipeline import QueryOptions, retrieve
+
+        def source(texts: Sequence[str], mode: str) -> tuple[list[list[Any]], list[list[Any]]]:
+            opts = QueryOptions(mode=mode, k_passages=self.settings.retrieval.k)  # type: ignore[arg-type]
+            prepared = [retrieve(self, t, opts) for t in texts]
+            return [p.facts for p in prepared], [p.passages for p in prepared]
+
+        return source
+
+    def cycle_context(self) -> Any:
+        """Everything an update cycle needs, wired from settings."""
+        from encoder.checkpoints import load_active
+        from encoder.model import load_mlm
+        from updater.cycle import CycleContext
+
+        def fresh_active() -> Any:
+            return load_active(self.settings.checkpoints_dir, device=self.settings.model.device) or \
+                load_mlm(self.settings.model.name_or_path, device=self.settings.model.device)
+
+        def on_promote(version: str) -> None:
+            self.reload_encoder()
+            if self.settings.index.embedder == "encoder" and self._index is not None:
+                self.reembed_index()
+
+        return CycleContext(
+            store=self.store, checkpoints_dir=self.settings.checkpoints_dir, load_active=fresh_active,
+            add_to_index=self._index_new_passages, knowledge=self.knowledge_source(), on_promote=on_promote,
+            inbox_dir=self.settings.inbox_dir,
+        )
+
+    def cycle_config(self) -> Any:
+        """The cycle's training and gate settings."""
+        from encoder.trainer import TrainConfig
+        from updater.cycle import CycleConfig, GateConfig
+
+        t, g = self.settings.train, self.settings.gates
+        train = TrainConfig(steps=t.steps, batch_size=t.batch_size, max_length=self.settings.model.max_length,
+                            learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+                            grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
+                            replay_ratio=t.replay_ratio, seed=t.seed, bf16=self.settings.model.bf16 or None,
+                            log_path=self.settings.runs_dir / "train.jsonl")
+        return CycleConfig(train=train, gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition))
+
+    def run_update(self, paths: Sequence[Any] | None = None, trigger: str = "manual", config: Any = None) -> Any:
+        """One update cycle (inbox files by default); see :func:`updater.cycle.run_cycle`."""
+        from updater.cycle import run_cycle
+
+        self.index  # load and reconcile first, so new passages land in an index that is complete
+        report = run_cycle(self.cycle_context(), config or self.cycle_config(), paths=paths, trigger=trigger)
+        self.flush()
+        return report
+
+    def reembed_index(self) -> Any:
+        """Rebuild the index with the (new) active encoder as embedder in the background, then swap."""
+        from kecl.search import make_embedder
+        from retrieval import IndexConfig
+
+        bundle = self.encoder
+        embedder = make_embedder(self.settings, encoder=(bundle.model.bert, bundle.tokenizer, bundle.version or "base"))
+        return self.index.rebuild_in_background(
+            embedder, lambda: self.store.iter_passages(batch_size=1000),
+            config=IndexConfig.from_settings(self.settings.index),
+            sql_ids=self.store.passage_ids, fetch_texts=self.store.passage_texts,
+        )
 
     def close(self) -> None:
         if self._batcher is not None:

@@ -64,7 +64,7 @@ def query(
     if answer.facts:
         console.print("[bold]facts used[/bold]")
         for f in answer.facts:
-            console.print(f"  {f['text']}  [dim](fact {f['id']}, {f['source'] or 'no source'}, score {f['score']})[/dim]")
+            console.print(f"  {f['text']}  [dim](fact {f['id']}, {f['source'] or 'no source'}, relevance {f['relevance']})[/dim]")
     if answer.evidence:
         console.print("[bold]evidence[/bold]")
         for e in answer.evidence:
