@@ -107,7 +107,12 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         # Load and reconcile the index before serving: a crash between an SQL commit and an
         # index write heals here, and the first query does not pay for it.
         await run_in_threadpool(lambda: (kecl.index, kecl.encoder))
+        scheduler = getattr(app.state, "scheduler", None)  # `kecl serve --scheduler`
+        if scheduler is not None:
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         await run_in_threadpool(kecl.close)
 
     app = FastAPI(
@@ -291,6 +296,37 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         hits = kecl.search(body.text, body.k, source=body.source, published_from=body.published_from,
                            published_to=body.published_to)
         return {"hits": [h.to_dict() for h in hits]}
+
+    @app.get("/v1/runs", tags=["updates"])
+    def list_runs(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """Update cycles, newest first: status, stage timings, counts, metrics, decision, reasons."""
+        return {"runs": kecl.store.runs(limit=limit, offset=offset)}
+
+    @app.get("/v1/runs/{run_id}", tags=["updates"])
+    def get_run(run_id: int) -> dict[str, Any]:
+        """One update cycle."""
+        run = kecl.store.get_run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no update run {run_id}")
+        return run
+
+    @app.post("/v1/runs", tags=["updates"], dependencies=[Depends(require_key)], status_code=202)
+    def trigger_run() -> dict[str, Any]:
+        """Start an update cycle now over the inbox (in the background; poll GET /v1/runs)."""
+        import threading
+
+        from updater.locking import CYCLE_LOCK_NAME
+
+        holder = kecl.store.lock_holder(CYCLE_LOCK_NAME)
+        if holder is not None:
+            raise HTTPException(409, f"an update cycle is already running ({holder})")
+        started = threading.Event()
+        thread = threading.Thread(target=lambda: (started.set(), kecl.run_update(trigger="api")), daemon=True,
+                                  name="kecl-update")
+        thread.start()
+        started.wait(5)
+        app.state.update_thread = thread
+        return {"status": "started", "poll": "/v1/runs"}
 
     app.state.check_text = check_text
     app.state.check_k = check_k

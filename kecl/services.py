@@ -150,12 +150,19 @@ class Kecl:
     def _index_new_passages(self, passage_ids: list[int]) -> None:
         if not passage_ids:
             return
-        from retrieval.reconcile import embed_and_add
+        import numpy as np
 
         handle = self.index
-        texts = self.store.passage_texts(passage_ids)
-        with handle._lock:  # the embedder and index that serve searches, read together
-            embed_and_add(handle.index, handle.embedder, sorted(texts.items()))
+        items = sorted(self.store.passage_texts(passage_ids).items())
+        ids = np.array([pid for pid, _ in items], dtype=np.int64)
+        while True:
+            # Embed with the embedder of the index we add to: if a re-embedding swap happened
+            # meanwhile (its reconcile already covers SQL's passages), embed again for the new one.
+            generation = handle.generation
+            vectors = handle.embedder.encode([text for _, text in items])
+            if handle.generation == generation:
+                handle.add(ids, vectors)
+                break
         self._index_dirty = True
 
     def delete_document(self, document_id: int) -> list[int]:

@@ -96,10 +96,6 @@ class CycleReport:
     error: str | None = None
 
 
-class CycleFailed(RuntimeError):
-    """Raised inside a stage to fail the run with a clear message."""
-
-
 # ----------------------------------------------------------------------------- stages
 
 
@@ -379,8 +375,8 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
 
 
 def _keep_lock(lock: Any) -> None:
-    if getattr(lock, "lost", None) is not None and lock.lost.is_set():
-        raise CycleFailed("lost the update lock during training (another process took it over)")
+    """Stop training if another process took the lock over (our lease ran out)."""
+    lock.check()
 
 
 def _l2_pull(bundle: MLMBundle, strength: float) -> Callable[[torch.nn.Module], torch.Tensor]:
