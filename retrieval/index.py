@@ -108,6 +108,9 @@ class PassageIndex:
         self._n_alive = 0  # hnsw: kept as a count, not summed per search (1M-long mask)
         self._alive_bitmap: np.ndarray | None = None  # hnsw: packed _alive, cached between mutations
         self._pending: PassageIndex | None = None  # ivfpq before training
+        # Highest id ever added: SQL hands out increasing ids, so a batch above it cannot
+        # overwrite anything and skips the upsert's O(n) removal scan.
+        self._max_added = -1
         self._gpu_copy = None
         self._use_gpu = gpu_available() if self.config.use_gpu is None else self.config.use_gpu
         if kind == "flat":
@@ -181,7 +184,9 @@ class PassageIndex:
                 self._train_from_pending()
             self._gpu_copy = None
             return
-        self.remove(ids)  # upsert: an old vector under the same id must not survive
+        if ids.min() <= self._max_added:
+            self.remove(ids)  # upsert: an old vector under the same id must not survive
+        self._max_added = max(self._max_added, int(ids.max()))
         if self.kind == "hnsw":
             self._index.add(vectors)
             self._labels = np.concatenate([self._labels, ids])
@@ -253,6 +258,7 @@ class PassageIndex:
         index.train(sample)
         index.add_with_ids(vectors, ids)
         self._index = index
+        self._max_added = pending._max_added
         self._pending = None
         self.trained_count = n
 
@@ -269,6 +275,7 @@ class PassageIndex:
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries have {queries.shape[1]} dimensions, the index {self.dim}")
         nq = queries.shape[0]
+        k = max(int(k), 0)
         empty = (np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64))
         if k <= 0 or nq == 0 or len(self) == 0:
             return empty
@@ -355,13 +362,15 @@ class PassageIndex:
 
     def _meta(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "config": asdict(self.config),
-                "trained_count": self.trained_count, "pending": self._pending is not None}
+                "trained_count": self.trained_count, "pending": self._pending is not None,
+                "max_added": max(self._max_added, self._pending._max_added if self._pending is not None else -1)}
 
     @classmethod
     def _restore(cls, meta: dict[str, Any], faiss_index, extras: dict[str, np.ndarray],
                  embedder_version: str | None) -> "PassageIndex":
         index = cls(meta["kind"], meta["dim"], IndexConfig(**meta["config"]), embedder_version)
         index.trained_count = meta.get("trained_count", 0)
+        max_added = int(meta.get("max_added", -1))
         if meta["kind"] == "ivfpq" and meta.get("pending"):
             index._pending._index = faiss_index
         else:
@@ -372,6 +381,10 @@ class PassageIndex:
             index._alive = extras["alive"].astype(bool)
             index._n_alive = int(index._alive.sum())
             index._index.hnsw.efConstruction = index.config.hnsw_ef_construction
+        # never below the highest id present, so an upsert after loading still replaces
+        index._max_added = max(max_added, index.max_id)
+        if index._pending is not None:
+            index._pending._max_added = index._max_added
         return index
 
     def __repr__(self) -> str:

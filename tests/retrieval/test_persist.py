@@ -36,6 +36,8 @@ def test_round_trip_gives_same_results_and_manifest(tmp_path, kind):
     assert np.array_equal(loaded.search(queries, 5)[1], index.search(queries, 5)[1])
     loaded.add([100_001], vectors[:1])  # still mutable after loading
     assert len(loaded) == 1198
+    loaded.add([7], vectors[500:501])  # an upsert after loading replaces, never duplicates
+    assert len(loaded) == 1198 and (loaded.ids() == 7).sum() == 1
 
 
 def test_ivfpq_waiting_for_training_round_trips(tmp_path):
