@@ -111,6 +111,7 @@ class PassageIndex:
         # Highest id ever added: SQL hands out increasing ids, so a batch above it cannot
         # overwrite anything and skips the upsert's O(n) removal scan.
         self._max_added = -1
+        self._warned_retrain = False
         self._gpu_copy = None
         self._use_gpu = gpu_available() if self.config.use_gpu is None else self.config.use_gpu
         if kind == "flat":
@@ -196,7 +197,8 @@ class PassageIndex:
         else:
             self._index.add_with_ids(vectors, ids)
         self._gpu_copy = None
-        if self.needs_retrain:
+        if self.needs_retrain and not self._warned_retrain:
+            self._warned_retrain = True  # once per index, not per batch
             log.warning("IVF-PQ index holds %d vectors, trained on %d: rebuild it (kecl index build)",
                         len(self), self.trained_count)
 
