@@ -35,8 +35,8 @@ def make_data(n_facts: int, n_docs: int, seed: int = 0):  # type: ignore[no-unty
     facts, seen = [], set()
     while len(facts) < n_facts:
         s, r, o = rng.randrange(n_entities), rng.randrange(50), rng.randrange(n_entities)
-        if (s, r) in seen and r % 2 == 0:
-            continue  # keep the timing about inserts; supersession is measured by the tests
+        if (s, r) in seen:
+            continue  # distinct (subject, relation): the timing is about inserts; supersession is tested
         seen.add((s, r))
         facts.append(FactRecord(f"e{s}", f"R{r}", object=f"e{o}"))
     docs = [
