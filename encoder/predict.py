@@ -1,0 +1,242 @@
+"""Fill-mask prediction, gold-token ranks for probes, and attention explanations.
+
+Attention weights need the eager kernel (SDPA never materialises them), so the model switches
+to eager only for an ``explain=True`` call and back to SDPA afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from encoder.model import MLMBundle
+from encoder.packing import to_backend_mask
+
+
+@dataclass
+class TokenScore:
+    token: str
+    token_id: int
+    score: float  # softmax probability over the vocabulary
+
+
+@dataclass
+class AttentionExplanation:
+    """Attention from one masked position to every input token.
+
+    ``per_head[layer][head][j]``: weight of token ``j`` in that head; ``rollout[j]``: attention
+    rollout (Abnar & Zuidema 2020: head-averaged attention plus identity, multiplied through the
+    layers), the share of the masked position's final representation that flows from token ``j``.
+    """
+
+    tokens: list[str]
+    per_head: list[list[list[float]]]
+    rollout: list[float]
+
+
+@dataclass
+class MaskPrediction:
+    position: int  # index of the [MASK] token in the input ids
+    top_k: list[TokenScore]
+    explanation: AttentionExplanation | None = None
+
+
+@dataclass
+class FillMaskResult:
+    """Predictions for one input: one entry per [MASK], left to right."""
+
+    text: str | None
+    tokens: list[str]
+    masks: list[MaskPrediction] = field(default_factory=list)
+
+
+def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool) -> tuple[torch.Tensor, tuple | None]:
+    model = bundle.model
+    device = bundle.device
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "position_ids", "attention_mask") and v is not None}
+    mask = inputs.get("attention_mask")
+    previous = model.config._attn_implementation
+    if explain and previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        if mask is not None and mask.dim() in (3, 4):
+            # transformers v5 passes 4-D masks through untouched: give it the backend's form.
+            # Boolean / 0-1 integer: a visibility matrix; floating point: an additive mask (0 = visible).
+            visible = mask >= 0 if mask.is_floating_point() else mask.bool()
+            inputs["attention_mask"] = to_backend_mask(visible, model.config._attn_implementation)
+        model.eval()
+        with torch.inference_mode():
+            out = model(**inputs, output_attentions=explain)
+        return out.logits.float(), out.attentions
+    finally:
+        if explain and previous != "eager":
+            model.set_attn_implementation(previous)
+
+
+def _rollout(attentions: Sequence[torch.Tensor], row: int, keep: torch.Tensor) -> torch.Tensor:
+    """Attention rollout for one batch row; ``keep`` selects its real (non-padding) tokens."""
+    idx = keep.nonzero().flatten()
+    result = None
+    for layer in attentions:
+        a = layer[row].float().mean(0)[idx][:, idx]
+        a = a + torch.eye(a.shape[0], device=a.device)  # the residual connection
+        a = a / a.sum(-1, keepdim=True)
+        result = a if result is None else a @ result
+    return result
+
+
+def fill_mask_encoded(
+    bundle: MLMBundle,
+    encodings: Mapping[str, torch.Tensor],
+    top_k: int = 10,
+    explain: bool = False,
+    texts: Sequence[str | None] | None = None,
+) -> list[FillMaskResult]:
+    """Fill-mask on pre-built inputs: ``input_ids`` plus optional ``token_type_ids``,
+    ``position_ids`` (e.g. K-BERT soft positions) and an ``attention_mask`` that is 2-D
+    (padding) or a boolean 3-D/4-D visibility matrix (True = may attend).
+
+    Returns one :class:`FillMaskResult` per row. Raises ``ValueError`` without ``input_ids``.
+    """
+    if "input_ids" not in encodings:
+        raise ValueError("fill_mask_encoded: encodings need 'input_ids'")
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1")
+    tokenizer = bundle.tokenizer
+    input_ids = encodings["input_ids"]
+    logits, attentions = _forward(bundle, encodings, explain)
+    probs = logits.softmax(-1)
+    mask = encodings.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        keep_all = mask.bool()
+    else:
+        keep_all = input_ids != tokenizer.pad_token_id
+    k = min(top_k, probs.shape[-1])
+    results = []
+    for row in range(input_ids.shape[0]):
+        keep = keep_all[row].cpu()
+        ids = input_ids[row][keep].tolist()
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        result = FillMaskResult(texts[row] if texts else None, tokens)
+        positions = (input_ids[row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+        rollout = _rollout(attentions, row, keep.to(attentions[0].device)) if explain else None
+        kept_index = keep.nonzero().flatten()
+        for pos in positions:
+            scores, top_ids = probs[row, pos].topk(k)
+            top = [TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)]
+            explanation = None
+            if explain:
+                local = int((kept_index == pos).nonzero().flatten()[0])
+                per_head = [layer[row][:, pos][:, kept_index.to(layer.device)].float().tolist() for layer in attentions]
+                explanation = AttentionExplanation(tokens, per_head, rollout[local].tolist())
+            result.masks.append(MaskPrediction(pos, top, explanation))
+        results.append(result)
+    return results
+
+
+def encode_texts(bundle: MLMBundle, texts: Sequence[str], max_length: int = 512) -> dict[str, torch.Tensor]:
+    """Tokenise texts as a padded batch (``input_ids``, ``token_type_ids``, ``attention_mask``)."""
+    enc = bundle.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+
+
+def fill_mask(
+    bundle: MLMBundle,
+    texts: Sequence[str],
+    top_k: int = 10,
+    explain: bool = False,
+    batch_size: int = 64,
+    max_length: int = 512,
+) -> list[FillMaskResult]:
+    """Top-k fillers for every ``[MASK]`` in each text, batched; with ``explain`` also the
+    attention from each masked position to each input token (per layer and head, and rollout).
+
+    ``[MASK]`` may be written literally in the text. Returns one result per text (texts without a
+    mask get an empty ``masks`` list). Raises ``ValueError`` for a bare string or ``top_k`` < 1.
+    """
+    if isinstance(texts, str):
+        raise ValueError("fill_mask: pass a list of texts, not a single string")
+    results: list[FillMaskResult] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        results.extend(fill_mask_encoded(bundle, encode_texts(bundle, chunk, max_length), top_k, explain, chunk))
+    return results
+
+
+@dataclass
+class RankResult:
+    """Where the gold token ranks among all vocabulary entries at the masked position (1 = top)."""
+
+    rank: int
+    gold_score: float
+    top_k: list[TokenScore]
+
+
+def masked_token_ranks(
+    bundle: MLMBundle,
+    inputs: Sequence[str] | Mapping[str, torch.Tensor],
+    gold_token_ids: Sequence[int],
+    top_k: int = 10,
+    batch_size: int = 64,
+) -> list[RankResult]:
+    """For inputs with exactly one ``[MASK]`` each, the rank of the gold token id there and the
+    top-k — enough for P@1, P@10 and MRR. ``inputs`` are texts or pre-built encodings.
+
+    Raises ``ValueError`` when an input has no or several masks, or lengths differ.
+    """
+    if len(inputs["input_ids"] if isinstance(inputs, Mapping) else inputs) != len(gold_token_ids):
+        raise ValueError("masked_token_ranks: one gold token id per input is needed")
+    tokenizer = bundle.tokenizer
+    out: list[RankResult] = []
+    total = len(gold_token_ids)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        if isinstance(inputs, Mapping):
+            batch = {k: v[start:stop] for k, v in inputs.items() if v is not None}
+        else:
+            batch = encode_texts(bundle, list(inputs[start:stop]))
+        logits, _ = _forward(bundle, batch, explain=False)
+        is_mask = batch["input_ids"] == tokenizer.mask_token_id
+        counts = is_mask.sum(1)
+        if bool((counts != 1).any()):
+            bad = start + int((counts != 1).nonzero()[0])
+            raise ValueError(f"masked_token_ranks: input #{bad} has {int(counts[bad - start])} [MASK] tokens, expected 1")
+        rows = torch.arange(stop - start)
+        at_mask = logits[rows, is_mask.float().argmax(1).to(logits.device)]
+        probs = at_mask.softmax(-1)
+        gold = torch.tensor(gold_token_ids[start:stop], device=probs.device)
+        gold_p = probs[rows, gold]
+        ranks = (probs > gold_p[:, None]).sum(1) + 1
+        scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        for r in range(stop - start):
+            top = [TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores[r], ids[r])]
+            out.append(RankResult(int(ranks[r]), float(gold_p[r]), top))
+    return out
+
+
+def score_candidates(bundle: MLMBundle, text: str, candidates: Sequence[str]) -> dict[str, float]:
+    """Probability of each single-token candidate at the one ``[MASK]`` of ``text``.
+
+    Raises ``ValueError`` for a candidate that is not one token in the vocabulary.
+    """
+    ids = []
+    for c in candidates:
+        pieces = bundle.tokenizer(c, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise ValueError(f"score_candidates: {c!r} is {len(pieces)} tokens, expected 1")
+        ids.append(pieces[0])
+    logits, _ = _forward(bundle, encode_texts(bundle, [text]), explain=False)
+    pos = (encode_texts(bundle, [text])["input_ids"][0] == bundle.tokenizer.mask_token_id).nonzero().flatten()
+    if pos.numel() != 1:
+        raise ValueError(f"score_candidates: expected one [MASK] in {text!r}, found {pos.numel()}")
+    probs = logits[0, int(pos[0])].softmax(-1)
+    return {c: float(probs[i]) for c, i in zip(candidates, ids)}
+
+
+def to_dict(result: FillMaskResult) -> dict[str, Any]:
+    """A JSON-ready view of a result (for the API and CLI)."""
+    from dataclasses import asdict
+
+    return asdict(result)

@@ -1,0 +1,424 @@
+"""Continued MLM training, built for speed on CPU and GPU.
+
+Why our own loop and not ``transformers.Trainer``: the MLM head (a 384 × 30k matmul per token)
+runs only on the ~15% masked positions, sequences are packed instead of padded, and bf16
+autocast is on where the hardware has it. Everything else is the textbook recipe: AdamW,
+warm-up then linear decay, gradient accumulation and clipping.
+
+Runs are reproducible and resumable: the batch and the masking at step ``s`` depend only on
+``(seed, s)``, and the optimizer/scheduler state is saved with the weights, so a run resumed
+from step ``s`` continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import get_linear_schedule_with_warmup
+
+from encoder.masking import IGNORE_INDEX, mask_tokens
+from encoder.model import MLMBundle
+from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
+
+log = logging.getLogger(__name__)
+
+STATE_WEIGHTS = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one MLM training run (names as in BERT / run_mlm.py / CKL)."""
+
+    steps: int = 200
+    batch_size: int = 16
+    max_length: int = 128
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mlm_probability: float = 0.15
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+    whole_word_mask: bool = False
+    salient_probability: float | None = 0.5  # chance to mask an entity mention (None: like any word)
+    replay_ratio: float = 0.5  # share of each batch drawn from the replay stream, when given
+    packing: str = "packed"  # "packed" (no cross-document attention) or "grouped" (run_mlm.py)
+    nsp: bool = False  # next-sentence prediction (BERT); off, as RoBERTa showed it does not help
+    seed: int = 0
+    bf16: bool | None = None  # None: on where the hardware supports it
+    log_path: str | Path | None = None  # JSONL: step, loss, lr, tokens/s
+    log_every: int = 10
+    state_dir: str | Path | None = None  # where resumable training state is written
+    save_every: int = 0  # steps between state saves (0: only at the end, if state_dir is set)
+    max_seconds: float | None = None  # stop early (cleanly, after a full step) past this wall time
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-step losses, final metrics, and whether it ran in bf16."""
+
+    steps: int
+    losses: list[float]
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    bf16: bool
+    final_loss: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+StepHook = Callable[[int, dict[str, float]], None]
+"""Called after every optimizer step with ``(step, metrics)``; may raise to stop the run."""
+
+BatchHook = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+"""Rewrites a masked batch before the forward pass (knowledge injection plugs in here)."""
+
+LossHook = Callable[[torch.nn.Module], torch.Tensor]
+"""Extra loss term on the model (e.g. an L2 pull towards the previous weights)."""
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 runs natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def _check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config: TrainConfig) -> None:
+    if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
+        raise ValueError(f"steps, batch_size and grad_accum must be >= 1 (got {config.steps}, {config.batch_size}, {config.grad_accum})")
+    if not 0.0 <= config.replay_ratio < 1.0:
+        raise ValueError(f"replay_ratio={config.replay_ratio} must be in [0, 1)")
+    if not 0.0 < config.mlm_probability < 1.0:
+        raise ValueError(f"mlm_probability={config.mlm_probability} must be in (0, 1)")
+    if isinstance(new, (str, bytes)) or isinstance(replay, (str, bytes)):
+        raise TypeError("new/replay must be sequences of texts, not a single string")
+
+
+class _Stream:
+    """Cycles through blocks in a seeded order; the rows for step ``s`` depend only on ``(seed, s)``."""
+
+    def __init__(self, blocks: Blocks, per_step: int, seed: int):
+        self.blocks, self.per_step, self.seed = blocks, per_step, seed
+
+    def rows(self, step: int) -> Blocks:
+        n = len(self.blocks)
+        start = step * self.per_step
+        index = []
+        while len(index) < self.per_step:
+            epoch, offset = divmod(start + len(index), n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            index.extend(order[offset:offset + self.per_step - len(index)].tolist())
+        return self.blocks.select(torch.tensor(index))
+
+
+def _nsp_pairs(blocks: Blocks, tokenizer, generator: torch.Generator) -> tuple[Blocks, torch.Tensor]:
+    """BERT's next-sentence task: split each block's first document in two halves; in 50% of
+    rows the second half is replaced by the start of another row's document. Returns the new
+    blocks (segment B gets token type 1 via ``segment_ids``) and labels (0 = is next)."""
+    n, length = blocks.input_ids.shape
+    ids = blocks.input_ids.clone()
+    is_random = torch.rand(n, generator=generator) < 0.5
+    partner = torch.randint(n, (n,), generator=generator)
+    token_type = torch.zeros_like(ids)
+    for r in range(n):
+        doc = (blocks.segment_ids[r] == 0).nonzero().flatten()
+        body = doc[1:-1]
+        if body.numel() < 4:
+            is_random[r] = False
+            continue
+        half = body[body.numel() // 2]
+        end = int(doc[-1])
+        if is_random[r] and partner[r] != r:
+            src = blocks.input_ids[partner[r], 1:]
+            k = end - int(half)
+            ids[r, half:end] = src[:k].masked_fill(src[:k] == tokenizer.pad_token_id, tokenizer.sep_token_id)
+        else:
+            is_random[r] = False
+        token_type[r, half:end + 1] = 1
+    out = Blocks(ids, blocks.position_ids, blocks.segment_ids, blocks.unit_ids, blocks.salient)
+    out.token_type_ids = token_type  # type: ignore[attr-defined]
+    return out, is_random.long()
+
+
+def train_mlm(
+    bundle: MLMBundle,
+    new: Sequence[TrainText],
+    replay: Sequence[TrainText] = (),
+    config: TrainConfig | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+    batch_hook: BatchHook | None = None,
+    extra_loss: LossHook | None = None,
+) -> TrainResult:
+    """Continue MLM training of ``bundle.model`` in place on ``new`` text mixed with ``replay``.
+
+    Each batch takes ``round(batch_size * replay_ratio)`` blocks from ``replay`` (when given) and
+    the rest from ``new``. ``resume_from`` is a ``state_dir`` written by an earlier run with the
+    same config; training continues from its step. ``batch_hook``/``extra_loss`` leave room for
+    knowledge injection and regularisation towards old weights.
+    Returns a :class:`TrainResult`. Raises ``ValueError``/``TypeError`` on bad input before any
+    weight changes, and ``FloatingPointError`` if the loss becomes non-finite.
+    """
+    config = config or TrainConfig()
+    _check_inputs(new, replay, config)
+    model, tokenizer = bundle.model, bundle.tokenizer
+    device = bundle.device
+    attn = model.config._attn_implementation
+
+    new_blocks = build_blocks(tokenizer, new, config.max_length, config.packing, config.whole_word_mask)
+    if len(new_blocks) == 0:
+        raise ValueError("train_mlm: no trainable text in 'new' (empty or whitespace only)")
+    replay_blocks = build_blocks(tokenizer, replay, config.max_length, config.packing, config.whole_word_mask) if replay else None
+    n_replay = round(config.batch_size * config.replay_ratio) if replay_blocks is not None and len(replay_blocks) else 0
+    streams = [_Stream(new_blocks, config.batch_size - n_replay, config.seed)]
+    if n_replay:
+        streams.append(_Stream(replay_blocks, n_replay, config.seed + 1))
+
+    use_bf16 = bf16_supported(device) if config.bf16 is None else (config.bf16 and bf16_supported(device))
+    if config.bf16 and not use_bf16:
+        log.warning("bf16 requested but %s has no native bf16; training in float32", device)
+
+    nsp_head = None
+    if config.nsp:
+        hidden = model.config.hidden_size
+        nsp_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2)).to(device)
+
+    # AdamW without weight decay on biases and LayerNorm, as in BERT.
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if nsp_head is not None:
+        named += [(f"nsp.{n}", p) for n, p in nsp_head.named_parameters()]
+    decay = [p for n, p in named if p.dim() >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in named if not (p.dim() >= 2 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate, fused=device.type == "cuda",
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
+
+    start_step = 0
+    if resume_from is not None:
+        start_step = _load_state(Path(resume_from), model, optimizer, scheduler, nsp_head, config)
+        log.info("resumed from %s at step %d", resume_from, start_step)
+
+    log_file = open(config.log_path, "a", encoding="utf-8") if config.log_path else None
+    losses: list[float] = []
+    tokens_seen = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
+    model.train()
+    started = time.perf_counter()
+    window_start, window_tokens = started, 0
+    try:
+        for step in range(start_step, config.steps):
+            step_loss = 0.0
+            for micro in range(config.grad_accum):
+                # Data and masking for this step depend only on (seed, step): exact resume.
+                draw = step * config.grad_accum + micro
+                gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
+                blocks = Blocks.cat([s.rows(draw) for s in streams])
+                nsp_labels = None
+                token_type_ids = None
+                if nsp_head is not None:
+                    blocks, nsp_labels = _nsp_pairs(blocks, tokenizer, gen)
+                    token_type_ids = blocks.token_type_ids.to(device)  # type: ignore[attr-defined]
+                input_ids, labels = mask_tokens(
+                    blocks.input_ids, blocks.unit_ids,
+                    mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                    mlm_probability=config.mlm_probability, mask_replace_prob=config.mask_replace_prob,
+                    random_replace_prob=config.random_replace_prob, salient=blocks.salient,
+                    salient_probability=config.salient_probability, generator=gen,
+                )
+                batch = {
+                    "input_ids": input_ids.to(device),
+                    "position_ids": blocks.position_ids.to(device),
+                    "attention_mask": block_attention_mask(blocks.segment_ids, attn),
+                    "labels": labels.to(device),
+                }
+                if batch["attention_mask"] is not None:
+                    batch["attention_mask"] = batch["attention_mask"].to(device)
+                if token_type_ids is not None:
+                    batch["token_type_ids"] = token_type_ids
+                if batch_hook is not None:
+                    batch = batch_hook(batch, step)
+                torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    hidden = model.bert(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=batch["position_ids"], token_type_ids=batch.get("token_type_ids"),
+                    ).last_hidden_state
+                    # The MLM head only where a token is masked: ~7x less head compute than all positions.
+                    predicted = batch["labels"] != IGNORE_INDEX
+                    logits = model.cls(hidden[predicted])
+                loss = F.cross_entropy(logits.float(), batch["labels"][predicted])
+                if nsp_head is not None:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        nsp_logits = nsp_head(hidden[:, 0])
+                    loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels.to(device))
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"train_mlm: loss became {loss.item()} at step {step}; lower the learning rate")
+                (loss / config.grad_accum).backward()
+                step_loss += loss.item() / config.grad_accum
+                n_tokens = int((blocks.segment_ids >= 0).sum())
+                tokens_seen += n_tokens
+                window_tokens += n_tokens
+            grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            done = step + 1
+            metrics = {"step": done, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{metrics['lr']:.2e}")
+            if log_file is not None and (done % config.log_every == 0 or done == config.steps):
+                now = time.perf_counter()
+                metrics["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
+                window_start, window_tokens = now, 0
+                log_file.write(json.dumps(metrics) + "\n")
+                log_file.flush()
+            if config.state_dir and ((config.save_every and done % config.save_every == 0) or done == config.steps):
+                _save_state(Path(config.state_dir), model, optimizer, scheduler, nsp_head, done, config)
+            if on_step is not None:
+                on_step(done, metrics)
+            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+                log.info("train_mlm: time budget of %.0f s reached after %d steps", config.max_seconds, done)
+                break
+    finally:
+        model.eval()
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+    seconds = time.perf_counter() - started
+    tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+    return TrainResult(
+        steps=start_step + len(losses), losses=losses, tokens=tokens_seen, seconds=seconds,
+        tokens_per_second=tokens_seen / max(seconds, 1e-9), bf16=use_bf16,
+        final_loss=sum(tail) / len(tail),
+        metrics={"train_loss": sum(tail) / len(tail), "blocks_new": len(new_blocks),
+                 "blocks_replay": len(replay_blocks) if replay_blocks is not None else 0, "config": _jsonable(config)},
+    )
+
+
+def _jsonable(config: TrainConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def _save_state(folder: Path, model, optimizer, scheduler, nsp_head, step: int, config: TrainConfig) -> None:
+    """Weights + optimizer + scheduler, written to temporary names then renamed (never half-written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+               if k not in _TIED}  # tied to the word embeddings / the head bias
+    tmp_w, tmp_s = folder / (STATE_WEIGHTS + ".tmp"), folder / (STATE_FILE + ".tmp")
+    save_file(weights, str(tmp_w))
+    torch.save({
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "nsp_head": nsp_head.state_dict() if nsp_head is not None else None,
+        "config": _jsonable(config),
+    }, tmp_s)
+    os.replace(tmp_w, folder / STATE_WEIGHTS)
+    os.replace(tmp_s, folder / STATE_FILE)
+
+
+def _load_state(folder: Path, model, optimizer, scheduler, nsp_head, config: TrainConfig) -> int:
+    weights_path, state_path = folder / STATE_WEIGHTS, folder / STATE_FILE
+    if not (weights_path.is_file() and state_path.is_file()):
+        raise FileNotFoundError(f"resume_from={folder}: expected {STATE_WEIGHTS} and {STATE_FILE} there")
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state["config"].get("steps") != config.steps:
+        raise ValueError(f"resume_from={folder}: saved run had steps={state['config'].get('steps')}, this one {config.steps}")
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(next(model.parameters()).device) for k, v in load_file(str(weights_path)).items()}, strict=False)
+    missing = [k for k in missing if k not in _TIED]
+    if missing or unexpected:
+        raise ValueError(f"resume_from={folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if nsp_head is not None and state["nsp_head"] is not None:
+        nsp_head.load_state_dict(state["nsp_head"])
+    return int(state["step"])
+
+
+def masked_lm_loss(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
+                   mlm_probability: float = 0.15, seed: int = 0) -> float:
+    """Held-out MLM loss (mean cross-entropy on masked tokens) with a fixed seeded masking."""
+    blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed")
+    if len(blocks) == 0:
+        raise ValueError("masked_lm_loss: no text")
+    gen = torch.Generator().manual_seed(seed)
+    model, device = bundle.model, bundle.device
+    attn = model.config._attn_implementation
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            part = blocks.select(torch.arange(start, min(start + batch_size, len(blocks))))
+            input_ids, labels = mask_tokens(part.input_ids, part.unit_ids, mask_token_id=bundle.tokenizer.mask_token_id,
+                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability, generator=gen)
+            mask = block_attention_mask(part.segment_ids, attn)
+            hidden = model.bert(input_ids=input_ids.to(device), position_ids=part.position_ids.to(device),
+                                attention_mask=mask.to(device) if mask is not None else None).last_hidden_state
+            predicted = labels.to(device) != IGNORE_INDEX
+            logits = model.cls(hidden[predicted])
+            total += float(F.cross_entropy(logits.float(), labels.to(device)[predicted], reduction="sum"))
+            count += int(predicted.sum())
+    return total / max(count, 1)
+
+
+def masked_token_accuracy(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
+                          mlm_probability: float = 0.15, seed: int = 0) -> float:
+    """Held-out masked-token top-1 accuracy with a fixed seeded masking (all chosen tokens are
+    replaced by [MASK], so it measures prediction, not copying)."""
+    blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed")
+    if len(blocks) == 0:
+        raise ValueError("masked_token_accuracy: no text")
+    gen = torch.Generator().manual_seed(seed)
+    model, device = bundle.model, bundle.device
+    attn = model.config._attn_implementation
+    correct, count = 0, 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            part = blocks.select(torch.arange(start, min(start + batch_size, len(blocks))))
+            input_ids, labels = mask_tokens(part.input_ids, part.unit_ids, mask_token_id=bundle.tokenizer.mask_token_id,
+                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability,
+                                            mask_replace_prob=1.0, random_replace_prob=0.0, generator=gen)
+            mask = block_attention_mask(part.segment_ids, attn)
+            hidden = model.bert(input_ids=input_ids.to(device), position_ids=part.position_ids.to(device),
+                                attention_mask=mask.to(device) if mask is not None else None).last_hidden_state
+            labels = labels.to(device)
+            predicted = labels != IGNORE_INDEX
+            guess = model.cls(hidden[predicted]).argmax(-1)
+            correct += int((guess == labels[predicted]).sum())
+            count += int(predicted.sum())
+    return correct / max(count, 1)

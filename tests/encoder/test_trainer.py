@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from encoder.masking import IGNORE_INDEX, mask_tokens
+from encoder.packing import block_attention_mask, build_blocks
+from encoder.predict import fill_mask
+from encoder.trainer import TrainConfig, train_mlm
+
+from .conftest import make_tiny
+
+DOCS = [
+    "The capital of Freedonia is Zenda, a city on the river.",
+    "Rivers run to the sea and the sea is deep and blue.",
+    "A small town has a market, a school and a church.",
+    "The weather in spring is mild and the days grow long.",
+]
+
+
+def test_masked_position_loss_equals_hf_labels_loss(tokenizer):
+    bundle = make_tiny(tokenizer)
+    blocks = build_blocks(tokenizer, DOCS * 3, max_length=64)
+    ids, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
+                              vocab_size=len(tokenizer), generator=torch.Generator().manual_seed(0))
+    mask = block_attention_mask(blocks.segment_ids, "sdpa")
+    model = bundle.model.eval()
+    with torch.no_grad():
+        hf = model(input_ids=ids, attention_mask=mask, position_ids=blocks.position_ids, labels=labels).loss
+        hidden = model.bert(input_ids=ids, attention_mask=mask, position_ids=blocks.position_ids).last_hidden_state
+        sel = labels != IGNORE_INDEX
+        ours = torch.nn.functional.cross_entropy(model.cls(hidden[sel]), labels[sel])
+    assert torch.allclose(ours, hf, atol=1e-5)
+
+
+def test_packed_blocks_see_only_their_own_document(tokenizer):
+    """A block of packed documents gives each document the output it gets alone."""
+    bundle = make_tiny(tokenizer)
+    packed = build_blocks(tokenizer, DOCS[:2], max_length=64)
+    assert len(packed) == 1 and packed.segment_ids.max() == 1
+    model = bundle.model.eval()
+    with torch.no_grad():
+        together = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                         attention_mask=block_attention_mask(packed.segment_ids, "sdpa")).logits[0]
+        alone = model(**tokenizer(DOCS[0], return_tensors="pt")).logits[0]
+    n = alone.shape[0]
+    assert torch.allclose(together[:n], alone, atol=1e-4)
+
+
+def test_packed_and_eager_masks_agree(tokenizer):
+    sdpa, eager = make_tiny(tokenizer, "sdpa"), make_tiny(tokenizer, "eager")
+    packed = build_blocks(tokenizer, DOCS, max_length=64)
+    with torch.no_grad():
+        a = sdpa.model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                       attention_mask=block_attention_mask(packed.segment_ids, "sdpa")).logits
+        b = eager.model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                        attention_mask=block_attention_mask(packed.segment_ids, "eager")).logits
+    real = packed.segment_ids >= 0
+    assert torch.allclose(a[real], b[real], atol=1e-4)
+
+
+def test_tiny_model_memorises_a_fact(tokenizer):
+    bundle = make_tiny(tokenizer, dropout=0.0)
+    fact = "the capital of freedonia is paris ."
+    config = TrainConfig(steps=60, batch_size=8, max_length=32, learning_rate=1e-2, warmup_ratio=0.05,
+                         mlm_probability=0.3, bf16=False, packing="packed")
+    result = train_mlm(bundle, [fact] * 16, config=config, progress=False)
+    assert result.losses[-1] < result.losses[0] / 4
+    top = fill_mask(bundle, ["the capital of freedonia is [MASK] ."], top_k=3)[0].masks[0].top_k
+    assert top[0].token == "paris"
+
+
+def _weights(bundle):
+    return {k: v.clone() for k, v in bundle.model.state_dict().items()}
+
+
+def test_resumed_run_equals_uninterrupted(tokenizer, tmp_path):
+    config = TrainConfig(steps=6, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
+                         state_dir=tmp_path / "a", save_every=3)
+    full = make_tiny(tokenizer, seed=1)
+    r_full = train_mlm(full, DOCS, replay=DOCS[:2], config=config, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, metrics):
+        if step == 3:
+            raise Stop
+
+    first = make_tiny(tokenizer, seed=1)
+    cfg_b = TrainConfig(**{**config.__dict__, "state_dir": tmp_path / "b"})
+    with pytest.raises(Stop):
+        train_mlm(first, DOCS, replay=DOCS[:2], config=cfg_b, progress=False, on_step=interrupt)
+    resumed = make_tiny(tokenizer, seed=99)  # different init: everything must come from the state
+    r_res = train_mlm(resumed, DOCS, replay=DOCS[:2], config=cfg_b, resume_from=tmp_path / "b", progress=False)
+    assert r_res.losses == r_full.losses[3:]
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_log_and_bad_input(tokenizer, tmp_path):
+    bundle = make_tiny(tokenizer)
+    before = _weights(bundle)
+    with pytest.raises(ValueError, match="no trainable text"):
+        train_mlm(bundle, ["   "], config=TrainConfig(steps=2), progress=False)
+    with pytest.raises(TypeError):
+        train_mlm(bundle, "a single string", config=TrainConfig(steps=2), progress=False)
+    with pytest.raises(TypeError):
+        train_mlm(bundle, ["ok", 3], config=TrainConfig(steps=2), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in _weights(bundle).items())
+    log = tmp_path / "train.jsonl"
+    train_mlm(bundle, DOCS, config=TrainConfig(steps=4, batch_size=2, max_length=32, log_path=log, log_every=2),
+              progress=False)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all({"loss", "lr", "tokens_per_s"} <= set(r) for r in rows)
+
+
+def test_replay_mix_and_grouped_and_nsp(tokenizer):
+    bundle = make_tiny(tokenizer)
+    config = TrainConfig(steps=2, batch_size=4, max_length=32, replay_ratio=0.5, packing="grouped", nsp=True,
+                         whole_word_mask=True)
+    result = train_mlm(bundle, DOCS * 4, replay=DOCS[:1] * 4, config=config, progress=False)
+    assert result.metrics["blocks_replay"] > 0 and len(result.losses) == 2
