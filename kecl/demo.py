@@ -1,28 +1,35 @@
-"""The demo story on the embedded default data (``make demo``).
+"""The demo story on the embedded default data (``make demo``): knowledge changes, the system keeps up.
 
-Stage one (the foundation): ingest the base slice, show what the store holds, ingest the later
-slice, show which facts changed (with their history and "as of" views), and show that bad input
-is reported and skipped. Later stages add training, queries and a scheduled update cycle.
+1. set up a fresh home: the first usable checkpoint (MiniLM with its MLM head adapted);
+2. an update cycle over the base slice (2020): ingest, index, train, evaluate, promote;
+3. ask cloze questions closed-book and augmented;
+4. drop the later slice (2025) into the inbox and let the scheduler run one cycle;
+5. print, for changed, new and unchanged facts, what the system answered before and after,
+   closed-book and augmented, with acquisition and retention; save a PNG of the metrics over
+   cycles and the model lineage.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from kecl.settings import Settings
-from kecl.wiring import ensure_home, open_store
-from knowledge import KnowledgeStore
+from kecl.wiring import ensure_home
+from knowledge import KnowledgeStore, read_paths
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 MARKER = ".kecl-demo"
 
 
-def prepare_home(home: Path) -> Settings:
+def prepare_home(home: Path, **overrides: Any) -> Settings:
     """A fresh demo home. Refuses to wipe a folder that is not a previous demo home."""
     if home.exists() and any(home.iterdir()):
         if not (home / MARKER).exists():
@@ -30,65 +37,178 @@ def prepare_home(home: Path) -> Settings:
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     (home / MARKER).write_text("created by `kecl demo`; removed and rebuilt by the next run\n")
-    settings = Settings(home=home, database_url=None)
+    settings = Settings(home=home, database_url=None, **overrides)
     ensure_home(settings)
     return settings
 
 
-def store_table(store: KnowledgeStore, title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, n in store.stats().items():
-        table.add_row(name, f"{n:,}")
-    return table
+@dataclass
+class DemoProbe:
+    group: str  # "changed" | "new" | "unchanged"
+    subject: str
+    relation: str
+    text: str
+    gold_before: str | None
+    gold_after: str
 
 
-def changed_facts_table(
-    store: KnowledgeStore, closed_ids: list[int], before: dt.date, after: dt.date, limit: int = 20
-) -> Table:
-    """For each fact closed by the later slice: what the store believed before and after."""
-    table = Table(title=f"facts that changed (as of {before} → as of {after})")
-    for col in ("subject", "relation", f"as of {before}", f"as of {after}", "changed on"):
+def _one_token(tokenizer: Any, label: str) -> bool:
+    from updater.probes import gold_token_id
+
+    return gold_token_id(tokenizer, label) is not None
+
+
+def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> list[DemoProbe]:
+    """Probes for the later slice's changed and new facts (read from its feed) and for unchanged
+    base facts; only one-token answers (what fill-mask can say at one [MASK])."""
+    later = read_paths([DEMO_DATA / "later" / "feed.jsonl"])
+    names = {e.id: e.name for e in later.entities}
+    relations = {r["id"]: r for r in store.relations()}
+    current = {(f.subject_key, f.relation_id): f for f in store.facts(limit=None)}
+    out: list[DemoProbe] = []
+    touched = set()
+    for rec in later.facts:
+        rel = relations.get(rec.relation)
+        if not rel or not rel["template"]:
+            continue
+        touched.add((rec.subject, rec.relation))
+        subject = names.get(rec.subject) or (store.get_entity(store.entity_id(rec.subject)).name
+                                             if store.entity_id(rec.subject) else None)
+        gold = rec.object_literal or names.get(rec.object or "") or \
+            (store.get_entity(store.entity_id(rec.object)).name if rec.object and store.entity_id(rec.object) else None)
+        if not subject or not gold or not _one_token(tokenizer, gold):
+            continue
+        before = current.get((rec.subject, rec.relation))
+        group = "changed" if before is not None and before.object != gold else "new" if before is None else "unchanged"
+        text = rel["template"].replace("[X]", subject).replace("[Y]", "[MASK]")
+        out.append(DemoProbe(group, subject, rel["label"], text, before.object if before else None, gold))
+    kept = [p for g in ("changed", "new") for p in [q for q in out if q.group == g][:per_group]]
+    unchanged = [f for (s, r), f in sorted(current.items()) if (s, r) not in touched and f.template
+                 and _one_token(tokenizer, f.object)]
+    step = max(len(unchanged) // per_group, 1)
+    for f in unchanged[::step][:per_group]:
+        kept.append(DemoProbe("unchanged", f.subject, f.relation, f.template.replace("[X]", f.subject).replace("[Y]", "[MASK]"),
+                              f.object, f.object))
+    return kept
+
+
+def ask(kecl: Any, probes: list[DemoProbe]) -> dict[str, list[str]]:
+    """Top-1 answers closed-book and augmented (concat: facts + 4 passages)."""
+    from kecl.pipeline import QueryOptions
+
+    texts = [p.text for p in probes]
+    closed = kecl.answer(texts, QueryOptions(mode="closed-book"))
+    augmented = kecl.answer(texts, QueryOptions(mode="concat", k_passages=4))
+    return {"closed": [a.top or "" for a in closed], "augmented": [a.top or "" for a in augmented]}
+
+
+def _mark(answer: str, gold: str | None) -> str:
+    if gold is None:
+        return f"[dim]{answer}[/dim]"
+    ok = answer.lower() == gold.lower()
+    return f"[green]{answer}[/green]" if ok else f"[red]{answer}[/red]"
+
+
+def comparison_table(probes: list[DemoProbe], before: dict[str, list[str]], after: dict[str, list[str]]) -> Table:
+    table = Table(title="what the system answered, before → after the update cycle (green = matches the fact of the time)",
+                  show_lines=False)
+    for col in ("group", "question", "gold 2020", "gold 2025", "closed-book before", "closed-book after",
+                "augmented before", "augmented after"):
         table.add_column(col)
-    closed = store.facts(ids=closed_ids, include_closed=True, limit=None)
-    for f in closed[:limit]:
-        now = store.facts(subject=f.subject_id, relation=f.relation_id, as_of=after)
-        table.add_row(f.subject, f.relation, f.object, ", ".join(n.object for n in now) or "-", str(f.valid_to))
-    if len(closed) > limit:
-        table.caption = f"… and {len(closed) - limit} more (kecl inspect facts --history)"
+    for i, p in enumerate(probes):
+        table.add_row(p.group, p.text, p.gold_before or "-", p.gold_after,
+                      _mark(before["closed"][i], p.gold_before), _mark(after["closed"][i], p.gold_after),
+                      _mark(before["augmented"][i], p.gold_before), _mark(after["augmented"][i], p.gold_after))
     return table
 
 
-def run_demo(home: Path, console: Console | None = None) -> dict:
-    """Run the demo in ``home`` (rebuilt from scratch); returns the numbers it printed."""
+def accuracy(probes: list[DemoProbe], answers: dict[str, list[str]], group: str, when: str) -> tuple[dict[str, int], int]:
+    """Correct top-1 answers per mode against the gold of ``when`` ("before"/"after"), and n."""
+    idx = [i for i, p in enumerate(probes) if p.group == group]
+    gold = [(probes[i].gold_after if when == "after" else probes[i].gold_before) for i in idx]
+    hits = {k: sum(a[i].lower() == (g or "").lower() for i, g in zip(idx, gold)) for k, a in answers.items()}
+    return hits, len(idx)
+
+
+def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet_seconds: float = 2.0) -> dict:
+    """Run the whole story in ``home`` (rebuilt from scratch); returns what it measured."""
+    from kecl.commands.encoder_cmds import ensure_default_checkpoint
+    from kecl.commands.updater_cmds import print_report, scheduler_kwargs
+    from kecl.plots import plot_history
+    from kecl.services import Kecl
+    from updater.scheduler import build_scheduler
+
     console = console or Console()
-    settings = prepare_home(home)
-    store = open_store(settings)
-    console.rule("[bold]1. ingest the base slice")
-    base = store.ingest_paths([DEMO_DATA / "base"])
-    console.print(f"base slice: {base.entities_added} entities, {base.facts_added} facts, "
-                  f"{base.documents_added} documents → {base.passages_added} passages, {base.mentions_added} mentions")
-    console.print(store_table(store, "the store after the base slice"))
+    t_start = time.perf_counter()
+    settings = prepare_home(home, scheduler={"interval_minutes": None, "inbox_quiet_seconds": quiet_seconds},
+                            train={"steps": steps})
+    console.rule("[bold]1. set up: the first usable checkpoint")
+    ensure_default_checkpoint(settings)
+    kecl = Kecl(settings)
+    kecl.register_active()
 
-    console.rule("[bold]2. ingest the later slice")
-    later = store.ingest_paths([DEMO_DATA / "later"])
-    console.print(f"later slice: {later.entities_added} new entities, {later.entities_updated} renamed/updated, "
-                  f"{later.facts_added} facts added, {later.facts_closed} facts closed (superseded)")
-    console.print(changed_facts_table(store, later.closed_fact_ids, dt.date(2020, 1, 1), dt.date.today()))
+    console.rule("[bold]2. update cycle over the base slice (2020)")
+    base_report = kecl.run_update(paths=[DEMO_DATA / "base"], trigger="demo-base")
+    print_report(base_report)
+    console.print(f"store: {kecl.store.stats()}")
 
-    console.rule("[bold]3. bad input is reported and skipped")
-    bad = store.ingest_paths([DEMO_DATA / "bad"])
-    for issue in bad.issues:
-        console.print(f"  [yellow]skipped[/yellow] {issue}")
-    console.print(f"and the rest went in: {bad.documents_added} documents, {bad.facts_added} new facts "
-                  f"({bad.facts_unchanged} already known)")
+    console.rule("[bold]3. questions before the world changes")
+    probes = demo_probes(kecl.store, kecl.encoder.tokenizer)
+    before = ask(kecl, probes)
+    from kecl.pipeline import QueryOptions
 
-    console.rule("[bold]4. ingesting the same data again changes nothing")
-    before = store.stats()
-    store.ingest_paths([DEMO_DATA / "base", DEMO_DATA / "later"])
-    console.print("unchanged" if store.stats() == before else "[red]changed![/red]")
-    console.print(store_table(store, "the store now"))
-    result = {"base": base.counts(), "later": later.counts(), "bad_issues": len(bad.issues), "stats": store.stats()}
-    store.close()
-    return result
+    example = kecl.answer([probes[0].text], QueryOptions(mode="concat", k_passages=4))[0]
+    console.print(f"example: {example.text!r} → {example.top!r}")
+    console.print(f"  facts used: {[f['text'] for f in example.facts][:3]}")
+    console.print(f"  evidence: {[e['text'][:80] for e in example.evidence][:2]}")
+    console.print(f"  snapshot: {example.snapshot}")
+
+    console.rule("[bold]4. the later slice (2025) arrives in the inbox; the scheduler runs a cycle")
+    for f in sorted((DEMO_DATA / "later").iterdir()):
+        if f.suffix == ".jsonl":
+            shutil.copy(f, settings.inbox_dir / f.name)
+    scheduler = build_scheduler(settings.db_url, **scheduler_kwargs(settings), blocking=False)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            runs = [r for r in kecl.store.runs() if r["trigger"] != "demo-base" and r["status"] != "running"]
+            if runs:
+                break
+            time.sleep(2)
+        else:
+            raise RuntimeError("the scheduler did not finish a cycle in 30 minutes")
+    finally:
+        scheduler.shutdown(wait=True)
+    later_run = runs[0]
+    console.print(f"run {later_run['id']} ({later_run['trigger']}): {later_run['status']}, decision "
+                  f"{later_run['decision']}: " + "; ".join(later_run["reasons"] or []))
+    if later_run["error"]:
+        console.print(f"[red]{later_run['error']}[/red]")
+
+    console.rule("[bold]5. before and after")
+    after = ask(kecl, probes)
+    console.print(comparison_table(probes, before, after))
+    summary = Table(title="acquisition and retention on these questions (top-1 correct / n)")
+    for col in ("group", "closed-book before", "closed-book after", "augmented before", "augmented after"):
+        summary.add_column(col)
+    results: dict[str, Any] = {}
+    for group in ("changed", "new", "unchanged"):
+        hb, n = accuracy(probes, before, group, "before" if group == "unchanged" else "after")
+        ha, _ = accuracy(probes, after, group, "after")
+        results[group] = {"n": n, "before": hb, "after": ha}
+        summary.add_row(group, f"{hb['closed']}/{n}", f"{ha['closed']}/{n}", f"{hb['augmented']}/{n}", f"{ha['augmented']}/{n}")
+    console.print(summary)
+    cand = later_run["metrics"].get("candidate", {}).get("modes", {})
+    act = later_run["metrics"].get("active", {}).get("modes", {})
+    for mode in ("closed-book", "concat"):
+        for group in ("new", "changed", "unchanged"):
+            a, c = act.get(mode, {}).get(group), cand.get(mode, {}).get(group)
+            if c and c["n"]:
+                console.print(f"cycle metrics, {mode:<11} {group:<9}: P@1 {a['p_at_1'] if a else float('nan'):.3f} → "
+                              f"{c['p_at_1']:.3f} (n={c['n']})")
+    png = plot_history(kecl.store.runs(), kecl.store.checkpoints(), settings.runs_dir / "demo.png")
+    console.print(f"plot of metrics over cycles and the model lineage: {png}")
+    console.print(f"demo finished in {time.perf_counter() - t_start:.0f} s")
+    kecl.close()
+    return {"base_run": base_report.run_id, "later_run": later_run, "probes": results, "png": str(png)}

@@ -105,10 +105,9 @@ def take_inbox(inbox_dir: Path, run_id: int) -> list[Path]:
     Moving first means a file dropped during the cycle waits for the next one, and a file is
     never ingested twice by two cycles.
     """
-    if not inbox_dir.is_dir():
-        return []
-    waiting = [p for p in sorted(inbox_dir.iterdir())
-               if p.is_file() and not p.name.startswith(".") and p.suffix not in {".tmp", ".part"}]
+    from updater.scheduler import inbox_ready
+
+    waiting = inbox_ready(inbox_dir, quiet_seconds=0)  # the scheduler's rule for what is a candidate
     if not waiting:
         return []
     target = inbox_dir / "processed" / f"run-{run_id:05d}"

@@ -98,19 +98,16 @@ def models_activate(version: Annotated[str, typer.Argument(help="checkpoint vers
 
 
 def schedule() -> None:
-    """Run the update scheduler daemon (interval or cron from settings, inbox watch)."""
-    from updater.scheduler import build_scheduler
+    """Run the update scheduler daemon (interval or cron from settings, inbox watch); Ctrl-C stops
+    it after any running cycle."""
+    from kecl.wiring import ensure_home, open_store
+    from updater.scheduler import run_daemon
 
     settings = load_settings()
-    from kecl.wiring import ensure_home
-
     ensure_home(settings)
-    scheduler = build_scheduler(settings.db_url, **scheduler_kwargs(settings), blocking=True)
+    open_store(settings).close()  # migrate before the job store touches the database
     console.print(f"scheduler running for {settings.home} (Ctrl-C stops)")
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        scheduler.shutdown(wait=False)
+    run_daemon(settings.db_url, **scheduler_kwargs(settings))
 
 
 def scheduler_kwargs(settings: Any) -> dict[str, Any]:
