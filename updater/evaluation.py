@@ -108,7 +108,8 @@ class EvalReport:
         return out
 
     def table(self, title: str | None = None) -> Any:
-        """A ``rich.table.Table``: rows are groups, columns P@1 / P@10 / MRR per mode."""
+        """A ``rich.table.Table``: rows are groups, one column per mode holding "P@1 / P@10 / MRR"
+        (compact enough for three modes side by side in an 80-column terminal)."""
         from rich.table import Table
 
         table = Table(title=title, caption=f"{self.dropped} probes dropped (object not one token)"
@@ -116,11 +117,10 @@ class EvalReport:
         table.add_column("group")
         table.add_column("n", justify="right")
         for mode in self.modes:
-            for metric in ("P@1", "P@10", "MRR"):
-                table.add_column(f"{mode}\n{metric}", justify="right")
+            table.add_column(f"{mode}\nP@1 / P@10 / MRR", justify="right")
         for row in self.rows():
             table.add_row(row["group"], str(row["n"]), *[
-                f"{row[f'{mode} {metric}']:.3f}" for mode in self.modes for metric in ("P@1", "P@10", "MRR")
+                f"{row[f'{mode} P@1']:.3f} / {row[f'{mode} P@10']:.3f} / {row[f'{mode} MRR']:.3f}" for mode in self.modes
             ], end_section=row["group"] == ALL)
         return table
 
