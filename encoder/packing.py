@@ -73,7 +73,8 @@ def as_span_text(item: TrainText, where: str = "") -> SpanText:
 
 def _encode(tokenizer, texts: Sequence[SpanText], whole_word: bool) -> list[tuple[list[int], list[int], list[bool]]]:
     """Per text: token ids (no specials), unit ids (0-based within the text), salient flags."""
-    encodings = tokenizer([t.text for t in texts], add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: long documents are split into blocks below, the length warning does not apply
+    encodings = tokenizer([t.text for t in texts], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     out = []
     for i, item in enumerate(texts):
         ids = encodings["input_ids"][i]

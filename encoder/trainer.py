@@ -55,7 +55,9 @@ class TrainConfig:
     whole_word_mask: bool = False
     salient_probability: float | None = 0.5  # chance to mask an entity mention (None: like any word)
     replay_ratio: float = 0.5  # share of each batch drawn from the replay stream, when given
-    packing: str = "packed"  # "packed" (no cross-document attention) or "grouped" (run_mlm.py)
+    # "grouped" (run_mlm.py, RoBERTa FULL-SENTENCES): no mask, the fastest kernel path; "packed": no attention
+    # across documents via a block-diagonal 4-D mask, which sends CPU SDPA to its slower masked path.
+    packing: str = "grouped"
     nsp: bool = False  # next-sentence prediction (BERT); off, as RoBERTa showed it does not help
     seed: int = 0
     bf16: bool | None = None  # None: on where the hardware supports it

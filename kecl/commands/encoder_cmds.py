@@ -1,9 +1,132 @@
-"""`kecl` commands for encoder/ (registered by :mod:`kecl.cli`)."""
+"""`kecl` commands for encoder/ (registered by :mod:`kecl.cli`): ``train`` and ``predict``."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _read_corpus(paths: list[Path]) -> list[str]:
+    """Minimal reader: .txt/.md (paragraphs separated by blank lines) and .jsonl (a ``text``
+    field per line). The full readers live in knowledge/."""
+    texts: list[str] = []
+    for path in paths:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file")
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise typer.BadParameter(f"{path}:{n}: not JSON ({exc.msg})") from exc
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise typer.BadParameter(f"{path}:{n}: expected an object with a string 'text' field")
+                texts.append(row["text"])
+        elif path.suffix in (".txt", ".md"):
+            texts += [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        else:
+            raise typer.BadParameter(f"{path}: expected .txt, .md or .jsonl")
+    return texts
+
+
+def _load_bundle(settings, model: str | None):
+    import encoder
+
+    if model:
+        return encoder.load_mlm(model, device=settings.model.device)
+    bundle = encoder.load_active(settings.checkpoints_dir, device=settings.model.device)
+    return bundle or encoder.load_mlm(settings.model.name_or_path, device=settings.model.device)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `kecl` app."""
+
+    @app.command()
+    def train(
+        corpus: List[Path] = typer.Argument(..., help=".txt/.md/.jsonl files of new text"),
+        from_model: Optional[str] = typer.Option(None, "--from", help="model id or path (default: the active checkpoint)"),
+        steps: Optional[int] = typer.Option(None, help="optimizer steps (default: settings train.steps)"),
+        activate: bool = typer.Option(True, help="make the new checkpoint active"),
+    ) -> None:
+        """Continue MLM training on CORPUS and save the result as a new checkpoint."""
+        import encoder
+        from rich.console import Console
+        from kecl.settings import Settings
+
+        console = Console()
+        settings = Settings()
+        texts = _read_corpus(corpus)
+        if not texts:
+            raise typer.BadParameter("the corpus files hold no text")
+        bundle = _load_bundle(settings, from_model)
+        t = settings.train
+        config = encoder.TrainConfig(
+            steps=steps or t.steps, batch_size=t.batch_size, max_length=settings.model.max_length,
+            learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+            grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
+            seed=t.seed, bf16=None if settings.model.bf16 else False,
+            log_path=settings.runs_dir / "train.jsonl",
+        )
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        result = encoder.train_mlm(bundle, texts, config=config, progress=True)
+        version = encoder.save_checkpoint(bundle, settings.checkpoints_dir, parent=bundle.version,
+                                          metrics={"train_loss": result.final_loss, "steps": result.steps,
+                                                   "tokens_per_second": result.tokens_per_second})
+        if activate:
+            encoder.set_active(settings.checkpoints_dir, version)
+        console.print(f"[green]saved {version}[/green] loss {result.final_loss:.3f}, "
+                      f"{result.tokens_per_second:.0f} tokens/s, bf16={result.bf16}"
+                      + (" (active)" if activate else ""))
+
+    @app.command()
+    def predict(
+        texts: List[str] = typer.Argument(..., help='sentences with [MASK], e.g. "The puppy [MASK] on the mat."'),
+        top_k: int = typer.Option(5, "--top-k", min=1, max=100),
+        explain: bool = typer.Option(False, "--explain", help="show attention from the mask to each token"),
+        model: Optional[str] = typer.Option(None, help="model id or path (default: the active checkpoint)"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    ) -> None:
+        """Fill in each [MASK] (uses the active checkpoint, else the configured model)."""
+        import encoder
+        from encoder.predict import to_dict
+        from rich.console import Console
+        from rich.table import Table
+        from kecl.settings import Settings
+
+        console = Console()
+        bundle = _load_bundle(Settings(), model)
+        results = encoder.fill_mask(bundle, texts, top_k=top_k, explain=explain)
+        if as_json:
+            console.print_json(json.dumps([to_dict(r) for r in results]))
+            return
+        for text, result in zip(texts, results):
+            if not result.masks:
+                console.print(f"[yellow]no [MASK] in[/yellow] {text!r}")
+            for n, mask in enumerate(result.masks, 1):
+                table = Table(title=f"{text}  — mask {n} (model {bundle.version or bundle.metadata.get('name_or_path')})")
+                table.add_column("#", justify="right")
+                table.add_column("token")
+                table.add_column("score", justify="right")
+                for rank, t in enumerate(mask.top_k, 1):
+                    table.add_row(str(rank), t.token, f"{t.score:.3f}")
+                console.print(table)
+                if mask.explanation is not None:
+                    ex = mask.explanation
+                    att = Table(title="attention from the mask (rollout; last layer, mean over heads)")
+                    att.add_column("token")
+                    att.add_column("rollout", justify="right")
+                    att.add_column("last layer", justify="right")
+                    last = ex.per_head[-1]
+                    for j, token in enumerate(ex.tokens):
+                        mean = sum(h[j] for h in last) / len(last)
+                        att.add_row(token, f"{ex.rollout[j]:.3f}", f"{mean:.3f}")
+                    console.print(att)

@@ -1,0 +1,138 @@
+"""Our MLM trainer against transformers.Trainer + DataCollatorForLanguageModeling, same run.
+
+Same model (packaged MiniLM, same seeded head initialisation), same blocks of text (grouped as
+run_mlm.py does, 16 × 128), same learning rate, warm-up and number of steps. Reports tokens/s of
+both, their ratio, the training loss over the last steps and the held-out masked-LM loss of both
+final models (same fixed masking), i.e. loss after the same number of tokens.
+
+    .venv/bin/python -m benchmarks.bench_trainer [--data /work/shared/data/lama] [--steps 20] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_texts(data: str | None, limit: int = 20000) -> tuple[list[str], str]:
+    """Evidence sentences from a LAMA folder (T-REx, [MASK] filled with the object), else the
+    generated default corpus."""
+    if data and Path(data, "TREx").is_dir():
+        texts = []
+        for path in sorted(Path(data, "TREx").glob("P*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                for ev in row.get("evidences", [])[:2]:
+                    s = ev.get("masked_sentence", "")
+                    if "[MASK]" in s:
+                        texts.append(s.replace("[MASK]", ev.get("obj_surface", row.get("obj_label", ""))))
+        random.Random(0).shuffle(texts)
+        return texts[:limit], f"LAMA T-REx evidence ({data})"
+    from encoder.default_corpus import default_corpus
+
+    return default_corpus(max_chars=1_000_000)[:limit], "default corpus (stdlib docstrings + everyday sentences)"
+
+
+def run_ours(texts, heldout, steps, lr, batch, length, packing, bf16):
+    import torch
+    from encoder import TrainConfig, load_mlm, masked_lm_loss, train_mlm
+
+    torch.manual_seed(0)
+    bundle = load_mlm(None, device="cpu")
+    config = TrainConfig(steps=steps, batch_size=batch, max_length=length, learning_rate=lr, warmup_ratio=0.1,
+                         packing=packing, bf16=bf16, replay_ratio=0.0)
+    result = train_mlm(bundle, texts, config=config, progress=False)
+    tail = result.losses[-5:]
+    return {"tokens_per_s": result.tokens_per_second, "seconds": result.seconds, "tokens": result.tokens,
+            "train_loss_last5": sum(tail) / len(tail), "bf16": result.bf16,
+            "heldout_loss": masked_lm_loss(bundle, heldout)}
+
+
+def run_trainer(texts, heldout, steps, lr, batch, length, bf16, out_dir):
+    import torch
+    from torch.utils.data import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from encoder import load_mlm, masked_lm_loss
+    from encoder.packing import build_blocks
+
+    torch.manual_seed(0)
+    bundle = load_mlm(None, device="cpu")
+    blocks = build_blocks(bundle.tokenizer, texts, length, packing="grouped")
+
+    class Blocks(Dataset):
+        def __len__(self):
+            return len(blocks)
+
+        def __getitem__(self, i):
+            return {"input_ids": blocks.input_ids[i].tolist()}
+
+    collator = DataCollatorForLanguageModeling(bundle.tokenizer, mlm_probability=0.15,
+                                               mask_replace_prob=0.8, random_replace_prob=0.1)
+    args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=batch, max_steps=steps,
+                             learning_rate=lr, warmup_steps=int(0.1 * steps), weight_decay=0.01, lr_scheduler_type="linear",
+                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=bf16,
+                             dataloader_num_workers=0, seed=0, disable_tqdm=True)
+    trainer = Trainer(model=bundle.model, args=args, train_dataset=Blocks(), data_collator=collator)
+    output = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    tail = losses[-5:]
+    tokens = steps * batch * length
+    seconds = output.metrics["train_runtime"]
+    bundle.model.eval()
+    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens,
+            "train_loss_last5": sum(tail) / len(tail), "bf16": bf16, "heldout_loss": masked_lm_loss(bundle, heldout)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="LAMA folder (uses TREx evidence sentences)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--packing", default="grouped", choices=["grouped", "packed"])
+    parser.add_argument("--trainer-bf16", action="store_true", help="also give Trainer bf16 autocast")
+    parser.add_argument("--quick", action="store_true", help="6 steps")
+    parser.add_argument("--out", default="bench-out/trainer.json")
+    args = parser.parse_args(argv)
+    steps = 6 if args.quick else args.steps
+
+    texts, source = load_texts(args.data)
+    heldout, train = texts[:200], texts[200:]
+    import torch
+
+    load = os.getloadavg()[0]
+    ours = run_ours(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.packing, None)
+    theirs = run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.trainer_bf16,
+                         Path(args.out).parent / "trainer-tmp")
+    result = {
+        "data": source, "steps": steps, "batch": f"{args.batch_size}x{args.max_length}", "lr": args.lr,
+        "packing": args.packing, "threads": torch.get_num_threads(), "load_avg_at_start": load,
+        "ours": ours, "hf_trainer": theirs, "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"],
+    }
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"MLM training, MiniLM, {result['batch']}, {steps} steps, {source}")
+    for col in ("", "tokens/s", "seconds", "train loss (last 5)", "held-out MLM loss", "bf16"):
+        table.add_column(col)
+    for name, r in (("ours", ours), ("HF Trainer + collator", theirs)):
+        table.add_row(name, f"{r['tokens_per_s']:.0f}", f"{r['seconds']:.1f}", f"{r['train_loss_last5']:.3f}",
+                      f"{r['heldout_loss']:.3f}", str(r["bf16"]))
+    Console().print(table)
+    Console().print(f"speed-up: {result['speedup']:.2f}×  (load average at start {load:.1f} on {os.cpu_count()} cores)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
