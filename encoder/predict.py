@@ -53,6 +53,8 @@ class FillMaskResult:
 
 
 def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool) -> tuple[torch.Tensor, tuple | None]:
+    """Encoder output ``(hidden_states, attentions)``; the MLM head is applied by the caller only
+    at [MASK] positions (the 30k-word head over every token would dominate the cost)."""
     model = bundle.model
     device = bundle.device
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "position_ids", "attention_mask") and v is not None}
@@ -68,8 +70,8 @@ def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool
             inputs["attention_mask"] = to_backend_mask(visible, model.config._attn_implementation)
         model.eval()
         with torch.inference_mode():
-            out = model(**inputs, output_attentions=explain)
-        return out.logits.float(), out.attentions
+            out = model.bert(**inputs, output_attentions=explain)
+        return out.last_hidden_state, out.attentions
     finally:
         if explain and previous != "eager":
             model.set_attn_implementation(previous)
@@ -106,14 +108,19 @@ def fill_mask_encoded(
         raise ValueError(f"top_k={top_k} must be >= 1")
     tokenizer = bundle.tokenizer
     input_ids = encodings["input_ids"]
-    logits, attentions = _forward(bundle, encodings, explain)
-    probs = logits.softmax(-1)
+    hidden, attentions = _forward(bundle, encodings, explain)
+    is_mask = (input_ids == tokenizer.mask_token_id).to(hidden.device)
+    with torch.inference_mode():
+        mask_probs = bundle.model.cls(hidden[is_mask]).float().softmax(-1)
+    where = {}  # (row, position) -> row of mask_probs
+    for n, (r, p) in enumerate(is_mask.nonzero().tolist()):
+        where[(r, p)] = n
     mask = encodings.get("attention_mask")
     if mask is not None and mask.dim() == 2:
         keep_all = mask.bool()
     else:
         keep_all = input_ids != tokenizer.pad_token_id
-    k = min(top_k, probs.shape[-1])
+    k = min(top_k, mask_probs.shape[-1])
     results = []
     for row in range(input_ids.shape[0]):
         keep = keep_all[row].cpu()
@@ -124,7 +131,7 @@ def fill_mask_encoded(
         rollout = _rollout(attentions, row, keep.to(attentions[0].device)) if explain else None
         kept_index = keep.nonzero().flatten()
         for pos in positions:
-            scores, top_ids = probs[row, pos].topk(k)
+            scores, top_ids = mask_probs[where[(row, pos)]].topk(k)
             top = [TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)]
             explanation = None
             if explain:
@@ -197,15 +204,15 @@ def masked_token_ranks(
             batch = {k: v[start:stop] for k, v in inputs.items() if v is not None}
         else:
             batch = encode_texts(bundle, list(inputs[start:stop]))
-        logits, _ = _forward(bundle, batch, explain=False)
+        hidden, _ = _forward(bundle, batch, explain=False)
         is_mask = batch["input_ids"] == tokenizer.mask_token_id
         counts = is_mask.sum(1)
         if bool((counts != 1).any()):
             bad = start + int((counts != 1).nonzero()[0])
             raise ValueError(f"masked_token_ranks: input #{bad} has {int(counts[bad - start])} [MASK] tokens, expected 1")
         rows = torch.arange(stop - start)
-        at_mask = logits[rows, is_mask.float().argmax(1).to(logits.device)]
-        probs = at_mask.softmax(-1)
+        with torch.inference_mode():
+            probs = bundle.model.cls(hidden[rows, is_mask.float().argmax(1).to(hidden.device)]).float().softmax(-1)
         gold = torch.tensor(gold_token_ids[start:stop], device=probs.device)
         gold_p = probs[rows, gold]
         ranks = (probs > gold_p[:, None]).sum(1) + 1
@@ -227,11 +234,13 @@ def score_candidates(bundle: MLMBundle, text: str, candidates: Sequence[str]) ->
         if len(pieces) != 1:
             raise ValueError(f"score_candidates: {c!r} is {len(pieces)} tokens, expected 1")
         ids.append(pieces[0])
-    logits, _ = _forward(bundle, encode_texts(bundle, [text]), explain=False)
-    pos = (encode_texts(bundle, [text])["input_ids"][0] == bundle.tokenizer.mask_token_id).nonzero().flatten()
+    batch = encode_texts(bundle, [text])
+    pos = (batch["input_ids"][0] == bundle.tokenizer.mask_token_id).nonzero().flatten()
     if pos.numel() != 1:
         raise ValueError(f"score_candidates: expected one [MASK] in {text!r}, found {pos.numel()}")
-    probs = logits[0, int(pos[0])].softmax(-1)
+    hidden, _ = _forward(bundle, batch, explain=False)
+    with torch.inference_mode():
+        probs = bundle.model.cls(hidden[0, int(pos[0])]).float().softmax(-1)
     return {c: float(probs[i]) for c, i in zip(candidates, ids)}
 
 

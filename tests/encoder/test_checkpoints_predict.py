@@ -68,6 +68,11 @@ def test_fill_mask_batched_and_explained(tokenizer):
     assert all(len(m.top_k) == 5 for r in plain for m in r.masks)
     scores = [t.score for t in plain[0].masks[0].top_k]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    enc = encode_texts(bundle, texts[:1])  # the head on mask positions only gives the full model's answer
+    with torch.no_grad():
+        full = bundle.model(**enc).logits[0, plain[0].masks[0].position].softmax(-1)
+    assert [t.token_id for t in plain[0].masks[0].top_k] == full.topk(5).indices.tolist()
+    assert scores == pytest.approx(full.topk(5).values.tolist(), rel=1e-4)
     one = fill_mask(bundle, texts[:1], top_k=5)[0]  # batching (padding) does not change the answer
     assert [t.token_id for t in one.masks[0].top_k] == [t.token_id for t in plain[0].masks[0].top_k]
     explained = fill_mask(bundle, texts[:2], top_k=5, explain=True)
