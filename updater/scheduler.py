@@ -193,8 +193,15 @@ def cycle_trigger(
 
 def _peek_jobstore(engine: Any, tablename: str, timezone: Any) -> SQLAlchemyJobStore:
     """The job table as the previous run left it, readable without starting a scheduler."""
+    from sqlalchemy.exc import DatabaseError
+
     peek = SQLAlchemyJobStore(engine=engine, tablename=tablename)
-    peek.start(BackgroundScheduler(timezone=timezone), "default")  # creates the table if missing
+    try:
+        peek.start(BackgroundScheduler(timezone=timezone), "default")  # creates the table if missing
+    except DatabaseError:
+        # two processes starting at once both saw no table and both ran CREATE TABLE; the loser's
+        # second look finds the winner's table
+        peek.start(BackgroundScheduler(timezone=timezone), "default")
     return peek
 
 
