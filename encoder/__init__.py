@@ -1,6 +1,6 @@
 """encoder/ — the masked-LM encoder: loading, masking, training, prediction, checkpoints.
 
-Public names (the rest of the package is private):
+Public names are listed in ``__all__``; the modules behind them are private to the package.
 """
 
 from encoder.checkpoints import (
