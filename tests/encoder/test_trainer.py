@@ -123,3 +123,19 @@ def test_replay_mix_and_grouped_and_nsp(tokenizer):
                          whole_word_mask=True)
     result = train_mlm(bundle, DOCS * 4, replay=DOCS[:1] * 4, config=config, progress=False)
     assert result.metrics["blocks_replay"] > 0 and len(result.losses) == 2
+
+
+def test_bf16_autocast_loss_parity(tokenizer):
+    """Two short runs from the same weights, bf16 autocast vs float32, end at nearly the same loss."""
+    from encoder.trainer import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    results = []
+    for bf16 in (False, True):
+        bundle = make_tiny(tokenizer, seed=3)
+        config = TrainConfig(steps=8, batch_size=4, max_length=32, learning_rate=1e-3, bf16=bf16)
+        results.append(train_mlm(bundle, DOCS * 2, config=config, progress=False))
+    assert results[1].bf16 and not results[0].bf16
+    assert abs(results[0].losses[0] - results[1].losses[0]) < 0.05
+    assert abs(results[0].losses[-1] - results[1].losses[-1]) < 0.1
