@@ -67,6 +67,12 @@ def register(app: typer.Typer) -> None:
         texts = _read_corpus(corpus)
         if not texts:
             raise typer.BadParameter("the corpus files hold no text")
+        if from_model is None and encoder.active_version(settings.checkpoints_dir) is None:
+            # MiniLM's MLM head starts untrained: the first training adapts it first (point 6).
+            console.print("[yellow]no active checkpoint: adapting the default model's MLM head first[/yellow]")
+            version, _ = encoder.adapt_default(settings.checkpoints_dir, settings.model.name_or_path,
+                                               device=settings.model.device)
+            console.print(f"[green]default checkpoint {version} is active[/green]")
         bundle = _load_bundle(settings, from_model)
         t = settings.train
         config = encoder.TrainConfig(
@@ -103,7 +109,11 @@ def register(app: typer.Typer) -> None:
         from kecl.settings import Settings
 
         console = Console()
-        bundle = _load_bundle(Settings(), model)
+        settings = Settings()
+        bundle = _load_bundle(settings, model)
+        if model is None and bundle.version is None:
+            console.print("[yellow]no active checkpoint: the MLM head is untrained; run `kecl init` or `kecl train` "
+                          "first for meaningful predictions[/yellow]")
         results = encoder.fill_mask(bundle, texts, top_k=top_k, explain=explain)
         if as_json:
             console.print_json(json.dumps([to_dict(r) for r in results]))
