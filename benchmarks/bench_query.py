@@ -52,7 +52,7 @@ def prepare_home(home: Path, checkpoint: Path | None) -> None:
         shutil.copytree(checkpoint, settings.checkpoints_dir / checkpoint.name)
         set_active(settings.checkpoints_dir, checkpoint.name)
     else:
-        from kecl.commands.encoder_cmds import ensure_default_checkpoint
+        from kecl.wiring import ensure_default_checkpoint
 
         ensure_default_checkpoint(settings)
     from knowledge import read_paths

@@ -132,7 +132,7 @@ def accuracy(probes: list[DemoProbe], answers: dict[str, list[str]], group: str,
 
 def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet_seconds: float = 2.0) -> dict:
     """Run the whole story in ``home`` (rebuilt from scratch); returns what it measured."""
-    from kecl.commands.encoder_cmds import ensure_default_checkpoint
+    from kecl.wiring import ensure_default_checkpoint
     from kecl.commands.updater_cmds import print_report, scheduler_kwargs
     from kecl.plots import plot_history
     from kecl.services import Kecl

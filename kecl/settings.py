@@ -106,6 +106,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("./kecl-data"), description="state folder (database, index, checkpoints)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in home")
+    cache_dir: Path = Field(Path("~/.cache/kecl"), description="reusable artefacts across homes (the adapted default model)")
     log_level: str = "INFO"
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()

@@ -73,3 +73,51 @@ def open_store(settings: Settings, run_migrations: bool = True) -> KnowledgeStor
         run_migrations=run_migrations,
         count_tokens=token_counter(settings.model.name_or_path),
     )
+
+
+def ensure_default_checkpoint(settings: Settings) -> str:
+    """Make sure a checkpoint is active; returns its version.
+
+    The default model's MLM head starts untrained, so a fresh home gets the adapted default
+    (``encoder.adapt_default``: a few minutes of MLM on general English text). The adapted model
+    is kept in ``settings.cache_dir`` and copied into later fresh homes instead of training again.
+    """
+    import re
+    import shutil
+    import uuid
+
+    from encoder import adapt_default, active_version, list_checkpoints, set_active, verify_checkpoint
+
+    checkpoints = settings.checkpoints_dir
+    current = active_version(checkpoints)
+    if current:
+        return current
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", settings.model.name_or_path)
+    cached = settings.cache_dir.expanduser() / f"adapted-{slug}"
+    version = None
+    if cached.is_dir() and not list_checkpoints(checkpoints):
+        try:
+            manifest = verify_checkpoint(cached)
+            shutil.copytree(cached, checkpoints / manifest["version"])
+            set_active(checkpoints, manifest["version"])
+            version = manifest["version"]
+            log.info("default checkpoint %s copied from the cache %s", version, cached)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+            log.warning("cached default checkpoint %s unusable (%s); adapting again", cached, exc)
+    if version is None:
+        log.info("adapting the default model's MLM head (a few minutes, once per machine)")
+        version, _ = adapt_default(checkpoints, settings.model.name_or_path, device=settings.model.device)
+        try:
+            tmp = cached.parent / f".tmp-{uuid.uuid4().hex}"
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(checkpoints / version, tmp)
+            if cached.exists():
+                shutil.rmtree(cached)
+            tmp.rename(cached)
+        except OSError as exc:
+            log.warning("could not cache the adapted default in %s: %s", cached, exc)
+    store = open_store(settings)
+    store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
+    store.close()
+    return version

@@ -33,7 +33,7 @@ def init(
     console.print(f"database ready: {settings.db_url}")
     store.close()
     if adapt:
-        from kecl.commands.encoder_cmds import ensure_default_checkpoint
+        from kecl.wiring import ensure_default_checkpoint
 
         ensure_default_checkpoint(settings)
 
