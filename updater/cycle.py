@@ -60,7 +60,8 @@ class CycleConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     replay_passages: int = 2000
     replay_facts: int = 500
-    retention_probes: int = 200
+    retention_probes: int = 200  # unchanged facts probed for retention (a seeded sample)
+    acquisition_probes: int = 300  # at most this many new (and changed) facts probed per group
     heldout_passages: int = 200
     eval_modes: tuple[str, ...] = ("closed-book", "concat")
     l2_pull: float = 0.0
@@ -317,9 +318,13 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
                 replay.extend(verbalise_fact(f)[:1])
             counts.update(new_facts=len(new), changed_facts=len(changed), train_texts=len(new_texts), replay_texts=len(replay))
 
+        def sample(facts: list[FactView], n: int) -> list[FactView]:
+            facts = [f for f in facts if f.template]
+            return facts if len(facts) <= n else random.Random(run_id).sample(facts, n)
+
         probes = {
-            "new": probes_from_facts([f for f in new if f.template], group="new"),
-            "changed": probes_from_facts([f for f in changed if f.template], group="changed"),
+            "new": probes_from_facts(sample(new, config.acquisition_probes), group="new"),
+            "changed": probes_from_facts(sample(changed, config.acquisition_probes), group="changed"),
             "unchanged": probes_from_facts([f for f in unchanged[: config.retention_probes] if f.template], group="unchanged"),
         }
         heldout = [t for _, t in store.heldout_passages(config.heldout_passages, HELDOUT_MODULO, max_id=watermark or None)]
