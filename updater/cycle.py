@@ -152,6 +152,8 @@ def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities
     texts = store.passage_texts(summary.new_passage_ids)
     out = []
     for pid in sorted(texts):
+        if pid % HELDOUT_MODULO == 0:
+            continue  # kept aside: the held-out MLM loss of later cycles is measured on these
         spans = [(a, b) for a, b, eid in mentions.get(pid, []) if eid in focus_entities] or \
                 [(a, b) for a, b, _ in mentions.get(pid, [])]
         out.append(SpanText(texts[pid], spans))
