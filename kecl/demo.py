@@ -110,15 +110,16 @@ def _mark(answer: str, gold: str | None) -> str:
 
 
 def comparison_table(probes: list[DemoProbe], before: dict[str, list[str]], after: dict[str, list[str]]) -> Table:
-    table = Table(title="what the system answered, before → after the update cycle (green = matches the fact of the time)",
-                  show_lines=False)
-    for col in ("group", "question", "gold 2020", "gold 2025", "closed-book before", "closed-book after",
-                "augmented before", "augmented after"):
+    """One row per question: the facts of 2020 and 2025, and the answers before → after the cycle."""
+    table = Table(title="answers before → after the update cycle (green: the fact of the time)")
+    for col in ("group", "subject", "relation", "2020", "2025", "closed-book", "augmented"):
         table.add_column(col)
     for i, p in enumerate(probes):
-        table.add_row(p.group, p.text, p.gold_before or "-", p.gold_after,
-                      _mark(before["closed"][i], p.gold_before), _mark(after["closed"][i], p.gold_after),
-                      _mark(before["augmented"][i], p.gold_before), _mark(after["augmented"][i], p.gold_after))
+        table.add_row(
+            p.group, p.subject, p.relation, p.gold_before or "-", p.gold_after,
+            f"{_mark(before['closed'][i], p.gold_before)} → {_mark(after['closed'][i], p.gold_after)}",
+            f"{_mark(before['augmented'][i], p.gold_before)} → {_mark(after['augmented'][i], p.gold_after)}",
+        )
     return table
 
 
