@@ -241,15 +241,11 @@ class Kecl:
 
     def cycle_config(self) -> Any:
         """The cycle's training and gate settings."""
-        from encoder.trainer import TrainConfig
+        from kecl.wiring import train_config
         from updater.cycle import CycleConfig, GateConfig
 
-        t, g = self.settings.train, self.settings.gates
-        train = TrainConfig(steps=t.steps, batch_size=t.batch_size, max_length=self.settings.model.max_length,
-                            learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                            grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
-                            replay_ratio=t.replay_ratio, seed=t.seed, bf16=self.settings.model.bf16 or None,
-                            log_path=self.settings.runs_dir / "train.jsonl")
+        g = self.settings.gates
+        train = train_config(self.settings)
         return CycleConfig(train=train, gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition))
 
     def run_update(self, paths: Sequence[Any] | None = None, trigger: str = "manual", config: Any = None) -> Any:

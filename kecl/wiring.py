@@ -121,3 +121,18 @@ def ensure_default_checkpoint(settings: Settings) -> str:
     store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
     store.close()
     return version
+
+
+def train_config(settings: Settings, steps: int | None = None):  # type: ignore[no-untyped-def]
+    """The encoder's ``TrainConfig`` from the ``train`` and ``model`` settings (one mapping for
+    ``kecl train`` and the update cycle)."""
+    from encoder.trainer import TrainConfig
+
+    t = settings.train
+    return TrainConfig(
+        steps=steps or t.steps, batch_size=t.batch_size, max_length=settings.model.max_length,
+        learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+        grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
+        replay_ratio=t.replay_ratio, seed=t.seed, bf16=None if settings.model.bf16 else False,
+        log_path=settings.runs_dir / "train.jsonl",
+    )

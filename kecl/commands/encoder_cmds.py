@@ -74,14 +74,9 @@ def register(app: typer.Typer) -> None:
                                                device=settings.model.device)
             console.print(f"[green]default checkpoint {version} is active[/green]")
         bundle = _load_bundle(settings, from_model)
-        t = settings.train
-        config = encoder.TrainConfig(
-            steps=steps or t.steps, batch_size=t.batch_size, max_length=settings.model.max_length,
-            learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-            grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
-            seed=t.seed, bf16=None if settings.model.bf16 else False,
-            log_path=settings.runs_dir / "train.jsonl",
-        )
+        from kecl.wiring import train_config
+
+        config = train_config(settings, steps)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         result = encoder.train_mlm(bundle, texts, config=config, progress=True)
         version = encoder.save_checkpoint(bundle, settings.checkpoints_dir, parent=bundle.version,
