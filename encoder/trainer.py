@@ -371,29 +371,39 @@ def _load_state(folder: Path, model, optimizer, scheduler, nsp_head, config: Tra
     return int(state["step"])
 
 
-def masked_lm_loss(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
-                   mlm_probability: float = 0.15, seed: int = 0) -> float:
-    """Held-out MLM loss (mean cross-entropy on masked tokens) with a fixed seeded masking."""
+def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int, batch_size: int,
+                         mlm_probability: float, seed: int, who: str, **mask_options: float):
+    """Yield ``(logits, gold)`` at the masked positions of ``texts``, batch by batch, under a fixed
+    seeded masking (the shared loop of the held-out metrics). Raises ``ValueError`` without text."""
     blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed")
     if len(blocks) == 0:
-        raise ValueError("masked_lm_loss: no text")
+        raise ValueError(f"{who}: no text")
     gen = torch.Generator().manual_seed(seed)
     model, device = bundle.model, bundle.device
     attn = model.config._attn_implementation
-    total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
             part = blocks.select(torch.arange(start, min(start + batch_size, len(blocks))))
             input_ids, labels = mask_tokens(part.input_ids, part.unit_ids, mask_token_id=bundle.tokenizer.mask_token_id,
-                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability, generator=gen)
+                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability,
+                                            generator=gen, **mask_options)
             mask = block_attention_mask(part.segment_ids, attn)
             hidden = model.bert(input_ids=input_ids.to(device), position_ids=part.position_ids.to(device),
                                 attention_mask=mask.to(device) if mask is not None else None).last_hidden_state
-            predicted = labels.to(device) != IGNORE_INDEX
-            logits = model.cls(hidden[predicted])
-            total += float(F.cross_entropy(logits.float(), labels.to(device)[predicted], reduction="sum"))
-            count += int(predicted.sum())
+            labels = labels.to(device)
+            predicted = labels != IGNORE_INDEX
+            yield model.cls(hidden[predicted]), labels[predicted]
+
+
+def masked_lm_loss(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
+                   mlm_probability: float = 0.15, seed: int = 0) -> float:
+    """Held-out MLM loss (mean cross-entropy on masked tokens) with a fixed seeded masking."""
+    total, count = 0.0, 0
+    for logits, gold in _heldout_predictions(bundle, texts, max_length, batch_size, mlm_probability, seed,
+                                             "masked_lm_loss"):
+        total += float(F.cross_entropy(logits.float(), gold, reduction="sum"))
+        count += int(gold.numel())
     return total / max(count, 1)
 
 
@@ -401,26 +411,9 @@ def masked_token_accuracy(bundle: MLMBundle, texts: Sequence[TrainText], max_len
                           mlm_probability: float = 0.15, seed: int = 0) -> float:
     """Held-out masked-token top-1 accuracy with a fixed seeded masking (all chosen tokens are
     replaced by [MASK], so it measures prediction, not copying)."""
-    blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed")
-    if len(blocks) == 0:
-        raise ValueError("masked_token_accuracy: no text")
-    gen = torch.Generator().manual_seed(seed)
-    model, device = bundle.model, bundle.device
-    attn = model.config._attn_implementation
     correct, count = 0, 0
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(blocks), batch_size):
-            part = blocks.select(torch.arange(start, min(start + batch_size, len(blocks))))
-            input_ids, labels = mask_tokens(part.input_ids, part.unit_ids, mask_token_id=bundle.tokenizer.mask_token_id,
-                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability,
-                                            mask_replace_prob=1.0, random_replace_prob=0.0, generator=gen)
-            mask = block_attention_mask(part.segment_ids, attn)
-            hidden = model.bert(input_ids=input_ids.to(device), position_ids=part.position_ids.to(device),
-                                attention_mask=mask.to(device) if mask is not None else None).last_hidden_state
-            labels = labels.to(device)
-            predicted = labels != IGNORE_INDEX
-            guess = model.cls(hidden[predicted]).argmax(-1)
-            correct += int((guess == labels[predicted]).sum())
-            count += int(predicted.sum())
+    for logits, gold in _heldout_predictions(bundle, texts, max_length, batch_size, mlm_probability, seed,
+                                             "masked_token_accuracy", mask_replace_prob=1.0, random_replace_prob=0.0):
+        correct += int((logits.argmax(-1) == gold).sum())
+        count += int(gold.numel())
     return correct / max(count, 1)
