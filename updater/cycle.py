@@ -311,7 +311,8 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
         focus = {f.subject_id for f in new + changed} | {f.object_id for f in new + changed if f.object_id}
         with timer.stage("verbalise"):
             new_texts = training_texts(store, summary, focus)
-            unchanged = [f for f in store.facts(limit=None) if f.id not in set(summary.new_fact_ids)]
+            this_cycle = set(summary.new_fact_ids)
+            unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
             rng = random.Random(run_id)
             rng.shuffle(unchanged)
             replay = [SpanText(t) for _, t in store.sample_passages(config.replay_passages, max_id=watermark or None,
