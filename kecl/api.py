@@ -320,11 +320,8 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         holder = kecl.store.lock_holder(CYCLE_LOCK_NAME)
         if holder is not None:
             raise HTTPException(409, f"an update cycle is already running ({holder})")
-        started = threading.Event()
-        thread = threading.Thread(target=lambda: (started.set(), kecl.run_update(trigger="api")), daemon=True,
-                                  name="kecl-update")
+        thread = threading.Thread(target=kecl.run_update, kwargs={"trigger": "api"}, daemon=True, name="kecl-update")
         thread.start()
-        started.wait(5)
         app.state.update_thread = thread
         return {"status": "started", "poll": "/v1/runs"}
 
