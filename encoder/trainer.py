@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
+from encoder.injection import injected_training_batch
 from encoder.masking import IGNORE_INDEX, mask_tokens
 from encoder.model import MLMBundle
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
+from encoder.reading_corpus import ReadingExample
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,16 @@ class TrainConfig:
     state_dir: str | Path | None = None  # where resumable training state is written
     save_every: int = 0  # steps between state saves (0: only at the end, if state_dir is set)
     max_seconds: float | None = None  # stop early (cleanly, after a full step) past this wall time
+    # Knowledge injection (K-BERT / REALM style): with this probability a step trains on reading
+    # exercises (``reading=`` of train_mlm) laid out by ``injection_strategy`` ("concat", "tree" or
+    # "mixed": each injected step picks one), so the model learns to read injected knowledge.
+    injection_probability: float = 0.0
+    injection_strategy: str = "concat"
+    injection_max_length: int = 128
+    # Attention-probability dropout while training (None: the model's own, 0.1 for BERT). With any
+    # dropout there, PyTorch's CPU SDPA cannot use its fused flash kernel and falls back to the
+    # materialised math path; 0.0 keeps the fused kernel (hidden-state dropout is unchanged).
+    attention_dropout: float | None = None
 
 
 @dataclass
@@ -114,6 +126,23 @@ def _check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config:
         raise ValueError(f"mlm_probability={config.mlm_probability} must be in (0, 1)")
     if isinstance(new, (str, bytes)) or isinstance(replay, (str, bytes)):
         raise TypeError("new/replay must be sequences of texts, not a single string")
+    if not 0.0 <= config.injection_probability <= 1.0:
+        raise ValueError(f"injection_probability={config.injection_probability} must be in [0, 1]")
+    if config.attention_dropout is not None and not 0.0 <= config.attention_dropout < 1.0:
+        raise ValueError(f"attention_dropout={config.attention_dropout} must be in [0, 1)")
+    if config.injection_strategy not in ("concat", "tree", "mixed"):
+        raise ValueError(f"injection_strategy={config.injection_strategy!r}: expected concat, tree or mixed")
+
+
+def _epoch_rows(n: int, per_step: int, seed: int, step: int) -> list[int]:
+    """Rows ``step * per_step …`` of a stream that visits ``0..n-1`` in a fresh seeded order each epoch."""
+    start = step * per_step
+    index: list[int] = []
+    while len(index) < per_step:
+        epoch, offset = divmod(start + len(index), n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        index.extend(order[offset:offset + per_step - len(index)].tolist())
+    return index
 
 
 class _Stream:
@@ -123,14 +152,19 @@ class _Stream:
         self.blocks, self.per_step, self.seed = blocks, per_step, seed
 
     def rows(self, step: int) -> Blocks:
-        n = len(self.blocks)
-        start = step * self.per_step
-        index = []
-        while len(index) < self.per_step:
-            epoch, offset = divmod(start + len(index), n)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-            index.extend(order[offset:offset + self.per_step - len(index)].tolist())
-        return self.blocks.select(torch.tensor(index))
+        return self.blocks.select(torch.tensor(_epoch_rows(len(self.blocks), self.per_step, self.seed, step)))
+
+
+def _reading_batch(tokenizer, examples: Sequence[ReadingExample], strategy: str, config: TrainConfig,
+                   generator: torch.Generator, attn: str) -> dict[str, torch.Tensor]:
+    """An injected MLM batch: only the answer span is masked. Masking other text tokens as well would
+    often hide the subject or the relation word, the very keys that say which statement to read."""
+    return injected_training_batch(
+        tokenizer, [e.text for e in examples], [list(e.facts) for e in examples], [list(e.passages) for e in examples],
+        strategy=strategy, max_length=config.injection_max_length, mlm_probability=0.0,
+        salient_probability=1.0, whole_word_mask=config.whole_word_mask, mask_replace_prob=config.mask_replace_prob,
+        random_replace_prob=config.random_replace_prob, generator=generator, attn_implementation=attn,
+    )
 
 
 def _nsp_pairs(blocks: Blocks, tokenizer, generator: torch.Generator) -> tuple[Blocks, torch.Tensor]:
@@ -162,6 +196,52 @@ def _nsp_pairs(blocks: Blocks, tokenizer, generator: torch.Generator) -> tuple[B
     return out, is_random.long()
 
 
+def _set_attention_dropout(model: torch.nn.Module, p: float | None) -> Callable[[], None]:
+    """Set the attention-probability dropout of every self-attention module; returns an undo."""
+    if p is None:
+        return lambda: None
+    changed = []
+    for name, module in model.named_modules():
+        if name.endswith("attention.self") and isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
+            changed.append((module.dropout, module.dropout.p))
+            module.dropout.p = p
+
+    def undo() -> None:
+        for dropout, old in changed:
+            dropout.p = old
+
+    return undo
+
+
+def _plain_batch(streams: list[_Stream], draw: int, gen: torch.Generator, tokenizer, config: TrainConfig,
+                 nsp_head, attn: str, device: torch.device):
+    """The closed-book batch of ``draw``: ``(batch, n_tokens, nsp_labels)``."""
+    blocks = Blocks.cat([s.rows(draw) for s in streams])
+    nsp_labels = None
+    token_type_ids = None
+    if nsp_head is not None:
+        blocks, nsp_labels = _nsp_pairs(blocks, tokenizer, gen)
+        token_type_ids = blocks.token_type_ids.to(device)  # type: ignore[attr-defined]
+    input_ids, labels = mask_tokens(
+        blocks.input_ids, blocks.unit_ids,
+        mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+        mlm_probability=config.mlm_probability, mask_replace_prob=config.mask_replace_prob,
+        random_replace_prob=config.random_replace_prob, salient=blocks.salient,
+        salient_probability=config.salient_probability, generator=gen,
+    )
+    batch = {
+        "input_ids": input_ids.to(device),
+        "position_ids": blocks.position_ids.to(device),
+        "attention_mask": block_attention_mask(blocks.segment_ids, attn),
+        "labels": labels.to(device),
+    }
+    if batch["attention_mask"] is not None:
+        batch["attention_mask"] = batch["attention_mask"].to(device)
+    if token_type_ids is not None:
+        batch["token_type_ids"] = token_type_ids
+    return batch, int((blocks.segment_ids >= 0).sum()), nsp_labels
+
+
 def train_mlm(
     bundle: MLMBundle,
     new: Sequence[TrainText],
@@ -172,13 +252,16 @@ def train_mlm(
     on_step: StepHook | None = None,
     batch_hook: BatchHook | None = None,
     extra_loss: LossHook | None = None,
+    reading: Sequence[ReadingExample] = (),
 ) -> TrainResult:
     """Continue MLM training of ``bundle.model`` in place on ``new`` text mixed with ``replay``.
 
     Each batch takes ``round(batch_size * replay_ratio)`` blocks from ``replay`` (when given) and
     the rest from ``new``. ``resume_from`` is a ``state_dir`` written by an earlier run with the
     same config; training continues from its step. ``batch_hook``/``extra_loss`` leave room for
-    knowledge injection and regularisation towards old weights.
+    other input rewrites and regularisation towards old weights. ``reading``: exercises with
+    injected knowledge (:mod:`encoder.reading_corpus`, or built from the store's facts); with
+    ``config.injection_probability`` a step trains on a batch of them instead of plain blocks.
     Returns a :class:`TrainResult`. Raises ``ValueError``/``TypeError`` on bad input before any
     weight changes, and ``FloatingPointError`` if the loss becomes non-finite.
     """
@@ -196,6 +279,11 @@ def train_mlm(
     streams = [_Stream(new_blocks, config.batch_size - n_replay, config.seed)]
     if n_replay:
         streams.append(_Stream(replay_blocks, n_replay, config.seed + 1))
+
+    inject_p = config.injection_probability if reading else 0.0
+    if config.injection_probability > 0 and not reading:
+        log.warning("injection_probability=%.2f but no reading exercises were given; training closed-book",
+                    config.injection_probability)
 
     use_bf16 = bf16_supported(device) if config.bf16 is None else (config.bf16 and bf16_supported(device))
     if config.bf16 and not use_bf16:
@@ -232,6 +320,7 @@ def train_mlm(
 
         bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
     model.train()
+    restore_dropout = _set_attention_dropout(model, config.attention_dropout)
     started = time.perf_counter()
     window_start, window_tokens = started, 0
     try:
@@ -241,29 +330,17 @@ def train_mlm(
                 # Data and masking for this step depend only on (seed, step): exact resume.
                 draw = step * config.grad_accum + micro
                 gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
-                blocks = Blocks.cat([s.rows(draw) for s in streams])
-                nsp_labels = None
-                token_type_ids = None
-                if nsp_head is not None:
-                    blocks, nsp_labels = _nsp_pairs(blocks, tokenizer, gen)
-                    token_type_ids = blocks.token_type_ids.to(device)  # type: ignore[attr-defined]
-                input_ids, labels = mask_tokens(
-                    blocks.input_ids, blocks.unit_ids,
-                    mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-                    mlm_probability=config.mlm_probability, mask_replace_prob=config.mask_replace_prob,
-                    random_replace_prob=config.random_replace_prob, salient=blocks.salient,
-                    salient_probability=config.salient_probability, generator=gen,
-                )
-                batch = {
-                    "input_ids": input_ids.to(device),
-                    "position_ids": blocks.position_ids.to(device),
-                    "attention_mask": block_attention_mask(blocks.segment_ids, attn),
-                    "labels": labels.to(device),
-                }
-                if batch["attention_mask"] is not None:
-                    batch["attention_mask"] = batch["attention_mask"].to(device)
-                if token_type_ids is not None:
-                    batch["token_type_ids"] = token_type_ids
+                if inject_p and float(torch.rand(1, generator=gen)) < inject_p:
+                    strategy = config.injection_strategy
+                    if strategy == "mixed":
+                        strategy = ("concat", "tree")[int(torch.randint(2, (1,), generator=gen))]
+                    rows = _epoch_rows(len(reading), config.batch_size, config.seed + 2, draw)
+                    batch = _reading_batch(tokenizer, [reading[i] for i in rows], strategy, config, gen, attn)
+                    n_tokens = int((batch["input_ids"] != tokenizer.pad_token_id).sum())
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    nsp_labels = None
+                else:
+                    batch, n_tokens, nsp_labels = _plain_batch(streams, draw, gen, tokenizer, config, nsp_head, attn, device)
                 if batch_hook is not None:
                     batch = batch_hook(batch, step)
                 torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
@@ -276,7 +353,7 @@ def train_mlm(
                     predicted = batch["labels"] != IGNORE_INDEX
                     logits = model.cls(hidden[predicted])
                 loss = F.cross_entropy(logits.float(), batch["labels"][predicted])
-                if nsp_head is not None:
+                if nsp_head is not None and nsp_labels is not None:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         nsp_logits = nsp_head(hidden[:, 0])
                     loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels.to(device))
@@ -286,7 +363,6 @@ def train_mlm(
                     raise FloatingPointError(f"train_mlm: loss became {loss.item()} at step {step}; lower the learning rate")
                 (loss / config.grad_accum).backward()
                 step_loss += loss.item() / config.grad_accum
-                n_tokens = int((blocks.segment_ids >= 0).sum())
                 tokens_seen += n_tokens
                 window_tokens += n_tokens
             grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], config.max_grad_norm)
@@ -314,6 +390,7 @@ def train_mlm(
                 break
     finally:
         model.eval()
+        restore_dropout()
         if bar is not None:
             bar.close()
         if log_file is not None:
@@ -416,4 +493,33 @@ def masked_token_accuracy(bundle: MLMBundle, texts: Sequence[TrainText], max_len
                                              "masked_token_accuracy", mask_replace_prob=1.0, random_replace_prob=0.0):
         correct += int((logits.argmax(-1) == gold).sum())
         count += int(gold.numel())
+    return correct / max(count, 1)
+
+
+def reading_accuracy(bundle: MLMBundle, examples: Sequence[ReadingExample], strategy: str = "concat",
+                     max_length: int = 128, batch_size: int = 32) -> float:
+    """Top-1 accuracy on the answer tokens of reading exercises, with their knowledge injected by
+    ``strategy`` (``"closed-book"``: nothing injected — the answers are invented, so this stays
+    near chance and the gap to it is what reading adds). Only the answer is masked, all [MASK]."""
+    if not examples:
+        raise ValueError("reading_accuracy: no examples")
+    model, device = bundle.model, bundle.device
+    attn = model.config._attn_implementation
+    model.eval()
+    correct, count = 0, 0
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            part = examples[start:start + batch_size]
+            batch = injected_training_batch(
+                bundle.tokenizer, [e.text for e in part], [list(e.facts) for e in part],
+                [list(e.passages) for e in part], strategy=strategy, max_length=max_length, mlm_probability=0.0,
+                salient_probability=1.0, mask_replace_prob=1.0, random_replace_prob=0.0, attn_implementation=attn,
+            )
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                position_ids=batch["position_ids"], token_type_ids=batch["token_type_ids"]).last_hidden_state
+            predicted = batch["labels"] != IGNORE_INDEX
+            logits = model.cls(hidden[predicted])
+            correct += int((logits.argmax(-1) == batch["labels"][predicted]).sum())
+            count += int(predicted.sum())
     return correct / max(count, 1)

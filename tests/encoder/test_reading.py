@@ -1,0 +1,52 @@
+"""Reading exercises and training on injected inputs (the trainer's injection_probability)."""
+
+import pytest
+
+from encoder.masking import IGNORE_INDEX
+from encoder.reading_corpus import reading_examples
+from encoder.trainer import TrainConfig, train_mlm
+
+from .conftest import make_tiny
+
+DOCS = ["Rivers run to the sea and the sea is deep and blue.", "A small town has a market, a school and a church."]
+
+
+def test_exercises_are_deterministic_and_state_the_answer(tokenizer):
+    a = reading_examples(200, seed=3, tokenizer=tokenizer)
+    assert a == reading_examples(200, seed=3, tokenizer=tokenizer)
+    assert a != reading_examples(200, seed=4, tokenizer=tokenizer)
+    as_fact = 0
+    for ex in a:
+        (start, end), = ex.text.salient_spans
+        assert ex.text.text[start:end] == ex.answer
+        knowledge = [f.text for f in ex.facts] + [p.text for p in ex.passages]
+        # The answer is stated in the knowledge next to the subject's name (the query's words around it).
+        assert any(ex.answer.lower() in k.lower() for k in knowledge)
+        as_fact += any(ex.answer.lower() in f.text.lower() for f in ex.facts)
+        assert sum(k.count(" .") for k in knowledge) >= 2  # the fact plus distractors
+    assert 0.1 < as_fact / len(a) < 0.6  # stated as a fact about 30% of the time, as a passage otherwise
+
+
+def test_injection_probability_mixes_reading_batches(tokenizer):
+    reading = reading_examples(64, seed=0, tokenizer=tokenizer)
+    seen = []
+
+    def hook(batch, step):
+        injected = "token_type_ids" in batch and bool((batch["token_type_ids"] == 1).any())
+        if injected:  # only the answer is labelled, and it is in the text segment
+            labelled = batch["labels"] != IGNORE_INDEX
+            assert not (labelled & (batch["token_type_ids"] == 1)).any()
+            assert (labelled.sum(1) >= 1).all()
+        seen.append(injected)
+        return batch
+
+    config = TrainConfig(steps=40, batch_size=4, max_length=32, bf16=False, injection_probability=0.5,
+                         injection_strategy="mixed", injection_max_length=96)
+    train_mlm(make_tiny(tokenizer), DOCS, config=config, progress=False, batch_hook=hook, reading=reading)
+    assert 10 <= sum(seen) <= 30
+    seen.clear()
+    train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(**{**config.__dict__, "injection_probability": 0.0}),
+              progress=False, batch_hook=hook, reading=reading)
+    assert not any(seen)
+    with pytest.raises(ValueError, match="injection_strategy"):
+        train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(injection_strategy="sideways"), reading=reading)
