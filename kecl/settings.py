@@ -45,7 +45,9 @@ class TrainSettings(BaseModel):
     max_grad_norm: float = 1.0
     mlm_probability: float = 0.15
     replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
-    injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input")
+    injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
+    injection_strategy: Literal["concat", "tree", "mixed"] = Field(
+        "concat", description="layout of the injected training input; 'mixed' picks one per step")
     seed: int = 0
 
 

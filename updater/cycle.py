@@ -12,7 +12,10 @@ Continual-learning choices (named as in CKL, Jang et al. 2022, and REALM):
 - replay = a random sample of earlier passages and verbalised unchanged facts, mixed into every
   batch at ``replay_ratio`` (the guard against forgetting; its effect is measured, not assumed);
 - optional L2 pull of the weights towards the active model's (``l2_pull``, as in RecAdam / EWC
-  without the Fisher term).
+  without the Fisher term);
+- reading (K-BERT / REALM): with ``train.injection_probability`` a step trains on the new,
+  changed and a sample of unchanged facts stated with the knowledge the query pipeline injects for
+  them, so the model keeps reading injected text (:func:`reading_exercises`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from typing import Any
 import torch
 
 from encoder.checkpoints import active_version, save_checkpoint, set_active
+from encoder.injection import InjectedFact
 from encoder.model import MLMBundle
 from encoder.packing import SpanText
+from encoder.reading_corpus import ReadingExample
 from encoder.predict import score_candidates
 from encoder.trainer import TrainConfig, masked_lm_loss, train_mlm
 from knowledge import FactView, IngestSummary, KnowledgeStore
@@ -68,6 +73,7 @@ class CycleConfig:
     lease_seconds: float = 600.0
     min_train_texts: int = 1  # below this, nothing new to learn: evaluate and record only
     relink_max_passages: int = 200_000  # relink earlier text for new names up to this store size
+    reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
 
 
 @dataclass
@@ -159,6 +165,37 @@ def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities
         out.append(SpanText(texts[pid], spans))
     for fact in store.facts(ids=summary.new_fact_ids, include_closed=False, limit=None):
         out.extend(verbalise_fact(fact))
+    return out
+
+
+def reading_exercises(facts: Sequence[FactView], knowledge: KnowledgeSource, seed: int = 0,
+                      mode: str = "concat") -> list[ReadingExample]:
+    """Reading exercises from the store's own facts, with exactly the knowledge the query pipeline
+    injects (``knowledge``): the query states the fact in one of its paraphrases (never the
+    relation's own template, which the acquisition probes use), the object masked. Where retrieval
+    misses the fact, the exercise still counts: the model then learns to fall back on memory.
+    """
+    rng = random.Random(seed)
+    queries, items = [], []
+    for fact in facts:
+        forms = verbalise_fact(fact)
+        if not forms:
+            continue
+        form = rng.choice(forms[1:] or forms)
+        (start, end), = form.salient_spans
+        queries.append(form.text[:start] + "[MASK]" + form.text[end:])
+        items.append((form, start, end - start - len("[MASK]"), fact.object))
+    if not queries:
+        return []
+    fact_lists, passage_lists = knowledge(queries, mode)
+    out = []
+    for (form, at, shift, answer), facts_i, passages_i in zip(items, fact_lists, passage_lists):
+        # The pipeline's fact spans are offsets in the query with "[MASK]"; move those after it.
+        moved = tuple(
+            f if f.span is None or f.span[0] < at else InjectedFact(f.text, f.branch, (f.span[0] + shift, f.span[1] + shift),
+                                                                     f.score, f.fact_id)
+            for f in facts_i)
+        out.append(ReadingExample(form, moved, tuple(passages_i), answer))
     return out
 
 
@@ -320,6 +357,12 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
             for f in unchanged[: config.replay_facts]:
                 replay.extend(verbalise_fact(f)[:1])
             counts.update(new_facts=len(new), changed_facts=len(changed), train_texts=len(new_texts), replay_texts=len(replay))
+        reading: list[ReadingExample] = []
+        if config.train.injection_probability > 0 and ctx.knowledge is not None and new_texts:
+            with timer.stage("reading"):
+                reading = reading_exercises(new + changed + unchanged[: config.reading_unchanged], ctx.knowledge,
+                                            seed=run_id)
+                counts["reading_exercises"] = len(reading)
 
         def sample(facts: list[FactView], n: int) -> list[FactView]:
             facts = [f for f in facts if f.template]
@@ -345,7 +388,7 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
                 candidate = active  # trained in place: ``active`` is our own fresh copy, not the serving model
                 extra_loss = _l2_pull(candidate, config.l2_pull) if config.l2_pull > 0 else None
                 result = train_mlm(candidate, new_texts, replay, config.train, progress=False,
-                                   on_step=lambda step, m: _keep_lock(lock), extra_loss=extra_loss)
+                                   on_step=lambda step, m: _keep_lock(lock), extra_loss=extra_loss, reading=reading)
                 metrics["train"] = {"steps": result.steps, "final_loss": result.final_loss,
                                     "tokens_per_second": result.tokens_per_second, "bf16": result.bf16}
             with timer.stage("evaluate_candidate"):

@@ -166,3 +166,33 @@ def test_busy_lock_skips_the_cycle(kecl: Kecl) -> None:
     report = run_cycle(kecl.cycle_context(), config())
     assert report.status == "skipped" and "another-process" in report.reasons[0]
     assert kecl.store.runs() == []
+
+
+def test_reading_exercises_carry_what_the_pipeline_injects(kecl: Kecl, tmp_path: Path) -> None:
+    from updater.cycle import reading_exercises
+
+    facts = kecl.store.facts(limit=None)
+    exercises = reading_exercises(facts, kecl.knowledge_source(), seed=1)
+    assert len(exercises) == len(facts)
+    for ex, fact in zip(exercises, facts):
+        (start, end), = ex.text.salient_spans
+        assert ex.text.text[start:end] == ex.answer == fact.object
+        assert ex.text.text != fact.verbalise()  # a paraphrase, never the probe's own template
+        # the fact itself is injected (it is in the store), and tree-mode spans point at a mention
+        assert any(f.fact_id == fact.id for f in ex.facts)
+        for f in ex.facts:
+            if f.span is not None:
+                mention = ex.text.text[f.span[0]:f.span[1]]
+                assert mention.lower() in {fact.subject.lower(), fact.object.lower(), "croatia", "france", "zagreb",
+                                           "paris", "kuna", "euro"}, (ex.text.text, f.span)
+
+
+def test_cycle_trains_on_reading_exercises(kecl: Kecl) -> None:
+    write_jsonl(kecl.settings.inbox_dir / "later.jsonl", LATER)
+    cfg = config(max_retention_drop=1.0, max_loss_increase=10.0)
+    cfg.train.injection_probability = 0.5
+    report = kecl.run_update(config=cfg)
+    assert report.status == "succeeded", report.error
+    assert "reading" in report.timings
+    # the two new facts and the two unchanged current ones (croatia's kuna was closed by the change)
+    assert report.counts["reading_exercises"] == 4
