@@ -186,7 +186,8 @@ def cycle_config(args: argparse.Namespace, replay: bool) -> Any:
     from updater.cycle import CycleConfig, GateConfig
 
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                        learning_rate=args.lr, replay_ratio=args.replay_ratio if replay else 0.0, seed=args.seed)
+                        learning_rate=args.lr, replay_ratio=args.replay_ratio if replay else 0.0, seed=args.seed,
+                        injection_probability=args.injection_probability, injection_max_length=256)
     return CycleConfig(train=train, gates=GateConfig(**PERMISSIVE),
                        replay_passages=args.replay_passages if replay else 0,
                        replay_facts=args.replay_facts if replay else 0,
@@ -347,6 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-length", type=int, default=64, help="tokens per training block (the texts are short)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="replay arm: share of each batch replayed")
+    parser.add_argument("--injection-probability", type=float, default=0.3,
+                        help="share of steps on reading exercises (the settings' train.injection_probability)")
     parser.add_argument("--replay-passages", type=int, default=2000, help="replay arm: earlier passages sampled")
     parser.add_argument("--replay-facts", type=int, default=500, help="replay arm: unchanged facts verbalised")
     parser.add_argument("--retention-probes", type=int, default=100,
@@ -431,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings["total"] = time.perf_counter() - started
     load_end = os.getloadavg()
 
-    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "max_length", "lr", "replay_ratio",
+    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "max_length", "lr", "replay_ratio", "injection_probability",
                                               "replay_passages", "replay_facts", "seed", "per_relation",
                                               "google_per_relation", "evidences")}
     settings["verbalisations"] = len(cycle_module.VERBALISATIONS)

@@ -15,7 +15,11 @@ word lists per relation and, for the open relations, from the tokenizer's own wh
 so the model learns to copy any word, not a few classes.
 
 Everything is generated here from templates written for kecl (no data set is downloaded), and is
-deterministic for a seed.
+deterministic for a seed. The relations and wordings are kept apart from those the benchmarks
+probe with invented facts (``benchmarks/bench_query.py`` freshness: mascots, bridges, official
+colours, rivers, "was born in"), so those measure reading of unseen wordings. Several relations
+(birthplace, capital, occupation, …) do overlap LAMA's *relations* (not its wordings or facts);
+BENCHMARKS.md says so where LAMA is reported.
 """
 
 from __future__ import annotations
@@ -56,8 +60,6 @@ _INSTRUMENTS = ["piano", "guitar", "violin", "cello", "flute", "drums", "trumpet
                 "clarinet", "bass"]
 _SPORTS = ["football", "tennis", "golf", "cricket", "rugby", "hockey", "baseball", "basketball", "boxing",
            "swimming", "cycling", "chess", "volleyball", "skiing"]
-_SEAS = ["baltic", "mediterranean", "atlantic", "pacific", "arctic", "caspian", "adriatic", "aegean", "black",
-         "north", "red", "caribbean"]
 _FOODS = ["bread", "rice", "cheese", "fish", "soup", "cake", "apples", "honey", "chocolate", "pasta", "beans",
           "potatoes", "coffee", "tea", "milk", "eggs", "salt", "sugar"]
 _DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -67,8 +69,8 @@ _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "augu
 # relation -> (subject kind, object pool or None for open vocabulary, statement templates).
 # [X] subject, [Y] object; every template is usable both as a query and as a context statement.
 _RELATIONS: dict[str, tuple[str, list[str] | None, list[str]]] = {
-    "born_in": ("person", _CITIES, ["[X] was born in [Y] .", "The birthplace of [X] is [Y] .",
-                                    "[X] is a native of [Y] .", "[X] was born in the city of [Y] ."]),
+    "born_in": ("person", _CITIES, ["The birthplace of [X] is [Y] .", "[X] is a native of [Y] .",
+                                    "[X] grew up in [Y] ."]),
     "died_in": ("person", _CITIES, ["[X] died in [Y] .", "[X] passed away in [Y] .", "The place of death of [X] is [Y] ."]),
     "lives_in": ("person", _CITIES, ["[X] lives in [Y] .", "[X] has lived in [Y] for years .", "The home of [X] is in [Y] ."]),
     "citizen": ("person", _COUNTRIES, ["[X] is a citizen of [Y] .", "[X] holds the citizenship of [Y] .",
@@ -80,17 +82,15 @@ _RELATIONS: dict[str, tuple[str, list[str] | None, list[str]]] = {
     "instrument": ("person", _INSTRUMENTS, ["[X] plays the [Y] .", "The instrument of [X] is the [Y] ."]),
     "sport": ("person", _SPORTS, ["[X] plays [Y] .", "[X] is a professional [Y] player .", "The sport of [X] is [Y] ."]),
     "food": ("person", _FOODS, ["The favourite food of [X] is [Y] .", "[X] eats [Y] every day ."]),
+    "pet": ("person", _ANIMALS, ["The pet of [X] is a [Y] .", "[X] keeps a [Y] at home ."]),
+    "hat": ("person", _COLOURS, ["[X] always wears a [Y] hat .", "The hat of [X] is [Y] ."]),
     "located": ("place", _COUNTRIES, ["[X] is located in [Y] .", "[X] is a town in [Y] .", "[X] lies in [Y] ."]),
+    "roof": ("place", _MATERIALS, ["The roof of the [X] station is covered with [Y] .", "In [X] the houses have roofs of [Y] ."]),
     "capital": ("country", _CITIES, ["The capital of [X] is [Y] .", "[Y] is the capital of [X] .",
                                      "[X] has its capital in [Y] ."]),
     "official_language": ("country", _LANGUAGES, ["The official language of [X] is [Y] .", "People in [X] speak [Y] ."]),
-    "flows_into": ("river", _SEAS, ["The [X] river flows into the [Y] sea .", "The [X] ends in the [Y] sea ."]),
-    "mascot": ("event", _ANIMALS, ["The mascot of the [X] festival is the [Y] .", "The [X] festival has a [Y] as its mascot ."]),
-    "colour": ("thing", _COLOURS, ["The official color of [X] is [Y] .", "[X] is painted [Y] .", "The color of [X] is [Y] ."]),
-    "material": ("thing", _MATERIALS, ["The [X] bridge is made of [Y] .", "[X] was built from [Y] .",
-                                       "The material of [X] is [Y] ."]),
-    "day": ("event", _DAYS, ["The [X] festival takes place on [Y] .", "[X] is held every [Y] ."]),
-    "month": ("event", _MONTHS, ["The [X] festival is held in [Y] .", "[X] takes place every year in [Y] ."]),
+    "day": ("event", _DAYS, ["The [X] fair takes place on [Y] .", "[X] is held every [Y] ."]),
+    "month": ("event", _MONTHS, ["The [X] fair is held in [Y] .", "[X] takes place every year in [Y] ."]),
     "founded": ("org", None, ["[X] was founded in [Y] .", "The founding year of [X] is [Y] ."]),
     "headquarters": ("org", _CITIES, ["[X] is based in [Y] .", "The headquarters of [X] are in [Y] .",
                                       "[X] has its main office in [Y] ."]),
@@ -102,9 +102,9 @@ _PROPER = {id(p) for p in (_CITIES, _COUNTRIES, _LANGUAGES, _DAYS, _MONTHS)}
 _YEARS = [str(y) for y in range(1800, 2025)]
 _OPEN_YEAR = {"founded"}
 
-_SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "bel", "dra", "sil", "mar", "quin", "zor", "vex", "nal", "tis",
-              "bren", "na", "vask", "tal", "mo", "osk", "ril", "fen", "dor", "gal", "sha", "wen", "lin", "pel", "rus",
-              "ard", "kel", "mon", "thar", "ix", "ul", "bre", "cor", "dan", "eth", "fal", "gor", "hal", "jun", "kor"]
+_SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "bel", "dra", "sil", "mar", "nal", "tis", "na", "ril", "fen",
+              "dor", "gal", "sha", "wen", "lin", "pel", "rus", "ard", "kel", "mon", "thar", "ix", "ul", "cor", "dan",
+              "eth", "fal", "gor", "hal", "jun", "kor", "pim", "sev", "ur", "yan"]
 
 
 @dataclass(frozen=True)

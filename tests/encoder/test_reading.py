@@ -50,3 +50,19 @@ def test_injection_probability_mixes_reading_batches(tokenizer):
     assert not any(seen)
     with pytest.raises(ValueError, match="injection_strategy"):
         train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(injection_strategy="sideways"), reading=reading)
+
+
+def test_attention_dropout_is_set_for_training_and_restored(tokenizer):
+    bundle = make_tiny(tokenizer, dropout=0.1)
+    seen = []
+
+    def hook(batch, step):
+        seen.extend(m.dropout.p for n, m in bundle.model.named_modules() if n.endswith("attention.self"))
+        return batch
+
+    train_mlm(bundle, DOCS, config=TrainConfig(steps=1, batch_size=2, max_length=32, attention_dropout=0.0),
+              progress=False, batch_hook=hook)
+    assert seen and set(seen) == {0.0}
+    assert {m.dropout.p for n, m in bundle.model.named_modules() if n.endswith("attention.self")} == {0.1}
+    with pytest.raises(ValueError, match="attention_dropout"):
+        train_mlm(bundle, DOCS, config=TrainConfig(steps=1, attention_dropout=1.5), progress=False)
