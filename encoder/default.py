@@ -18,15 +18,23 @@ from typing import Any
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
 from encoder.default_corpus import default_corpus
 from encoder.model import MLMBundle, load_mlm
-from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, train_mlm
+from encoder.reading_corpus import reading_examples
+from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, reading_accuracy, train_mlm
 
 log = logging.getLogger(__name__)
 
-ADAPT_CONFIG = TrainConfig(steps=200, batch_size=16, max_length=128, learning_rate=5e-4, warmup_ratio=0.06,
-                           packing="grouped")
-"""Full fine-tuning, masked-only logits, bf16 where native; 200 steps take ~4.5 minutes on 2 idle
-cores. Bounded by steps, not seconds: under a time budget a busy machine got 19 steps and a head
-that predicted only "the" and "." (the quality of the first checkpoint must not depend on load)."""
+ADAPT_CONFIG = TrainConfig(steps=500, batch_size=16, max_length=128, learning_rate=5e-4, warmup_ratio=0.06,
+                           packing="grouped", injection_probability=0.6, injection_max_length=128)
+"""Full fine-tuning, masked-only logits, bf16 where native. 40% of the steps are plain MLM on the
+default corpus, 60% reading exercises (shorter sequences, so cheaper) (:mod:`encoder.reading_corpus`): without them the model
+never learns to use injected knowledge. Bounded by steps, not seconds: under a time budget a busy
+machine got 19 steps and a head that predicted only "the" and "." (the quality of the first
+checkpoint must not depend on load)."""
+ADAPT_RECIPE = 2
+"""Bumped whenever the recipe changes, so a cached adaptation of an older recipe is not reused
+(2: reading exercises added)."""
+READING_EXERCISES = 8000
+HELDOUT_READING = 200
 
 
 def adapt_default(
@@ -44,8 +52,10 @@ def adapt_default(
 
     If a version is already active and ``force`` is false, that version is loaded and returned.
     Otherwise the model is trained on the default corpus (held-out passages excluded), the
-    held-out masked-token top-1 accuracy is measured every ``eval_every`` steps, and the result
-    is saved with the curve in ``metrics.json`` and (``activate``) made active.
+    held-out masked-token top-1 accuracy (and, when the config trains on reading exercises, the
+    held-out reading accuracy: answers read from injected knowledge about invented names) is
+    measured every ``eval_every`` steps, and the result is saved with the curve in
+    ``metrics.json`` and (``activate``) made active.
     """
     checkpoints_dir = Path(checkpoints_dir)
     current = active_version(checkpoints_dir)
@@ -56,23 +66,34 @@ def adapt_default(
     heldout, train = texts[:heldout_passages], texts[heldout_passages:]
     eval_texts = heldout[:64]
     bundle = load_mlm(name_or_path, device=device)
+    reading_held, reading = [], []
+    if config.injection_probability > 0:
+        exercises = reading_examples(READING_EXERCISES + HELDOUT_READING, seed=config.seed, tokenizer=bundle.tokenizer,
+                                     filler=train)
+        reading_held, reading = exercises[:HELDOUT_READING], exercises[HELDOUT_READING:]
+
+    def measure() -> dict[str, float]:
+        out = {"heldout_top1": masked_token_accuracy(bundle, eval_texts)}
+        if reading_held:
+            out["heldout_reading"] = reading_accuracy(bundle, reading_held[:100], "concat", config.injection_max_length)
+        return out
+
     started = time.perf_counter()
-    curve: list[dict[str, Any]] = [{"step": 0, "seconds": 0.0, "heldout_top1": masked_token_accuracy(bundle, eval_texts)}]
+    curve: list[dict[str, Any]] = [{"step": 0, "seconds": 0.0, **measure()}]
     eval_seconds = 0.0
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
         nonlocal eval_seconds
         if step % eval_every == 0:
             t0 = time.perf_counter()
-            acc = masked_token_accuracy(bundle, eval_texts)
+            point = measure()
             eval_seconds += time.perf_counter() - t0
             bundle.model.train()
             curve.append({"step": step, "seconds": round(time.perf_counter() - started - eval_seconds, 1),
-                          "heldout_top1": acc, "loss": metrics["loss"]})
-            log.info("adapt step %d: held-out top-1 %.3f", step, acc)
+                          **point, "loss": metrics["loss"]})
+            log.info("adapt step %d: %s", step, point)
 
-    # max_seconds also counts the evaluations, so the time budget is conservative.
-    result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step)
+    result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step, reading=reading)
     final = masked_token_accuracy(bundle, heldout)
     metrics = {
         "kind": "default-adaptation",
@@ -83,8 +104,11 @@ def adapt_default(
         "tokens_per_second": result.tokens_per_second,
         "bf16": result.bf16,
         "curve": curve,
-        "corpus": {"passages": len(train), "heldout_passages": len(heldout)},
+        "corpus": {"passages": len(train), "heldout_passages": len(heldout), "reading_exercises": len(reading)},
     }
+    if reading_held:
+        metrics["reading_top1"] = {mode: reading_accuracy(bundle, reading_held, mode, config.injection_max_length)
+                                   for mode in ("closed-book", "concat", "tree")}
     version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
     if activate:
         set_active(checkpoints_dir, version)

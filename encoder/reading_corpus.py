@@ -146,16 +146,20 @@ def _fill(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
     return text, (len(before), len(before) + len(obj))
 
 
-def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4) -> list[ReadingExample]:
+def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4,
+                     filler: Sequence[str] = (), max_filler: int = 3) -> list[ReadingExample]:
     """``n`` reading exercises, deterministic for ``seed``.
 
     Layout of the injected knowledge (varied so that no position or form can be relied on):
     the true statement goes in a passage (70%) or as a fact (30%), worded with the query's own
     template a third of the time and with another template otherwise; 1 to ``max_distractors``
     distractors (same subject other relation, same relation other subject); passages are one to
-    three statements; the scores are shuffled so the answer is not always ranked first.
+    three statements; the scores are shuffled so the answer is not always ranked first. With
+    ``filler`` (ordinary text), up to ``max_filler`` unrelated passages of it are injected too, as
+    retrieval returns them next to the one that matters (cut to 60 words).
     """
     rng = random.Random(seed)
+    filler_rng = random.Random(seed + 7919)  # its own stream: filler changes no exercise
     vocab = _vocab_words(tokenizer)
     names = list(_RELATIONS)
     out: list[ReadingExample] = []
@@ -202,6 +206,10 @@ def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int
                     pending = []
         if pending:
             passages.append(InjectedPassage(" ".join(pending), score=rng.random()))
+        if filler:
+            for _ in range(filler_rng.randint(0, max_filler)):
+                passages.append(InjectedPassage(" ".join(filler_rng.choice(filler).split()[:60]),
+                                                score=filler_rng.random()))
         out.append(ReadingExample(SpanText(query, [span]), tuple(facts), tuple(passages), answer))
     return out
 

@@ -87,6 +87,7 @@ def ensure_default_checkpoint(settings: Settings) -> str:
     import uuid
 
     from encoder import adapt_default, active_version, list_checkpoints, set_active, verify_checkpoint
+    from encoder.default import ADAPT_RECIPE
 
     checkpoints = settings.checkpoints_dir
     current = active_version(checkpoints)
@@ -94,7 +95,7 @@ def ensure_default_checkpoint(settings: Settings) -> str:
         return current
     checkpoints.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", settings.model.name_or_path)
-    cached = settings.cache_dir.expanduser() / f"adapted-{slug}"
+    cached = settings.cache_dir.expanduser() / f"adapted-{slug}-r{ADAPT_RECIPE}"
     version = None
     if cached.is_dir() and not list_checkpoints(checkpoints):
         try:

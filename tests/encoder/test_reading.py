@@ -25,6 +25,11 @@ def test_exercises_are_deterministic_and_state_the_answer(tokenizer):
         as_fact += any(ex.answer.lower() in f.text.lower() for f in ex.facts)
         assert sum(k.count(" .") for k in knowledge) >= 2  # the fact plus distractors
     assert 0.1 < as_fact / len(a) < 0.6  # stated as a fact about 30% of the time, as a passage otherwise
+    filler = ["An unrelated passage about " + w + " and nothing else ." for w in ("rain", "ships", "bread")]
+    with_filler = reading_examples(200, seed=3, tokenizer=tokenizer, filler=filler)
+    injected = [p.text for ex in with_filler for p in ex.passages]
+    assert sum(t in filler for t in injected) > 100  # ~1.5 filler passages per exercise
+    assert [ex.text for ex in with_filler] == [ex.text for ex in a]  # the same queries, only more noise
 
 
 def test_injection_probability_mixes_reading_batches(tokenizer):
