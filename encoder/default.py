@@ -68,8 +68,9 @@ def adapt_default(
     bundle = load_mlm(name_or_path, device=device)
     reading_held, reading = [], []
     if config.injection_probability > 0:
-        exercises = reading_examples(READING_EXERCISES + HELDOUT_READING, seed=config.seed, tokenizer=bundle.tokenizer,
-                                     filler=train)
+        # No filler passages: with them reading is learned more slowly (held-out 0.26 vs 0.30 after 500
+        # steps here) and the freshness facts were not answered better with distractors injected.
+        exercises = reading_examples(READING_EXERCISES + HELDOUT_READING, seed=config.seed, tokenizer=bundle.tokenizer)
         reading_held, reading = exercises[:HELDOUT_READING], exercises[HELDOUT_READING:]
 
     def measure() -> dict[str, float]:
