@@ -151,6 +151,20 @@ class Prepared:
     retrieve_ms: float
 
 
+def within_margin(hits: list[Any], margin: float | None) -> list[Any]:
+    """The hits whose dense similarity is at most ``margin`` below the best hit's (the best is
+    always kept; a hit outside the dense channel's candidates counts as too far). The encoder is
+    easily led astray by unrelated passages, so a passage far less similar than the best one is
+    better left out than injected. ``None``: all hits."""
+    if margin is None or not hits:
+        return hits
+    dense = [h.channel_scores.get("dense") for h in hits]
+    best = max((d for d in dense if d is not None), default=None)
+    if best is None:
+        return hits
+    return [h for i, (h, d) in enumerate(zip(hits, dense)) if i == 0 or (d is not None and d >= best - margin)]
+
+
 def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
     """Link, select facts and passages for one query (nothing for closed-book)."""
     from encoder.injection import InjectedPassage
@@ -160,7 +174,7 @@ def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
     if opts.mode == "closed-book":
         return Prepared(text, [], [], [], [], 0.0)
     facts, views = select_facts(kecl, text, opts)
-    hits = select_passages(kecl, text, opts)
+    hits = within_margin(select_passages(kecl, text, opts), kecl.settings.retrieval.passage_margin)
     # The injection budget compares fact and passage scores directly, and their own scores live on
     # different scales (relevance ≈ 1–2, fused RRF ≈ 0.01–0.03): share the budget by rank instead,
     # interleaving the best fact, the best passage, the second fact, … (facts first at a tie).

@@ -76,6 +76,9 @@ class RetrievalSettings(BaseModel):
     lexical_weight: float = 1.0
     entity_weight: float = Field(1.0, description="fused recall@4 on LAMA 0.960 at 0.5, 0.965 at 1.0 (bench_hybrid)")
     rrf_k: int = 60
+    passage_margin: float | None = Field(
+        None, description="inject only passages whose dense similarity is within this of the best passage's "
+        "(unrelated passages mislead the encoder); None: all k")
 
 
 class ApiSettings(BaseModel):

@@ -81,3 +81,23 @@ def test_batched_answers_equal_single_ones(kecl: Kecl) -> None:
         assert [p["token"] for p in single.predictions[0]] == [p["token"] for p in b.predictions[0]]
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         kecl.answer(["no mask here"], QueryOptions())
+
+
+def test_passage_margin_leaves_out_unrelated_passages(kecl: Kecl) -> None:
+    from kecl.pipeline import within_margin
+
+    query = "The Quillon bridge is made of [MASK] ."
+    kecl.ingest_documents([DocumentRecord(text="The Quillon bridge is made of copper.")])
+    opts = QueryOptions(mode="concat", k_passages=3)
+    hits = kecl.search("The Quillon bridge is made of", 3)
+    assert len(hits) == 3 and "Quillon" in hits[0].text
+    kept = within_margin(hits, 0.3)
+    assert [h.passage_id for h in kept] == [hits[0].passage_id]  # the others are unrelated sentences
+    assert within_margin(hits, None) == hits and within_margin(hits, 2.0) == hits
+    kecl.settings.retrieval.passage_margin = 0.3
+    try:
+        answer = kecl.answer([query], opts)[0]
+    finally:
+        kecl.settings.retrieval.passage_margin = None
+    assert len(answer.evidence) == 1 and "copper" in answer.injected_input
+    assert len(kecl.answer([query], opts)[0].evidence) == 3
