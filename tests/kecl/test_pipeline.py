@@ -94,10 +94,13 @@ def test_passage_margin_leaves_out_unrelated_passages(kecl: Kecl) -> None:
     kept = within_margin(hits, 0.3)
     assert [h.passage_id for h in kept] == [hits[0].passage_id]  # the others are unrelated sentences
     assert within_margin(hits, None) == hits and within_margin(hits, 2.0) == hits
-    kecl.settings.retrieval.passage_margin = 0.3
+    default = kecl.settings.retrieval.passage_margin
     try:
+        kecl.settings.retrieval.passage_margin = 0.3
         answer = kecl.answer([query], opts)[0]
-    finally:
         kecl.settings.retrieval.passage_margin = None
+        unfiltered = kecl.answer([query], opts)[0]
+    finally:
+        kecl.settings.retrieval.passage_margin = default
     assert len(answer.evidence) == 1 and "copper" in answer.injected_input
-    assert len(kecl.answer([query], opts)[0].evidence) == 3
+    assert len(unfiltered.evidence) == 3
