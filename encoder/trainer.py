@@ -281,9 +281,9 @@ def train_mlm(
         streams.append(_Stream(replay_blocks, n_replay, config.seed + 1))
 
     inject_p = config.injection_probability if reading else 0.0
-    if config.injection_probability > 0 and not reading:
-        log.warning("injection_probability=%.2f but no reading exercises were given; training closed-book",
-                    config.injection_probability)
+    if config.injection_probability > 0 and not reading:  # e.g. `kecl train` on plain files: expected
+        log.debug("injection_probability=%.2f without reading exercises: every step is closed-book",
+                  config.injection_probability)
 
     use_bf16 = bf16_supported(device) if config.bf16 is None else (config.bf16 and bf16_supported(device))
     if config.bf16 and not use_bf16:
