@@ -1,6 +1,7 @@
 """Reading exercises and training on injected inputs (the trainer's injection_probability)."""
 
 import pytest
+import torch
 
 from encoder.masking import IGNORE_INDEX
 from encoder.reading_corpus import reading_examples
@@ -71,3 +72,31 @@ def test_attention_dropout_is_set_for_training_and_restored(tokenizer):
     assert {m.dropout.p for n, m in bundle.model.named_modules() if n.endswith("attention.self")} == {0.1}
     with pytest.raises(ValueError, match="attention_dropout"):
         train_mlm(bundle, DOCS, config=TrainConfig(steps=1, attention_dropout=1.5), progress=False)
+
+
+def test_resume_with_reading_steps_equals_uninterrupted(tokenizer, tmp_path):
+    reading = reading_examples(40, seed=2, tokenizer=tokenizer)
+    base = dict(steps=6, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False, injection_probability=0.5,
+                injection_max_length=96, save_every=3)
+
+    def weights(bundle):
+        return {k: v.clone() for k, v in bundle.model.state_dict().items()}
+
+    full = make_tiny(tokenizer, seed=1)
+    r_full = train_mlm(full, DOCS, config=TrainConfig(**base, state_dir=tmp_path / "a"), progress=False, reading=reading)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, metrics):
+        if step == 3:
+            raise Stop
+
+    config = TrainConfig(**base, state_dir=tmp_path / "b")
+    with pytest.raises(Stop):
+        train_mlm(make_tiny(tokenizer, seed=1), DOCS, config=config, progress=False, on_step=interrupt, reading=reading)
+    resumed = make_tiny(tokenizer, seed=7)
+    r_res = train_mlm(resumed, DOCS, config=config, resume_from=tmp_path / "b", progress=False, reading=reading)
+    assert r_res.losses == r_full.losses[3:]
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
