@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 ADAPT_CONFIG = TrainConfig(steps=500, batch_size=16, max_length=128, learning_rate=5e-4, warmup_ratio=0.06,
                            packing="grouped", injection_probability=0.6, injection_max_length=128)
 """Full fine-tuning, masked-only logits, bf16 where native. 40% of the steps are plain MLM on the
-default corpus, 60% reading exercises (shorter sequences, so cheaper) (:mod:`encoder.reading_corpus`): without them the model
-never learns to use injected knowledge. Bounded by steps, not seconds: under a time budget a busy
+default corpus, 60% reading exercises (:mod:`encoder.reading_corpus`; shorter sequences, so
+cheaper): without them the model never learns to use injected knowledge. Bounded by steps, not seconds: under a time budget a busy
 machine got 19 steps and a head that predicted only "the" and "." (the quality of the first
 checkpoint must not depend on load)."""
 ADAPT_RECIPE = 2

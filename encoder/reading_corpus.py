@@ -136,14 +136,17 @@ def _vocab_words(tokenizer) -> list[str]:
     return sorted(words)
 
 
-def _fill(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
-    """The sentence, and the character span of the object in it."""
+def fill_slots(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
+    """``template`` with ``[X]`` → subject and ``[Y]`` → object, and the object's character span."""
     before, after = template.split("[Y]", 1)
     before = before.replace("[X]", subject)
-    after = after.replace("[X]", subject)
-    text = before + obj + after
-    text = text[0].upper() + text[1:]
-    return text, (len(before), len(before) + len(obj))
+    return before + obj + after.replace("[X]", subject), (len(before), len(before) + len(obj))
+
+
+def _fill(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
+    """:func:`fill_slots`, first letter capitalised (the span does not move)."""
+    text, span = fill_slots(template, subject, obj)
+    return text[0].upper() + text[1:], span
 
 
 def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4,

@@ -448,6 +448,15 @@ def _load_state(folder: Path, model, optimizer, scheduler, nsp_head, config: Tra
     return int(state["step"])
 
 
+def _labelled_logits(model, batch: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MLM head's logits at the labelled positions of ``batch`` (the head runs nowhere else),
+    and the gold ids there."""
+    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                        position_ids=batch.get("position_ids"), token_type_ids=batch.get("token_type_ids")).last_hidden_state
+    predicted = batch["labels"] != IGNORE_INDEX
+    return model.cls(hidden[predicted]), batch["labels"][predicted]
+
+
 def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int, batch_size: int,
                          mlm_probability: float, seed: int, who: str, **mask_options: float):
     """Yield ``(logits, gold)`` at the masked positions of ``texts``, batch by batch, under a fixed
@@ -466,11 +475,9 @@ def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_leng
                                             vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability,
                                             generator=gen, **mask_options)
             mask = block_attention_mask(part.segment_ids, attn)
-            hidden = model.bert(input_ids=input_ids.to(device), position_ids=part.position_ids.to(device),
-                                attention_mask=mask.to(device) if mask is not None else None).last_hidden_state
-            labels = labels.to(device)
-            predicted = labels != IGNORE_INDEX
-            yield model.cls(hidden[predicted]), labels[predicted]
+            yield _labelled_logits(model, {"input_ids": input_ids.to(device), "position_ids": part.position_ids.to(device),
+                                           "attention_mask": mask.to(device) if mask is not None else None,
+                                           "labels": labels.to(device)})
 
 
 def masked_lm_loss(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
@@ -515,11 +522,7 @@ def reading_accuracy(bundle: MLMBundle, examples: Sequence[ReadingExample], stra
                 [list(e.passages) for e in part], strategy=strategy, max_length=max_length, mlm_probability=0.0,
                 salient_probability=1.0, mask_replace_prob=1.0, random_replace_prob=0.0, attn_implementation=attn,
             )
-            batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                position_ids=batch["position_ids"], token_type_ids=batch["token_type_ids"]).last_hidden_state
-            predicted = batch["labels"] != IGNORE_INDEX
-            logits = model.cls(hidden[predicted])
-            correct += int((logits.argmax(-1) == batch["labels"][predicted]).sum())
-            count += int(predicted.sum())
+            logits, gold = _labelled_logits(model, {k: v.to(device) for k, v in batch.items()})
+            correct += int((logits.argmax(-1) == gold).sum())
+            count += int(gold.numel())
     return correct / max(count, 1)

@@ -27,17 +27,16 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from encoder.checkpoints import active_version, save_checkpoint, set_active
-from encoder.injection import InjectedFact
 from encoder.model import MLMBundle
 from encoder.packing import SpanText
-from encoder.reading_corpus import ReadingExample
+from encoder.reading_corpus import ReadingExample, fill_slots
 from encoder.predict import score_candidates
 from encoder.trainer import TrainConfig, masked_lm_loss, train_mlm
 from knowledge import FactView, IngestSummary, KnowledgeStore
@@ -143,12 +142,10 @@ def verbalise_fact(fact: FactView) -> list[SpanText]:
         template = pattern.format(template=fact.template or "[X] {label} [Y] .", label=fact.relation)
         if "[X]" not in template or "[Y]" not in template:
             continue
-        before, after = template.split("[Y]", 1)
-        before = before.replace("[X]", fact.subject)
-        text = before + fact.object + after.replace("[X]", fact.subject)
+        text, span = fill_slots(template, fact.subject, fact.object)
         if text not in seen:
             seen.add(text)
-            out.append(SpanText(text, [(len(before), len(before) + len(fact.object))]))
+            out.append(SpanText(text, [span]))
     return out
 
 
@@ -191,10 +188,8 @@ def reading_exercises(facts: Sequence[FactView], knowledge: KnowledgeSource, see
     out = []
     for (form, at, shift, answer), facts_i, passages_i in zip(items, fact_lists, passage_lists):
         # The pipeline's fact spans are offsets in the query with "[MASK]"; move those after it.
-        moved = tuple(
-            f if f.span is None or f.span[0] < at else InjectedFact(f.text, f.branch, (f.span[0] + shift, f.span[1] + shift),
-                                                                     f.score, f.fact_id)
-            for f in facts_i)
+        moved = tuple(f if f.span is None or f.span[0] < at else replace(f, span=(f.span[0] + shift, f.span[1] + shift))
+                      for f in facts_i)
         out.append(ReadingExample(form, moved, tuple(passages_i), answer))
     return out
 
