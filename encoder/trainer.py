@@ -47,6 +47,10 @@ class TrainConfig:
     batch_size: int = 16
     max_length: int = 128
     learning_rate: float = 1e-4
+    # Learning rate of the MLM head's own layers (transform + output bias; the decoder is tied to
+    # the word embeddings and stays with the encoder). None: ``learning_rate``. A fresh head (MiniLM
+    # ships without one) is random while the encoder is pretrained, so it can take a larger rate.
+    head_learning_rate: float | None = None
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     grad_accum: int = 1
@@ -115,6 +119,19 @@ def bf16_supported(device: torch.device) -> bool:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def _param_groups(named: list[tuple[str, torch.nn.Parameter]], config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and LayerNorm (as in BERT); the head's own layers at
+    ``head_learning_rate`` when set."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for n, p in named:
+        decays = p.dim() >= 2 and "LayerNorm" not in n
+        head = config.head_learning_rate is not None and n.startswith("cls.")
+        groups.setdefault((decays, head), []).append(p)
+    return [{"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+             "lr": config.head_learning_rate if head else config.learning_rate}
+            for (decays, head), params in sorted(groups.items())]
 
 
 def _check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config: TrainConfig) -> None:
@@ -294,16 +311,11 @@ def train_mlm(
         hidden = model.config.hidden_size
         nsp_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2)).to(device)
 
-    # AdamW without weight decay on biases and LayerNorm, as in BERT.
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if nsp_head is not None:
         named += [(f"nsp.{n}", p) for n, p in nsp_head.named_parameters()]
-    decay = [p for n, p in named if p.dim() >= 2 and "LayerNorm" not in n]
-    no_decay = [p for n, p in named if not (p.dim() >= 2 and "LayerNorm" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate, fused=device.type == "cuda",
-    )
+    optimizer = torch.optim.AdamW(_param_groups(named, config), lr=config.learning_rate,
+                                  fused=device.type in ("cuda", "cpu"))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
 
     start_step = 0

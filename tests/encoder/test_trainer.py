@@ -139,3 +139,19 @@ def test_bf16_autocast_loss_parity(tokenizer):
     assert results[1].bf16 and not results[0].bf16
     assert abs(results[0].losses[0] - results[1].losses[0]) < 0.05
     assert abs(results[0].losses[-1] - results[1].losses[-1]) < 0.1
+
+
+def test_head_learning_rate_applies_to_the_head_only(tokenizer):
+    """``head_learning_rate`` moves the head's own layers at their own rate; the decoder is tied to
+    the word embeddings and trains with the encoder."""
+    bundle = make_tiny(tokenizer, seed=4)
+    before = _weights(bundle)
+    config = TrainConfig(steps=3, batch_size=4, max_length=32, learning_rate=1e-3, head_learning_rate=0.0,
+                         weight_decay=0.0, bf16=False)
+    train_mlm(bundle, DOCS * 2, config=config, progress=False)
+    after = _weights(bundle)
+    head = [k for k in after if k.startswith("cls.") and k != "cls.predictions.decoder.weight"]
+    assert head and all(torch.equal(before[k], after[k]) for k in head)
+    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
+                           after["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(before["cls.predictions.decoder.weight"], after["cls.predictions.decoder.weight"])
