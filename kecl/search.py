@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from retrieval import (Embedder, EmbedderMismatchError, IndexConfig, IndexHandle, IndexLoadError, MeanPoolingEmbedder,
+from retrieval import (CoalescingEmbedder, Embedder, EmbedderMismatchError, IndexConfig, IndexHandle, IndexLoadError, MeanPoolingEmbedder,
                        build_from_passages, choose_kind, load_index, reciprocal_rank_fusion, reconcile, save_index)
 
 log = logging.getLogger("kecl.search")
@@ -127,10 +127,11 @@ def make_embedder(settings: Any, encoder: tuple[Any, Any, str] | None = None):
     """The embedder ``settings.index.embedder`` names: a sentence-transformers id/path, or
     ``"encoder"`` for mean pooling over an MLM encoder. For ``"encoder"``, pass
     ``(model, tokenizer, version)`` of the active checkpoint; without it the base model of
-    ``settings.model.name_or_path`` is loaded."""
+    ``settings.model.name_or_path`` is loaded. Either is wrapped in a :class:`CoalescingEmbedder`,
+    so concurrent queries embed together."""
     name = settings.index.embedder
     if name != "encoder":
-        return Embedder(name, batch_size=settings.index.batch_size, device=settings.model.device)
+        return CoalescingEmbedder(Embedder(name, batch_size=settings.index.batch_size, device=settings.model.device))
     if encoder is None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -139,7 +140,7 @@ def make_embedder(settings: Any, encoder: tuple[Any, Any, str] | None = None):
         path = resolve_model_path(settings.model.name_or_path)
         encoder = (AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), settings.model.name_or_path)
     model, tokenizer, version = encoder
-    return MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=settings.index.batch_size)
+    return CoalescingEmbedder(MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=settings.index.batch_size))
 
 
 def open_index(settings: Any, store, embedder, folder: Path | None = None, save: bool = True) -> IndexHandle:

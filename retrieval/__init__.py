@@ -1,12 +1,12 @@
 """retrieval: embed passages and keep a FAISS index keyed by SQL passage ids.
 
 Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
-``Embedder``, ``MeanPoolingEmbedder``, ``PassageIndex``, ``IndexConfig``, ``choose_kind``,
+``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``PassageIndex``, ``IndexConfig``, ``choose_kind``,
 ``save_index``, ``load_index``, ``IndexLoadError``, ``reconcile``, ``ReconcileReport``,
 ``build_from_passages``, ``IndexHandle``, ``reciprocal_rank_fusion``.
 """
 
-from retrieval.embedder import DEFAULT_EMBEDDER, Embedder, MeanPoolingEmbedder, resolve_model_path
+from retrieval.embedder import DEFAULT_EMBEDDER, CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
 from retrieval.index import IndexConfig, PassageIndex, build_index, choose_kind, gpu_available
@@ -14,7 +14,7 @@ from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifes
 from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
 
 __all__ = [
-    "DEFAULT_EMBEDDER", "Embedder", "MeanPoolingEmbedder", "resolve_model_path",
+    "DEFAULT_EMBEDDER", "CoalescingEmbedder", "Embedder", "MeanPoolingEmbedder", "resolve_model_path",
     "PassageIndex", "IndexConfig", "choose_kind", "build_index", "gpu_available",
     "save_index", "load_index", "read_manifest", "Manifest", "IndexLoadError",
     "reconcile", "ReconcileReport", "EmbedderMismatchError", "build_from_passages",

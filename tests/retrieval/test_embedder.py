@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
-from retrieval import Embedder, MeanPoolingEmbedder, resolve_model_path
+from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
 from tests.retrieval.conftest import tiny_bert
 
 
@@ -63,3 +66,60 @@ def test_packaged_minilm_ranks_paraphrase_first():
                             "Bitcoin is a cryptocurrency."])
     query = embedder.encode(["Where was Dante born?"])
     assert int(np.argmax(docs @ query[0])) == 0
+
+
+def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
+    """Concurrent one-text calls share forward passes and each gets its own row back; a large call
+    goes straight through; an error reaches every waiting caller; the idle worker exits."""
+    texts = [f"query number {i} about rivers and towns" for i in range(24)]
+    direct = tiny_embedder.encode(texts)
+    calls = []
+
+    class Slow:
+        """The real tiny embedder, slowed so that callers pile up while one batch runs."""
+        version, dim = tiny_embedder.version, tiny_embedder.dim
+
+        def encode(self, batch):
+            calls.append(len(batch))
+            threading.Event().wait(0.05)
+            return tiny_embedder.encode(batch)
+
+    co = CoalescingEmbedder(Slow(), max_batch=8)
+    assert co.version == tiny_embedder.version and co.dim == tiny_embedder.dim
+    out = [None] * len(texts)
+
+    def worker(i):
+        out[i] = co.encode([texts[i]])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(len(texts)):
+        np.testing.assert_allclose(out[i][0], direct[i], atol=1e-5)
+    assert co.batches < len(texts) and max(calls) <= 8 and sum(calls) == len(texts)
+
+    calls.clear()
+    assert co.encode(texts).shape == direct.shape and calls == [len(texts)]  # > max_batch: direct
+
+    class Broken:
+        version, dim = "broken", 4
+
+        def encode(self, batch):
+            raise RuntimeError("embedder down")
+
+    bad = CoalescingEmbedder(Broken())
+    with pytest.raises(RuntimeError, match="embedder down"):
+        bad.encode(["x"])
+    with pytest.raises(RuntimeError, match="embedder down"):  # the worker survives an error
+        bad.encode(["y"])
+    bad.close()
+    co.idle_seconds = 0.01
+    co.encode(["wake the worker with the short idle time"])
+    deadline = time.monotonic() + 5
+    while co._worker is not None and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert co._worker is None
+    np.testing.assert_allclose(co.encode([texts[0]])[0], direct[0], atol=1e-5)  # restarts on demand
+    co.close()
