@@ -1,7 +1,8 @@
 """Query API latency and throughput, kecl against a hand-written baseline, plus freshness.
 
 Both servers run as separate processes on loopback over the same home (demo base slice,
-default model, 4 passages). kecl: ``kecl serve`` (micro-batched forward passes). Baseline:
+default model, 4 passages). kecl: ``kecl serve`` (micro-batched forward passes and query
+embeddings; bf16 autocast where the CPU has it natively, and then measured again in fp32). Baseline:
 ``benchmarks.baseline_server`` (same retrieval, then the transformers ``fill-mask`` pipeline on
 the same injected text, one request at a time). Each is measured with 1 and 8 concurrent
 clients (real HTTP, httpx). The throughput is also reported as a fraction of the ceiling:
@@ -122,27 +123,32 @@ def load(url: str, path: str, texts: list[str], clients: int, body: dict) -> dic
 
 
 def ceiling(home: Path, tokens: int) -> dict:
-    """Matmul rate of this CPU (fp32, the shapes of the encoder) and the FLOPs of one query."""
+    """Matmul rate of this CPU at the encoder's shapes (fp32, and bf16 where native) and the FLOPs
+    of one query."""
     import torch
 
+    from encoder.trainer import bf16_supported
     from kecl.services import Kecl
     from kecl.settings import Settings
 
     bundle = Kecl(Settings(home=home)).encoder
     cfg = bundle.model.config
     h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    a, b = torch.randn(tokens * 8, h), torch.randn(h, inter)
-    for _ in range(3):
-        a @ b
-    reps, t0 = 30, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    rate = reps * 2 * a.shape[0] * h * inter / (time.perf_counter() - t0)
+    rates = {}
+    for name, dtype in [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16_supported(torch.device("cpu")) else []):
+        a, b = torch.randn(tokens * 8, h, dtype=dtype), torch.randn(h, inter, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        reps, t0 = 30, time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        rates[name] = reps * 2 * a.shape[0] * h * inter / (time.perf_counter() - t0)
     # per layer: QKV + output projections (4·h²), FFN (2·h·inter) per token, attention 2·T²·h
     per_layer = 2 * tokens * (4 * h * h + 2 * h * inter) + 2 * 2 * tokens * tokens * h
     head = 2 * (h * h + h * cfg.vocab_size)  # the MLM head at one masked position
     flops = layers * per_layer + head
-    return {"matmul_gflops": rate / 1e9, "flops_per_query": flops, "ceiling_qps": rate / flops, "tokens": tokens}
+    return {"matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "flops_per_query": flops,
+            "ceiling_qps": {k: v / flops for k, v in rates.items()}, "tokens": tokens}
 
 
 def freshness(url: str) -> list[dict]:
@@ -174,38 +180,58 @@ def main(argv: list[str] | None = None) -> dict:
         texts = queries(home, n)
         env = {**os.environ, "KECL_HOME": str(home), "KECL_API__API_KEY": "bench", "KECL_LOG_LEVEL": "WARNING",
                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        results: dict = {"requests": n, "kecl": [], "baseline": []}
-        kecl_proc = start([str(Path(sys.executable).parent / "kecl"), "serve", "--port", "8111"], env, "http://127.0.0.1:8111/healthz")
+        import torch
+
+        from encoder.trainer import bf16_supported
+
+        bf16 = bf16_supported(torch.device("cpu"))
+        # kecl answers under bf16 autocast where the CPU has it (settings.model.bf16); then it is also
+        # measured in fp32, so that batching alone is compared with the (fp32) baseline too.
+        servers = [("kecl", {}, "/v1/query", {"mode": "concat", "k": 4})]
+        if bf16:
+            servers.append(("kecl-fp32", {"KECL_MODEL__BF16": "false"}, "/v1/query", {"mode": "concat", "k": 4}))
+        results: dict = {"requests": n, "kecl_bf16": bf16, "baseline": []}
+        for port, (name, extra, path, body) in enumerate(servers, start=8111):
+            url = f"http://127.0.0.1:{port}"
+            proc = start([str(Path(sys.executable).parent / "kecl"), "serve", "--port", str(port)], {**env, **extra},
+                         url + "/healthz")
+            try:
+                results[name] = [load(url, path, texts, clients, body) for clients in (1, 8)]
+                if name == "kecl":
+                    results["freshness"] = freshness(url)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        base_proc = start([sys.executable, "-m", "benchmarks.baseline_server", "--home", str(home), "--port", "8120"],
+                          env, "http://127.0.0.1:8120/docs")
         try:
             for clients in (1, 8):
-                results["kecl"].append(load("http://127.0.0.1:8111", "/v1/query", texts, clients, {"mode": "concat", "k": 4}))
-            results["freshness"] = freshness("http://127.0.0.1:8111")
-        finally:
-            kecl_proc.terminate()
-            kecl_proc.wait(30)
-        base_proc = start([sys.executable, "-m", "benchmarks.baseline_server", "--home", str(home), "--port", "8112"],
-                          env, "http://127.0.0.1:8112/docs")
-        try:
-            for clients in (1, 8):
-                results["baseline"].append(load("http://127.0.0.1:8112", "/query", texts, clients, {"k": 4}))
+                results["baseline"].append(load("http://127.0.0.1:8120", "/query", texts, clients, {"k": 4}))
         finally:
             base_proc.terminate()
             base_proc.wait(30)
         results["ceiling"] = ceiling(home, tokens=256)
-    print(f"\nquery API, {n} requests per setting, concat mode with 4 passages (demo base slice)")
-    print(f"{'server':<10}{'clients':>8}{'qps':>8}{'p50 ms':>9}{'p99 ms':>9}")
-    for name in ("kecl", "baseline"):
+    names = [name for name, *_ in servers] + ["baseline"]
+    print(f"\nquery API, {n} requests per setting, concat mode with 4 passages (demo base slice); "
+          f"kecl {'in bf16 (native here)' if bf16 else 'in fp32 (no native bf16 here)'}, baseline fp32")
+    print(f"{'server':<11}{'clients':>8}{'qps':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for name in names:
         for r in results[name]:
-            print(f"{name:<10}{r['clients']:>8}{r['qps']:>8.2f}{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}")
-    for i, clients in enumerate((1, 8)):
-        ratio = results["kecl"][i]["qps"] / results["baseline"][i]["qps"]
-        results[f"ratio_{clients}"] = ratio
-        print(f"throughput ratio kecl/baseline at {clients} client(s): {ratio:.2f}x")
+            print(f"{name:<11}{r['clients']:>8}{r['qps']:>8.2f}{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}")
+    for name in names[:-1]:
+        for i, clients in enumerate((1, 8)):
+            ratio = results[name][i]["qps"] / results["baseline"][i]["qps"]
+            results[f"ratio_{clients}" if name == "kecl" else f"ratio_{clients}_{name}"] = ratio
+            print(f"throughput ratio {name}/baseline at {clients} client(s): {ratio:.2f}x")
     c = results["ceiling"]
-    best = max(r["qps"] for r in results["kecl"])
-    results["fraction_of_ceiling"] = best / c["ceiling_qps"]
-    print(f"ceiling: {c['matmul_gflops']:.1f} GFLOP/s ÷ {c['flops_per_query'] / 1e9:.2f} GFLOP/query "
-          f"({c['tokens']} tokens) = {c['ceiling_qps']:.1f} q/s; kecl best {best:.2f} q/s = {results['fraction_of_ceiling']:.0%}")
+    for name in names[:-1]:
+        precision = "bf16" if name == "kecl" and bf16 else "fp32"
+        best = max(r["qps"] for r in results[name])
+        frac = best / c["ceiling_qps"][precision]
+        results["fraction_of_ceiling" if name == "kecl" else f"fraction_of_ceiling_{name}"] = frac
+        print(f"ceiling ({precision}): {c['matmul_gflops'][precision]:.1f} GFLOP/s ÷ {c['flops_per_query'] / 1e9:.2f} "
+              f"GFLOP/query ({c['tokens']} tokens) = {c['ceiling_qps'][precision]:.1f} q/s; {name} best {best:.2f} q/s "
+              f"= {frac:.0%}")
     fresh = results["freshness"]
     print("freshness (POST /v1/documents → augmented answer):")
     for f in fresh:

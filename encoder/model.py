@@ -30,6 +30,9 @@ class MLMBundle:
     tokenizer: PreTrainedTokenizerFast
     version: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Inference (fill-mask, ranks) under bf16 autocast: ~1.7x faster on a CPU with AVX512-BF16
+    # (BENCHMARKS.md); set by whoever serves the model, only where bf16 is native.
+    inference_bf16: bool = False
 
     @property
     def device(self) -> torch.device:

@@ -69,12 +69,16 @@ def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool
             visible = mask >= 0 if mask.is_floating_point() else mask.bool()
             inputs["attention_mask"] = to_backend_mask(visible, model.config._attn_implementation)
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(bundle):
             out = model.bert(**inputs, output_attentions=explain)
         return out.last_hidden_state, out.attentions
     finally:
         if explain and previous != "eager":
             model.set_attn_implementation(previous)
+
+
+def _autocast(bundle: MLMBundle) -> torch.autocast:
+    return torch.autocast(bundle.device.type, dtype=torch.bfloat16, enabled=bundle.inference_bf16)
 
 
 def _rollout(attentions: Sequence[torch.Tensor], row: int, keep: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,9 @@ class Kecl:
             log.warning("no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
                         self.settings.checkpoints_dir, self.settings.model.name_or_path)
             bundle = load_mlm(self.settings.model.name_or_path, device=self.settings.model.device)
+        from encoder.trainer import bf16_supported
+
+        bundle.inference_bf16 = self.settings.model.bf16 and bf16_supported(bundle.device)
         return bundle
 
     def reload_encoder(self) -> Any:

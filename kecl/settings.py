@@ -30,7 +30,8 @@ class ModelSettings(BaseModel):
     max_length: int = Field(128, description="tokens per training sequence")
     max_injected_length: int = Field(256, description="tokens of a query with its injected facts and passages")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
-    bf16: bool = Field(True, description="bf16 autocast where the hardware supports it")
+    bf16: bool = Field(True, description="bf16 autocast, for training and for answering queries, where the "
+                       "hardware supports it (AVX512-BF16/AMX CPUs, recent GPUs)")
 
 
 class TrainSettings(BaseModel):

@@ -153,3 +153,27 @@ def test_from_scratch_trains_tokenizer(tmp_path):
     assert load_checkpoint(tmp_path / v).tokenizer.tokenize("the sea") == ["the", "sea"]
     with pytest.raises(ValueError, match="empty"):
         new_mlm_from_scratch(["  "])
+
+
+def test_inference_under_bf16_autocast(tokenizer):
+    """``inference_bf16`` runs the encoder's matmuls in bf16 (where native) and gives the same answers."""
+    from encoder.trainer import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    bundle = make_tiny(tokenizer)
+    texts = ["The puppy [MASK] on the mat.", "Paris is the [MASK] of France."]
+    seen = []
+    hook = bundle.model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    try:
+        fp32 = fill_mask(bundle, texts, top_k=3)
+        bundle.inference_bf16 = True
+        bf16 = fill_mask(bundle, texts, top_k=3, explain=True)
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    for a, b in zip(fp32, bf16):
+        assert a.masks[0].top_k[0].token_id == b.masks[0].top_k[0].token_id
+        assert a.masks[0].top_k[0].score == pytest.approx(b.masks[0].top_k[0].score, abs=0.02)
+    assert abs(sum(bf16[0].masks[0].explanation.rollout) - 1) < 1e-2
