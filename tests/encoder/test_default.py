@@ -1,0 +1,26 @@
+"""The first-run adaptation, on a tiny model and a few steps (the real run takes minutes)."""
+
+from dataclasses import replace
+
+from encoder.checkpoints import active_version, load_checkpoint
+from encoder.default import ADAPT_CONFIG, adapt_default
+
+from .conftest import make_tiny
+
+
+def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_path):
+    tiny = make_tiny(tokenizer)
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    config = replace(ADAPT_CONFIG, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False)
+    version, bundle = adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), config=config, eval_every=2,
+                                    heldout_passages=20, progress=False, device="cpu")
+    assert active_version(tmp_path / "ckpts") == version
+    metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
+    assert [p["step"] for p in metrics["curve"]] == [0, 2, 4] and metrics["steps"] == 4
+    by_source = metrics["heldout_top1_by_source"]
+    assert set(by_source) <= {"everyday", "docstrings"} and by_source
+    assert all(0.0 <= v <= 1.0 for v in by_source.values())
+    assert set(metrics["reading_top1"]) == {"closed-book", "concat", "tree"}
+    again, _ = adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), config=config, progress=False)
+    assert again == version  # an active checkpoint is reused, not trained again
