@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-relation", type=int, default=10, help="T-REx facts per relation (20 relations)")
     parser.add_argument("--google-per-relation", type=int, default=6, help="Google-RE facts per relation (3)")
     parser.add_argument("--evidences", type=int, default=2, help="evidence texts kept per LAMA fact")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per cycle (default 40, --quick 15)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per cycle (default 160, --quick 15)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=64, help="tokens per training block (the texts are short)")
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.datasets = "demo"
     if args.steps is None:
-        args.steps = 15 if args.quick else 40
+        args.steps = 15 if args.quick else 160
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("alembic", "httpx", "sentence_transformers", "kecl", "retrieval", "knowledge", "encoder",
                   "transformers"):
