@@ -277,5 +277,7 @@ class Kecl:
         if self._batcher is not None:
             self._batcher.close()
         self.flush()
+        if self._embedder is not None and hasattr(self._embedder, "close"):
+            self._embedder.close()  # its worker thread (CoalescingEmbedder)
         if "store" in self.__dict__:
             self.store.close()
