@@ -105,3 +105,19 @@ def test_mutations_disabled_without_a_configured_key(tmp_path) -> None:  # type:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_trigger_an_update_run_over_http(live_server: LiveServer) -> None:
+    """POST /v1/runs needs the key, starts a cycle in the background, and the run is then listed."""
+    c = live_server.client
+    assert c.post("/v1/runs").status_code == 401
+    r = c.post("/v1/runs", headers=KEY)
+    assert r.status_code == 202 and r.json()["status"] == "started"
+    live_server.app.state.update_thread.join(timeout=120)
+    runs = c.get("/v1/runs").json()["runs"]
+    assert runs and runs[0]["trigger"] == "api"
+    one = c.get(f"/v1/runs/{runs[0]['id']}").json()
+    # an empty inbox: the cycle runs, finds nothing new and records a no-op (the model is kept)
+    assert one["id"] == runs[0]["id"] and one["status"] == "succeeded" and one["decision"] == "no-op"
+    assert one["reasons"] == ["nothing new to learn"] and one["error"] is None
+    assert c.get("/v1/runs/999999").status_code == 404
