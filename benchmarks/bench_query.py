@@ -122,12 +122,11 @@ def load(url: str, path: str, texts: list[str], clients: int, body: dict) -> dic
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
-def ceiling(home: Path, tokens: int) -> dict:
-    """Matmul rate of this CPU at the encoder's shapes (fp32, and bf16 where native) and the FLOPs
-    of one query."""
+def ceiling(home: Path, tokens: int, precisions: tuple[str, ...]) -> dict:
+    """Matmul rate of this CPU at the encoder's shapes in each of ``precisions`` ("fp32", "bf16")
+    and the FLOPs of one query."""
     import torch
 
-    from encoder.trainer import bf16_supported
     from kecl.services import Kecl
     from kecl.settings import Settings
 
@@ -135,7 +134,8 @@ def ceiling(home: Path, tokens: int) -> dict:
     cfg = bundle.model.config
     h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     rates = {}
-    for name, dtype in [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16_supported(torch.device("cpu")) else []):
+    for name in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
         a, b = torch.randn(tokens * 8, h, dtype=dtype), torch.randn(h, inter, dtype=dtype)
         for _ in range(3):
             a @ b
@@ -187,16 +187,17 @@ def main(argv: list[str] | None = None) -> dict:
         bf16 = bf16_supported(torch.device("cpu"))
         # kecl answers under bf16 autocast where the CPU has it (settings.model.bf16); then it is also
         # measured in fp32, so that batching alone is compared with the (fp32) baseline too.
-        servers = [("kecl", {}, "/v1/query", {"mode": "concat", "k": 4})]
+        # (name, extra environment, precision it answers in)
+        servers = [("kecl", {}, "bf16" if bf16 else "fp32")]
         if bf16:
-            servers.append(("kecl-fp32", {"KECL_MODEL__BF16": "false"}, "/v1/query", {"mode": "concat", "k": 4}))
+            servers.append(("kecl-fp32", {"KECL_MODEL__BF16": "false"}, "fp32"))
         results: dict = {"requests": n, "kecl_bf16": bf16, "baseline": []}
-        for port, (name, extra, path, body) in enumerate(servers, start=8111):
+        for port, (name, extra, _) in enumerate(servers, start=8111):
             url = f"http://127.0.0.1:{port}"
             proc = start([str(Path(sys.executable).parent / "kecl"), "serve", "--port", str(port)], {**env, **extra},
                          url + "/healthz")
             try:
-                results[name] = [load(url, path, texts, clients, body) for clients in (1, 8)]
+                results[name] = [load(url, "/v1/query", texts, clients, {"mode": "concat", "k": 4}) for clients in (1, 8)]
                 if name == "kecl":
                     results["freshness"] = freshness(url)
             finally:
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             base_proc.terminate()
             base_proc.wait(30)
-        results["ceiling"] = ceiling(home, tokens=256)
+        results["ceiling"] = ceiling(home, tokens=256, precisions=("fp32", "bf16") if bf16 else ("fp32",))
     names = [name for name, *_ in servers] + ["baseline"]
     print(f"\nquery API, {n} requests per setting, concat mode with 4 passages (demo base slice); "
           f"kecl {'in bf16 (native here)' if bf16 else 'in fp32 (no native bf16 here)'}, baseline fp32")
@@ -224,8 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[f"ratio_{clients}" if name == "kecl" else f"ratio_{clients}_{name}"] = ratio
             print(f"throughput ratio {name}/baseline at {clients} client(s): {ratio:.2f}x")
     c = results["ceiling"]
-    for name in names[:-1]:
-        precision = "bf16" if name == "kecl" and bf16 else "fp32"
+    for name, _, precision in servers:
         best = max(r["qps"] for r in results[name])
         frac = best / c["ceiling_qps"][precision]
         results["fraction_of_ceiling" if name == "kecl" else f"fraction_of_ceiling_{name}"] = frac
