@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
-from encoder.default_corpus import default_corpus, everyday_sentences
+from encoder.default_corpus import EVERYDAY_PASSAGES, default_corpus, everyday_sentences
 from encoder.model import MLMBundle, load_mlm
 from encoder.reading_corpus import reading_examples
 from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, reading_accuracy, train_mlm
@@ -64,7 +64,7 @@ def adapt_default(
     if current and not force:
         return current, load_checkpoint(checkpoints_dir / current, device=device)
     config = config or ADAPT_CONFIG
-    texts = default_corpus(seed=config.seed)
+    texts = default_corpus(seed=config.seed, everyday=EVERYDAY_PASSAGES)
     heldout, train = texts[:heldout_passages], texts[heldout_passages:]
     eval_texts = heldout[:64]
     bundle = load_mlm(name_or_path, device=device)
@@ -98,7 +98,7 @@ def adapt_default(
 
     result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step, reading=reading)
     final = masked_token_accuracy(bundle, heldout)
-    everyday = set(everyday_sentences(seed=config.seed))
+    everyday = set(everyday_sentences(EVERYDAY_PASSAGES, config.seed))  # the same ones default_corpus mixed in
     by_source = {"everyday": [t for t in heldout if t in everyday], "docstrings": [t for t in heldout if t not in everyday]}
     metrics = {
         "kind": "default-adaptation",

@@ -93,7 +93,11 @@ _FACTS = ["water is a liquid .", "the sun rises in the east .", "a week has seve
           "a teacher works in a school .", "children go to school to learn ."]
 
 
-def everyday_sentences(n: int = 4000, seed: int = 0) -> list[str]:
+EVERYDAY_PASSAGES = 4000
+"""Generated everyday passages in the default corpus."""
+
+
+def everyday_sentences(n: int = EVERYDAY_PASSAGES, seed: int = 0) -> list[str]:
     """``n`` short everyday English passages (three to five sentences each), generated from
     templates; deterministic for a given seed."""
     rng = random.Random(seed)
@@ -117,7 +121,7 @@ def everyday_sentences(n: int = 4000, seed: int = 0) -> list[str]:
     return [" ".join(sentence() for _ in range(rng.randint(3, 5))) for _ in range(n)]
 
 
-def default_corpus(seed: int = 0, max_chars: int = 3_000_000, everyday: int = 4000) -> list[str]:
+def default_corpus(seed: int = 0, max_chars: int = 3_000_000, everyday: int = EVERYDAY_PASSAGES) -> list[str]:
     """The default adaptation corpus: stdlib docstring paragraphs plus everyday sentences,
     shuffled with ``seed``."""
     texts = stdlib_docstring_paragraphs(max_chars) + everyday_sentences(everyday, seed)
