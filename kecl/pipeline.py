@@ -152,8 +152,9 @@ class Prepared:
 
 
 def within_margin(hits: list[Any], margin: float | None) -> list[Any]:
-    """The hits whose dense similarity is at most ``margin`` below the best hit's (the best is
-    always kept; a hit outside the dense channel's candidates counts as too far). The encoder is
+    """The hits whose dense similarity is at most ``margin`` below the highest dense similarity
+    among them (the first hit, best by fused rank, is always kept; a hit outside the dense
+    channel's candidates counts as too far). The encoder is
     easily led astray by unrelated passages, so a passage far less similar than the best one is
     better left out than injected. ``None``: all hits."""
     if margin is None or not hits:
