@@ -28,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from encoder.injection import injected_training_batch
 from encoder.masking import IGNORE_INDEX, mask_tokens
-from encoder.model import MLMBundle
+from encoder.model import MLMBundle, register_fp32_sdpa
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
 from encoder.reading_corpus import ReadingExample
 
@@ -80,8 +80,15 @@ class TrainConfig:
     injection_max_length: int = 128
     # Attention-probability dropout while training (None: the model's own, 0.1 for BERT). With any
     # dropout there, PyTorch's CPU SDPA cannot use its fused flash kernel and falls back to the
-    # materialised math path; 0.0 keeps the fused kernel (hidden-state dropout is unchanged).
+    # materialised math path; 0.0 keeps the fused kernel.
     attention_dropout: float | None = None
+    # Dropout on hidden states (embeddings, attention output, feed-forward output) while training;
+    # None: the model's own (0.1 for BERT). Single-pass pretraining recipes (Cramming, ModernBERT)
+    # train without it; 0 also skips ~10% of a CPU step spent drawing dropout masks.
+    hidden_dropout: float | None = None
+    # Under bf16 autocast on CPU, run the attention kernel itself in float32 (FP32_SDPA): the fused
+    # kernel is ~3x slower in bf16 than in float32 there (BENCHMARKS.md). None: on where that applies.
+    fp32_attention: bool | None = None
 
 
 @dataclass
@@ -145,8 +152,10 @@ def _check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config:
         raise TypeError("new/replay must be sequences of texts, not a single string")
     if not 0.0 <= config.injection_probability <= 1.0:
         raise ValueError(f"injection_probability={config.injection_probability} must be in [0, 1]")
-    if config.attention_dropout is not None and not 0.0 <= config.attention_dropout < 1.0:
-        raise ValueError(f"attention_dropout={config.attention_dropout} must be in [0, 1)")
+    for name in ("attention_dropout", "hidden_dropout"):
+        p = getattr(config, name)
+        if p is not None and not 0.0 <= p < 1.0:
+            raise ValueError(f"{name}={p} must be in [0, 1)")
     if config.injection_strategy not in ("concat", "tree", "mixed"):
         raise ValueError(f"injection_strategy={config.injection_strategy!r}: expected concat, tree or mixed")
 
@@ -213,21 +222,32 @@ def _nsp_pairs(blocks: Blocks, tokenizer, generator: torch.Generator) -> tuple[B
     return out, is_random.long()
 
 
-def _set_attention_dropout(model: torch.nn.Module, p: float | None) -> Callable[[], None]:
-    """Set the attention-probability dropout of every self-attention module; returns an undo."""
-    if p is None:
-        return lambda: None
+def _set_dropout(model: torch.nn.Module, attention: float | None, hidden: float | None) -> Callable[[], None]:
+    """Set the attention-probability dropout of every self-attention module and/or every other
+    dropout of the model (hidden states); returns an undo."""
     changed = []
     for name, module in model.named_modules():
-        if name.endswith("attention.self") and isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
-            changed.append((module.dropout, module.dropout.p))
-            module.dropout.p = p
+        if not isinstance(module, torch.nn.Dropout):
+            continue
+        p = attention if name.endswith("attention.self.dropout") else hidden
+        if p is not None:
+            changed.append((module, module.p))
+            module.p = p
 
     def undo() -> None:
         for dropout, old in changed:
             dropout.p = old
 
     return undo
+
+
+def _set_fp32_attention(model: torch.nn.Module, on: bool) -> Callable[[], None]:
+    """Switch an SDPA model to :data:`FP32_SDPA` for the run; returns an undo."""
+    previous = model.config._attn_implementation
+    if not on or previous != "sdpa":
+        return lambda: None
+    model.set_attn_implementation(register_fp32_sdpa())
+    return lambda: model.set_attn_implementation(previous)
 
 
 def _plain_batch(streams: list[_Stream], draw: int, gen: torch.Generator, tokenizer, config: TrainConfig,
@@ -286,7 +306,6 @@ def train_mlm(
     _check_inputs(new, replay, config)
     model, tokenizer = bundle.model, bundle.tokenizer
     device = bundle.device
-    attn = model.config._attn_implementation
 
     new_blocks = build_blocks(tokenizer, new, config.max_length, config.packing, config.whole_word_mask)
     if len(new_blocks) == 0:
@@ -331,8 +350,11 @@ def train_mlm(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
+    fp32_attention = use_bf16 and device.type == "cpu" if config.fp32_attention is None else config.fp32_attention
+    restore_attention = _set_fp32_attention(model, fp32_attention)
+    attn = model.config._attn_implementation
     model.train()
-    restore_dropout = _set_attention_dropout(model, config.attention_dropout)
+    restore_dropout = _set_dropout(model, config.attention_dropout, config.hidden_dropout)
     started = time.perf_counter()
     window_start, window_tokens = started, 0
     try:
@@ -403,6 +425,7 @@ def train_mlm(
     finally:
         model.eval()
         restore_dropout()
+        restore_attention()
         if bar is not None:
             bar.close()
         if log_file is not None:

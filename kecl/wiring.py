@@ -136,7 +136,7 @@ def train_config(settings: Settings, steps: int | None = None):  # type: ignore[
         grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
         replay_ratio=t.replay_ratio, seed=t.seed, bf16=None if settings.model.bf16 else False,
         injection_probability=t.injection_probability, injection_strategy=t.injection_strategy,
-        attention_dropout=t.attention_dropout,
+        attention_dropout=t.attention_dropout, hidden_dropout=t.hidden_dropout,
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
     )

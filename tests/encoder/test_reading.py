@@ -58,20 +58,33 @@ def test_injection_probability_mixes_reading_batches(tokenizer):
         train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(injection_strategy="sideways"), reading=reading)
 
 
-def test_attention_dropout_is_set_for_training_and_restored(tokenizer):
+def _dropouts(model):
+    """(attention-probability dropouts, every other dropout) of the model, as sets of p."""
+    attention, hidden = set(), set()
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Dropout):
+            (attention if name.endswith("attention.self.dropout") else hidden).add(m.p)
+    return attention, hidden
+
+
+@pytest.mark.parametrize("attention, hidden, expected", [
+    (0.0, None, ({0.0}, {0.1})), (None, 0.0, ({0.1}, {0.0})), (0.0, 0.0, ({0.0}, {0.0})), (None, None, ({0.1}, {0.1})),
+])
+def test_dropout_is_set_for_training_and_restored(tokenizer, attention, hidden, expected):
     bundle = make_tiny(tokenizer, dropout=0.1)
     seen = []
 
     def hook(batch, step):
-        seen.extend(m.dropout.p for n, m in bundle.model.named_modules() if n.endswith("attention.self"))
+        seen.append(_dropouts(bundle.model))
         return batch
 
-    train_mlm(bundle, DOCS, config=TrainConfig(steps=1, batch_size=2, max_length=32, attention_dropout=0.0),
-              progress=False, batch_hook=hook)
-    assert seen and set(seen) == {0.0}
-    assert {m.dropout.p for n, m in bundle.model.named_modules() if n.endswith("attention.self")} == {0.1}
-    with pytest.raises(ValueError, match="attention_dropout"):
-        train_mlm(bundle, DOCS, config=TrainConfig(steps=1, attention_dropout=1.5), progress=False)
+    train_mlm(bundle, DOCS, config=TrainConfig(steps=1, batch_size=2, max_length=32, attention_dropout=attention,
+                                               hidden_dropout=hidden), progress=False, batch_hook=hook)
+    assert seen == [expected]
+    assert _dropouts(bundle.model) == ({0.1}, {0.1})
+    for bad in ({"attention_dropout": 1.5}, {"hidden_dropout": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train_mlm(bundle, DOCS, config=TrainConfig(steps=1, **bad), progress=False)
 
 
 def test_resume_with_reading_steps_equals_uninterrupted(tokenizer, tmp_path):

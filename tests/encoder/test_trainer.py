@@ -155,3 +155,52 @@ def test_head_learning_rate_applies_to_the_head_only(tokenizer):
     assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
                            after["bert.encoder.layer.0.attention.self.query.weight"])
     assert not torch.equal(before["cls.predictions.decoder.weight"], after["cls.predictions.decoder.weight"])
+
+
+def test_fp32_attention_backend_matches_sdpa(tokenizer):
+    """FP32_SDPA is SDPA with the kernel in float32: identical to SDPA in float32 (packed 4-D mask
+    included), and under bf16 autocast still close to the float32 output."""
+    from encoder.model import register_fp32_sdpa
+
+    bundle = make_tiny(tokenizer, seed=5)
+    packed = build_blocks(tokenizer, DOCS, max_length=64)
+    inputs = dict(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                  attention_mask=block_attention_mask(packed.segment_ids, "sdpa"))
+    model = bundle.model.eval()
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        model.set_attn_implementation(register_fp32_sdpa())
+        same = model(**inputs).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(**inputs).logits.float()
+    real = packed.segment_ids >= 0
+    assert torch.allclose(same[real], reference[real], atol=1e-5)
+    assert torch.allclose(mixed[real], reference[real], atol=0.1)
+
+
+@pytest.mark.parametrize("attn, fp32_attention, during", [
+    ("sdpa", True, "kecl_sdpa_fp32"), ("sdpa", False, "sdpa"), ("sdpa", None, "sdpa"), ("eager", True, "eager"),
+])
+def test_trainer_switches_to_fp32_attention_only_for_the_run(tokenizer, attn, fp32_attention, during):
+    """fp32_attention=None turns it on only under bf16 autocast on CPU (bf16=False here); eager
+    (attention weights wanted) is never replaced; the model's backend is restored afterwards."""
+    bundle = make_tiny(tokenizer, attn=attn)
+    seen = []
+
+    def hook(batch, step):
+        seen.append(bundle.model.config._attn_implementation)
+        return batch
+
+    result = train_mlm(bundle, DOCS, config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False,
+                                                        fp32_attention=fp32_attention),
+                       progress=False, batch_hook=hook)
+    assert seen == [during, during] and all(map(torch.isfinite, map(torch.tensor, result.losses)))
+    assert bundle.model.config._attn_implementation == attn
+
+
+def test_fp32_attention_changes_no_float32_result(tokenizer):
+    """Without autocast everything is float32 anyway: the switch changes speed, not the run."""
+    runs = [train_mlm(make_tiny(tokenizer, seed=6), DOCS * 2, progress=False,
+                      config=TrainConfig(steps=4, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
+                                         fp32_attention=on)).losses for on in (False, True)]
+    assert runs[0] == pytest.approx(runs[1], abs=1e-5)
