@@ -242,7 +242,8 @@ def eval_last_names(kecl: Any, report: Any, fact_watermark: int) -> dict[str, An
         bundle = load_checkpoint(ck / version, device="cpu")
         probes = probes or last_name_probes(kecl.store, bundle.tokenizer, fact_watermark)
         ev = evaluate(bundle, probes, modes=("closed-book", "concat"), knowledge=kecl.knowledge_source(),
-                      max_length=kecl.settings.model.max_injected_length)
+                      max_length=kecl.settings.model.max_injected_length,
+                      evidence_boost=kecl.settings.model.evidence_boost)
         out[role] = {"modes": {m: {g: vars(x) for g, x in ev.metrics[m].items()} for m in ev.modes}}
     return out
 

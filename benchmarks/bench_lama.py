@@ -208,9 +208,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=4, help="passages injected")
     parser.add_argument("--checkpoint", default=None, help="start from this model/checkpoint")
     parser.add_argument("--base-dir", default="bench-out/lama-base", help="where the default checkpoint is made/reused")
+    from kecl.settings import ModelSettings
+
+    parser.add_argument("--boosts", default=f"{ModelSettings().evidence_boost:g}",
+                        help="also evaluate concat passages with these evidence boosts (comma-separated logit "
+                        "bonuses, e.g. 2,4,6; default: kecl's model.evidence_boost; the other columns have none)")
     parser.add_argument("--quick", action="store_true", help="4 T-REx facts a relation, 20 Google-RE, 40 steps")
     parser.add_argument("--out", default="bench-out/lama.json")
     args = parser.parse_args(argv)
+    boosts = [float(b) for b in args.boosts.split(",") if b.strip()]
     if args.quick:
         args.per_relation, args.google_per_relation, args.steps = 4, 20, 40
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -270,6 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
                                            label="passages", max_length=max_length))
             report = report.merge(evaluate(bundle, probes, modes=("concat", "tree"), knowledge=with_facts,
                                            label="facts+passages", max_length=max_length))
+            for boost in boosts:
+                report = report.merge(evaluate(bundle, probes, modes=("concat",), knowledge=passages_only,
+                                               label=f"passages boost {boost:g}", max_length=max_length,
+                                               evidence_boost=boost))
             timings[f"evaluate {tag}"] = time.perf_counter() - t0
             log.info("evaluated %s in %.0fs", tag, timings[f"evaluate {tag}"])
             return report

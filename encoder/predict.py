@@ -93,16 +93,64 @@ def _rollout(attentions: Sequence[torch.Tensor], row: int, keep: torch.Tensor) -
     return result
 
 
+_VOCAB_KINDS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _vocab_kinds(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two booleans over the vocabulary: word-like tokens (letters or digits, no special tokens or
+    punctuation) and continuation pieces (WordPiece ``##…``). Cached per tokenizer and size."""
+    key = (id(tokenizer), len(tokenizer))
+    if key not in _VOCAB_KINDS:
+        special = set(tokenizer.all_special_ids)
+        tokens = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+        _VOCAB_KINDS[key] = (torch.tensor([i not in special and t.isalnum() for i, t in enumerate(tokens)]),
+                             torch.tensor([t.startswith("##") for t in tokens]))
+    return _VOCAB_KINDS[key]
+
+
+def evidence_bias(tokenizer: Any, input_ids: torch.Tensor, text_mask: torch.Tensor, boost: float) -> torch.Tensor:
+    """A ``(rows, vocab)`` logit bias: ``boost`` for every whole word that appears in a row's injected
+    knowledge (facts, passages) but not in its own text, 0 elsewhere.
+
+    Why: an augmented query is asked because the answer is expected in the evidence, and the
+    encoder, though it reads, still lets a strong prior win ("flows into the [MASK] sea" →
+    "seattle" with "Baltic" injected). The bias is a copy prior in log space, as in pointer-generator
+    readers: evidence words gain ``exp(boost)`` in odds, everything stays possible, and the model
+    still chooses among the evidence words. Words of the query itself are not boosted (they are
+    rarely the answer and would otherwise echo the question), nor are the first pieces of words
+    split into several tokens (a one-token answer is not "gd" of "gdansk").
+    """
+    vocab = len(tokenizer)
+    device = input_ids.device
+    wordlike, piece = (t.to(device) for t in _vocab_kinds(tokenizer))
+    ids = input_ids.clamp(0, vocab - 1)
+    real = (input_ids != tokenizer.pad_token_id) & (input_ids < vocab)
+    # a whole word: word-like, and the next token does not continue it ("gd ##ans ##k" is no word)
+    continued = torch.zeros_like(real)
+    continued[:, :-1] = piece[ids[:, 1:]] & real[:, 1:]
+    whole = real & wordlike[ids] & ~continued
+    text_mask = text_mask.to(device).bool()
+    row_of = torch.arange(input_ids.shape[0], device=device)[:, None].expand_as(input_ids)
+    injected = torch.zeros(input_ids.shape[0], vocab, dtype=torch.bool, device=device)
+    in_text = torch.zeros_like(injected)
+    injected[row_of[whole & ~text_mask], ids[whole & ~text_mask]] = True
+    in_text[row_of[real & text_mask], ids[real & text_mask]] = True
+    chosen = injected & ~in_text
+    return chosen.float() * boost
+
+
 def fill_mask_encoded(
     bundle: MLMBundle,
     encodings: Mapping[str, torch.Tensor],
     top_k: int = 10,
     explain: bool = False,
     texts: Sequence[str | None] | None = None,
+    logit_bias: torch.Tensor | None = None,
 ) -> list[FillMaskResult]:
     """Fill-mask on pre-built inputs: ``input_ids`` plus optional ``token_type_ids``,
     ``position_ids`` (e.g. K-BERT soft positions) and an ``attention_mask`` that is 2-D
-    (padding) or a boolean 3-D/4-D visibility matrix (True = may attend).
+    (padding) or a boolean 3-D/4-D visibility matrix (True = may attend). ``logit_bias``:
+    ``(rows, vocab)`` added to the logits of every [MASK] of a row (e.g. :func:`evidence_bias`).
 
     Returns one :class:`FillMaskResult` per row. Raises ``ValueError`` without ``input_ids``.
     """
@@ -115,7 +163,10 @@ def fill_mask_encoded(
     hidden, attentions = _forward(bundle, encodings, explain)
     is_mask = (input_ids == tokenizer.mask_token_id).to(hidden.device)
     with torch.inference_mode():
-        mask_probs = bundle.model.cls(hidden[is_mask]).float().softmax(-1)
+        logits = bundle.model.cls(hidden[is_mask]).float()
+        if logit_bias is not None:
+            logits = logits + logit_bias.to(logits.device)[is_mask.nonzero()[:, 0]]
+        mask_probs = logits.softmax(-1)
     where = {}  # (row, position) -> row of mask_probs
     for n, (r, p) in enumerate(is_mask.nonzero().tolist()):
         where[(r, p)] = n
@@ -191,9 +242,11 @@ def masked_token_ranks(
     gold_token_ids: Sequence[int],
     top_k: int = 10,
     batch_size: int = 64,
+    logit_bias: torch.Tensor | None = None,
 ) -> list[RankResult]:
     """For inputs with exactly one ``[MASK]`` each, the rank of the gold token id there and the
-    top-k — enough for P@1, P@10 and MRR. ``inputs`` are texts or pre-built encodings.
+    top-k — enough for P@1, P@10 and MRR. ``inputs`` are texts or pre-built encodings;
+    ``logit_bias`` (``(rows, vocab)``) is added to each row's logits, as in :func:`fill_mask_encoded`.
 
     Raises ``ValueError`` when an input has no or several masks, or lengths differ.
     """
@@ -216,7 +269,10 @@ def masked_token_ranks(
             raise ValueError(f"masked_token_ranks: input #{bad} has {int(counts[bad - start])} [MASK] tokens, expected 1")
         rows = torch.arange(stop - start)
         with torch.inference_mode():
-            probs = bundle.model.cls(hidden[rows, is_mask.float().argmax(1).to(hidden.device)]).float().softmax(-1)
+            logits = bundle.model.cls(hidden[rows, is_mask.float().argmax(1).to(hidden.device)]).float()
+            if logit_bias is not None:
+                logits = logits + logit_bias[start:stop].to(logits.device)
+            probs = logits.softmax(-1)
         gold = torch.tensor(gold_token_ids[start:stop], device=probs.device)
         gold_p = probs[rows, gold]
         ranks = (probs > gold_p[:, None]).sum(1) + 1

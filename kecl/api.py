@@ -83,6 +83,8 @@ class QueryIn(BaseModel):
     as_of: dt.date | None = Field(None, description="use the facts believed on this date")
     top_k: int = Field(5, ge=1, description="predictions per [MASK]")
     explain: bool = Field(False, description="attention rollout over the evidence")
+    evidence_boost: float | None = Field(None, ge=0.0, le=50.0, description="logit bonus for evidence words not in "
+                                         "the query (augmented modes); null: the server's model.evidence_boost")
 
 
 class SearchIn(BaseModel):
@@ -285,7 +287,7 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         if "[mask]" not in body.text.lower():
             raise HTTPException(422, "text has no [MASK]: write the word to predict as [MASK]")
         opts = QueryOptions(mode=body.mode, k_passages=body.k, hops=body.hops, as_of=body.as_of,
-                            top_k=body.top_k, explain=body.explain)
+                            top_k=body.top_k, explain=body.explain, evidence_boost=body.evidence_boost)
         return kecl.batcher.submit(body.text, opts).to_dict()
 
     @app.post("/v1/search", tags=["query"])

@@ -43,6 +43,7 @@ class QueryOptions:
     as_of: dt.date | None = None
     top_k: int = 5
     explain: bool = False
+    evidence_boost: float | None = None  # None: the ``model.evidence_boost`` setting
 
 
 @dataclass
@@ -187,7 +188,7 @@ def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
 def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOptions) -> list[Answer]:
     """Inject and fill-mask a batch of prepared queries with the active encoder."""
     from encoder.injection import build_injected_inputs
-    from encoder.predict import fill_mask_encoded
+    from encoder.predict import evidence_bias, fill_mask_encoded
 
     if not prepared:
         return []
@@ -198,8 +199,12 @@ def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOption
         bundle.tokenizer, [p.text for p in prepared], [p.facts for p in prepared], [p.passages for p in prepared],
         strategy=strategy, max_length=kecl.settings.model.max_injected_length,
     )
+    boost = kecl.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
+    bias = None
+    if strategy != "closed-book" and boost > 0:
+        bias = evidence_bias(bundle.tokenizer, inputs.input_ids, inputs.text_mask, boost)
     results = fill_mask_encoded(bundle, inputs.to_dict(), top_k=opts.top_k, explain=opts.explain,
-                                texts=[p.text for p in prepared])
+                                texts=[p.text for p in prepared], logit_bias=bias)
     predict_ms = (time.perf_counter() - t0) * 1000
     snapshot = kecl.snapshot()
     answers = []
@@ -303,7 +308,7 @@ class MicroBatcher:
             # one forward pass per distinct option set (explain, mode and top_k change the work)
             groups: dict[tuple, list] = {}
             for prepared, opts, future in batch:
-                key = (opts.mode, opts.top_k, opts.explain)
+                key = (opts.mode, opts.top_k, opts.explain, opts.evidence_boost)
                 groups.setdefault(key, []).append((prepared, opts, future))
             for items in groups.values():
                 try:

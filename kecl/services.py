@@ -249,7 +249,8 @@ class Kecl:
 
         g = self.settings.gates
         train = train_config(self.settings)
-        return CycleConfig(train=train, gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition))
+        return CycleConfig(train=train, gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
+                           evidence_boost=self.settings.model.evidence_boost)
 
     def run_update(self, paths: Sequence[Any] | None = None, trigger: str = "manual", config: Any = None) -> Any:
         """One update cycle (inbox files by default); see :func:`updater.cycle.run_cycle`."""

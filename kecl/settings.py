@@ -32,6 +32,9 @@ class ModelSettings(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
     bf16: bool = Field(True, description="bf16 autocast, for training and for answering queries, where the "
                        "hardware supports it (AVX512-BF16/AMX CPUs, recent GPUs)")
+    evidence_boost: float = Field(
+        6.0, ge=0.0, description="augmented answers: logit bonus for words of the injected facts and passages "
+        "that are not in the query (a copy prior; 0: off)")
 
 
 class TrainSettings(BaseModel):

@@ -73,6 +73,7 @@ class CycleConfig:
     min_train_texts: int = 1  # below this, nothing new to learn: evaluate and record only
     relink_max_passages: int = 200_000  # relink earlier text for new names up to this store size
     reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
+    evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
 
 
 @dataclass
@@ -224,12 +225,12 @@ def outranks(bundle: MLMBundle, pairs: Sequence[tuple[FactView, FactView]]) -> d
 
 def evaluate_model(
     bundle: MLMBundle, probes: dict[str, list], modes: Sequence[str], knowledge: KnowledgeSource | None,
-    heldout: list[str],
+    heldout: list[str], evidence_boost: float = 0.0,
 ) -> dict[str, Any]:
     """P@1/P@10/MRR per group and mode, and held-out MLM loss."""
     all_probes = [p for group in probes.values() for p in group]
     modes = [m for m in modes if m == "closed-book" or knowledge is not None]
-    report: EvalReport = evaluate(bundle, all_probes, modes=modes, knowledge=knowledge)
+    report: EvalReport = evaluate(bundle, all_probes, modes=modes, knowledge=knowledge, evidence_boost=evidence_boost)
     out: dict[str, Any] = {"modes": {}}
     for mode in modes:
         out["modes"][mode] = {g: vars(m) for g, m in report.metrics[mode].items()}
@@ -373,7 +374,8 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
         with timer.stage("evaluate_active"):
             active = ctx.load_active()
             parent = active.version
-            metrics["active"] = evaluate_model(active, probes, config.eval_modes, ctx.knowledge, heldout)
+            metrics["active"] = evaluate_model(active, probes, config.eval_modes, ctx.knowledge, heldout,
+                                               config.evidence_boost)
             metrics["active"]["changed_outranks"] = outranks(active, pairs)
 
         if len(new_texts) < config.min_train_texts:
@@ -387,7 +389,8 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
                 metrics["train"] = {"steps": result.steps, "final_loss": result.final_loss,
                                     "tokens_per_second": result.tokens_per_second, "bf16": result.bf16}
             with timer.stage("evaluate_candidate"):
-                metrics["candidate"] = evaluate_model(candidate, probes, config.eval_modes, ctx.knowledge, heldout)
+                metrics["candidate"] = evaluate_model(candidate, probes, config.eval_modes, ctx.knowledge, heldout,
+                                                          config.evidence_boost)
                 metrics["candidate"]["changed_outranks"] = outranks(candidate, pairs)
             decision, reasons = decide(config.gates, metrics["active"], metrics["candidate"])
             with timer.stage("checkpoint"):

@@ -21,7 +21,7 @@ from typing import Any
 
 from encoder.injection import STRATEGIES, InjectedFact, InjectedPassage, build_injected_inputs
 from encoder.model import MLMBundle
-from encoder.predict import masked_token_ranks
+from encoder.predict import evidence_bias, masked_token_ranks
 from updater.probes import Probe, gold_token_id
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def evaluate(
     max_length: int = 256,
     label: str | None = None,
     progress: bool = False,
+    evidence_boost: float = 0.0,
 ) -> EvalReport:
     """Score ``probes`` in each of ``modes`` (``"closed-book"``, ``"concat"``, ``"tree"``).
 
@@ -165,7 +166,8 @@ def evaluate(
     whose text alone is longer than ``max_length`` tokens are dropped and counted. ``knowledge``
     supplies facts and passages for the augmented modes. ``label`` is appended to each mode's
     column name ("concat passages-only"), so reports of different knowledge sources can be
-    :meth:`EvalReport.merge`-d.
+    :meth:`EvalReport.merge`-d. ``evidence_boost``: the augmented modes' copy prior
+    (:func:`encoder.predict.evidence_bias`), as the query pipeline applies it; 0 = off.
     Returns an :class:`EvalReport`. Raises ``ValueError`` for an unknown mode, or an augmented
     mode without ``knowledge``.
     """
@@ -218,7 +220,11 @@ def evaluate(
                 if mode != "closed-book":
                     facts, passages = knowledge(texts, mode)  # type: ignore[misc]
                 inputs = build_injected_inputs(tokenizer, texts, facts, passages, strategy=mode, max_length=max_length)
-                ranked = masked_token_ranks(bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1, batch_size=len(chunk))
+                bias = None
+                if mode != "closed-book" and evidence_boost > 0:
+                    bias = evidence_bias(tokenizer, inputs.input_ids, inputs.text_mask, evidence_boost)
+                ranked = masked_token_ranks(bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1,
+                                            batch_size=len(chunk), logit_bias=bias)
                 for (p, _), r in zip(chunk, ranked):
                     ranks_by_group.setdefault(p.group, []).append(r.rank)
                     results.append(ProbeResult(p.probe_id, p.group, name, r.rank, r.top_k[0].token if r.top_k else "", p.obj_label))

@@ -143,7 +143,8 @@ def eval_probes(
         if any(m != "closed-book" for m in wanted):
             source = pipeline_knowledge(kecl, QueryOptions(k_passages=k, hops=hops), knowledge)
         report = evaluate(kecl.encoder, items, modes=wanted, knowledge=source, batch_size=batch_size,
-                          max_length=settings.model.max_injected_length, progress=True)
+                          max_length=settings.model.max_injected_length, progress=True,
+                          evidence_boost=settings.model.evidence_boost)
         snapshot = kecl.snapshot()
         title = f"{len(items) - report.dropped} probes · checkpoint {snapshot.get('checkpoint')} · knowledge: {knowledge}"
         console.print(report.table(title=title))

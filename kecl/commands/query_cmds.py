@@ -37,6 +37,9 @@ def query(
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="predictions per [MASK]")] = 5,
     explain: Annotated[bool, typer.Option("--explain", help="attention over the evidence")] = False,
+    evidence_boost: Annotated[Optional[float], typer.Option(
+        "--evidence-boost", min=0.0, help="logit bonus for evidence words not in the query (default: the "
+        "model.evidence_boost setting; 0: the encoder alone)")] = None,
 ) -> None:
     """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
     from rich.table import Table
@@ -48,7 +51,8 @@ def query(
     if mode not in MODES:
         raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
     kecl = Kecl(load_settings())
-    opts = QueryOptions(mode=mode, k_passages=k, hops=hops, as_of=parse_date_option(as_of), top_k=top_k, explain=explain)  # type: ignore[arg-type]
+    opts = QueryOptions(mode=mode, k_passages=k, hops=hops, as_of=parse_date_option(as_of), top_k=top_k, explain=explain,  # type: ignore[arg-type]
+                        evidence_boost=evidence_boost)
     try:
         answer = kecl.answer([text], opts)[0]
     except ValueError as exc:

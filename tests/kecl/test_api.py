@@ -81,6 +81,8 @@ def test_errors_are_clear_json(live_server: LiveServer) -> None:
     assert r.status_code == 422 and "k=500 exceeds the limit of 20" in r.json()["error"]["message"]
     r = c.post("/v1/search", json={"text": "q" * 501})
     assert r.status_code == 422 and "limit is 500" in r.json()["error"]["message"]
+    r = c.post("/v1/query", json={"text": "A [MASK] .", "evidence_boost": -1})
+    assert r.status_code == 422 and "evidence_boost" in r.json()["error"]["message"]
     r = c.get("/v1/entities/x/neighbourhood", params={"hops": 9})
     assert r.status_code == 422 and "hops" in r.json()["error"]["message"]
     assert c.get("/nowhere").json()["error"]["status"] == 404

@@ -8,6 +8,7 @@ the weights know.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,19 @@ def test_passage_margin_leaves_out_unrelated_passages(kecl: Kecl) -> None:
         kecl.settings.retrieval.passage_margin = default
     assert len(answer.evidence) == 1 and "copper" in answer.injected_input
     assert len(unfiltered.evidence) == 3
+
+
+def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kecl) -> None:
+    """The copy prior: with a large boost the top answers are words of the injected evidence that
+    the query lacks; 0 is the encoder alone; closed-book is never boosted; None takes the setting."""
+    query = "The river Thames flows through [MASK] ."
+    opts = QueryOptions(mode="concat", k_passages=1, top_k=3)
+    alone = kecl.answer([query], replace(opts, evidence_boost=0.0))[0]
+    boosted = kecl.answer([query], replace(opts, evidence_boost=40.0))[0]
+    assert "london" in boosted.injected_input.lower()
+    assert boosted.top == "london" and alone.top != "london"  # a random tiny model does not read
+    closed = [kecl.answer([query], QueryOptions(mode="closed-book", evidence_boost=b))[0].predictions for b in (0.0, 40.0)]
+    assert closed[0] == closed[1]
+    default = kecl.answer([query], opts)[0]
+    assert kecl.settings.model.evidence_boost > 0
+    assert default.predictions == kecl.answer([query], replace(opts, evidence_boost=kecl.settings.model.evidence_boost))[0].predictions
