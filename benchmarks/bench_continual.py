@@ -185,10 +185,13 @@ def cycle_config(args: argparse.Namespace, replay: bool) -> Any:
     from encoder.trainer import TrainConfig
     from updater.cycle import CycleConfig, GateConfig
 
+    from kecl.settings import TrainSettings
+
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                         learning_rate=args.lr, replay_ratio=args.replay_ratio if replay else 0.0, seed=args.seed,
-                        injection_probability=args.injection_probability, injection_max_length=256)
-    return CycleConfig(train=train, gates=GateConfig(**PERMISSIVE),
+                        injection_probability=args.injection_probability, injection_max_length=256,
+                        attention_dropout=TrainSettings().attention_dropout, hidden_dropout=args.hidden_dropout)
+    return CycleConfig(train=train, gates=GateConfig(**PERMISSIVE), evidence_boost=args.evidence_boost,
                        replay_passages=args.replay_passages if replay else 0,
                        replay_facts=args.replay_facts if replay else 0,
                        retention_probes=args.retention_probes,
@@ -230,7 +233,7 @@ def last_name_probes(store: Any, tokenizer: Any, fact_watermark: int) -> list[An
     return out
 
 
-def eval_last_names(kecl: Any, report: Any, fact_watermark: int) -> dict[str, Any]:
+def eval_last_names(kecl: Any, report: Any, fact_watermark: int, evidence_boost: float) -> dict[str, Any]:
     from encoder.checkpoints import load_checkpoint
     from updater.evaluation import evaluate
 
@@ -243,7 +246,7 @@ def eval_last_names(kecl: Any, report: Any, fact_watermark: int) -> dict[str, An
         probes = probes or last_name_probes(kecl.store, bundle.tokenizer, fact_watermark)
         ev = evaluate(bundle, probes, modes=("closed-book", "concat"), knowledge=kecl.knowledge_source(),
                       max_length=kecl.settings.model.max_injected_length,
-                      evidence_boost=kecl.settings.model.evidence_boost)
+                      evidence_boost=evidence_boost)
         out[role] = {"modes": {m: {g: vars(x) for g, x in ev.metrics[m].items()} for m in ev.modes}}
     return out
 
@@ -358,6 +361,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--verbalisations", type=int, default=None,
                         help="use only the first N of updater.cycle.VERBALISATIONS (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="training seed and LAMA split seed")
+    from kecl.settings import ModelSettings, TrainSettings
+
+    parser.add_argument("--hidden-dropout", type=float, default=TrainSettings().hidden_dropout,
+                        help="hidden-state dropout while training (default: kecl's train.hidden_dropout)")
+    parser.add_argument("--evidence-boost", type=float, default=ModelSettings().evidence_boost,
+                        help="augmented answers' copy prior (default: kecl's model.evidence_boost; 0: off)")
     parser.add_argument("--base-checkpoint", default=None, help="an adapted checkpoint folder to start from")
     parser.add_argument("--base-dir", default="bench-out/continual-base",
                         help="where the default checkpoint is adapted once and reused by later runs")
@@ -426,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
                               "acq_aug": pooled(first.metrics["candidate"], "concat", ("new", "changed"))[0],
                               "acq_cb_before": pooled(first.metrics["active"], "closed-book", ("new", "changed"))[0]}}
             if dataset == "demo":
-                row["last_names"] = eval_last_names(kecl, report, fact_watermark)
+                row["last_names"] = eval_last_names(kecl, report, fact_watermark, args.evidence_boost)
             kecl.close()
             timings[f"{dataset} cycle 2, replay {arm}"] = time.perf_counter() - t
             rows.append(row)
@@ -436,6 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_end = os.getloadavg()
 
     settings = {k: getattr(args, k) for k in ("steps", "batch_size", "max_length", "lr", "replay_ratio", "injection_probability",
+                                              "hidden_dropout", "evidence_boost",
                                               "replay_passages", "replay_facts", "seed", "per_relation",
                                               "google_per_relation", "evidences")}
     settings["verbalisations"] = len(cycle_module.VERBALISATIONS)
