@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     arms = {
         "ours (model's dropout)": dict(),
         "ours, attention dropout 0, bf16 attention": dict(attention_dropout=0.0, fp32_attention=False),
-        "ours, attention dropout 0 (kecl default)": dict(attention_dropout=0.0),
-        "ours, no dropout": dict(attention_dropout=0.0, hidden_dropout=0.0),
+        "ours, attention dropout 0": dict(attention_dropout=0.0),
+        "ours, no dropout (kecl default)": dict(attention_dropout=0.0, hidden_dropout=0.0),
     }
     ours = {name: run_ours(*common, **options) for name, options in arms.items()}
     theirs = run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.trainer_bf16,
