@@ -87,7 +87,8 @@ class TrainConfig:
     # train without it; 0 also skips ~10% of a CPU step spent drawing dropout masks.
     hidden_dropout: float | None = None
     # Under bf16 autocast on CPU, run the attention kernel itself in float32 (FP32_SDPA): the fused
-    # kernel is ~3x slower in bf16 than in float32 there (BENCHMARKS.md). None: on where that applies.
+    # kernel is ~3x slower in bf16 than in float32 there (BENCHMARKS.md). None: on where that applies
+    # (CPU, bf16, attention dropout 0 — with dropout SDPA uses its math path, faster in bf16).
     fp32_attention: bool | None = None
 
 
@@ -241,6 +242,17 @@ def _set_dropout(model: torch.nn.Module, attention: float | None, hidden: float 
     return undo
 
 
+def _wants_fp32_attention(config: TrainConfig, model: torch.nn.Module, use_bf16: bool, device: torch.device) -> bool:
+    """``config.fp32_attention``, or when unset: under bf16 autocast on CPU, where the fused kernel
+    runs (no attention dropout). With dropout SDPA takes its math path, faster in bf16 than float32."""
+    if config.fp32_attention is not None:
+        return config.fp32_attention
+    dropout = config.attention_dropout
+    if dropout is None:
+        dropout = getattr(model.config, "attention_probs_dropout_prob", 0.0)
+    return use_bf16 and device.type == "cpu" and dropout == 0.0
+
+
 def _set_fp32_attention(model: torch.nn.Module, on: bool) -> Callable[[], None]:
     """Switch an SDPA model to :data:`FP32_SDPA` for the run; returns an undo."""
     previous = model.config._attn_implementation
@@ -350,8 +362,7 @@ def train_mlm(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
-    fp32_attention = use_bf16 and device.type == "cpu" if config.fp32_attention is None else config.fp32_attention
-    restore_attention = _set_fp32_attention(model, fp32_attention)
+    restore_attention = _set_fp32_attention(model, _wants_fp32_attention(config, model, use_bf16, device))
     attn = model.config._attn_implementation
     model.train()
     restore_dropout = _set_dropout(model, config.attention_dropout, config.hidden_dropout)

@@ -204,3 +204,21 @@ def test_fp32_attention_changes_no_float32_result(tokenizer):
                       config=TrainConfig(steps=4, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
                                          fp32_attention=on)).losses for on in (False, True)]
     assert runs[0] == pytest.approx(runs[1], abs=1e-5)
+
+
+@pytest.mark.parametrize("fp32_attention, attention_dropout, model_dropout, bf16, device, expected", [
+    (None, 0.0, 0.1, True, "cpu", True),     # the fused kernel runs: float32 is faster there
+    (None, None, 0.1, True, "cpu", False),   # the model's dropout: SDPA's math path, faster in bf16
+    (None, None, 0.0, True, "cpu", True),
+    (None, 0.0, 0.1, False, "cpu", False),   # no autocast: everything is float32 anyway
+    (None, 0.0, 0.1, True, "cuda", False),   # GPUs have fast bf16 attention kernels
+    (True, 0.1, 0.1, False, "cpu", True),    # an explicit setting wins
+    (False, 0.0, 0.0, True, "cpu", False),
+])
+def test_when_the_attention_kernel_runs_in_float32(tokenizer, fp32_attention, attention_dropout, model_dropout,
+                                                   bf16, device, expected):
+    from encoder.trainer import _wants_fp32_attention
+
+    model = make_tiny(tokenizer, dropout=model_dropout).model
+    config = TrainConfig(fp32_attention=fp32_attention, attention_dropout=attention_dropout)
+    assert _wants_fp32_attention(config, model, bf16, torch.device(device)) is expected
