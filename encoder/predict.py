@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from encoder.injection import InjectedInputs
 from encoder.model import MLMBundle
 from encoder.packing import to_backend_mask
 
@@ -108,9 +109,10 @@ def _vocab_kinds(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return _VOCAB_KINDS[key]
 
 
-def evidence_bias(tokenizer: Any, input_ids: torch.Tensor, text_mask: torch.Tensor, boost: float) -> torch.Tensor:
+def evidence_bias(tokenizer: Any, inputs: InjectedInputs, boost: float) -> torch.Tensor | None:
     """A ``(rows, vocab)`` logit bias: ``boost`` for every whole word that appears in a row's injected
-    knowledge (facts, passages) but not in its own text, 0 elsewhere.
+    knowledge (facts, passages) but not in its own text, 0 elsewhere; ``None`` (no bias) for
+    closed-book inputs or a boost of 0.
 
     Why: an augmented query is asked because the answer is expected in the evidence, and the
     encoder, though it reads, still lets a strong prior win ("flows into the [MASK] sea" →
@@ -120,6 +122,9 @@ def evidence_bias(tokenizer: Any, input_ids: torch.Tensor, text_mask: torch.Tens
     rarely the answer and would otherwise echo the question), nor are the first pieces of words
     split into several tokens (a one-token answer is not "gd" of "gdansk").
     """
+    if inputs.strategy == "closed-book" or boost <= 0:
+        return None
+    input_ids = inputs.input_ids
     vocab = len(tokenizer)
     device = input_ids.device
     wordlike, piece = (t.to(device) for t in _vocab_kinds(tokenizer))
@@ -129,7 +134,7 @@ def evidence_bias(tokenizer: Any, input_ids: torch.Tensor, text_mask: torch.Tens
     continued = torch.zeros_like(real)
     continued[:, :-1] = piece[ids[:, 1:]] & real[:, 1:]
     whole = real & wordlike[ids] & ~continued
-    text_mask = text_mask.to(device).bool()
+    text_mask = inputs.text_mask.to(device).bool()
     row_of = torch.arange(input_ids.shape[0], device=device)[:, None].expand_as(input_ids)
     injected = torch.zeros(input_ids.shape[0], vocab, dtype=torch.bool, device=device)
     in_text = torch.zeros_like(injected)
@@ -162,13 +167,14 @@ def fill_mask_encoded(
     input_ids = encodings["input_ids"]
     hidden, attentions = _forward(bundle, encodings, explain)
     is_mask = (input_ids == tokenizer.mask_token_id).to(hidden.device)
+    mask_at = is_mask.nonzero()  # (row, position) of every [MASK], in the order of hidden[is_mask]
     with torch.inference_mode():
         logits = bundle.model.cls(hidden[is_mask]).float()
         if logit_bias is not None:
-            logits = logits + logit_bias.to(logits.device)[is_mask.nonzero()[:, 0]]
+            logits = logits + logit_bias.to(logits.device)[mask_at[:, 0]]
         mask_probs = logits.softmax(-1)
     where = {}  # (row, position) -> row of mask_probs
-    for n, (r, p) in enumerate(is_mask.nonzero().tolist()):
+    for n, (r, p) in enumerate(mask_at.tolist()):
         where[(r, p)] = n
     mask = encodings.get("attention_mask")
     if mask is not None and mask.dim() == 2:

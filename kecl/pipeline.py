@@ -200,9 +200,7 @@ def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOption
         strategy=strategy, max_length=kecl.settings.model.max_injected_length,
     )
     boost = kecl.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
-    bias = None
-    if strategy != "closed-book" and boost > 0:
-        bias = evidence_bias(bundle.tokenizer, inputs.input_ids, inputs.text_mask, boost)
+    bias = evidence_bias(bundle.tokenizer, inputs, boost)
     results = fill_mask_encoded(bundle, inputs.to_dict(), top_k=opts.top_k, explain=opts.explain,
                                 texts=[p.text for p in prepared], logit_bias=bias)
     predict_ms = (time.perf_counter() - t0) * 1000

@@ -220,9 +220,7 @@ def evaluate(
                 if mode != "closed-book":
                     facts, passages = knowledge(texts, mode)  # type: ignore[misc]
                 inputs = build_injected_inputs(tokenizer, texts, facts, passages, strategy=mode, max_length=max_length)
-                bias = None
-                if mode != "closed-book" and evidence_boost > 0:
-                    bias = evidence_bias(tokenizer, inputs.input_ids, inputs.text_mask, evidence_boost)
+                bias = evidence_bias(tokenizer, inputs, evidence_boost)
                 ranked = masked_token_ranks(bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1,
                                             batch_size=len(chunk), logit_bias=bias)
                 for (p, _), r in zip(chunk, ranked):

@@ -23,7 +23,7 @@ def test_only_whole_evidence_words_not_in_the_query_are_boosted(tokenizer, strat
     facts = [InjectedFact("Osk river mouth Baltic sea", "mouth Baltic", span=(4, 13))]
     inputs = build_injected_inputs(tokenizer, [QUERY, "A [MASK] with nothing injected ."], [facts, []],
                                    [[InjectedPassage(PASSAGE)], []], strategy=strategy, max_length=64)
-    bias = evidence_bias(tokenizer, inputs.input_ids, inputs.text_mask, 6.0)
+    bias = evidence_bias(tokenizer, inputs, 6.0)
     assert bias.shape == (2, len(tokenizer))
     boosted = _boosted(tokenizer, bias[0])
     assert "baltic" in boosted and "mouth" in boosted and "near" in boosted
@@ -34,6 +34,9 @@ def test_only_whole_evidence_words_not_in_the_query_are_boosted(tokenizer, strat
     assert not any(t.startswith("##") or not t.isalnum() for t in boosted)  # no pieces, punctuation, [SEP]
     assert set(bias[0].unique().tolist()) == {0.0, 6.0}
     assert not bias[1].any()  # nothing injected, nothing boosted
+    assert evidence_bias(tokenizer, inputs, 0.0) is None  # off
+    closed = build_injected_inputs(tokenizer, [QUERY], None, None, strategy="closed-book", max_length=64)
+    assert evidence_bias(tokenizer, closed, 6.0) is None  # closed-book is never boosted
 
 
 def test_the_bias_moves_predictions_and_ranks_alike(tokenizer):
@@ -42,7 +45,7 @@ def test_the_bias_moves_predictions_and_ranks_alike(tokenizer):
                                    max_length=64)
     baltic = tokenizer.convert_tokens_to_ids("baltic")
     plain = fill_mask_encoded(bundle, inputs.to_dict(), top_k=5)[0].masks[0].top_k
-    bias = evidence_bias(tokenizer, inputs.input_ids, inputs.text_mask, 30.0)
+    bias = evidence_bias(tokenizer, inputs, 30.0)
     boosted = fill_mask_encoded(bundle, inputs.to_dict(), top_k=5, logit_bias=bias)[0].masks[0].top_k
     # a random model does not read; a large prior makes the answer one of the evidence words
     assert plain[0].token_id != baltic or plain[0].score < 0.5
