@@ -184,36 +184,6 @@ def new_mlm_from_scratch(
     return MLMBundle(model, tokenizer, None, {"name_or_path": "scratch", "scratch_config": vars(config)})
 
 
-FP32_SDPA = "kecl_sdpa_fp32"
-"""Attention backend name: PyTorch SDPA run in float32 inside a bf16-autocast forward."""
-
-
-def _sdpa_fp32(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention with q, k, v in float32 and autocast off around it.
-
-    Why: on CPU, PyTorch's fused flash-attention kernel is ~3x slower in bf16 than in float32
-    (forward + backward at 16 x 12 heads x 128 x 32: 60 vs 19 ms on an AVX512-BF16 EPYC), and the
-    bf16 math kernel is slower still at 512 tokens. The projections around it stay in bf16.
-    """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    dtype = query.dtype
-    with torch.autocast(query.device.type, enabled=False):
-        out, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-    return out.to(dtype), None
-
-
-def register_fp32_sdpa() -> str:
-    """Make :data:`FP32_SDPA` a valid ``attn_implementation`` (idempotent); returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(FP32_SDPA, _sdpa_fp32)
-    AttentionMaskInterface.register(FP32_SDPA, sdpa_mask)
-    return FP32_SDPA
-
-
 def set_attention(bundle: MLMBundle, attn_implementation: str) -> None:
     """Switch the attention backend (``"sdpa"`` or ``"eager"``) in place; weights are unchanged."""
     bundle.model.set_attn_implementation(attn_implementation)

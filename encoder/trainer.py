@@ -12,14 +12,18 @@ from step ``s`` continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import math
 import os
+import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from encoder.injection import injected_training_batch
 from encoder.masking import IGNORE_INDEX, mask_tokens
-from encoder.model import MLMBundle, register_fp32_sdpa
+from encoder.model import MLMBundle
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
 from encoder.reading_corpus import ReadingExample
 
@@ -86,10 +90,13 @@ class TrainConfig:
     # None: the model's own (0.1 for BERT). Single-pass pretraining recipes (Cramming, ModernBERT)
     # train without it; 0 also skips ~10% of a CPU step spent drawing dropout masks.
     hidden_dropout: float | None = None
-    # Under bf16 autocast on CPU, run the attention kernel itself in float32 (FP32_SDPA): the fused
-    # kernel is ~3x slower in bf16 than in float32 there (BENCHMARKS.md). None: on where that applies
-    # (CPU, bf16, attention dropout 0 — with dropout SDPA uses its math path, faster in bf16).
-    fp32_attention: bool | None = None
+    # Attention implementation while training ("sdpa", "eager", …); None: "eager" under bf16 autocast
+    # on CPU, where two bf16 matmuls around a softmax beat both of PyTorch's fused CPU kernels
+    # (forward + backward at 16 x 12 heads x 128 x 32: 8.5 ms vs 14.5 ms flash in float32, 34 ms
+    # flash in bf16; BENCHMARKS.md), else the model's own. The model's setting is restored afterwards.
+    train_attention: str | None = None
+    # Keep freed memory in the process for the run (glibc only): see heap_reuse. None: on for CPU training.
+    reuse_heap: bool | None = None
 
 
 @dataclass
@@ -242,24 +249,70 @@ def _set_dropout(model: torch.nn.Module, attention: float | None, hidden: float 
     return undo
 
 
-def _wants_fp32_attention(config: TrainConfig, model: torch.nn.Module, use_bf16: bool, device: torch.device) -> bool:
-    """``config.fp32_attention``, or when unset: under bf16 autocast on CPU, where the fused kernel
-    runs (no attention dropout). With dropout SDPA takes its math path, faster in bf16 than float32."""
-    if config.fp32_attention is not None:
-        return config.fp32_attention
-    dropout = config.attention_dropout
-    if dropout is None:
-        dropout = getattr(model.config, "attention_probs_dropout_prob", 0.0)
-    return use_bf16 and device.type == "cpu" and dropout == 0.0
+def _training_attention(config: TrainConfig, model: torch.nn.Module, use_bf16: bool, device: torch.device) -> str:
+    """``config.train_attention``, or when unset: eager under bf16 autocast on CPU, else the model's own."""
+    if config.train_attention:
+        return config.train_attention
+    if use_bf16 and device.type == "cpu":
+        return "eager"
+    return model.config._attn_implementation
 
 
-def _set_fp32_attention(model: torch.nn.Module, on: bool) -> Callable[[], None]:
-    """Switch an SDPA model to :data:`FP32_SDPA` for the run; returns an undo."""
+def _set_attention_for_run(model: torch.nn.Module, implementation: str) -> Callable[[], None]:
+    """Switch the model's attention implementation for the run; returns an undo."""
     previous = model.config._attn_implementation
-    if not on or previous != "sdpa":
+    if implementation == previous:
         return lambda: None
-    model.set_attn_implementation(register_fp32_sdpa())
+    model.set_attn_implementation(implementation)
     return lambda: model.set_attn_implementation(previous)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt parameters, <malloc.h>
+_heap_lock = threading.Lock()
+_heap_users = 0
+
+
+def _glibc() -> Any:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+@contextlib.contextmanager
+def heap_reuse(on: bool = True) -> Iterator[bool]:
+    """Serve every allocation from the process heap and keep freed memory there, for the duration.
+
+    Why: glibc hands each block above its mmap threshold (at most 32 MiB) straight to the kernel
+    and returns it on free, so every step of a BERT run page-faults its vocabulary-sized tensors
+    (the tied 30k x 384 embedding gradient and its bf16 copy, the masked logits) back in: about a
+    seventh of a CPU step here (BENCHMARKS.md). Afterwards glibc's settings are put back where its
+    own dynamic threshold would have taken them and the heap is trimmed, so the memory is returned.
+    Yields whether the setting applies (glibc on Linux); nested and concurrent uses are counted.
+    """
+    global _heap_users
+    libc = _glibc() if on else None
+    if libc is None:
+        yield False
+        return
+    with _heap_lock:
+        if _heap_users == 0:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        _heap_users += 1
+    try:
+        yield True
+    finally:
+        with _heap_lock:
+            _heap_users -= 1
+            if _heap_users == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+                libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+                libc.mallopt(_M_MMAP_MAX, 65536)
+                libc.malloc_trim(0)
 
 
 def _plain_batch(streams: list[_Stream], draw: int, gen: torch.Generator, tokenizer, config: TrainConfig,
@@ -362,8 +415,11 @@ def train_mlm(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
-    restore_attention = _set_fp32_attention(model, _wants_fp32_attention(config, model, use_bf16, device))
+    restore_attention = _set_attention_for_run(model, _training_attention(config, model, use_bf16, device))
+    reuse_heap = device.type == "cpu" if config.reuse_heap is None else config.reuse_heap
     attn = model.config._attn_implementation
+    heap = contextlib.ExitStack()
+    heap.enter_context(heap_reuse(reuse_heap))
     model.train()
     restore_dropout = _set_dropout(model, config.attention_dropout, config.hidden_dropout)
     started = time.perf_counter()
@@ -437,6 +493,7 @@ def train_mlm(
         model.eval()
         restore_dropout()
         restore_attention()
+        heap.close()
         if bar is not None:
             bar.close()
         if log_file is not None:

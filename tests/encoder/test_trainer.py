@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import torch
@@ -157,33 +158,12 @@ def test_head_learning_rate_applies_to_the_head_only(tokenizer):
     assert not torch.equal(before["cls.predictions.decoder.weight"], after["cls.predictions.decoder.weight"])
 
 
-def test_fp32_attention_backend_matches_sdpa(tokenizer):
-    """FP32_SDPA is SDPA with the kernel in float32: identical to SDPA in float32 (packed 4-D mask
-    included), and under bf16 autocast still close to the float32 output."""
-    from encoder.model import register_fp32_sdpa
-
-    bundle = make_tiny(tokenizer, seed=5)
-    packed = build_blocks(tokenizer, DOCS, max_length=64)
-    inputs = dict(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                  attention_mask=block_attention_mask(packed.segment_ids, "sdpa"))
-    model = bundle.model.eval()
-    with torch.no_grad():
-        reference = model(**inputs).logits
-        model.set_attn_implementation(register_fp32_sdpa())
-        same = model(**inputs).logits
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = model(**inputs).logits.float()
-    real = packed.segment_ids >= 0
-    assert torch.allclose(same[real], reference[real], atol=1e-5)
-    assert torch.allclose(mixed[real], reference[real], atol=0.1)
-
-
-@pytest.mark.parametrize("attn, fp32_attention, during", [
-    ("sdpa", True, "kecl_sdpa_fp32"), ("sdpa", False, "sdpa"), ("sdpa", None, "sdpa"), ("eager", True, "eager"),
+@pytest.mark.parametrize("attn, train_attention, during", [
+    ("sdpa", "eager", "eager"), ("sdpa", None, "sdpa"), ("eager", "sdpa", "sdpa"), ("eager", None, "eager"),
 ])
-def test_trainer_switches_to_fp32_attention_only_for_the_run(tokenizer, attn, fp32_attention, during):
-    """fp32_attention=None turns it on only under bf16 autocast on CPU (bf16=False here); eager
-    (attention weights wanted) is never replaced; the model's backend is restored afterwards."""
+def test_trainer_switches_attention_only_for_the_run(tokenizer, attn, train_attention, during):
+    """train_attention is used for the run (None: the model's own, as bf16=False here) and the
+    model's backend is restored afterwards."""
     bundle = make_tiny(tokenizer, attn=attn)
     seen = []
 
@@ -192,33 +172,61 @@ def test_trainer_switches_to_fp32_attention_only_for_the_run(tokenizer, attn, fp
         return batch
 
     result = train_mlm(bundle, DOCS, config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False,
-                                                        fp32_attention=fp32_attention),
+                                                        train_attention=train_attention),
                        progress=False, batch_hook=hook)
     assert seen == [during, during] and all(map(torch.isfinite, map(torch.tensor, result.losses)))
     assert bundle.model.config._attn_implementation == attn
 
 
-def test_fp32_attention_changes_no_float32_result(tokenizer):
-    """Without autocast everything is float32 anyway: the switch changes speed, not the run."""
+def test_training_attention_changes_no_float32_result(tokenizer):
+    """Eager and SDPA compute the same attention (packed blocks, so with the block-diagonal mask in
+    each backend's form): in float32 the choice changes speed, not the run."""
     runs = [train_mlm(make_tiny(tokenizer, seed=6), DOCS * 2, progress=False,
                       config=TrainConfig(steps=4, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
-                                         fp32_attention=on)).losses for on in (False, True)]
+                                         packing="packed", train_attention=attn)).losses for attn in ("sdpa", "eager")]
     assert runs[0] == pytest.approx(runs[1], abs=1e-5)
 
 
-@pytest.mark.parametrize("fp32_attention, attention_dropout, model_dropout, bf16, device, expected", [
-    (None, 0.0, 0.1, True, "cpu", True),     # the fused kernel runs: float32 is faster there
-    (None, None, 0.1, True, "cpu", False),   # the model's dropout: SDPA's math path, faster in bf16
-    (None, None, 0.0, True, "cpu", True),
-    (None, 0.0, 0.1, False, "cpu", False),   # no autocast: everything is float32 anyway
-    (None, 0.0, 0.1, True, "cuda", False),   # GPUs have fast bf16 attention kernels
-    (True, 0.1, 0.1, False, "cpu", True),    # an explicit setting wins
-    (False, 0.0, 0.0, True, "cpu", False),
+@pytest.mark.parametrize("train_attention, bf16, device, expected", [
+    (None, True, "cpu", "eager"),    # bf16 matmuls beat both fused CPU kernels
+    (None, False, "cpu", "sdpa"),    # float32: the fused kernel is the faster one
+    (None, True, "cuda", "sdpa"),    # GPUs have fast fused bf16 kernels
+    ("sdpa", True, "cpu", "sdpa"),   # an explicit setting wins
 ])
-def test_when_the_attention_kernel_runs_in_float32(tokenizer, fp32_attention, attention_dropout, model_dropout,
-                                                   bf16, device, expected):
-    from encoder.trainer import _wants_fp32_attention
+def test_which_attention_trains(tokenizer, train_attention, bf16, device, expected):
+    from encoder.trainer import _training_attention
 
-    model = make_tiny(tokenizer, dropout=model_dropout).model
-    config = TrainConfig(fp32_attention=fp32_attention, attention_dropout=attention_dropout)
-    assert _wants_fp32_attention(config, model, bf16, torch.device(device)) is expected
+    model = make_tiny(tokenizer).model
+    assert _training_attention(TrainConfig(train_attention=train_attention), model, bf16, torch.device(device)) == expected
+
+
+def _faults_reallocating_64mib() -> int:
+    """Minor page faults taken by touching a fresh 64 MiB tensor right after freeing one of that size."""
+    import resource
+
+    block = torch.ones(16 << 20)
+    del block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 << 20)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    del block
+    return faults
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_heap_reuse_keeps_large_blocks_in_the_process():
+    """Inside heap_reuse a freed 64 MiB block is reused without page faults (glibc would otherwise
+    unmap it and fault it back in); nested uses keep it on until the outermost ends; afterwards
+    glibc unmaps large blocks again, so the memory goes back to the system."""
+    from encoder.trainer import _glibc, heap_reuse
+
+    assert _glibc() is not None  # CI runs on glibc Linux: this test must not silently skip there
+    with heap_reuse(False) as applied:
+        assert applied is False
+    with heap_reuse() as applied:
+        assert applied
+        with heap_reuse():
+            pass
+        inside = _faults_reallocating_64mib()
+    after = _faults_reallocating_64mib()
+    assert inside * 10 < after
