@@ -1,5 +1,8 @@
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,33 +203,90 @@ def test_which_attention_trains(tokenizer, train_attention, bf16, device, expect
     assert _training_attention(TrainConfig(train_attention=train_attention), model, bf16, torch.device(device)) == expected
 
 
-def _faults_reallocating_64mib() -> int:
-    """Minor page faults taken by touching a fresh 64 MiB tensor right after freeing one of that size."""
-    import resource
+def _mib_returned_on_freeing_64mib() -> int:
+    """How much the resident set shrinks when a 64 MiB tensor is freed (glibc unmaps blocks that large
+    unless heap_reuse is on, or unless a free block of the heap can hold it)."""
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     block = torch.ones(16 << 20)
+    before = resident()
     del block
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(16 << 20)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return (before - resident()) >> 20
+
+
+_HEAP_SCRIPT = """
+import ctypes, json
+import torch
+from encoder.trainer import heap_reuse
+from tests.encoder.test_trainer import _mib_returned_on_freeing_64mib as returned
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mapped_for(mib=512):
+    # MiB glibc maps for an (untouched) tensor of that size: all of it when it may mmap, none from the heap
+    before = libc.mallinfo2().hblkhd
+    block = torch.empty(mib << 18)
+    mapped = (libc.mallinfo2().hblkhd - before) >> 20
     del block
-    return faults
+    return mapped
+
+out = {"before": [returned(), mapped_for()]}
+with heap_reuse(False) as applied:
+    out["off"] = [applied, returned()]
+with heap_reuse() as applied:
+    out["on"] = [applied, returned(), mapped_for()]
+    with heap_reuse():
+        pass
+    out["after_nested"] = [returned(), mapped_for()]
+# larger than all the heap grew by above, so no free block of it can hold this one
+out["after"] = mapped_for(4096)
+print(json.dumps(out))
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_heap_reuse_keeps_large_blocks_in_the_process():
-    """Inside heap_reuse a freed 64 MiB block is reused without page faults (glibc would otherwise
-    unmap it and fault it back in); nested uses keep it on until the outermost ends; afterwards
-    glibc unmaps large blocks again, so the memory goes back to the system."""
-    from encoder.trainer import _glibc, heap_reuse
+    """Inside heap_reuse a freed 64 MiB block stays in the process (glibc would otherwise unmap it,
+    to fault it back in on the next allocation); nested uses keep it on until the outermost ends;
+    afterwards glibc maps (and unmaps) large blocks again. In a fresh process, so that no free block
+    left by earlier tests can hold the test's blocks."""
+    from encoder.trainer import _glibc
 
     assert _glibc() is not None  # CI runs on glibc Linux: this test must not silently skip there
-    with heap_reuse(False) as applied:
-        assert applied is False
-    with heap_reuse() as applied:
-        assert applied
-        with heap_reuse():
-            pass
-        inside = _faults_reallocating_64mib()
-    after = _faults_reallocating_64mib()
-    assert inside * 10 < after
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", _HEAP_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["before"][0] > 48 and out["before"][1] >= 512 and out["off"] == [False, out["off"][1]] and out["off"][1] > 48
+    assert out["on"] == [True, out["on"][1], 0] and out["on"][1] < 8
+    assert out["after_nested"][0] < 8 and out["after_nested"][1] == 0
+    assert out["after"] >= 4096  # large blocks are mapped (and unmapped on free) again
+
+
+def test_trainer_keeps_freed_memory_only_during_a_cpu_run(tokenizer):
+    """train_mlm on CPU runs inside heap_reuse (reuse_heap=None), not with reuse_heap=False."""
+    import encoder.trainer as trainer
+
+    def during(reuse_heap):
+        seen = []
+
+        def hook(batch, step):
+            seen.append((trainer._heap_users, _mib_returned_on_freeing_64mib()))
+            return batch
+
+        train_mlm(make_tiny(tokenizer), DOCS, progress=False, batch_hook=hook,
+                  config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False, reuse_heap=reuse_heap))
+        return seen
+
+    assert trainer._heap_users == 0
+    assert [users for users, _ in during(False)] == [0, 0]
+    on = during(None)
+    assert [users for users, _ in on] == [1, 1] and (trainer._glibc() is None or max(r for _, r in on) < 8)
+    assert trainer._heap_users == 0
