@@ -40,7 +40,6 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +139,14 @@ def lama_slices(lama: Path, folder: Path, per_relation: int, google_per_relation
 def base_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
     """The adapted default checkpoint folder (made once in ``--base-dir``, reused by later runs)."""
     from encoder.checkpoints import active_version
-    from encoder.default import ADAPT_CONFIG, adapt_default
+    from encoder.default import adapt_default
 
     if args.base_checkpoint:
         return Path(args.base_checkpoint), f"given checkpoint {args.base_checkpoint}"
     root = Path(args.base_dir) / "checkpoints"
     t = time.perf_counter()
     reused = active_version(root) is not None
-    # A step budget, not ADAPT_CONFIG's 5-minute one: on a loaded machine the time budget buys ~20 steps and a
-    # head that predicts only "." and "the", which would make every number below 0.
-    version, _ = adapt_default(root, config=replace(ADAPT_CONFIG, max_seconds=None), progress=False, device="cpu")
+    version, _ = adapt_default(root, progress=False, device="cpu")
     made = time.perf_counter() - t
     meta = json.loads((root / version / "metrics.json").read_text())
     note = (f"default checkpoint {version} (encoder.adapt_default, {meta.get('steps')} adaptation steps, held-out "
