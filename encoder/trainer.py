@@ -290,7 +290,8 @@ def heap_reuse(on: bool = True) -> Iterator[bool]:
     and returns it on free, so every step of a BERT run page-faults its vocabulary-sized tensors
     (the tied 30k x 384 embedding gradient and its bf16 copy, the masked logits) back in: about a
     seventh of a CPU step here (BENCHMARKS.md). Afterwards glibc's settings are put back where its
-    own dynamic threshold would have taken them and the heap is trimmed, so the memory is returned.
+    own dynamic threshold would have taken them and the heap is trimmed (free pages go back to the
+    system; free blocks stay in glibc's bins, so later allocations they can hold come from there).
     Yields whether the setting applies (glibc on Linux); nested and concurrent uses are counted.
     """
     global _heap_users
