@@ -6,6 +6,7 @@ to eager only for an ``explain=True`` call and back to SDPA afterwards.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -94,19 +95,21 @@ def _rollout(attentions: Sequence[torch.Tensor], row: int, keep: torch.Tensor) -
     return result
 
 
-_VOCAB_KINDS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+_VOCAB_KINDS: weakref.WeakKeyDictionary[Any, tuple[int, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 def _vocab_kinds(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Two booleans over the vocabulary: word-like tokens (letters or digits, no special tokens or
-    punctuation) and continuation pieces (WordPiece ``##…``). Cached per tokenizer and size."""
-    key = (id(tokenizer), len(tokenizer))
-    if key not in _VOCAB_KINDS:
+    punctuation) and continuation pieces (WordPiece ``##…``). Cached per tokenizer object while it
+    lives (not by ``id``, which a later tokenizer may reuse) and recomputed when its size changes."""
+    cached = _VOCAB_KINDS.get(tokenizer)
+    if cached is None or cached[0] != len(tokenizer):
         special = set(tokenizer.all_special_ids)
         tokens = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-        _VOCAB_KINDS[key] = (torch.tensor([i not in special and t.isalnum() for i, t in enumerate(tokens)]),
-                             torch.tensor([t.startswith("##") for t in tokens]))
-    return _VOCAB_KINDS[key]
+        cached = (len(tokenizer), torch.tensor([i not in special and t.isalnum() for i, t in enumerate(tokens)]),
+                  torch.tensor([t.startswith("##") for t in tokens]))
+        _VOCAB_KINDS[tokenizer] = cached
+    return cached[1], cached[2]
 
 
 def evidence_bias(tokenizer: Any, inputs: InjectedInputs, boost: float) -> torch.Tensor | None:
