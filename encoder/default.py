@@ -110,8 +110,7 @@ def adapt_default(
                 curve.append({"step": done_steps + step, "seconds": round(seconds, 1), **point, "loss": metrics["loss"]})
                 log.info("adapt step %d: %s", done_steps + step, point)
 
-        result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step,
-                           reading=reading if config.injection_probability > 0 else ())
+        result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step, reading=reading)
         results.append(result)
         done_steps += result.steps
         done_seconds += result.seconds - eval_seconds
