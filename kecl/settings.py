@@ -51,8 +51,8 @@ class TrainSettings(BaseModel):
     replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
-        0.0, description="attention dropout while training (None: the model's own); 0 lets CPU SDPA use its "
-        "fused kernel: 1.3x faster at equal loss (BENCHMARKS.md)")
+        0.0, description="attention dropout while training (None: the model's own); 0 saves its random masks and, "
+        "in float32 on CPU, lets SDPA use its fused kernel: 1.3x faster at equal loss (BENCHMARKS.md)")
     hidden_dropout: float | None = Field(
         0.0, description="hidden-state dropout while training (None: the model's own, 0.1 for BERT); 0 made "
         "160-step update cycles' training 1.3x faster with the same acquisition and retention when replay is on (without "
