@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
 from encoder.injection import injected_training_batch
+from encoder.masked_forward import hidden_at, supports_masked_forward
 from encoder.masking import IGNORE_INDEX, mask_tokens
 from encoder.model import MLMBundle
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
@@ -97,6 +98,10 @@ class TrainConfig:
     train_attention: str | None = None
     # Keep freed memory in the process for the run (glibc only): see heap_reuse. None: on for CPU training.
     reuse_heap: bool | None = None
+    # Run the encoder's last layer only at the masked positions (its keys and values everywhere):
+    # the same loss and gradients for ~12% less compute on 6 layers (encoder.masked_forward). Off
+    # with NSP, whose head reads [CLS], and for models that are not transformers' BERT.
+    sparse_last_layer: bool = True
 
 
 @dataclass
@@ -419,6 +424,7 @@ def train_mlm(
     restore_attention = _set_attention_for_run(model, _training_attention(config, model, use_bf16, device))
     reuse_heap = device.type == "cpu" if config.reuse_heap is None else config.reuse_heap
     attn = model.config._attn_implementation
+    sparse_last_layer = config.sparse_last_layer and supports_masked_forward(model)
     heap = contextlib.ExitStack()
     heap.enter_context(heap_reuse(reuse_heap))
     model.train()
@@ -446,14 +452,17 @@ def train_mlm(
                 if batch_hook is not None:
                     batch = batch_hook(batch, step)
                 torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
+                # The MLM head only where a token is masked: ~7x less head compute than all positions.
+                predicted = batch["labels"] != IGNORE_INDEX
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    hidden = model.bert(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        position_ids=batch["position_ids"], token_type_ids=batch.get("token_type_ids"),
-                    ).last_hidden_state
-                    # The MLM head only where a token is masked: ~7x less head compute than all positions.
-                    predicted = batch["labels"] != IGNORE_INDEX
-                    logits = model.cls(hidden[predicted])
+                    if sparse_last_layer and nsp_labels is None:
+                        logits = model.cls(hidden_at(model, batch, predicted))
+                    else:
+                        hidden = model.bert(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=batch["position_ids"], token_type_ids=batch.get("token_type_ids"),
+                        ).last_hidden_state
+                        logits = model.cls(hidden[predicted])
                 loss = F.cross_entropy(logits.float(), batch["labels"][predicted])
                 if nsp_head is not None and nsp_labels is not None:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -555,10 +564,8 @@ def _load_state(folder: Path, model, optimizer, scheduler, nsp_head, config: Tra
 def _labelled_logits(model, batch: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """The MLM head's logits at the labelled positions of ``batch`` (the head runs nowhere else),
     and the gold ids there."""
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                        position_ids=batch.get("position_ids"), token_type_ids=batch.get("token_type_ids")).last_hidden_state
     predicted = batch["labels"] != IGNORE_INDEX
-    return model.cls(hidden[predicted]), batch["labels"][predicted]
+    return model.cls(hidden_at(model, batch, predicted)), batch["labels"][predicted]
 
 
 def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int, batch_size: int,
