@@ -572,7 +572,9 @@ def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_leng
                          mlm_probability: float, seed: int, who: str, **mask_options: float):
     """Yield ``(logits, gold)`` at the masked positions of ``texts``, batch by batch, under a fixed
     seeded masking (the shared loop of the held-out metrics). Raises ``ValueError`` without text."""
-    blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed")
+    # Documents in their given order: the layout decides which tokens the seeded masking picks, so
+    # this keeps the held-out numbers comparable across versions of the trainer's packing.
+    blocks = build_blocks(bundle.tokenizer, texts, max_length, "packed", fit="sequential")
     if len(blocks) == 0:
         raise ValueError(f"{who}: no text")
     gen = torch.Generator().manual_seed(seed)
