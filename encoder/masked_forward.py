@@ -28,6 +28,12 @@ def supports_masked_forward(model: torch.nn.Module) -> bool:
             and not bert.config.is_decoder)
 
 
+def last_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """``model.bert``'s final hidden states at every position: the plain forward pass."""
+    return model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                      position_ids=batch.get("position_ids"), token_type_ids=batch.get("token_type_ids")).last_hidden_state
+
+
 def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], predicted: torch.Tensor) -> torch.Tensor:
     """Final hidden states ``(N, hidden)`` at the positions where ``predicted`` ``(B, L)`` is true,
     in row-major order — what ``model.bert(...).last_hidden_state[predicted]`` gives, computed
@@ -38,9 +44,7 @@ def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], pre
     :func:`supports_masked_forward` rejects.
     """
     if not supports_masked_forward(model):
-        return model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                          position_ids=batch.get("position_ids"),
-                          token_type_ids=batch.get("token_type_ids")).last_hidden_state[predicted]
+        return last_hidden(model, batch)[predicted]
     bert = model.bert
     hidden = bert.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"),
                              position_ids=batch.get("position_ids"))

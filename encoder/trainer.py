@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
 from encoder.injection import injected_training_batch
-from encoder.masked_forward import hidden_at, supports_masked_forward
+from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
 from encoder.masking import IGNORE_INDEX, mask_tokens
 from encoder.model import MLMBundle
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
@@ -460,10 +460,7 @@ def train_mlm(
                     if sparse_last_layer and nsp_labels is None:
                         logits = model.cls(hidden_at(model, batch, predicted))
                     else:
-                        hidden = model.bert(
-                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            position_ids=batch["position_ids"], token_type_ids=batch.get("token_type_ids"),
-                        ).last_hidden_state
+                        hidden = last_hidden(model, batch)
                         logits = model.cls(hidden[predicted])
                 loss = F.cross_entropy(logits.float(), batch["labels"][predicted])
                 if nsp_head is not None and nsp_labels is not None:

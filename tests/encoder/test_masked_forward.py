@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from encoder.injection import InjectedFact, InjectedPassage, injected_training_batch
-from encoder.masked_forward import hidden_at, supports_masked_forward
+from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
 from encoder.packing import block_attention_mask, build_blocks
 from encoder.trainer import TrainConfig, train_mlm
 
@@ -11,9 +11,7 @@ from .test_trainer import DOCS
 
 
 def _full(model, batch, predicted):
-    return model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                      position_ids=batch.get("position_ids"),
-                      token_type_ids=batch.get("token_type_ids")).last_hidden_state[predicted]
+    return last_hidden(model, batch)[predicted]
 
 
 def _batches(tokenizer, attn):
