@@ -415,7 +415,9 @@ def train_mlm(
         start_step = _load_state(Path(resume_from), model, optimizer, scheduler, nsp_head, config)
         log.info("resumed from %s at step %d", resume_from, start_step)
 
-    log_file = open(config.log_path, "a", encoding="utf-8") if config.log_path else None
+    # Everything the run opens or changes on the model is undone by closing this, in reverse order.
+    run_scope = contextlib.ExitStack()
+    log_file = run_scope.enter_context(open(config.log_path, "a", encoding="utf-8")) if config.log_path else None
     losses: list[float] = []
     tokens_seen = 0
     bar = None
@@ -423,14 +425,13 @@ def train_mlm(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
-    restore_attention = _set_attention_for_run(model, _training_attention(config, model, use_bf16, device))
-    reuse_heap = device.type == "cpu" if config.reuse_heap is None else config.reuse_heap
+        run_scope.callback(bar.close)
+    run_scope.callback(_set_attention_for_run(model, _training_attention(config, model, use_bf16, device)))
     attn = model.config._attn_implementation
     sparse_last_layer = config.sparse_last_layer and supports_masked_forward(model)
-    heap = contextlib.ExitStack()
-    heap.enter_context(heap_reuse(reuse_heap))
+    run_scope.enter_context(heap_reuse(device.type == "cpu" if config.reuse_heap is None else config.reuse_heap))
     model.train()
-    restore_dropout = _set_dropout(model, config.attention_dropout, config.hidden_dropout)
+    run_scope.callback(_set_dropout(model, config.attention_dropout, config.hidden_dropout))
     started = time.perf_counter()
     window_start, window_tokens = started, 0
     try:
@@ -500,13 +501,7 @@ def train_mlm(
                 break
     finally:
         model.eval()
-        restore_dropout()
-        restore_attention()
-        heap.close()
-        if bar is not None:
-            bar.close()
-        if log_file is not None:
-            log_file.close()
+        run_scope.close()
     seconds = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
     return TrainResult(
