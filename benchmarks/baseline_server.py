@@ -29,7 +29,7 @@ def make_app(home: str) -> FastAPI:
     from kecl.settings import Settings
 
     kecl = Kecl(Settings(home=home))
-    kecl.index  # load + reconcile before serving, as kecl serve does
+    _ = kecl.index  # load + reconcile before serving, as kecl serve does
     version = active_version(kecl.settings.checkpoints_dir)
     model_path = str(kecl.settings.checkpoints_dir / version) if version else None
     fill = pipeline("fill-mask", model=model_path or kecl.encoder.model, tokenizer=kecl.encoder.tokenizer, device=-1)
@@ -39,8 +39,14 @@ def make_app(home: str) -> FastAPI:
     @app.post("/query")
     def query(q: Query) -> dict:
         prepared = retrieve(kecl, q.text, QueryOptions(mode="concat", k_passages=q.k))
-        injected = build_injected_inputs(kecl.encoder.tokenizer, [prepared.text], [prepared.facts], [prepared.passages],
-                                         strategy="concat", max_length=kecl.settings.model.max_injected_length)
+        injected = build_injected_inputs(
+            kecl.encoder.tokenizer,
+            [prepared.text],
+            [prepared.facts],
+            [prepared.passages],
+            strategy="concat",
+            max_length=kecl.settings.model.max_injected_length,
+        )
         text = injected.texts[0].removeprefix("[CLS] ").removesuffix(" [SEP]")
         with one_at_a_time:
             out = fill(text, top_k=5)

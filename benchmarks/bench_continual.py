@@ -63,8 +63,9 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def lama_slices(lama: Path, folder: Path, per_relation: int, google_per_relation: int, evidences: int,
-                tokenizer: Any, seed: int) -> tuple[list[Path], list[Path], dict[str, int]]:
+def lama_slices(
+    lama: Path, folder: Path, per_relation: int, google_per_relation: int, evidences: int, tokenizer: Any, seed: int
+) -> tuple[list[Path], list[Path], dict[str, int]]:
     """Write LAMA as two slices (feed + corpus each) under ``folder``; returns (base, fresh, counts).
 
     Facts of each relation are shuffled with ``seed`` and split in half: the base slice holds one
@@ -90,10 +91,19 @@ def lama_slices(lama: Path, folder: Path, per_relation: int, google_per_relation
     with open(lama / "relations.jsonl", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            relations.append({"kind": "relation", "id": r["relation"], "label": r["label"], "template": r["template"],
-                              "functional": False})
-    relations += [{"kind": "relation", "id": k, "label": GOOGLE_RE_LABELS[k], "template": t, "functional": False}
-                  for k, t in GOOGLE_RE_TEMPLATES.items()]
+            relations.append(
+                {
+                    "kind": "relation",
+                    "id": r["relation"],
+                    "label": r["label"],
+                    "template": r["template"],
+                    "functional": False,
+                }
+            )
+    relations += [
+        {"kind": "relation", "id": k, "label": GOOGLE_RE_LABELS[k], "template": t, "functional": False}
+        for k, t in GOOGLE_RE_TEMPLATES.items()
+    ]
 
     def clean(aliases: list[str]) -> list[str]:
         return sorted({a for a in aliases if len(a) > 2})[:10]
@@ -112,7 +122,12 @@ def lama_slices(lama: Path, folder: Path, per_relation: int, google_per_relation
                 known = entities.setdefault(key, {"kind": "entity", "id": key, "name": label, "aliases": []})
                 known["aliases"] = clean(known["aliases"] + aliases)
         for fact in part:
-            rec = {"kind": "fact", "subject": fact["subject"][0], "relation": fact["relation"], "source": fact["dataset"]}
+            rec = {
+                "kind": "fact",
+                "subject": fact["subject"][0],
+                "relation": fact["relation"],
+                "source": fact["dataset"],
+            }
             if fact["object"] is not None:
                 rec["object"] = fact["object"][0]
             else:
@@ -125,7 +140,9 @@ def lama_slices(lama: Path, folder: Path, per_relation: int, google_per_relation
                 if text and text not in seen_docs:
                     seen_docs.add(text)
                     docs.append({"id": f"{name}-{len(docs):05d}", "text": text, "source": fact["dataset"]})
-        write_jsonl(folder / name / "feed.jsonl", (relations if name == "base" else []) + list(entities.values()) + feed)
+        write_jsonl(
+            folder / name / "feed.jsonl", (relations if name == "base" else []) + list(entities.values()) + feed
+        )
         write_jsonl(folder / name / "corpus.jsonl", docs)
         paths[name] = folder / name
         counts[f"{name}_facts"] = len(part)
@@ -149,9 +166,11 @@ def base_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
     version, _ = adapt_default(root, progress=False, device="cpu")
     made = time.perf_counter() - t
     meta = json.loads((root / version / "metrics.json").read_text())
-    note = (f"default checkpoint {version} (encoder.adapt_default, {meta.get('steps')} adaptation steps, held-out "
-            f"masked-token top-1 {meta.get('heldout_top1', float('nan')):.3f}; "
-            f"{'reused from ' + str(root) if reused else f'made in {made:.0f}s'})")
+    note = (
+        f"default checkpoint {version} (encoder.adapt_default, {meta.get('steps')} adaptation steps, held-out "
+        f"masked-token top-1 {meta.get('heldout_top1', float('nan')):.3f}; "
+        f"{'reused from ' + str(root) if reused else f'made in {made:.0f}s'})"
+    )
     return root / version, note
 
 
@@ -180,19 +199,30 @@ def open_home(home: Path) -> Any:
 
 def cycle_config(args: argparse.Namespace, replay: bool) -> Any:
     from encoder.trainer import TrainConfig
+    from kecl.settings import TrainSettings
     from updater.cycle import CycleConfig, GateConfig
 
-    from kecl.settings import TrainSettings
-
-    train = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                        learning_rate=args.lr, replay_ratio=args.replay_ratio if replay else 0.0, seed=args.seed,
-                        injection_probability=args.injection_probability, injection_max_length=256,
-                        attention_dropout=TrainSettings().attention_dropout, hidden_dropout=args.hidden_dropout)
-    return CycleConfig(train=train, gates=GateConfig(**PERMISSIVE), evidence_boost=args.evidence_boost,
-                       replay_passages=args.replay_passages if replay else 0,
-                       replay_facts=args.replay_facts if replay else 0,
-                       retention_probes=args.retention_probes,
-                       eval_modes=("closed-book", "concat"))
+    train = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=args.lr,
+        replay_ratio=args.replay_ratio if replay else 0.0,
+        seed=args.seed,
+        injection_probability=args.injection_probability,
+        injection_max_length=256,
+        attention_dropout=TrainSettings().attention_dropout,
+        hidden_dropout=args.hidden_dropout,
+    )
+    return CycleConfig(
+        train=train,
+        gates=GateConfig(**PERMISSIVE),
+        evidence_boost=args.evidence_boost,
+        replay_passages=args.replay_passages if replay else 0,
+        replay_facts=args.replay_facts if replay else 0,
+        retention_probes=args.retention_probes,
+        eval_modes=("closed-book", "concat"),
+    )
 
 
 def run(kecl: Any, paths: list[Path], config: Any, trigger: str) -> Any:
@@ -200,8 +230,13 @@ def run(kecl: Any, paths: list[Path], config: Any, trigger: str) -> Any:
     report = kecl.run_update(paths=paths, trigger=trigger, config=config)
     if report.status != "succeeded":
         raise RuntimeError(f"cycle {trigger} {report.status}: {report.error}\n{report.metrics.get('traceback')}")
-    log.info("%s: %s in %.0fs (%s)", trigger, report.decision, time.perf_counter() - t,
-             {k: v for k, v in report.timings.items()})
+    log.info(
+        "%s: %s in %.0fs (%s)",
+        trigger,
+        report.decision,
+        time.perf_counter() - t,
+        {k: v for k, v in report.timings.items()},
+    )
     return report
 
 
@@ -225,8 +260,17 @@ def last_name_probes(store: Any, tokenizer: Any, fact_watermark: int) -> list[An
         else:
             group = "unchanged"
         text = f.template.replace("[X]", f.subject).replace("[Y]", " ".join(words[:-1]) + " [MASK]")
-        out.append(Probe(text=text, obj_label=words[-1], sub_label=f.subject, relation=f.relation_id,
-                         probe_id=f"fact:{f.id}", group=group, fact_id=f.id))
+        out.append(
+            Probe(
+                text=text,
+                obj_label=words[-1],
+                sub_label=f.subject,
+                relation=f.relation_id,
+                probe_id=f"fact:{f.id}",
+                group=group,
+                fact_id=f.id,
+            )
+        )
     return out
 
 
@@ -241,9 +285,14 @@ def eval_last_names(kecl: Any, report: Any, fact_watermark: int, evidence_boost:
     for role, version in (("active", manifest["parent"]), ("candidate", report.candidate)):
         bundle = load_checkpoint(ck / version, device="cpu")
         probes = probes or last_name_probes(kecl.store, bundle.tokenizer, fact_watermark)
-        ev = evaluate(bundle, probes, modes=("closed-book", "concat"), knowledge=kecl.knowledge_source(),
-                      max_length=kecl.settings.model.max_injected_length,
-                      evidence_boost=evidence_boost)
+        ev = evaluate(
+            bundle,
+            probes,
+            modes=("closed-book", "concat"),
+            knowledge=kecl.knowledge_source(),
+            max_length=kecl.settings.model.max_injected_length,
+            evidence_boost=evidence_boost,
+        )
         out[role] = {"modes": {m: {g: vars(x) for g, x in ev.metrics[m].items()} for m in ev.modes}}
     return out
 
@@ -302,9 +351,11 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| dataset | replay | acq. closed-book | acq. augmented | retention closed-book before → after (drop, pts) "
-            "| retention augmented before → after (drop, pts) | held-out loss before → after | new outranks old "
-            "| default gate |")
+    head = (
+        "| dataset | replay | acq. closed-book | acq. augmented | retention closed-book before → after (drop, pts) "
+        "| retention augmented before → after (drop, pts) | held-out loss before → after | new outranks old "
+        "| default gate |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
@@ -313,12 +364,16 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {fmt(r['ret_cb_before'])} → {fmt(r['ret_cb_after'])} ({fmt(r['ret_cb_drop_pts'], 1)}; n={r['n_base']}) "
             f"| {fmt(r['ret_aug_before'])} → {fmt(r['ret_aug_after'])} ({fmt(r['ret_aug_drop_pts'], 1)}) "
             f"| {fmt(r['loss_before'], 2)} → {fmt(r['loss_after'], 2)} "
-            f"| {fmt(r['outranks_before'], 2)} → {fmt(r['outranks_after'], 2)} (n={r['n_outranks']}) | {r['default_gate']} |")
+            f"| {fmt(r['outranks_before'], 2)} → {fmt(r['outranks_after'], 2)} (n={r['n_outranks']}) | {r['default_gate']} |"
+        )
     return "\n".join(lines)
 
 
 def last_name_table(rows: list[dict]) -> str:
-    lines = ["| dataset | replay | group | n | closed-book before → after | augmented before → after |", "|" + "---|" * 6]
+    lines = [
+        "| dataset | replay | group | n | closed-book before → after | augmented before → after |",
+        "|" + "---|" * 6,
+    ]
     for r in rows:
         ln = r.get("last_names")
         if not ln:
@@ -329,7 +384,9 @@ def last_name_table(rows: list[dict]) -> str:
             au_b, _ = p1(ln["active"], "concat", g)
             au_a, _ = p1(ln["candidate"], "concat", g)
             if n:
-                lines.append(f"| {r['dataset']} | {r['arm']} | {g} | {n} | {fmt(cb_b)} → {fmt(cb_a)} | {fmt(au_b)} → {fmt(au_a)} |")
+                lines.append(
+                    f"| {r['dataset']} | {r['arm']} | {g} | {n} | {fmt(cb_b)} → {fmt(cb_a)} | {fmt(au_b)} → {fmt(au_a)} |"
+                )
     return "\n".join(lines)
 
 
@@ -337,8 +394,9 @@ def last_name_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Continual learning: acquisition and retention after one cycle, "
-                                                 "with and without replay")
+    parser = argparse.ArgumentParser(
+        description="Continual learning: acquisition and retention after one cycle, with and without replay"
+    )
     parser.add_argument("--lama", default="/work/shared/data/lama")
     parser.add_argument("--datasets", default="demo,lama", help="comma-separated: demo, lama")
     parser.add_argument("--per-relation", type=int, default=10, help="T-REx facts per relation (20 relations)")
@@ -349,24 +407,47 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-length", type=int, default=64, help="tokens per training block (the texts are short)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="replay arm: share of each batch replayed")
-    parser.add_argument("--injection-probability", type=float, default=0.3,
-                        help="share of steps on reading exercises (the settings' train.injection_probability)")
+    parser.add_argument(
+        "--injection-probability",
+        type=float,
+        default=0.3,
+        help="share of steps on reading exercises (the settings' train.injection_probability)",
+    )
     parser.add_argument("--replay-passages", type=int, default=2000, help="replay arm: earlier passages sampled")
     parser.add_argument("--replay-facts", type=int, default=500, help="replay arm: unchanged facts verbalised")
-    parser.add_argument("--retention-probes", type=int, default=100,
-                        help="base facts sampled as retention probes (the cycle's sample; evaluation is the slow part)")
-    parser.add_argument("--verbalisations", type=int, default=None,
-                        help="use only the first N of updater.cycle.VERBALISATIONS (default: all)")
+    parser.add_argument(
+        "--retention-probes",
+        type=int,
+        default=100,
+        help="base facts sampled as retention probes (the cycle's sample; evaluation is the slow part)",
+    )
+    parser.add_argument(
+        "--verbalisations",
+        type=int,
+        default=None,
+        help="use only the first N of updater.cycle.VERBALISATIONS (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed and LAMA split seed")
     from kecl.settings import ModelSettings, TrainSettings
 
-    parser.add_argument("--hidden-dropout", type=float, default=TrainSettings().hidden_dropout,
-                        help="hidden-state dropout while training (default: kecl's train.hidden_dropout)")
-    parser.add_argument("--evidence-boost", type=float, default=ModelSettings().evidence_boost,
-                        help="augmented answers' copy prior (default: kecl's model.evidence_boost; 0: off)")
+    parser.add_argument(
+        "--hidden-dropout",
+        type=float,
+        default=TrainSettings().hidden_dropout,
+        help="hidden-state dropout while training (default: kecl's train.hidden_dropout)",
+    )
+    parser.add_argument(
+        "--evidence-boost",
+        type=float,
+        default=ModelSettings().evidence_boost,
+        help="augmented answers' copy prior (default: kecl's model.evidence_boost; 0: off)",
+    )
     parser.add_argument("--base-checkpoint", default=None, help="an adapted checkpoint folder to start from")
-    parser.add_argument("--base-dir", default="bench-out/continual-base",
-                        help="where the default checkpoint is adapted once and reused by later runs")
+    parser.add_argument(
+        "--base-dir",
+        default="bench-out/continual-base",
+        help="where the default checkpoint is adapted once and reused by later runs",
+    )
     parser.add_argument("--work-dir", default="bench-out/continual-work", help="homes of the experiments (rebuilt)")
     parser.add_argument("--quick", action="store_true", help="demo only, 15 steps")
     parser.add_argument("--out", default="bench-out/continual.json")
@@ -376,8 +457,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.steps is None:
         args.steps = 15 if args.quick else 160
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("alembic", "httpx", "sentence_transformers", "kecl", "retrieval", "knowledge", "encoder",
-                  "transformers"):
+    for noisy in (
+        "alembic",
+        "httpx",
+        "sentence_transformers",
+        "kecl",
+        "retrieval",
+        "knowledge",
+        "encoder",
+        "transformers",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
@@ -406,8 +495,14 @@ def main(argv: list[str] | None = None) -> dict:
 
             tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
             base_paths, fresh_paths, data_counts["lama"] = lama_slices(
-                Path(args.lama), work / "lama-data", args.per_relation, args.google_per_relation, args.evidences,
-                tokenizer, args.seed)
+                Path(args.lama),
+                work / "lama-data",
+                args.per_relation,
+                args.google_per_relation,
+                args.evidences,
+                tokenizer,
+                args.seed,
+            )
         else:
             raise SystemExit(f"unknown dataset {dataset!r}: expected demo or lama")
         home1 = work / f"{dataset}-cycle1"
@@ -424,27 +519,56 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.copytree(home1, home)
             kecl = open_home(home)
             report = run(kecl, fresh_paths, cycle_config(args, replay=replay), f"{dataset}-fresh-replay-{arm}")
-            row = {"dataset": dataset, "arm": arm, **summarise(report),
-                   "cycle1": {"decision": first.decision, "train": first.metrics.get("train"),
-                              "counts": {k: v for k, v in first.counts.items() if k != "issues"},
-                              "timings_s": first.timings,
-                              "acq_cb": pooled(first.metrics["candidate"], "closed-book", ("new", "changed"))[0],
-                              "acq_aug": pooled(first.metrics["candidate"], "concat", ("new", "changed"))[0],
-                              "acq_cb_before": pooled(first.metrics["active"], "closed-book", ("new", "changed"))[0]}}
+            row = {
+                "dataset": dataset,
+                "arm": arm,
+                **summarise(report),
+                "cycle1": {
+                    "decision": first.decision,
+                    "train": first.metrics.get("train"),
+                    "counts": {k: v for k, v in first.counts.items() if k != "issues"},
+                    "timings_s": first.timings,
+                    "acq_cb": pooled(first.metrics["candidate"], "closed-book", ("new", "changed"))[0],
+                    "acq_aug": pooled(first.metrics["candidate"], "concat", ("new", "changed"))[0],
+                    "acq_cb_before": pooled(first.metrics["active"], "closed-book", ("new", "changed"))[0],
+                },
+            }
             if dataset == "demo":
                 row["last_names"] = eval_last_names(kecl, report, fact_watermark, args.evidence_boost)
             kecl.close()
             timings[f"{dataset} cycle 2, replay {arm}"] = time.perf_counter() - t
             rows.append(row)
-            log.info("%s replay %s: acquisition cb %s aug %s; retention cb %s → %s", dataset, arm, fmt(row["acq_cb"]),
-                     fmt(row["acq_aug"]), fmt(row["ret_cb_before"]), fmt(row["ret_cb_after"]))
+            log.info(
+                "%s replay %s: acquisition cb %s aug %s; retention cb %s → %s",
+                dataset,
+                arm,
+                fmt(row["acq_cb"]),
+                fmt(row["acq_aug"]),
+                fmt(row["ret_cb_before"]),
+                fmt(row["ret_cb_after"]),
+            )
     timings["total"] = time.perf_counter() - started
     load_end = os.getloadavg()
 
-    settings = {k: getattr(args, k) for k in ("steps", "batch_size", "max_length", "lr", "replay_ratio", "injection_probability",
-                                              "hidden_dropout", "evidence_boost",
-                                              "replay_passages", "replay_facts", "seed", "per_relation",
-                                              "google_per_relation", "evidences")}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "steps",
+            "batch_size",
+            "max_length",
+            "lr",
+            "replay_ratio",
+            "injection_probability",
+            "hidden_dropout",
+            "evidence_boost",
+            "replay_passages",
+            "replay_facts",
+            "seed",
+            "per_relation",
+            "google_per_relation",
+            "evidences",
+        )
+    }
     settings["verbalisations"] = len(cycle_module.VERBALISATIONS)
     print(f"\nbase model: {base_note}")
     print(f"settings: {settings}")
@@ -454,13 +578,22 @@ def main(argv: list[str] | None = None) -> dict:
     if ln.count("\n") > 1:
         print("\nlast-name probes (demo)\n" + ln)
     for r in rows:
-        print(f"\n{r['dataset']} replay {r['arm']}: cycle 1 acquisition cb {fmt(r['cycle1']['acq_cb'])} "
-              f"(before {fmt(r['cycle1']['acq_cb_before'])}) aug {fmt(r['cycle1']['acq_aug'])}; "
-              f"default gate {r['default_gate']}: " + "; ".join(r["default_gate_reasons"]))
+        print(
+            f"\n{r['dataset']} replay {r['arm']}: cycle 1 acquisition cb {fmt(r['cycle1']['acq_cb'])} "
+            f"(before {fmt(r['cycle1']['acq_cb_before'])}) aug {fmt(r['cycle1']['acq_aug'])}; "
+            f"default gate {r['default_gate']}: " + "; ".join(r["default_gate_reasons"])
+        )
     print("\ntimings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    out = {"rows": rows, "base_model": base_note, "settings": settings, "targets": TARGETS, "data": data_counts,
-           "load_average": {"start": load_start, "end": load_end, "cores": os.cpu_count()},
-           "timings_s": timings, "args": vars(args)}
+    out = {
+        "rows": rows,
+        "base_model": base_note,
+        "settings": settings,
+        "targets": TARGETS,
+        "data": data_counts,
+        "load_average": {"start": load_start, "end": load_end, "cores": os.cpu_count()},
+        "timings_s": timings,
+        "args": vars(args),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     return out

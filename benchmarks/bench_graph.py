@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # --- graph ------------------------------------------------------------------------------------
 
+
 def make_facts(n_entities: int, n_edges: int, seed: int = 0, zipf_a: float = 0.9) -> list[GraphFact]:
     """Scale-free facts: P(entity of rank r) ~ r^-zipf_a, separately for subjects and objects."""
     rng = np.random.default_rng(seed)
@@ -51,9 +52,10 @@ def make_facts(n_entities: int, n_edges: int, seed: int = 0, zipf_a: float = 0.9
     objects = rng.permutation(n_entities)[rng.choice(n_entities, n_edges, p=weights)]
     relations = [f"P{i}" for i in range(1, 201)]
     relation_idx = rng.integers(0, len(relations), n_edges)
-    return [GraphFact(i, int(s), relations[r], int(o), None)
-            for i, (s, o, r) in enumerate(zip(subjects.tolist(), objects.tolist(),
-                                               relation_idx.tolist()))]
+    return [
+        GraphFact(i, int(s), relations[r], int(o), None)
+        for i, (s, o, r) in enumerate(zip(subjects.tolist(), objects.tolist(), relation_idx.tolist()))
+    ]
 
 
 def rss_bytes() -> int:
@@ -66,8 +68,12 @@ def rss_bytes() -> int:
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1e3 for s in samples_s)
-    return {"n": len(ms), "p50_ms": statistics.median(ms),
-            "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "mean_ms": statistics.fmean(ms)}
+    return {
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+        "mean_ms": statistics.fmean(ms),
+    }
 
 
 def time_calls(fn, args_list) -> tuple[dict[str, float], list]:
@@ -79,8 +85,7 @@ def time_calls(fn, args_list) -> tuple[dict[str, float], list]:
     return percentiles(times), results
 
 
-def nx_capped_walk(graph: nx.MultiDiGraph, source: int, hops: int, max_fanout: int,
-                   max_facts: int) -> list[int]:
+def nx_capped_walk(graph: nx.MultiDiGraph, source: int, hops: int, max_fanout: int, max_facts: int) -> list[int]:
     """Baseline: the capped BFS over G.succ/G.pred, newest facts by heapq.nlargest per node."""
     succ, pred = graph._succ, graph._pred
     seen_nodes, seen_facts, found, frontier = {source}, set(), [], [source]
@@ -119,12 +124,14 @@ def bytes_per_edge_traced(facts: list[GraphFact]) -> dict[str, float]:
     bare.add_edges_from((s, o, i, {"relation": r}) for i, s, r, o in tuples)
     bare_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return {"edges": len(facts), "factgraph_bytes_per_edge": factgraph / len(facts),
-            "bare_multidigraph_bytes_per_edge": bare_bytes / len(facts)}
+    return {
+        "edges": len(facts),
+        "factgraph_bytes_per_edge": factgraph / len(facts),
+        "bare_multidigraph_bytes_per_edge": bare_bytes / len(facts),
+    }
 
 
-def bench_graph(n_entities: int, n_edges: int, n_queries: int, n_uncapped: int, n_ego: int,
-                seed: int) -> dict:
+def bench_graph(n_entities: int, n_edges: int, n_queries: int, n_uncapped: int, n_ego: int, seed: int) -> dict:
     rng = random.Random(seed)
     gc.collect()
     rss0 = rss_bytes()
@@ -140,9 +147,12 @@ def bench_graph(n_entities: int, n_edges: int, n_queries: int, n_uncapped: int, 
     G = graph.graph
     degrees = sorted((d for _, d in G.degree()), reverse=True)
     out: dict = {
-        "entities": G.number_of_nodes(), "edges": G.number_of_edges(),
-        "max_degree": degrees[0], "median_degree": statistics.median(degrees),
-        "make_facts_s": t_make, "build_add_facts_s": t_build,
+        "entities": G.number_of_nodes(),
+        "edges": G.number_of_edges(),
+        "max_degree": degrees[0],
+        "median_degree": statistics.median(degrees),
+        "make_facts_s": t_make,
+        "build_add_facts_s": t_build,
         "build_edges_per_s": n_edges / t_build,
         "rss_bytes_per_edge": rss_delta / n_edges,
     }
@@ -160,28 +170,28 @@ def bench_graph(n_entities: int, n_edges: int, n_queries: int, n_uncapped: int, 
         latency[f"factgraph_capped_{name}"] = stats
         stats, results = time_calls(
             lambda n: graph.neighbourhood(n, hops=2, max_fanout=10**9, max_facts=10**9),
-            [(n,) for n in sources[:n_uncapped]])
+            [(n,) for n in sources[:n_uncapped]],
+        )
         stats["mean_facts"] = statistics.fmean(len(r) for r in results)
         latency[f"factgraph_uncapped_{name}"] = stats
-        stats, results = time_calls(lambda n: nx_capped_walk(G, n, 2, 50, 500),
-                                    [(n,) for n in sources[:n_uncapped]])
+        stats, results = time_calls(lambda n: nx_capped_walk(G, n, 2, 50, 500), [(n,) for n in sources[:n_uncapped]])
         stats["mean_facts"] = statistics.fmean(len(r) for r in results)
         latency[f"nx_succ_pred_nlargest_capped_{name}"] = stats
         log.info("latency %s done", name)
 
-    stats, results = time_calls(lambda n: nx.ego_graph(G, n, radius=2, undirected=True),
-                                [(n,) for n in uniform[:n_ego]])
+    stats, results = time_calls(
+        lambda n: nx.ego_graph(G, n, radius=2, undirected=True), [(n,) for n in uniform[:n_ego]]
+    )
     stats["mean_facts"] = statistics.fmean(r.number_of_edges() for r in results)
     latency["nx_ego_graph_undirected_uniform"] = stats
     del results
     t0 = time.perf_counter()
     undirected = G.to_undirected()
     out["to_undirected_once_s"] = time.perf_counter() - t0
-    stats, results = time_calls(lambda n: nx.ego_graph(undirected, n, radius=2),
-                                [(n,) for n in uniform[:n_ego * 10]])
+    stats, results = time_calls(lambda n: nx.ego_graph(undirected, n, radius=2), [(n,) for n in uniform[: n_ego * 10]])
     stats["mean_facts"] = statistics.fmean(r.number_of_edges() for r in results)
     latency["nx_ego_graph_on_undirected_copy_uniform"] = stats
-    del undirected, results
+    undirected = results = None  # freed before the next measurement (the lambdas above close over them)
     out["latency_2hop"] = latency
 
     # incremental upkeep: one fact at a time, as the store feeds it
@@ -196,7 +206,7 @@ def bench_graph(n_entities: int, n_edges: int, n_queries: int, n_uncapped: int, 
     for fact_id in doomed:
         graph.remove_fact(fact_id)
     out["remove_fact_us"] = (time.perf_counter() - t0) / len(doomed) * 1e6
-    del graph, G, facts
+    graph = G = facts = None  # freed before tracing memory (the lambdas above close over them)
     gc.collect()
     # exact bytes on a tenth of the graph (tracemalloc slows building several-fold)
     out["traced_memory"] = bytes_per_edge_traced(make_facts(n_entities // 10 or 1, n_edges // 10, seed))
@@ -211,8 +221,10 @@ _SYLLABLES = [c + v for c in "bcdfghklmnprstvz" for v in ["a", "e", "i", "o", "u
 def make_names(rng: random.Random, n: int) -> list[str]:
     names: set[str] = set()
     while len(names) < n:
-        words = [("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))).capitalize()
-                 for _ in range(rng.choice((1, 1, 2, 2, 2, 3)))]
+        words = [
+            ("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))).capitalize()
+            for _ in range(rng.choice((1, 1, 2, 2, 2, 3)))
+        ]
         names.add(" ".join(words))
     return sorted(names)
 
@@ -223,7 +235,7 @@ def ngram_lookup(gazetteer: dict[str, int], max_words: int, text: str) -> list[i
     found, i = [], 0
     while i < len(words):
         for n in range(min(max_words, len(words) - i), 0, -1):
-            entity = gazetteer.get(" ".join(words[i:i + n]))
+            entity = gazetteer.get(" ".join(words[i : i + n]))
             if entity is not None:
                 found.append(entity)
                 i += n
@@ -236,8 +248,9 @@ def ngram_lookup(gazetteer: dict[str, int], max_words: int, text: str) -> list[i
 def bench_linker(n_aliases: int, n_passages: int, seed: int) -> dict:
     rng = random.Random(seed)
     names = make_names(rng, n_aliases)
-    fillers = ["".join(rng.choice("qwxjkl") + rng.choice("aeiouy") for _ in range(rng.randint(1, 4)))
-               for _ in range(2000)] + ["the", "of", "and", "in", "a", "was", "is", "by"]
+    fillers = [
+        "".join(rng.choice("qwxjkl") + rng.choice("aeiouy") for _ in range(rng.randint(1, 4))) for _ in range(2000)
+    ] + ["the", "of", "and", "in", "a", "was", "is", "by"]
     passages = []
     for _ in range(n_passages):
         tokens = []
@@ -269,9 +282,13 @@ def bench_linker(n_aliases: int, n_passages: int, seed: int) -> dict:
     n_baseline = sum(len(ngram_lookup(gazetteer, 3, p)) for p in passages)
     t_ngram = time.perf_counter() - t0
     return {
-        "aliases": len(linker), "passages": n_passages, "chars": n_chars,
-        "add_alias_s": t_add, "automaton_build_s": t_automaton,
-        "link_chars_per_s": n_chars / t_link, "link_passages_per_s": n_passages / t_link,
+        "aliases": len(linker),
+        "passages": n_passages,
+        "chars": n_chars,
+        "add_alias_s": t_add,
+        "automaton_build_s": t_automaton,
+        "link_chars_per_s": n_chars / t_link,
+        "link_passages_per_s": n_passages / t_link,
         "mentions_per_passage": n_mentions / n_passages,
         "normalise_only_chars_per_s": n_chars / t_norm,
         "ngram_dict_baseline_chars_per_s": n_chars / t_ngram,
@@ -281,14 +298,19 @@ def bench_linker(n_aliases: int, n_passages: int, seed: int) -> dict:
 
 # --- report -----------------------------------------------------------------------------------
 
+
 def print_report(result: dict) -> None:
     g = result["graph"]
-    print(f"\nGraph: {g['entities']:,} entities, {g['edges']:,} edges "
-          f"(max degree {g['max_degree']:,}, median {g['median_degree']})")
+    print(
+        f"\nGraph: {g['entities']:,} entities, {g['edges']:,} edges "
+        f"(max degree {g['max_degree']:,}, median {g['median_degree']})"
+    )
     print(f"  build (add_facts): {g['build_add_facts_s']:.1f} s  ({g['build_edges_per_s']:,.0f} edges/s)")
-    print(f"  memory: RSS {g['rss_bytes_per_edge']:.0f} B/edge; traced "
-          f"{g['traced_memory']['factgraph_bytes_per_edge']:.0f} B/edge "
-          f"(bare MultiDiGraph {g['traced_memory']['bare_multidigraph_bytes_per_edge']:.0f})")
+    print(
+        f"  memory: RSS {g['rss_bytes_per_edge']:.0f} B/edge; traced "
+        f"{g['traced_memory']['factgraph_bytes_per_edge']:.0f} B/edge "
+        f"(bare MultiDiGraph {g['traced_memory']['bare_multidigraph_bytes_per_edge']:.0f})"
+    )
     print(f"  add_fact {g['add_fact_us']:.1f} us, remove_fact {g['remove_fact_us']:.1f} us")
     print(f"\n  {'2-hop neighbourhood':48s} {'n':>5s} {'p50 ms':>9s} {'p99 ms':>9s} {'facts':>9s}")
     for name, s in g["latency_2hop"].items():
@@ -299,11 +321,15 @@ def print_report(result: dict) -> None:
     k = result["linker"]
     print(f"\nLinker: {k['aliases']:,} aliases, {k['passages']} passages, {k['chars']:,} chars")
     print(f"  add_alias {k['add_alias_s']:.2f} s, automaton build {k['automaton_build_s']:.2f} s")
-    print(f"  link: {k['link_chars_per_s'] / 1e6:.2f} M chars/s, {k['link_passages_per_s']:,.0f} "
-          f"passages/s, {k['mentions_per_passage']:.1f} mentions/passage")
-    print(f"  normalise only {k['normalise_only_chars_per_s'] / 1e6:.2f} M chars/s; n-gram dict "
-          f"baseline {k['ngram_dict_baseline_chars_per_s'] / 1e6:.2f} M chars/s "
-          f"({k['ngram_dict_baseline_mentions_per_passage']:.1f} mentions/passage, no offsets)")
+    print(
+        f"  link: {k['link_chars_per_s'] / 1e6:.2f} M chars/s, {k['link_passages_per_s']:,.0f} "
+        f"passages/s, {k['mentions_per_passage']:.1f} mentions/passage"
+    )
+    print(
+        f"  normalise only {k['normalise_only_chars_per_s'] / 1e6:.2f} M chars/s; n-gram dict "
+        f"baseline {k['ngram_dict_baseline_chars_per_s'] / 1e6:.2f} M chars/s "
+        f"({k['ngram_dict_baseline_mentions_per_passage']:.1f} mentions/passage, no offsets)"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -323,8 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.aliases, args.passages = 10_000, 100
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "graph": bench_graph(args.entities, args.edges, args.queries,
-                             n_uncapped=max(50, args.queries // 10), n_ego=3, seed=args.seed),
+        "graph": bench_graph(
+            args.entities, args.edges, args.queries, n_uncapped=max(50, args.queries // 10), n_ego=3, seed=args.seed
+        ),
         "linker": bench_linker(args.aliases, args.passages, args.seed),
     }
     print_report(result)

@@ -24,8 +24,11 @@ import numpy as np
 
 log = logging.getLogger("bench_hybrid")
 
-GOOGLE_RE = {"place_of_birth": "[X] was born in [Y] .", "date_of_birth": "[X] (born [Y]).",
-             "place_of_death": "[X] died in [Y] ."}
+GOOGLE_RE = {
+    "place_of_birth": "[X] was born in [Y] .",
+    "date_of_birth": "[X] (born [Y]).",
+    "place_of_death": "[X] died in [Y] .",
+}
 
 
 def load_lama(lama: Path, google_limits: dict[str, int | None], trex_per_relation: int, trex_evidences: int):
@@ -37,9 +40,14 @@ def load_lama(lama: Path, google_limits: dict[str, int | None], trex_per_relatio
                 if google_limits.get(name) is not None and i >= google_limits[name]:
                     break
                 d = json.loads(line)
-                facts.append({"dataset": f"Google_RE/{name}", "query": _query(template, d["sub_label"]),
-                              "subject": (d["sub"], d["sub_label"], d.get("sub_aliases") or []),
-                              "evidence": [e["snippet"] for e in d["evidences"]]})
+                facts.append(
+                    {
+                        "dataset": f"Google_RE/{name}",
+                        "query": _query(template, d["sub_label"]),
+                        "subject": (d["sub"], d["sub_label"], d.get("sub_aliases") or []),
+                        "evidence": [e["snippet"] for e in d["evidences"]],
+                    }
+                )
     templates = {}
     with open(lama / "relations.jsonl") as f:
         for line in f:
@@ -51,11 +59,18 @@ def load_lama(lama: Path, google_limits: dict[str, int | None], trex_per_relatio
                 if i >= trex_per_relation:
                     break
                 d = json.loads(line)
-                texts = list(dict.fromkeys(e["masked_sentence"].replace("[MASK]", e["obj_surface"])
-                                           for e in d["evidences"]))[:trex_evidences]
+                texts = list(
+                    dict.fromkeys(e["masked_sentence"].replace("[MASK]", e["obj_surface"]) for e in d["evidences"])
+                )[:trex_evidences]
                 surfaces = sorted({e["sub_surface"] for e in d["evidences"]} - {d["sub_label"]})
-                facts.append({"dataset": f"TREx/{d['predicate_id']}", "query": _query(templates[d["predicate_id"]], d["sub_label"]),
-                              "subject": (d["sub_uri"], d["sub_label"], surfaces), "evidence": texts})
+                facts.append(
+                    {
+                        "dataset": f"TREx/{d['predicate_id']}",
+                        "query": _query(templates[d["predicate_id"]], d["sub_label"]),
+                        "subject": (d["sub_uri"], d["sub_label"], surfaces),
+                        "evidence": texts,
+                    }
+                )
     return facts
 
 
@@ -81,7 +96,7 @@ def build_store(facts, folder: Path, count_tokens):
                 keys[norm] = f"ev{len(keys)}"
                 docs.append(DocumentRecord(text=norm, external_id=keys[norm], source=fact["dataset"].split("/")[0]))
     for i in range(0, len(docs), 2000):
-        store.add_documents(docs[i:i + 2000])
+        store.add_documents(docs[i : i + 2000])
     info = store.passage_info(sorted(store.passage_ids()))
     passages_of = defaultdict(set)
     for pid, p in info.items():
@@ -134,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         lists = []
         for fact, qv in zip(facts, query_vecs):
             # the query vector is computed once in a batch; the other channels per query
-            per = channel_rankings(fact["query"], args.depth, store=store, index_handle=None, channels=("lexical", "entity"))
+            per = channel_rankings(
+                fact["query"], args.depth, store=store, index_handle=None, channels=("lexical", "entity")
+            )
             _, ids = handle.search(qv[None, :], args.depth)
             per["dense"] = [(int(i), 0.0) for i in ids[0] if i >= 0]
             lists.append({c: [p for p, _ in v] for c, v in per.items()})
@@ -147,8 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
         "lexical": {"dense": 0, "lexical": 1.0, "entity": 0},
         "entity": {"dense": 0, "lexical": 0, "entity": 1.0},
         "dense+lexical": {"dense": 1.0, "lexical": 1.0, "entity": 0},
-        f"fused (settings {settings.dense_weight}/{settings.lexical_weight}/{settings.entity_weight})":
-            {"dense": settings.dense_weight, "lexical": settings.lexical_weight, "entity": settings.entity_weight},
+        f"fused (settings {settings.dense_weight}/{settings.lexical_weight}/{settings.entity_weight})": {
+            "dense": settings.dense_weight,
+            "lexical": settings.lexical_weight,
+            "entity": settings.entity_weight,
+        },
         "fused 1/1/1": {"dense": 1.0, "lexical": 1.0, "entity": 1.0},
     }
     by_dataset = defaultdict(list)
@@ -157,20 +177,38 @@ def main(argv: list[str] | None = None) -> dict:
     by_dataset["all"] = list(range(len(facts)))
     rows = []
     for name, w in variants.items():
-        ranked = [[p for p, _ in reciprocal_rank_fusion(l, w, rrf_k=settings.rrf_k, k=args.depth)] for l in lists]
+        ranked = [[p for p, _ in reciprocal_rank_fusion(lst, w, rrf_k=settings.rrf_k, k=args.depth)] for lst in lists]
         for dataset, idx in by_dataset.items():
             sub_r, sub_f = [ranked[i] for i in idx], [facts[i] for i in idx]
-            rows.append({"method": name, "dataset": dataset, "queries": len(idx),
-                         "recall@1": recall(sub_r, sub_f, 1), "recall@4": recall(sub_r, sub_f, 4),
-                         "recall@10": recall(sub_r, sub_f, 10)})
+            rows.append(
+                {
+                    "method": name,
+                    "dataset": dataset,
+                    "queries": len(idx),
+                    "recall@1": recall(sub_r, sub_f, 1),
+                    "recall@4": recall(sub_r, sub_f, 4),
+                    "recall@10": recall(sub_r, sub_f, 10),
+                }
+            )
     print(f"{'method':<28} {'dataset':<28} {'queries':>7} {'R@1':>6} {'R@4':>6} {'R@10':>6}")
     for r in rows:
-        print(f"{r['method']:<28} {r['dataset']:<28} {r['queries']:>7} {r['recall@1']:>6.3f} {r['recall@4']:>6.3f} {r['recall@10']:>6.3f}")
-    print(f"\n{stats['passages'] if 'passages' in stats else len(index)} passages, {len(facts)} queries; embedding "
-          f"{len(index) / embed_s:.0f} passages/s; retrieval (3 channels, per query, SQLite) {len(facts) / search_s:.0f} queries/s")
-    result = {"rows": rows, "store": stats, "passages": len(index), "queries": len(facts),
-              "embed_passages_per_s": len(index) / embed_s, "queries_per_s": len(facts) / search_s,
-              "embedder": embedder.version, "args": vars(args)}
+        print(
+            f"{r['method']:<28} {r['dataset']:<28} {r['queries']:>7} {r['recall@1']:>6.3f} {r['recall@4']:>6.3f} {r['recall@10']:>6.3f}"
+        )
+    print(
+        f"\n{stats['passages'] if 'passages' in stats else len(index)} passages, {len(facts)} queries; embedding "
+        f"{len(index) / embed_s:.0f} passages/s; retrieval (3 channels, per query, SQLite) {len(facts) / search_s:.0f} queries/s"
+    )
+    result = {
+        "rows": rows,
+        "store": stats,
+        "passages": len(index),
+        "queries": len(facts),
+        "embed_passages_per_s": len(index) / embed_s,
+        "queries_per_s": len(facts) / search_s,
+        "embedder": embedder.version,
+        "args": vars(args),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return result

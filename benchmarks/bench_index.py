@@ -30,8 +30,9 @@ from retrieval import IndexConfig, PassageIndex
 log = logging.getLogger("bench_index")
 
 
-def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 1000, latent: int = 48,
-                      chunk: int = 100_000) -> np.ndarray:
+def clustered_vectors(
+    n: int, dim: int, seed: int, clusters: int = 1000, latent: int = 48, chunk: int = 100_000
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((clusters, dim)).astype(np.float32)
     basis = rng.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
@@ -42,7 +43,7 @@ def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 1000, latent:
         x += 0.9 * rng.standard_normal((m, latent)).astype(np.float32) @ basis
         x += 0.15 * rng.standard_normal((m, dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[start:start + m] = x
+        out[start : start + m] = x
     return out
 
 
@@ -69,11 +70,13 @@ def index_bytes(index: PassageIndex) -> int:
         return os.path.getsize(path) + extras
 
 
-def build(kind: str, ids: np.ndarray, vectors: np.ndarray, config: IndexConfig, batch: int) -> tuple[PassageIndex, float]:
+def build(
+    kind: str, ids: np.ndarray, vectors: np.ndarray, config: IndexConfig, batch: int
+) -> tuple[PassageIndex, float]:
     index = PassageIndex(kind, vectors.shape[1], config)
     t = time.perf_counter()
     for start in range(0, len(ids), batch):
-        index.add(ids[start:start + batch], vectors[start:start + batch])
+        index.add(ids[start : start + batch], vectors[start : start + batch])
     return index, time.perf_counter() - t
 
 
@@ -84,9 +87,20 @@ def bench_kinds(vectors: np.ndarray, queries: np.ndarray, args, label: str) -> l
     flat, add_s = build("flat", ids, vectors, IndexConfig(), args.add_batch)
     exact = timed_search(flat, queries, 10, args.single)
     truth = exact["ids"]
-    rows.append({"data": label, "n": n, "kind": "flat (exact)", "params": "", "recall@10": 1.0,
-                 "qps_batch": exact["qps_batch"], "qps_single": exact["qps_single"],
-                 "add_per_s": n / add_s, "build_s": add_s, "bytes_per_vector": index_bytes(flat) / n})
+    rows.append(
+        {
+            "data": label,
+            "n": n,
+            "kind": "flat (exact)",
+            "params": "",
+            "recall@10": 1.0,
+            "qps_batch": exact["qps_batch"],
+            "qps_single": exact["qps_single"],
+            "add_per_s": n / add_s,
+            "build_s": add_s,
+            "bytes_per_vector": index_bytes(flat) / n,
+        }
+    )
     exact_qps = exact["qps_batch"]
     del flat
     log.info("%s flat: %.0f q/s batch", label, exact_qps)
@@ -99,27 +113,58 @@ def bench_kinds(vectors: np.ndarray, queries: np.ndarray, args, label: str) -> l
         for ef in args.ef_search:
             hnsw.config.hnsw_ef_search = ef
             res = timed_search(hnsw, queries, 10, args.single)
-            rows.append({"data": label, "n": n, "kind": "hnsw", "params": f"M={m} efC={args.ef_construction} efS={ef}",
-                         "recall@10": recall_at(res["ids"], truth), "qps_batch": res["qps_batch"],
-                         "qps_single": res["qps_single"], "add_per_s": n / add_s, "build_s": add_s,
-                         "bytes_per_vector": size, "speedup_vs_exact": res["qps_batch"] / exact_qps})
-            log.info("  efS=%d recall=%.3f %.0f q/s (%.1fx exact)", ef, rows[-1]["recall@10"], res["qps_batch"],
-                     rows[-1]["speedup_vs_exact"])
+            rows.append(
+                {
+                    "data": label,
+                    "n": n,
+                    "kind": "hnsw",
+                    "params": f"M={m} efC={args.ef_construction} efS={ef}",
+                    "recall@10": recall_at(res["ids"], truth),
+                    "qps_batch": res["qps_batch"],
+                    "qps_single": res["qps_single"],
+                    "add_per_s": n / add_s,
+                    "build_s": add_s,
+                    "bytes_per_vector": size,
+                    "speedup_vs_exact": res["qps_batch"] / exact_qps,
+                }
+            )
+            log.info(
+                "  efS=%d recall=%.3f %.0f q/s (%.1fx exact)",
+                ef,
+                rows[-1]["recall@10"],
+                res["qps_batch"],
+                rows[-1]["speedup_vs_exact"],
+            )
         del hnsw
 
     if not args.skip_ivfpq and n >= 20_000:
         nlist = args.nlist or max(16, int(np.sqrt(n)))
-        cfg = IndexConfig(ivf_nlist=nlist, ivf_train_min=min(n, args.ivf_train), ivf_train_sample=args.ivf_train,
-                          pq_m=48 if vectors.shape[1] % 48 == 0 else None)
+        cfg = IndexConfig(
+            ivf_nlist=nlist,
+            ivf_train_min=min(n, args.ivf_train),
+            ivf_train_sample=args.ivf_train,
+            pq_m=48 if vectors.shape[1] % 48 == 0 else None,
+        )
         ivf, add_s = build("ivfpq", ids, vectors, cfg, args.add_batch)
         size = index_bytes(ivf) / n
         for nprobe in args.nprobe:
             ivf.config.ivf_nprobe = nprobe
             res = timed_search(ivf, queries, 10, args.single)
-            rows.append({"data": label, "n": n, "kind": "ivfpq", "params": f"nlist={nlist} m=48x8b nprobe={nprobe}",
-                         "recall@10": recall_at(res["ids"], truth), "qps_batch": res["qps_batch"],
-                         "qps_single": res["qps_single"], "add_per_s": n / add_s, "build_s": add_s,
-                         "bytes_per_vector": size, "speedup_vs_exact": res["qps_batch"] / exact_qps})
+            rows.append(
+                {
+                    "data": label,
+                    "n": n,
+                    "kind": "ivfpq",
+                    "params": f"nlist={nlist} m=48x8b nprobe={nprobe}",
+                    "recall@10": recall_at(res["ids"], truth),
+                    "qps_batch": res["qps_batch"],
+                    "qps_single": res["qps_single"],
+                    "add_per_s": n / add_s,
+                    "build_s": add_s,
+                    "bytes_per_vector": size,
+                    "speedup_vs_exact": res["qps_batch"] / exact_qps,
+                }
+            )
             log.info("  ivfpq nprobe=%d recall=%.3f %.0f q/s", nprobe, rows[-1]["recall@10"], res["qps_batch"])
     return rows
 
@@ -145,7 +190,9 @@ def lama_sentences(lama: Path, limit: int) -> tuple[list[str], list[str]]:
                         continue
                     seen.add(text)
                     passages.append(text)
-                    queries.append(templates[fact["predicate_id"]].replace("[X]", fact["sub_label"]).replace("[Y]", "[MASK]"))
+                    queries.append(
+                        templates[fact["predicate_id"]].replace("[X]", fact["sub_label"]).replace("[Y]", "[MASK]")
+                    )
                     taken += 1
                 if taken >= per_file:
                     break
@@ -162,8 +209,13 @@ def bench_real(args) -> tuple[list[dict], dict]:
     vectors = embedder.encode(texts)
     embed_s = time.perf_counter() - t
     q = embedder.encode(queries[: args.queries])
-    emb = {"model": embedder.version, "passages": len(texts), "seconds": embed_s, "passages_per_s": len(texts) / embed_s,
-           "mean_chars": float(np.mean([len(x) for x in texts]))}
+    emb = {
+        "model": embedder.version,
+        "passages": len(texts),
+        "seconds": embed_s,
+        "passages_per_s": len(texts) / embed_s,
+        "mean_chars": float(np.mean([len(x) for x in texts])),
+    }
     log.info("embedded %d passages in %.1fs (%.0f/s)", len(texts), embed_s, emb["passages_per_s"])
     saved = args.hnsw_m, args.ef_search
     args.hnsw_m = args.hnsw_m[:1]
@@ -177,9 +229,11 @@ def print_table(rows: list[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['data']:<28} {r['kind']:<13} {r['params']:<30} {r['recall@10']:>6.3f} {r['qps_batch']:>10.0f} "
-              f"{r['qps_single']:>8.0f} {r.get('speedup_vs_exact', 1.0):>8.1f} {r['add_per_s']:>9.0f} "
-              f"{r['build_s']:>8.1f} {r['bytes_per_vector']:>7.0f}")
+        print(
+            f"{r['data']:<28} {r['kind']:<13} {r['params']:<30} {r['recall@10']:>6.3f} {r['qps_batch']:>10.0f} "
+            f"{r['qps_single']:>8.0f} {r.get('speedup_vs_exact', 1.0):>8.1f} {r['add_per_s']:>9.0f} "
+            f"{r['build_s']:>8.1f} {r['bytes_per_vector']:>7.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,9 +262,14 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t = time.perf_counter()
     data = clustered_vectors(args.n + args.queries, args.dim, seed=0)
-    vectors, queries = data[: args.n], data[args.n:]
-    log.info("generated %d vectors in %.1fs; faiss %s, %d threads", len(data), time.perf_counter() - t,
-             faiss.__version__, faiss.omp_get_max_threads())
+    vectors, queries = data[: args.n], data[args.n :]
+    log.info(
+        "generated %d vectors in %.1fs; faiss %s, %d threads",
+        len(data),
+        time.perf_counter() - t,
+        faiss.__version__,
+        faiss.omp_get_max_threads(),
+    )
     rows = bench_kinds(vectors, queries, args, f"synthetic {args.n}")
     del data, vectors
     embedding = None
@@ -219,10 +278,18 @@ def main(argv: list[str] | None = None) -> dict:
         rows += real_rows
     print_table(rows)
     if embedding:
-        print(f"\nembedding throughput: {embedding['passages_per_s']:.0f} passages/s "
-              f"({embedding['passages']} passages, mean {embedding['mean_chars']:.0f} chars, {embedding['model']})")
-    result = {"rows": rows, "embedding": embedding, "args": vars(args), "faiss": faiss.__version__,
-              "threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count()}
+        print(
+            f"\nembedding throughput: {embedding['passages_per_s']:.0f} passages/s "
+            f"({embedding['passages']} passages, mean {embedding['mean_chars']:.0f} chars, {embedding['model']})"
+        )
+    result = {
+        "rows": rows,
+        "embedding": embedding,
+        "args": vars(args),
+        "faiss": faiss.__version__,
+        "threads": faiss.omp_get_max_threads(),
+        "cpus": os.cpu_count(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return result

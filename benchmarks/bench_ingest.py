@@ -29,7 +29,9 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 def make_data(n_facts: int, n_docs: int, seed: int = 0):  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     n_entities = max(100, n_facts // 5)
-    relations = [RelationRecord(f"R{i}", f"relation {i}", f"[X] relation {i} [Y] .", functional=i % 2 == 0) for i in range(50)]
+    relations = [
+        RelationRecord(f"R{i}", f"relation {i}", f"[X] relation {i} [Y] .", functional=i % 2 == 0) for i in range(50)
+    ]
     names = [f"Entity{i} {rng.choice(['Alpha', 'Beta', 'Gamma', 'Delta'])}" for i in range(n_entities)]
     entities = [EntityRecord(f"e{i}", names[i], aliases=[f"E-{i}"]) for i in range(n_entities)]
     facts, seen = [], set()
@@ -41,9 +43,12 @@ def make_data(n_facts: int, n_docs: int, seed: int = 0):  # type: ignore[no-unty
         facts.append(FactRecord(f"e{s}", f"R{r}", object=f"e{o}"))
     docs = [
         DocumentRecord(
-            text=" ".join(f"{names[rng.randrange(n_entities)]} met {names[rng.randrange(n_entities)]} in year {rng.randrange(1900, 2024)}."
-                          for _ in range(rng.randint(2, 6))),
-            title=f"doc {i}", source="bench",
+            text=" ".join(
+                f"{names[rng.randrange(n_entities)]} met {names[rng.randrange(n_entities)]} in year {rng.randrange(1900, 2024)}."
+                for _ in range(rng.randint(2, 6))
+            ),
+            title=f"doc {i}",
+            source="bench",
         )
         for i in range(n_docs)
     ]
@@ -67,9 +72,15 @@ def bench_store(url: str, data, label: str) -> dict:  # type: ignore[no-untyped-
     store.close()
     assert stats["facts_current"] == len(facts), stats
     return {
-        "backend": label, "entities_per_s": len(entities) / t_entities, "facts_per_s": len(facts) / t_facts,
-        "passages_per_s": len(pids) / t_docs, "docs_per_s": len(docs) / t_docs, "passages": len(pids),
-        "mentions": stats["mentions"], "facts_s": t_facts, "docs_s": t_docs,
+        "backend": label,
+        "entities_per_s": len(entities) / t_entities,
+        "facts_per_s": len(facts) / t_facts,
+        "passages_per_s": len(pids) / t_docs,
+        "docs_per_s": len(docs) / t_docs,
+        "passages": len(pids),
+        "mentions": stats["mentions"],
+        "facts_s": t_facts,
+        "docs_s": t_docs,
     }
 
 
@@ -138,11 +149,15 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             drop_schema(pg2[1])
     print(f"\nbulk ingest: {args.facts:,} facts, {args.docs:,} documents")
-    print(f"{'backend':<11}{'facts/s':>10}{'naive ORM':>11}{'ratio':>7}{'entities/s':>12}{'passages/s':>12}{'docs/s':>9}")
+    print(
+        f"{'backend':<11}{'facts/s':>10}{'naive ORM':>11}{'ratio':>7}{'entities/s':>12}{'passages/s':>12}{'docs/s':>9}"
+    )
     for r in results:
-        print(f"{r['backend']:<11}{r['facts_per_s']:>10,.0f}{r['naive_orm_facts_per_s']:>11,.0f}"
-              f"{r['facts_per_s'] / r['naive_orm_facts_per_s']:>7.1f}{r['entities_per_s']:>12,.0f}"
-              f"{r['passages_per_s']:>12,.0f}{r['docs_per_s']:>9,.0f}")
+        print(
+            f"{r['backend']:<11}{r['facts_per_s']:>10,.0f}{r['naive_orm_facts_per_s']:>11,.0f}"
+            f"{r['facts_per_s'] / r['naive_orm_facts_per_s']:>7.1f}{r['entities_per_s']:>12,.0f}"
+            f"{r['passages_per_s']:>12,.0f}{r['docs_per_s']:>9,.0f}"
+        )
     out = {"facts": args.facts, "docs": args.docs, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

@@ -45,7 +45,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger("bench_lama")
 
-GOOGLE_RE_LABELS = {"place_of_birth": "place of birth", "date_of_birth": "date of birth", "place_of_death": "place of death"}
+GOOGLE_RE_LABELS = {
+    "place_of_birth": "place of birth",
+    "date_of_birth": "date of birth",
+    "place_of_death": "place of death",
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -89,13 +93,18 @@ def load_facts(lama: Path, per_relation: int, google_per_relation: int, evidence
                 taken += 1
                 surfaces = sorted({e["sub_surface"] for e in d["evidences"]} - {d["sub_label"]})
                 obj_surfaces = sorted({e["obj_surface"] for e in d["evidences"]} - {d["obj_label"]})
-                facts.append({
-                    "dataset": "TREx", "relation": d["predicate_id"], "id": d["uuid"],
-                    "probe": fill_template(templates[d["predicate_id"]], d["sub_label"]),
-                    "subject": (d["sub_uri"], d["sub_label"], surfaces),
-                    "object": (d["obj_uri"], d["obj_label"], obj_surfaces), "obj_label": d["obj_label"],
-                    "evidence": texts,
-                })
+                facts.append(
+                    {
+                        "dataset": "TREx",
+                        "relation": d["predicate_id"],
+                        "id": d["uuid"],
+                        "probe": fill_template(templates[d["predicate_id"]], d["sub_label"]),
+                        "subject": (d["sub_uri"], d["sub_label"], surfaces),
+                        "object": (d["obj_uri"], d["obj_label"], obj_surfaces),
+                        "obj_label": d["obj_label"],
+                        "evidence": texts,
+                    }
+                )
     for name, template in GOOGLE_RE_TEMPLATES.items():
         taken = 0
         with open(lama / "Google_RE" / f"{name}_test.jsonl", encoding="utf-8") as f:
@@ -106,15 +115,33 @@ def load_facts(lama: Path, per_relation: int, google_per_relation: int, evidence
                 if gold_token_id(tokenizer, d["obj_label"]) is None or not d.get("evidences"):
                     continue
                 taken += 1
-                texts = [(e["snippet"], _spans(e["snippet"], [d["obj_label"], d["sub_label"]])) for e in d["evidences"][:evidences]]
+                texts = [
+                    (e["snippet"], _spans(e["snippet"], [d["obj_label"], d["sub_label"]]))
+                    for e in d["evidences"][:evidences]
+                ]
                 obj_key = d.get("obj_w") or (d["obj"] if str(d["obj"]).startswith("/m/") else None)
-                facts.append({
-                    "dataset": "Google_RE", "relation": name, "id": d["uuid"],
-                    "probe": fill_template(template, d["sub_label"]),
-                    "subject": (d["sub"], d["sub_label"], [a for a in d.get("sub_aliases") or [] if isinstance(a, str)]),
-                    "object": (obj_key, d["obj_label"], [a for a in d.get("obj_aliases") or [] if isinstance(a, str)]) if obj_key else None,
-                    "obj_label": d["obj_label"], "evidence": texts,
-                })
+                facts.append(
+                    {
+                        "dataset": "Google_RE",
+                        "relation": name,
+                        "id": d["uuid"],
+                        "probe": fill_template(template, d["sub_label"]),
+                        "subject": (
+                            d["sub"],
+                            d["sub_label"],
+                            [a for a in d.get("sub_aliases") or [] if isinstance(a, str)],
+                        ),
+                        "object": (
+                            obj_key,
+                            d["obj_label"],
+                            [a for a in d.get("obj_aliases") or [] if isinstance(a, str)],
+                        )
+                        if obj_key
+                        else None,
+                        "obj_label": d["obj_label"],
+                        "evidence": texts,
+                    }
+                )
     return facts
 
 
@@ -155,7 +182,11 @@ def build_home(facts: list[dict], lama: Path, home: Path):
         if fact["object"] is not None:
             records.append(FactRecord(fact["subject"][0], fact["relation"], fact["object"][0], source=fact["dataset"]))
         else:
-            records.append(FactRecord(fact["subject"][0], fact["relation"], object_literal=fact["obj_label"], source=fact["dataset"]))
+            records.append(
+                FactRecord(
+                    fact["subject"][0], fact["relation"], object_literal=fact["obj_label"], source=fact["dataset"]
+                )
+            )
     store.add_facts(records)
     seen: set[str] = set()
     docs = []
@@ -165,7 +196,7 @@ def build_home(facts: list[dict], lama: Path, home: Path):
                 seen.add(text.strip())
                 docs.append(DocumentRecord(text=text.strip(), external_id=f"ev{len(docs)}", source=fact["dataset"]))
     for i in range(0, len(docs), 1000):
-        kecl.ingest_documents(docs[i:i + 1000])
+        kecl.ingest_documents(docs[i : i + 1000])
     return kecl
 
 
@@ -188,8 +219,10 @@ def base_bundle(args: argparse.Namespace) -> tuple[Any, str]:
     t = time.perf_counter()
     version, bundle = adapt_default(Path(args.base_dir) / "checkpoints", progress=False, device="cpu")
     made = time.perf_counter() - t
-    return bundle, (f"the default checkpoint {version} (encoder.default.adapt_default, as `kecl init` makes it; "
-                    f"{'made' if made > 30 else 'reused from ' + str(args.base_dir)} in {made:.0f}s)")
+    return bundle, (
+        f"the default checkpoint {version} (encoder.default.adapt_default, as `kecl init` makes it; "
+        f"{'made' if made > 30 else 'reused from ' + str(args.base_dir)} in {made:.0f}s)"
+    )
 
 
 # ----------------------------------------------------------------------------- run
@@ -210,9 +243,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--base-dir", default="bench-out/lama-base", help="where the default checkpoint is made/reused")
     from kecl.settings import ModelSettings
 
-    parser.add_argument("--boosts", default=f"{ModelSettings().evidence_boost:g}",
-                        help="also evaluate concat passages with these evidence boosts (comma-separated logit "
-                        "bonuses, e.g. 2,4,6; default: kecl's model.evidence_boost; the other columns have none)")
+    parser.add_argument(
+        "--boosts",
+        default=f"{ModelSettings().evidence_boost:g}",
+        help="also evaluate concat passages with these evidence boosts (comma-separated logit "
+        "bonuses, e.g. 2,4,6; default: kecl's model.evidence_boost; the other columns have none)",
+    )
     parser.add_argument("--quick", action="store_true", help="4 T-REx facts a relation, 20 Google-RE, 40 steps")
     parser.add_argument("--out", default="bench-out/lama.json")
     args = parser.parse_args(argv)
@@ -259,8 +295,10 @@ def main(argv: list[str] | None = None) -> dict:
         timings["store + index"] = time.perf_counter() - t
         log.info("store %s in %.0fs", stats, timings["store + index"])
 
-        probes = [Probe(f["probe"], f["obj_label"], f["subject"][1], f["relation"], f["id"], f"{f['dataset']} {f['split']}")
-                  for f in facts]
+        probes = [
+            Probe(f["probe"], f["obj_label"], f["subject"][1], f["relation"], f["id"], f"{f['dataset']} {f['split']}")
+            for f in facts
+        ]
         opts = QueryOptions(k_passages=args.k, hops=1, max_facts=8)
         # One retrieval per probe, shared by both evaluations (the retriever is frozen).
         cache: dict[str, Any] = {}
@@ -272,29 +310,58 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             report = evaluate(bundle, probes, modes=("closed-book",), max_length=max_length)
             # tree without facts is concat (passages are appended the same way): one column suffices
-            report = report.merge(evaluate(bundle, probes, modes=("concat",), knowledge=passages_only,
-                                           label="passages", max_length=max_length))
-            report = report.merge(evaluate(bundle, probes, modes=("concat", "tree"), knowledge=with_facts,
-                                           label="facts+passages", max_length=max_length))
+            report = report.merge(
+                evaluate(
+                    bundle, probes, modes=("concat",), knowledge=passages_only, label="passages", max_length=max_length
+                )
+            )
+            report = report.merge(
+                evaluate(
+                    bundle,
+                    probes,
+                    modes=("concat", "tree"),
+                    knowledge=with_facts,
+                    label="facts+passages",
+                    max_length=max_length,
+                )
+            )
             for boost in boosts:
-                report = report.merge(evaluate(bundle, probes, modes=("concat",), knowledge=passages_only,
-                                               label=f"passages boost {boost:g}", max_length=max_length,
-                                               evidence_boost=boost))
+                report = report.merge(
+                    evaluate(
+                        bundle,
+                        probes,
+                        modes=("concat",),
+                        knowledge=passages_only,
+                        label=f"passages boost {boost:g}",
+                        max_length=max_length,
+                        evidence_boost=boost,
+                    )
+                )
             timings[f"evaluate {tag}"] = time.perf_counter() - t0
             log.info("evaluated %s in %.0fs", tag, timings[f"evaluate {tag}"])
             return report
 
         before = run_all("before")
-        log.info("before: %s", {m: round(before.metrics[m]['all'].p_at_1, 3) for m in before.modes})
+        log.info("before: %s", {m: round(before.metrics[m]["all"].p_at_1, 3) for m in before.modes})
 
         train_texts = [SpanText(text, spans) for f in facts if f["split"] == "trained" for text, spans in f["evidence"]]
         t = time.perf_counter()
-        result = train_mlm(bundle, train_texts, config=TrainConfig(steps=args.steps, batch_size=args.batch_size,
-                                                                   max_length=args.max_length, learning_rate=args.lr, seed=0),
-                           progress=False)
+        result = train_mlm(
+            bundle,
+            train_texts,
+            config=TrainConfig(
+                steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.lr, seed=0
+            ),
+            progress=False,
+        )
         timings["train"] = time.perf_counter() - t
-        log.info("trained %d steps in %.0fs, loss %.3f → %.3f", args.steps, timings["train"],
-                 result.losses[0], result.final_loss)
+        log.info(
+            "trained %d steps in %.0fs, loss %.3f → %.3f",
+            args.steps,
+            timings["train"],
+            result.losses[0],
+            result.final_loss,
+        )
         after = run_all("after")
         kecl.close()
     # How often the injected knowledge holds the answer at all (the ceiling of reading it).
@@ -302,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     for p in probes:
         facts_in, passages_in = cache.get(p.text, ([], []))
         gold = p.obj_label.lower()
-        has_answer["passages"] += any(gold in x.text.lower() for x in passages_in[:args.k])
+        has_answer["passages"] += any(gold in x.text.lower() for x in passages_in[: args.k])
         has_answer["facts"] += any(gold in x.text.lower() for x in facts_in)
         has_answer["any fact"] += bool(facts_in)
     answer_rate = {k: v / max(len(probes), 1) for k, v in has_answer.items()}
@@ -314,21 +381,43 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"model": tag, **row})
     columns = before.modes
     print(f"\nbase model: {base_note}")
-    print(f"{len(probes)} probes ({len(facts)} facts, {before.dropped} dropped); trained on {len(train_texts)} evidence "
-          f"texts of the 'trained' half for {args.steps} steps (loss {result.losses[0]:.2f} → {result.final_loss:.2f})\n")
+    print(
+        f"{len(probes)} probes ({len(facts)} facts, {before.dropped} dropped); trained on {len(train_texts)} evidence "
+        f"texts of the 'trained' half for {args.steps} steps (loss {result.losses[0]:.2f} → {result.final_loss:.2f})\n"
+    )
     header = f"{'model':<7} {'group':<20} {'n':>5} " + " ".join(f"{c:>24}" for c in columns)
     print("P@1 / P@10 / MRR")
     print(header)
     for row in rows:
-        cells = " ".join(f"{row[f'{c} P@1']:.3f}/{row[f'{c} P@10']:.3f}/{row[f'{c} MRR']:.3f}".rjust(24) for c in columns)
+        cells = " ".join(
+            f"{row[f'{c} P@1']:.3f}/{row[f'{c} P@10']:.3f}/{row[f'{c} MRR']:.3f}".rjust(24) for c in columns
+        )
         print(f"{row['model']:<7} {row['group']:<20} {row['n']:>5} {cells}")
-    print(f"\nanswer string present in the retrieved passages for {answer_rate['passages']:.1%} of probes, in the "
-          f"linked facts for {answer_rate['facts']:.1%}; {answer_rate['any fact']:.1%} of probes got at least one fact")
+    print(
+        f"\nanswer string present in the retrieved passages for {answer_rate['passages']:.1%} of probes, in the "
+        f"linked facts for {answer_rate['facts']:.1%}; {answer_rate['any fact']:.1%} of probes got at least one fact"
+    )
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    out = {"rows": rows, "columns": columns, "base_model": base_note, "store": stats, "probes": len(probes),
-           "dropped": before.dropped, "train": {"steps": args.steps, "texts": len(train_texts), "first_loss": result.losses[0],
-                                                "final_loss": result.final_loss, "seconds": result.seconds},
-           "before": before.to_dict(), "after": after.to_dict(), "answer_in_knowledge": answer_rate, "timings_s": timings, "args": vars(args)}
+    out = {
+        "rows": rows,
+        "columns": columns,
+        "base_model": base_note,
+        "store": stats,
+        "probes": len(probes),
+        "dropped": before.dropped,
+        "train": {
+            "steps": args.steps,
+            "texts": len(train_texts),
+            "first_loss": result.losses[0],
+            "final_loss": result.final_loss,
+            "seconds": result.seconds,
+        },
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "answer_in_knowledge": answer_rate,
+        "timings_s": timings,
+        "args": vars(args),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     return out

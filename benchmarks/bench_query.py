@@ -31,7 +31,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_FACTS = [  # invented, so only the posted document can teach them; single-token answers
-    ("The mascot of the Zorvex festival is the penguin.", "The mascot of the Zorvex festival is the [MASK] .", "penguin"),
+    (
+        "The mascot of the Zorvex festival is the penguin.",
+        "The mascot of the Zorvex festival is the [MASK] .",
+        "penguin",
+    ),
     ("The Quillon bridge is made of copper.", "The Quillon bridge is made of [MASK] .", "copper"),
     ("Brenna Vask was born in Lisbon.", "Brenna Vask was born in [MASK] .", "lisbon"),
     ("The official color of Talmora is green.", "The official color of Talmora is [MASK] .", "green"),
@@ -117,9 +121,13 @@ def load(url: str, path: str, texts: list[str], clients: int, body: dict) -> dic
         t.join()
     wall = time.perf_counter() - t0
     latencies.sort()
-    return {"clients": clients, "requests": len(latencies), "qps": len(latencies) / wall,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "qps": len(latencies) / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
 
 
 def ceiling(home: Path, tokens: int, precisions: tuple[str, ...]) -> dict:
@@ -147,8 +155,12 @@ def ceiling(home: Path, tokens: int, precisions: tuple[str, ...]) -> dict:
     per_layer = 2 * tokens * (4 * h * h + 2 * h * inter) + 2 * 2 * tokens * tokens * h
     head = 2 * (h * h + h * cfg.vocab_size)  # the MLM head at one masked position
     flops = layers * per_layer + head
-    return {"matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "flops_per_query": flops,
-            "ceiling_qps": {k: v / flops for k, v in rates.items()}, "tokens": tokens}
+    return {
+        "matmul_gflops": {k: v / 1e9 for k, v in rates.items()},
+        "flops_per_query": flops,
+        "ceiling_qps": {k: v / flops for k, v in rates.items()},
+        "tokens": tokens,
+    }
 
 
 def freshness(url: str) -> list[dict]:
@@ -160,9 +172,19 @@ def freshness(url: str) -> list[dict]:
             answer = c.post("/v1/query", json={"text": query, "mode": "concat", "k": 4}).json()
             elapsed = time.perf_counter() - t0
             top = answer["predictions"][0][0]["token"]
-            closed = c.post("/v1/query", json={"text": query, "mode": "closed-book"}).json()["predictions"][0][0]["token"]
-            out.append({"fact": doc, "gold": gold, "augmented_top1": top, "closed_book_top1": closed,
-                        "correct": top == gold, "seconds": elapsed})
+            closed = c.post("/v1/query", json={"text": query, "mode": "closed-book"}).json()["predictions"][0][0][
+                "token"
+            ]
+            out.append(
+                {
+                    "fact": doc,
+                    "gold": gold,
+                    "augmented_top1": top,
+                    "closed_book_top1": closed,
+                    "correct": top == gold,
+                    "seconds": elapsed,
+                }
+            )
     return out
 
 
@@ -178,8 +200,14 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp) / "home"
         prepare_home(home, args.checkpoint)
         texts = queries(home, n)
-        env = {**os.environ, "KECL_HOME": str(home), "KECL_API__API_KEY": "bench", "KECL_LOG_LEVEL": "WARNING",
-               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "KECL_HOME": str(home),
+            "KECL_API__API_KEY": "bench",
+            "KECL_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         import torch
 
         from encoder.trainer import bf16_supported
@@ -194,17 +222,25 @@ def main(argv: list[str] | None = None) -> dict:
         results: dict = {"requests": n, "kecl_bf16": bf16, "baseline": []}
         for port, (name, extra, _) in enumerate(servers, start=8111):
             url = f"http://127.0.0.1:{port}"
-            proc = start([str(Path(sys.executable).parent / "kecl"), "serve", "--port", str(port)], {**env, **extra},
-                         url + "/healthz")
+            proc = start(
+                [str(Path(sys.executable).parent / "kecl"), "serve", "--port", str(port)],
+                {**env, **extra},
+                url + "/healthz",
+            )
             try:
-                results[name] = [load(url, "/v1/query", texts, clients, {"mode": "concat", "k": 4}) for clients in (1, 8)]
+                results[name] = [
+                    load(url, "/v1/query", texts, clients, {"mode": "concat", "k": 4}) for clients in (1, 8)
+                ]
                 if name == "kecl":
                     results["freshness"] = freshness(url)
             finally:
                 proc.terminate()
                 proc.wait(30)
-        base_proc = start([sys.executable, "-m", "benchmarks.baseline_server", "--home", str(home), "--port", "8120"],
-                          env, "http://127.0.0.1:8120/docs")
+        base_proc = start(
+            [sys.executable, "-m", "benchmarks.baseline_server", "--home", str(home), "--port", "8120"],
+            env,
+            "http://127.0.0.1:8120/docs",
+        )
         try:
             for clients in (1, 8):
                 results["baseline"].append(load("http://127.0.0.1:8120", "/query", texts, clients, {"k": 4}))
@@ -213,8 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
             base_proc.wait(30)
         results["ceiling"] = ceiling(home, tokens=256, precisions=("fp32", "bf16") if bf16 else ("fp32",))
     names = [name for name, *_ in servers] + ["baseline"]
-    print(f"\nquery API, {n} requests per setting, concat mode with 4 passages (demo base slice); "
-          f"kecl {'in bf16 (native here)' if bf16 else 'in fp32 (no native bf16 here)'}, baseline fp32")
+    print(
+        f"\nquery API, {n} requests per setting, concat mode with 4 passages (demo base slice); "
+        f"kecl {'in bf16 (native here)' if bf16 else 'in fp32 (no native bf16 here)'}, baseline fp32"
+    )
     print(f"{'server':<11}{'clients':>8}{'qps':>8}{'p50 ms':>9}{'p99 ms':>9}")
     for name in names:
         for r in results[name]:
@@ -229,14 +267,18 @@ def main(argv: list[str] | None = None) -> dict:
         best = max(r["qps"] for r in results[name])
         frac = best / c["ceiling_qps"][precision]
         results["fraction_of_ceiling" if name == "kecl" else f"fraction_of_ceiling_{name}"] = frac
-        print(f"ceiling ({precision}): {c['matmul_gflops'][precision]:.1f} GFLOP/s ÷ {c['flops_per_query'] / 1e9:.2f} "
-              f"GFLOP/query ({c['tokens']} tokens) = {c['ceiling_qps'][precision]:.1f} q/s; {name} best {best:.2f} q/s "
-              f"= {frac:.0%}")
+        print(
+            f"ceiling ({precision}): {c['matmul_gflops'][precision]:.1f} GFLOP/s ÷ {c['flops_per_query'] / 1e9:.2f} "
+            f"GFLOP/query ({c['tokens']} tokens) = {c['ceiling_qps'][precision]:.1f} q/s; {name} best {best:.2f} q/s "
+            f"= {frac:.0%}"
+        )
     fresh = results["freshness"]
     print("freshness (POST /v1/documents → augmented answer):")
     for f in fresh:
-        print(f"  {f['seconds'] * 1000:6.0f} ms  {'ok ' if f['correct'] else 'MISS'} gold={f['gold']} "
-              f"augmented={f['augmented_top1']} closed-book={f['closed_book_top1']}")
+        print(
+            f"  {f['seconds'] * 1000:6.0f} ms  {'ok ' if f['correct'] else 'MISS'} gold={f['gold']} "
+            f"augmented={f['augmented_top1']} closed-book={f['closed_book_top1']}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     return results

@@ -46,19 +46,36 @@ def load_texts(data: str | None, limit: int = 20000) -> tuple[list[str], str]:
 def run_ours(texts, heldout, steps, lr, batch, length, packing, bf16, **options):
     """Our loop; ``options`` are further ``TrainConfig`` fields (dropouts, attention, heap reuse)."""
     import torch
+
     from encoder import TrainConfig, load_mlm, masked_lm_loss, train_mlm
 
     torch.manual_seed(0)
     bundle = load_mlm(None, device="cpu")
-    config = TrainConfig(steps=steps, batch_size=batch, max_length=length, learning_rate=lr, warmup_ratio=0.1,
-                         packing=packing, bf16=bf16, replay_ratio=0.0, **options)
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        max_length=length,
+        learning_rate=lr,
+        warmup_ratio=0.1,
+        packing=packing,
+        bf16=bf16,
+        replay_ratio=0.0,
+        **options,
+    )
     ends = [time.perf_counter()]
-    result = train_mlm(bundle, texts, config=config, progress=False,
-                       on_step=lambda step, metrics: ends.append(time.perf_counter()))
+    result = train_mlm(
+        bundle, texts, config=config, progress=False, on_step=lambda step, metrics: ends.append(time.perf_counter())
+    )
     tail = result.losses[-5:]
-    return {"tokens_per_s": result.tokens_per_second, "seconds": result.seconds, "tokens": result.tokens,
-            "median_step_s": median_step(ends), "train_loss_last5": sum(tail) / len(tail), "bf16": result.bf16,
-            "heldout_loss": masked_lm_loss(bundle, heldout)}
+    return {
+        "tokens_per_s": result.tokens_per_second,
+        "seconds": result.seconds,
+        "tokens": result.tokens,
+        "median_step_s": median_step(ends),
+        "train_loss_last5": sum(tail) / len(tail),
+        "bf16": result.bf16,
+        "heldout_loss": masked_lm_loss(bundle, heldout),
+    }
 
 
 def median_step(ends: list[float]) -> float:
@@ -72,6 +89,7 @@ def run_trainer(texts, heldout, steps, lr, batch, length, bf16, out_dir):
     import torch
     from torch.utils.data import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
     from encoder import load_mlm, masked_lm_loss
     from encoder.packing import build_blocks
 
@@ -86,12 +104,26 @@ def run_trainer(texts, heldout, steps, lr, batch, length, bf16, out_dir):
         def __getitem__(self, i):
             return {"input_ids": blocks.input_ids[i].tolist()}
 
-    collator = DataCollatorForLanguageModeling(bundle.tokenizer, mlm_probability=0.15,
-                                               mask_replace_prob=0.8, random_replace_prob=0.1)
-    args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=batch, max_steps=steps,
-                             learning_rate=lr, warmup_steps=int(0.1 * steps), weight_decay=0.01, lr_scheduler_type="linear",
-                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=bf16,
-                             dataloader_num_workers=0, seed=0, disable_tqdm=True)
+    collator = DataCollatorForLanguageModeling(
+        bundle.tokenizer, mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1
+    )
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=lr,
+        warmup_steps=int(0.1 * steps),
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=bf16,
+        dataloader_num_workers=0,
+        seed=0,
+        disable_tqdm=True,
+    )
     from transformers import TrainerCallback
 
     ends: list[float] = []
@@ -103,16 +135,24 @@ def run_trainer(texts, heldout, steps, lr, batch, length, bf16, out_dir):
         def on_step_end(self, args, state, control, **kwargs):
             ends.append(time.perf_counter())
 
-    trainer = Trainer(model=bundle.model, args=args, train_dataset=Blocks(), data_collator=collator,
-                      callbacks=[StepTimes()])
+    trainer = Trainer(
+        model=bundle.model, args=args, train_dataset=Blocks(), data_collator=collator, callbacks=[StepTimes()]
+    )
     output = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     tail = losses[-5:]
     tokens = steps * batch * length
     seconds = output.metrics["train_runtime"]
     bundle.model.eval()
-    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "median_step_s": median_step(ends),
-            "train_loss_last5": sum(tail) / len(tail), "bf16": bf16, "heldout_loss": masked_lm_loss(bundle, heldout)}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "seconds": seconds,
+        "tokens": tokens,
+        "median_step_s": median_step(ends),
+        "train_loss_last5": sum(tail) / len(tail),
+        "bf16": bf16,
+        "heldout_loss": masked_lm_loss(bundle, heldout),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -154,27 +194,48 @@ def main(argv: list[str] | None = None) -> dict:
     from encoder.trainer import heap_reuse
 
     with heap_reuse() as applied:
-        theirs_heap = run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length,
-                                  args.trainer_bf16, tmp) if applied else None
+        theirs_heap = (
+            run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.trainer_bf16, tmp)
+            if applied
+            else None
+        )
     result = {
-        "data": source, "steps": steps, "batch": f"{args.batch_size}x{args.max_length}", "lr": args.lr,
-        "packing": args.packing, "threads": torch.get_num_threads(), "load_avg_at_start": load,
-        "ours": ours, "arms": {name: {k: v for k, v in o.items()} for name, o in arms.items()}, "hf_trainer": theirs,
+        "data": source,
+        "steps": steps,
+        "batch": f"{args.batch_size}x{args.max_length}",
+        "lr": args.lr,
+        "packing": args.packing,
+        "threads": torch.get_num_threads(),
+        "load_avg_at_start": load,
+        "ours": ours,
+        "arms": {name: {k: v for k, v in o.items()} for name, o in arms.items()},
+        "hf_trainer": theirs,
         "hf_trainer_heap_reuse": theirs_heap,
         "speedup": {name: r["tokens_per_s"] / theirs["tokens_per_s"] for name, r in ours.items()},
         "speedup_median_step": {name: theirs["median_step_s"] / r["median_step_s"] for name, r in ours.items()},
     }
     if theirs_heap:
-        result["speedup_vs_trainer_heap_reuse"] = {name: r["tokens_per_s"] / theirs_heap["tokens_per_s"]
-                                                   for name, r in ours.items()}
+        result["speedup_vs_trainer_heap_reuse"] = {
+            name: r["tokens_per_s"] / theirs_heap["tokens_per_s"] for name, r in ours.items()
+        }
         result["speedup_median_step_vs_trainer_heap_reuse"] = {
-            name: theirs_heap["median_step_s"] / r["median_step_s"] for name, r in ours.items()}
+            name: theirs_heap["median_step_s"] / r["median_step_s"] for name, r in ours.items()
+        }
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"MLM training, MiniLM, {result['batch']}, {steps} steps, {source}")
-    columns = ["", "tokens/s", "seconds", "median step s", "train loss (last 5)", "held-out MLM loss", "bf16",
-               "× Trainer (tokens/s)", "× Trainer (median step)"]
+    columns = [
+        "",
+        "tokens/s",
+        "seconds",
+        "median step s",
+        "train loss (last 5)",
+        "held-out MLM loss",
+        "bf16",
+        "× Trainer (tokens/s)",
+        "× Trainer (median step)",
+    ]
     if theirs_heap:
         columns.append("× Trainer with heap reuse (median step)")
     for col in columns:
@@ -183,9 +244,17 @@ def main(argv: list[str] | None = None) -> dict:
     if theirs_heap:
         rows.append(("HF Trainer + collator, heap reuse", theirs_heap))
     for name, r in rows:
-        cells = [name, f"{r['tokens_per_s']:.0f}", f"{r['seconds']:.1f}", f"{r['median_step_s']:.3f}",
-                 f"{r['train_loss_last5']:.3f}", f"{r['heldout_loss']:.3f}", str(r["bf16"]),
-                 f"{r['tokens_per_s'] / theirs['tokens_per_s']:.2f}", f"{theirs['median_step_s'] / r['median_step_s']:.2f}"]
+        cells = [
+            name,
+            f"{r['tokens_per_s']:.0f}",
+            f"{r['seconds']:.1f}",
+            f"{r['median_step_s']:.3f}",
+            f"{r['train_loss_last5']:.3f}",
+            f"{r['heldout_loss']:.3f}",
+            str(r["bf16"]),
+            f"{r['tokens_per_s'] / theirs['tokens_per_s']:.2f}",
+            f"{theirs['median_step_s'] / r['median_step_s']:.2f}",
+        ]
         if theirs_heap:
             cells.append(f"{theirs_heap['median_step_s'] / r['median_step_s']:.2f}")
         table.add_row(*cells)

@@ -134,7 +134,9 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "auto", attn_implementation: str = "sdpa") -> MLMBundle:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "auto", attn_implementation: str = "sdpa"
+) -> MLMBundle:
     """Load a saved version after verifying its files.
 
     Raises :class:`CheckpointError` on a missing or damaged checkpoint.

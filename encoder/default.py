@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
 from encoder.default_corpus import EVERYDAY_PASSAGES, default_corpus, everyday_sentences
@@ -22,10 +23,28 @@ from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, 
 log = logging.getLogger(__name__)
 
 ADAPT_PHASES = (
-    TrainConfig(steps=530, batch_size=16, max_length=128, learning_rate=3.5e-4, head_learning_rate=5e-3,
-                warmup_ratio=0.06, packing="packed", attention_dropout=0.0, hidden_dropout=0.0),
-    TrainConfig(steps=300, batch_size=16, max_length=128, learning_rate=5e-4, head_learning_rate=5e-3,
-                warmup_ratio=0.06, packing="grouped", injection_probability=0.6, injection_max_length=128),
+    TrainConfig(
+        steps=530,
+        batch_size=16,
+        max_length=128,
+        learning_rate=3.5e-4,
+        head_learning_rate=5e-3,
+        warmup_ratio=0.06,
+        packing="packed",
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+    ),
+    TrainConfig(
+        steps=300,
+        batch_size=16,
+        max_length=128,
+        learning_rate=5e-4,
+        head_learning_rate=5e-3,
+        warmup_ratio=0.06,
+        packing="grouped",
+        injection_probability=0.6,
+        injection_max_length=128,
+    ),
 )
 """Two runs, each with its own warm-up and decay; full fine-tuning, masked-only logits, bf16 where native.
 
@@ -105,7 +124,14 @@ def adapt_default(
     for config in phases:
         started, eval_seconds = time.perf_counter(), 0.0
 
-        def on_step(step: int, metrics: dict[str, float]) -> None:
+        # The phase's offsets are bound as defaults: train_mlm calls this within the same iteration.
+        def on_step(
+            step: int,
+            metrics: dict[str, float],
+            started: float = started,
+            done_steps: int = done_steps,
+            done_seconds: float = done_seconds,
+        ) -> None:
             nonlocal eval_seconds
             if step % eval_every == 0:
                 t0 = time.perf_counter()
@@ -113,19 +139,29 @@ def adapt_default(
                 eval_seconds += time.perf_counter() - t0
                 bundle.model.train()
                 seconds = done_seconds + time.perf_counter() - started - eval_seconds
-                curve.append({"step": done_steps + step, "seconds": round(seconds, 1), **point, "loss": metrics["loss"]})
+                curve.append(
+                    {"step": done_steps + step, "seconds": round(seconds, 1), **point, "loss": metrics["loss"]}
+                )
                 log.info("adapt step %d: %s", done_steps + step, point)
 
         result = train_mlm(bundle, train, config=config, progress=progress, on_step=on_step, reading=reading)
         results.append(result)
         done_steps += result.steps
         done_seconds += result.seconds - eval_seconds
-        phase_metrics.append({"steps": result.steps, "train_seconds": round(result.seconds - eval_seconds, 1),
-                              "reading": config.injection_probability > 0,
-                              "heldout_top1": masked_token_accuracy(bundle, heldout)})
+        phase_metrics.append(
+            {
+                "steps": result.steps,
+                "train_seconds": round(result.seconds - eval_seconds, 1),
+                "reading": config.injection_probability > 0,
+                "heldout_top1": masked_token_accuracy(bundle, heldout),
+            }
+        )
     final = phase_metrics[-1]["heldout_top1"]
     everyday = set(everyday_sentences(EVERYDAY_PASSAGES, seed))  # the same ones default_corpus mixed in
-    by_source = {"everyday": [t for t in heldout if t in everyday], "docstrings": [t for t in heldout if t not in everyday]}
+    by_source = {
+        "everyday": [t for t in heldout if t in everyday],
+        "docstrings": [t for t in heldout if t not in everyday],
+    }
     metrics = {
         "kind": "default-adaptation",
         "recipe": ADAPT_RECIPE,
@@ -142,8 +178,10 @@ def adapt_default(
         "corpus": {"passages": len(train), "heldout_passages": len(heldout), "reading_exercises": len(reading)},
     }
     if reading_held:
-        metrics["reading_top1"] = {mode: reading_accuracy(bundle, reading_held, mode, reading_length)
-                                   for mode in ("closed-book", "concat", "tree")}
+        metrics["reading_top1"] = {
+            mode: reading_accuracy(bundle, reading_held, mode, reading_length)
+            for mode in ("closed-book", "concat", "tree")
+        }
     version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
     if activate:
         set_active(checkpoints_dir, version)

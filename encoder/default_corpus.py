@@ -48,9 +48,14 @@ def stdlib_docstring_paragraphs(max_chars: int = 3_000_000) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     total = 0
-    files = sorted(p for p in stdlib.rglob("*.py")
-                   if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts
-                   and "idlelib" not in p.parts)
+    files = sorted(
+        p
+        for p in stdlib.rglob("*.py")
+        if "site-packages" not in p.parts
+        and "test" not in p.parts
+        and "tests" not in p.parts
+        and "idlelib" not in p.parts
+    )
     for path in files:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -71,26 +76,122 @@ def stdlib_docstring_paragraphs(max_chars: int = 3_000_000) -> list[str]:
     return out
 
 
-_SUBJECTS = ["the puppy", "the cat", "a small dog", "the old man", "my sister", "the teacher", "a young girl",
-             "the farmer", "our neighbour", "the children", "the bird", "his brother", "the doctor", "a tired student",
-             "the baby", "the horse", "her mother", "the boy", "the cook", "the driver"]
-_PLACES = ["on the mat", "in the garden", "at the table", "by the window", "on the sofa", "in the kitchen",
-           "under the tree", "near the door", "in the park", "on the floor", "at school", "in the car",
-           "on the bed", "by the river", "in the house"]
+_SUBJECTS = [
+    "the puppy",
+    "the cat",
+    "a small dog",
+    "the old man",
+    "my sister",
+    "the teacher",
+    "a young girl",
+    "the farmer",
+    "our neighbour",
+    "the children",
+    "the bird",
+    "his brother",
+    "the doctor",
+    "a tired student",
+    "the baby",
+    "the horse",
+    "her mother",
+    "the boy",
+    "the cook",
+    "the driver",
+]
+_PLACES = [
+    "on the mat",
+    "in the garden",
+    "at the table",
+    "by the window",
+    "on the sofa",
+    "in the kitchen",
+    "under the tree",
+    "near the door",
+    "in the park",
+    "on the floor",
+    "at school",
+    "in the car",
+    "on the bed",
+    "by the river",
+    "in the house",
+]
 _VERBS_PLACE = ["sat", "slept", "played", "waited", "stood", "rested", "lay", "ate", "read", "worked", "sang", "stayed"]
-_OBJECTS = ["a book", "the ball", "an apple", "some bread", "a letter", "the newspaper", "a cup of tea", "the door",
-            "a song", "the dishes", "a picture", "the window", "a new coat", "the bus", "a glass of water"]
-_VERBS_OBJ = ["read", "opened", "ate", "wrote", "bought", "found", "carried", "washed", "painted", "closed",
-              "wanted", "dropped", "took", "saw", "made"]
-_TIMES = ["in the morning", "every day", "last night", "after dinner", "on sunday", "before breakfast",
-          "in the evening", "at noon", "yesterday", "all afternoon"]
-_ADJ = [("sky", "blue"), ("grass", "green"), ("snow", "white"), ("night", "dark"), ("sun", "hot"),
-        ("ice", "cold"), ("sea", "deep"), ("road", "long"), ("room", "quiet"), ("soup", "warm")]
-_FACTS = ["water is a liquid .", "the sun rises in the east .", "a week has seven days .", "a year has twelve months .",
-          "cats and dogs are animals .", "birds can fly .", "fish live in water .", "people sleep at night .",
-          "ice melts when it is warm .", "the moon moves around the earth .", "bread is made from flour .",
-          "rain falls from the clouds .", "trees have leaves and roots .", "a doctor works in a hospital .",
-          "a teacher works in a school .", "children go to school to learn ."]
+_OBJECTS = [
+    "a book",
+    "the ball",
+    "an apple",
+    "some bread",
+    "a letter",
+    "the newspaper",
+    "a cup of tea",
+    "the door",
+    "a song",
+    "the dishes",
+    "a picture",
+    "the window",
+    "a new coat",
+    "the bus",
+    "a glass of water",
+]
+_VERBS_OBJ = [
+    "read",
+    "opened",
+    "ate",
+    "wrote",
+    "bought",
+    "found",
+    "carried",
+    "washed",
+    "painted",
+    "closed",
+    "wanted",
+    "dropped",
+    "took",
+    "saw",
+    "made",
+]
+_TIMES = [
+    "in the morning",
+    "every day",
+    "last night",
+    "after dinner",
+    "on sunday",
+    "before breakfast",
+    "in the evening",
+    "at noon",
+    "yesterday",
+    "all afternoon",
+]
+_ADJ = [
+    ("sky", "blue"),
+    ("grass", "green"),
+    ("snow", "white"),
+    ("night", "dark"),
+    ("sun", "hot"),
+    ("ice", "cold"),
+    ("sea", "deep"),
+    ("road", "long"),
+    ("room", "quiet"),
+    ("soup", "warm"),
+]
+_FACTS = [
+    "water is a liquid .",
+    "the sun rises in the east .",
+    "a week has seven days .",
+    "a year has twelve months .",
+    "cats and dogs are animals .",
+    "birds can fly .",
+    "fish live in water .",
+    "people sleep at night .",
+    "ice melts when it is warm .",
+    "the moon moves around the earth .",
+    "bread is made from flour .",
+    "rain falls from the clouds .",
+    "trees have leaves and roots .",
+    "a doctor works in a hospital .",
+    "a teacher works in a school .",
+    "children go to school to learn .",
+]
 
 
 EVERYDAY_PASSAGES = 4000

@@ -36,8 +36,9 @@ converts it, and ``InjectedInputs.to_dict(attn_implementation)`` does so for a d
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -111,8 +112,12 @@ class InjectedInputs:
         mask = self.attention_mask
         if attn_implementation is not None and mask.dim() == 4:
             mask = to_backend_mask(mask, attn_implementation)
-        return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids,
-                "position_ids": self.position_ids, "attention_mask": mask}
+        return {
+            "input_ids": self.input_ids,
+            "token_type_ids": self.token_type_ids,
+            "position_ids": self.position_ids,
+            "attention_mask": mask,
+        }
 
 
 @dataclass
@@ -130,7 +135,9 @@ class _Row:
     used_passages: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)
 
-    def add(self, ids: Sequence[int], token_type: int, positions: Sequence[int], group: int, is_text: bool = False) -> None:
+    def add(
+        self, ids: Sequence[int], token_type: int, positions: Sequence[int], group: int, is_text: bool = False
+    ) -> None:
         self.ids.extend(ids)
         self.types.extend([token_type] * len(ids))
         self.positions.extend(positions)
@@ -151,8 +158,11 @@ def _mention_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -
 
 
 def _choose(
-    fact_costs: Sequence[int | None], facts: Sequence[InjectedFact],
-    passage_costs: Sequence[int], passages: Sequence[InjectedPassage], room: int,
+    fact_costs: Sequence[int | None],
+    facts: Sequence[InjectedFact],
+    passage_costs: Sequence[int],
+    passages: Sequence[InjectedPassage],
+    room: int,
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Greedy fill of ``room`` tokens by score (facts first at equal score).
 
@@ -230,10 +240,14 @@ def build_injected_inputs(
         row_passages = list(passages[i]) if passages is not None and passages[i] is not None else []
         for k, f in enumerate(row_facts):
             if f.span is not None and not (0 <= f.span[0] < f.span[1] <= len(text)):
-                raise ValueError(f"text #{i}, fact #{k} ({f.text!r}): span {f.span} is outside the text of length {len(text)}")
+                raise ValueError(
+                    f"text #{i}, fact #{k} ({f.text!r}): span {f.span} is outside the text of length {len(text)}"
+                )
         # Injected tokens never carry [MASK]: only the query's masks are predicted.
-        fact_tokens = [[unk if t == mask_id else t for t in seq]
-                       for seq in _tokenize(tokenizer, [f.branch if strategy == "tree" else f.text for f in row_facts])[0]]
+        fact_tokens = [
+            [unk if t == mask_id else t for t in seq]
+            for seq in _tokenize(tokenizer, [f.branch if strategy == "tree" else f.text for f in row_facts])[0]
+        ]
         p_ids, p_offsets = _tokenize(tokenizer, [p.text for p in row_passages])
         p_ids = [[unk if t == mask_id else t for t in seq] for seq in p_ids]
         passage_costs = [len(seq) + 1 for seq in p_ids]  # each passage closes with [SEP]
@@ -265,7 +279,9 @@ def build_injected_inputs(
             row.used_facts = chosen
         else:
             fact_costs = [len(t) + 1 if t else None for t in fact_tokens]  # + "[SEP]" or " ; "
-            chosen, chosen_p = _choose(fact_costs, row_facts, passage_costs, row_passages, room) if strategy == "concat" else ([], [])
+            chosen, chosen_p = (
+                _choose(fact_costs, row_facts, passage_costs, row_passages, room) if strategy == "concat" else ([], [])
+            )
             row.add([cls], 0, [0], _SENTENCE)
             row.add(ids, 0, range(1, len(ids) + 1), _SENTENCE, is_text=True)
             row.add([sep], 0, [len(ids) + 1], _SENTENCE)
@@ -318,9 +334,15 @@ def _pad(rows: list[_Row], pad: int, strategy: str) -> InjectedInputs:
         # Padding sees only itself: no softmax row is empty (an all -inf row gives NaN).
         attention_mask = visible | (torch.eye(length, dtype=torch.bool) & ~real[:, None, :, None])
     return InjectedInputs(
-        input_ids, token_type_ids, position_ids, attention_mask,
-        texts=[r.rendered for r in rows], used_facts=[r.used_facts for r in rows],
-        used_passages=[r.used_passages for r in rows], text_mask=text_mask, strategy=strategy,
+        input_ids,
+        token_type_ids,
+        position_ids,
+        attention_mask,
+        texts=[r.rendered for r in rows],
+        used_facts=[r.used_facts for r in rows],
+        used_passages=[r.used_passages for r in rows],
+        text_mask=text_mask,
+        strategy=strategy,
         truncated_passages=[r.truncated for r in rows],
     )
 
@@ -386,9 +408,15 @@ def injected_training_batch(
         unit_ids[b, where] = torch.tensor(units, dtype=torch.long)
         salient[b, where] = torch.tensor(flags, dtype=torch.bool)
     masked, labels = mask_tokens(
-        inputs.input_ids, unit_ids, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-        mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
-        random_replace_prob=random_replace_prob, salient=salient, salient_probability=salient_probability,
+        inputs.input_ids,
+        unit_ids,
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        mlm_probability=mlm_probability,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        salient=salient,
+        salient_probability=salient_probability,
         generator=generator,
     )
     batch = inputs.to_dict(attn_implementation)

@@ -24,14 +24,22 @@ def supports_masked_forward(model: torch.nn.Module) -> bool:
     which is not a decoder (no cross-attention or cache to carry)."""
     bert = getattr(model, "bert", None)
     layers = getattr(getattr(bert, "encoder", None), "layer", None)
-    return (layers is not None and len(layers) > 0 and all(isinstance(layer, BertLayer) for layer in layers)
-            and not bert.config.is_decoder)
+    return (
+        layers is not None
+        and len(layers) > 0
+        and all(isinstance(layer, BertLayer) for layer in layers)
+        and not bert.config.is_decoder
+    )
 
 
 def last_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
     """``model.bert``'s final hidden states at every position: the plain forward pass."""
-    return model.bert(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                      position_ids=batch.get("position_ids"), token_type_ids=batch.get("token_type_ids")).last_hidden_state
+    return model.bert(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"),
+        token_type_ids=batch.get("token_type_ids"),
+    ).last_hidden_state
 
 
 def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], predicted: torch.Tensor) -> torch.Tensor:
@@ -46,17 +54,21 @@ def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], pre
     if not supports_masked_forward(model):
         return last_hidden(model, batch)[predicted]
     bert = model.bert
-    hidden = bert.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"),
-                             position_ids=batch.get("position_ids"))
-    mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=batch.get("attention_mask"))
+    hidden = bert.embeddings(
+        input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"), position_ids=batch.get("position_ids")
+    )
+    mask = create_bidirectional_mask(
+        config=bert.config, inputs_embeds=hidden, attention_mask=batch.get("attention_mask")
+    )
     *lower, last = bert.encoder.layer
     for layer in lower:
         hidden = layer(hidden, mask)
     return _last_layer_at(last, hidden, mask, predicted)
 
 
-def _last_layer_at(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor | None,
-                   predicted: torch.Tensor) -> torch.Tensor:
+def _last_layer_at(
+    layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor | None, predicted: torch.Tensor
+) -> torch.Tensor:
     batch_size, length, width = hidden.shape
     counts = predicted.sum(dim=1)
     rows = int(counts.max()) if counts.numel() else 0
@@ -76,8 +88,15 @@ def _last_layer_at(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor | 
     if mask is not None and mask.dim() == 4 and mask.size(2) != 1:  # per-query rows: keep the chosen ones
         mask = mask.gather(2, order[:, None, :, None].expand(batch_size, mask.size(1), rows, mask.size(3)))
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
-    context, _ = interface(attention, query, key, value, mask,
-                           dropout=attention.dropout.p if attention.training else 0.0, scaling=attention.scaling)
+    context, _ = interface(
+        attention,
+        query,
+        key,
+        value,
+        mask,
+        dropout=attention.dropout.p if attention.training else 0.0,
+        scaling=attention.scaling,
+    )
     context = context.reshape(batch_size, rows, heads * head_size)
     out = layer.feed_forward_chunk(layer.attention.output(context, queries_in))
     return out[keep]

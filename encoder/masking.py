@@ -41,8 +41,11 @@ def mask_tokens(
     """
     if input_ids.shape != unit_ids.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and unit_ids {tuple(unit_ids.shape)} differ")
-    for name, p in (("mlm_probability", mlm_probability), ("mask_replace_prob", mask_replace_prob),
-                    ("random_replace_prob", random_replace_prob)):
+    for name, p in (
+        ("mlm_probability", mlm_probability),
+        ("mask_replace_prob", mask_replace_prob),
+        ("random_replace_prob", random_replace_prob),
+    ):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}={p} is outside [0, 1]")
     if mask_replace_prob + random_replace_prob > 1.0 + 1e-9:
@@ -51,7 +54,9 @@ def mask_tokens(
     batch, length = input_ids.shape
     candidate = unit_ids >= 0
     # Make unit ids unique across rows, then number them 0..U-1 so one draw per unit suffices.
-    global_units = torch.where(candidate, unit_ids + torch.arange(batch, device=device)[:, None] * (unit_ids.max() + 1), -1)
+    global_units = torch.where(
+        candidate, unit_ids + torch.arange(batch, device=device)[:, None] * (unit_ids.max() + 1), -1
+    )
     unique, inverse = torch.unique(global_units[candidate], return_inverse=True)
     num_units = unique.numel()
     chosen = torch.zeros_like(candidate)
@@ -74,6 +79,8 @@ def mask_tokens(
     replace_random = chosen & (action >= mask_replace_prob) & (action < mask_replace_prob + random_replace_prob)
     masked = input_ids.clone()
     masked[replace_mask] = mask_token_id
-    random_ids = torch.randint(random_token_low, vocab_size, (batch, length), generator=generator, device="cpu").to(device)
+    random_ids = torch.randint(random_token_low, vocab_size, (batch, length), generator=generator, device="cpu").to(
+        device
+    )
     masked[replace_random] = random_ids[replace_random]
     return masked, labels

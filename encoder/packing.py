@@ -14,8 +14,8 @@ whole-word / salient-span masking (see :mod:`encoder.masking`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
 
 import torch
 
@@ -28,7 +28,7 @@ class SpanText:
     salient_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
-TrainText = Union[str, SpanText]
+TrainText = str | SpanText
 Piece = tuple[list[int], list[int], list[bool]]  # [CLS] tokens [SEP], their unit ids, salient flags
 
 
@@ -50,14 +50,19 @@ class Blocks:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, index: torch.Tensor) -> "Blocks":
-        return Blocks(*(t[index] for t in (self.input_ids, self.position_ids, self.segment_ids,
-                                           self.unit_ids, self.salient)))
+    def select(self, index: torch.Tensor) -> Blocks:
+        return Blocks(
+            *(t[index] for t in (self.input_ids, self.position_ids, self.segment_ids, self.unit_ids, self.salient))
+        )
 
     @staticmethod
-    def cat(parts: Sequence["Blocks"]) -> "Blocks":
-        return Blocks(*(torch.cat(ts) for ts in zip(*((p.input_ids, p.position_ids, p.segment_ids,
-                                                        p.unit_ids, p.salient) for p in parts))))
+    def cat(parts: Sequence[Blocks]) -> Blocks:
+        return Blocks(
+            *(
+                torch.cat(ts)
+                for ts in zip(*((p.input_ids, p.position_ids, p.segment_ids, p.unit_ids, p.salient) for p in parts))
+            )
+        )
 
 
 def as_span_text(item: TrainText, where: str = "") -> SpanText:
@@ -67,7 +72,9 @@ def as_span_text(item: TrainText, where: str = "") -> SpanText:
     if isinstance(item, SpanText):
         for start, end in item.salient_spans:
             if not (0 <= start < end <= len(item.text)):
-                raise ValueError(f"{where}: salient span ({start}, {end}) is outside the text of length {len(item.text)}")
+                raise ValueError(
+                    f"{where}: salient span ({start}, {end}) is outside the text of length {len(item.text)}"
+                )
         return item
     raise TypeError(f"{where}: expected str or SpanText, got {type(item).__name__}")
 
@@ -166,9 +173,13 @@ def build_blocks(
     body = max_length - 2
     pieces: list[Piece] = []  # for best-fit packing, placed at the end
     for start in range(0, len(items), batch_encode):
-        for ids, units, salient in _encode(tokenizer, items[start:start + batch_encode], whole_word_mask):
+        for ids, units, salient in _encode(tokenizer, items[start : start + batch_encode], whole_word_mask):
             for piece in range(0, max(len(ids), 1), body):
-                p_ids, p_units, p_sal = ids[piece:piece + body], units[piece:piece + body], salient[piece:piece + body]
+                p_ids, p_units, p_sal = (
+                    ids[piece : piece + body],
+                    units[piece : piece + body],
+                    salient[piece : piece + body],
+                )
                 if not p_ids:
                     continue
                 low = min(p_units)
@@ -188,10 +199,16 @@ def build_blocks(
                     pos = 0
                     while pos < len(seq):
                         room = max_length - len(cur[0])
-                        take = seq[pos:pos + room]
+                        take = seq[pos : pos + room]
                         n = len(take)
                         start_pos = len(cur[0])
-                        append(take, seq_units[pos:pos + n], seq_sal[pos:pos + n], list(range(start_pos, start_pos + n)), 0)
+                        append(
+                            take,
+                            seq_units[pos : pos + n],
+                            seq_sal[pos : pos + n],
+                            list(range(start_pos, start_pos + n)),
+                            0,
+                        )
                         pos += n
                         if len(cur[0]) == max_length:
                             flush()
@@ -218,7 +235,9 @@ def build_blocks(
     return Blocks(input_ids, position_ids, segment_ids, unit_ids, salient_t)
 
 
-def block_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+def block_attention_mask(
+    segment_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor | None:
     """The attention mask for a batch of blocks, in the form the backend expects (transformers v5
     passes a 4-D mask through unchanged): boolean ``(B, 1, L, L)`` for SDPA, additive float for
     eager; ``None`` when every block is one full document (the kernel's no-mask fast path).
@@ -230,14 +249,18 @@ def block_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dt
     if bool((segment_ids.max(dim=1).values <= 0).all()):
         # One document per block, maybe padded: a 2-D mask lets transformers pick the kernel.
         return (segment_ids >= 0).long()
-    visible = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+    visible = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
     return to_backend_mask(visible, attn_implementation, dtype)
 
 
-def to_backend_mask(visible: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def to_backend_mask(
+    visible: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """A boolean ``(B, 1, Lq, Lk)`` visibility matrix (True = may attend) in the backend's form."""
     if visible.dim() == 3:
         visible = visible[:, None]
     if attn_implementation == "eager":
-        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, torch.finfo(dtype).min)
+        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
+            ~visible, torch.finfo(dtype).min
+        )
     return visible.bool()

@@ -7,8 +7,9 @@ to eager only for an ``explain=True`` call and back to SDPA afterwards.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -59,7 +60,11 @@ def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool
     at [MASK] positions (the 30k-word head over every token would dominate the cost)."""
     model = bundle.model
     device = bundle.device
-    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "position_ids", "attention_mask") and v is not None}
+    inputs = {
+        k: v.to(device)
+        for k, v in batch.items()
+        if k in ("input_ids", "token_type_ids", "position_ids", "attention_mask") and v is not None
+    }
     mask = inputs.get("attention_mask")
     previous = model.config._attn_implementation
     if explain and previous != "eager":
@@ -106,8 +111,11 @@ def _vocab_kinds(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if cached is None or cached[0] != len(tokenizer):
         special = set(tokenizer.all_special_ids)
         tokens = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-        cached = (len(tokenizer), torch.tensor([i not in special and t.isalnum() for i, t in enumerate(tokens)]),
-                  torch.tensor([t.startswith("##") for t in tokens]))
+        cached = (
+            len(tokenizer),
+            torch.tensor([i not in special and t.isalnum() for i, t in enumerate(tokens)]),
+            torch.tensor([t.startswith("##") for t in tokens]),
+        )
         _VOCAB_KINDS[tokenizer] = cached
     return cached[1], cached[2]
 
@@ -196,7 +204,9 @@ def fill_mask_encoded(
         kept_index = keep.nonzero().flatten()
         for pos in positions:
             scores, top_ids = mask_probs[where[(row, pos)]].topk(k)
-            top = [TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)]
+            top = [
+                TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)
+            ]
             explanation = None
             if explain:
                 local = int((kept_index == pos).nonzero().flatten()[0])
@@ -231,7 +241,7 @@ def fill_mask(
         raise ValueError("fill_mask: pass a list of texts, not a single string")
     results: list[FillMaskResult] = []
     for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
+        chunk = list(texts[start : start + batch_size])
         results.extend(fill_mask_encoded(bundle, encode_texts(bundle, chunk, max_length), top_k, explain, chunk))
     return results
 
@@ -275,7 +285,9 @@ def masked_token_ranks(
         counts = is_mask.sum(1)
         if bool((counts != 1).any()):
             bad = start + int((counts != 1).nonzero()[0])
-            raise ValueError(f"masked_token_ranks: input #{bad} has {int(counts[bad - start])} [MASK] tokens, expected 1")
+            raise ValueError(
+                f"masked_token_ranks: input #{bad} has {int(counts[bad - start])} [MASK] tokens, expected 1"
+            )
         rows = torch.arange(stop - start)
         with torch.inference_mode():
             logits = bundle.model.cls(hidden[rows, is_mask.float().argmax(1).to(hidden.device)]).float()
@@ -287,7 +299,9 @@ def masked_token_ranks(
         ranks = (probs > gold_p[:, None]).sum(1) + 1
         scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         for r in range(stop - start):
-            top = [TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores[r], ids[r])]
+            top = [
+                TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores[r], ids[r])
+            ]
             out.append(RankResult(int(ranks[r]), float(gold_p[r]), top))
     return out
 

@@ -26,74 +26,383 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from encoder.injection import InjectedFact, InjectedPassage
 from encoder.packing import SpanText
 
 # Object pools, written in lower case; proper nouns are capitalised where they are used (_PROPER).
-_CITIES = ["paris", "london", "berlin", "rome", "madrid", "lisbon", "vienna", "prague", "warsaw", "moscow", "tokyo",
-           "beijing", "cairo", "dublin", "oslo", "stockholm", "helsinki", "athens", "boston", "chicago", "toronto",
-           "montreal", "sydney", "melbourne", "mumbai", "delhi", "istanbul", "amsterdam", "brussels", "geneva",
-           "munich", "hamburg", "milan", "naples", "florence", "venice", "barcelona", "seville", "lyon", "marseille",
-           "edinburgh", "glasgow", "manchester", "liverpool", "budapest", "copenhagen", "seoul", "bangkok", "lima",
-           "havana", "denver", "seattle", "atlanta", "dallas", "houston", "philadelphia", "baltimore", "detroit"]
-_COUNTRIES = ["france", "germany", "italy", "spain", "portugal", "austria", "poland", "russia", "japan", "china",
-              "egypt", "ireland", "norway", "sweden", "finland", "greece", "canada", "australia", "india", "turkey",
-              "belgium", "switzerland", "denmark", "brazil", "argentina", "mexico", "chile", "peru", "kenya",
-              "nigeria", "iran", "iraq", "israel", "scotland", "wales", "england", "hungary", "romania", "ukraine"]
-_LANGUAGES = ["english", "french", "german", "italian", "spanish", "portuguese", "russian", "japanese", "chinese",
-              "arabic", "greek", "latin", "dutch", "swedish", "polish", "turkish", "hebrew", "hindi", "korean",
-              "finnish", "danish", "norwegian", "hungarian", "czech"]
-_JOBS = ["teacher", "doctor", "lawyer", "painter", "poet", "singer", "actor", "farmer", "soldier", "priest",
-         "journalist", "architect", "engineer", "physician", "novelist", "composer", "photographer", "politician",
-         "diplomat", "banker", "chemist", "physicist", "sculptor", "dancer", "pilot", "nurse", "carpenter"]
-_COLOURS = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple", "pink", "brown", "grey", "gold",
-            "silver"]
-_MATERIALS = ["wood", "stone", "steel", "iron", "copper", "glass", "brick", "marble", "concrete", "gold", "silver",
-              "clay", "paper", "silk", "wool", "cotton", "leather", "bronze", "plastic", "ice"]
-_ANIMALS = ["penguin", "lion", "tiger", "bear", "wolf", "eagle", "owl", "fox", "horse", "dog", "cat", "rabbit",
-            "dolphin", "whale", "shark", "elephant", "monkey", "snake", "frog", "deer", "goat", "sheep", "cow",
-            "duck", "swan", "falcon", "hawk", "turtle", "camel", "zebra", "giraffe", "panda", "kangaroo", "bee"]
-_INSTRUMENTS = ["piano", "guitar", "violin", "cello", "flute", "drums", "trumpet", "harp", "organ", "saxophone",
-                "clarinet", "bass"]
-_SPORTS = ["football", "tennis", "golf", "cricket", "rugby", "hockey", "baseball", "basketball", "boxing",
-           "swimming", "cycling", "chess", "volleyball", "skiing"]
-_FOODS = ["bread", "rice", "cheese", "fish", "soup", "cake", "apples", "honey", "chocolate", "pasta", "beans",
-          "potatoes", "coffee", "tea", "milk", "eggs", "salt", "sugar"]
+_CITIES = [
+    "paris",
+    "london",
+    "berlin",
+    "rome",
+    "madrid",
+    "lisbon",
+    "vienna",
+    "prague",
+    "warsaw",
+    "moscow",
+    "tokyo",
+    "beijing",
+    "cairo",
+    "dublin",
+    "oslo",
+    "stockholm",
+    "helsinki",
+    "athens",
+    "boston",
+    "chicago",
+    "toronto",
+    "montreal",
+    "sydney",
+    "melbourne",
+    "mumbai",
+    "delhi",
+    "istanbul",
+    "amsterdam",
+    "brussels",
+    "geneva",
+    "munich",
+    "hamburg",
+    "milan",
+    "naples",
+    "florence",
+    "venice",
+    "barcelona",
+    "seville",
+    "lyon",
+    "marseille",
+    "edinburgh",
+    "glasgow",
+    "manchester",
+    "liverpool",
+    "budapest",
+    "copenhagen",
+    "seoul",
+    "bangkok",
+    "lima",
+    "havana",
+    "denver",
+    "seattle",
+    "atlanta",
+    "dallas",
+    "houston",
+    "philadelphia",
+    "baltimore",
+    "detroit",
+]
+_COUNTRIES = [
+    "france",
+    "germany",
+    "italy",
+    "spain",
+    "portugal",
+    "austria",
+    "poland",
+    "russia",
+    "japan",
+    "china",
+    "egypt",
+    "ireland",
+    "norway",
+    "sweden",
+    "finland",
+    "greece",
+    "canada",
+    "australia",
+    "india",
+    "turkey",
+    "belgium",
+    "switzerland",
+    "denmark",
+    "brazil",
+    "argentina",
+    "mexico",
+    "chile",
+    "peru",
+    "kenya",
+    "nigeria",
+    "iran",
+    "iraq",
+    "israel",
+    "scotland",
+    "wales",
+    "england",
+    "hungary",
+    "romania",
+    "ukraine",
+]
+_LANGUAGES = [
+    "english",
+    "french",
+    "german",
+    "italian",
+    "spanish",
+    "portuguese",
+    "russian",
+    "japanese",
+    "chinese",
+    "arabic",
+    "greek",
+    "latin",
+    "dutch",
+    "swedish",
+    "polish",
+    "turkish",
+    "hebrew",
+    "hindi",
+    "korean",
+    "finnish",
+    "danish",
+    "norwegian",
+    "hungarian",
+    "czech",
+]
+_JOBS = [
+    "teacher",
+    "doctor",
+    "lawyer",
+    "painter",
+    "poet",
+    "singer",
+    "actor",
+    "farmer",
+    "soldier",
+    "priest",
+    "journalist",
+    "architect",
+    "engineer",
+    "physician",
+    "novelist",
+    "composer",
+    "photographer",
+    "politician",
+    "diplomat",
+    "banker",
+    "chemist",
+    "physicist",
+    "sculptor",
+    "dancer",
+    "pilot",
+    "nurse",
+    "carpenter",
+]
+_COLOURS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "white",
+    "black",
+    "orange",
+    "purple",
+    "pink",
+    "brown",
+    "grey",
+    "gold",
+    "silver",
+]
+_MATERIALS = [
+    "wood",
+    "stone",
+    "steel",
+    "iron",
+    "copper",
+    "glass",
+    "brick",
+    "marble",
+    "concrete",
+    "gold",
+    "silver",
+    "clay",
+    "paper",
+    "silk",
+    "wool",
+    "cotton",
+    "leather",
+    "bronze",
+    "plastic",
+    "ice",
+]
+_ANIMALS = [
+    "penguin",
+    "lion",
+    "tiger",
+    "bear",
+    "wolf",
+    "eagle",
+    "owl",
+    "fox",
+    "horse",
+    "dog",
+    "cat",
+    "rabbit",
+    "dolphin",
+    "whale",
+    "shark",
+    "elephant",
+    "monkey",
+    "snake",
+    "frog",
+    "deer",
+    "goat",
+    "sheep",
+    "cow",
+    "duck",
+    "swan",
+    "falcon",
+    "hawk",
+    "turtle",
+    "camel",
+    "zebra",
+    "giraffe",
+    "panda",
+    "kangaroo",
+    "bee",
+]
+_INSTRUMENTS = [
+    "piano",
+    "guitar",
+    "violin",
+    "cello",
+    "flute",
+    "drums",
+    "trumpet",
+    "harp",
+    "organ",
+    "saxophone",
+    "clarinet",
+    "bass",
+]
+_SPORTS = [
+    "football",
+    "tennis",
+    "golf",
+    "cricket",
+    "rugby",
+    "hockey",
+    "baseball",
+    "basketball",
+    "boxing",
+    "swimming",
+    "cycling",
+    "chess",
+    "volleyball",
+    "skiing",
+]
+_FOODS = [
+    "bread",
+    "rice",
+    "cheese",
+    "fish",
+    "soup",
+    "cake",
+    "apples",
+    "honey",
+    "chocolate",
+    "pasta",
+    "beans",
+    "potatoes",
+    "coffee",
+    "tea",
+    "milk",
+    "eggs",
+    "salt",
+    "sugar",
+]
 _DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december"]
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 
 # relation -> (subject kind, object pool or None for open vocabulary, statement templates).
 # [X] subject, [Y] object; every template is usable both as a query and as a context statement.
 _RELATIONS: dict[str, tuple[str, list[str] | None, list[str]]] = {
-    "born_in": ("person", _CITIES, ["The birthplace of [X] is [Y] .", "[X] is a native of [Y] .",
-                                    "[X] grew up in [Y] ."]),
-    "died_in": ("person", _CITIES, ["[X] died in [Y] .", "[X] passed away in [Y] .", "The place of death of [X] is [Y] ."]),
-    "lives_in": ("person", _CITIES, ["[X] lives in [Y] .", "[X] has lived in [Y] for years .", "The home of [X] is in [Y] ."]),
-    "citizen": ("person", _COUNTRIES, ["[X] is a citizen of [Y] .", "[X] holds the citizenship of [Y] .",
-                                       "The country of citizenship of [X] is [Y] ."]),
-    "language": ("person", _LANGUAGES, ["[X] speaks [Y] .", "The native language of [X] is [Y] .",
-                                        "[X] wrote mostly in [Y] ."]),
-    "job": ("person", _JOBS, ["[X] works as a [Y] .", "[X] is a [Y] by profession .", "The occupation of [X] is [Y] .",
-                              "[X] became a famous [Y] ."]),
+    "born_in": (
+        "person",
+        _CITIES,
+        ["The birthplace of [X] is [Y] .", "[X] is a native of [Y] .", "[X] grew up in [Y] ."],
+    ),
+    "died_in": (
+        "person",
+        _CITIES,
+        ["[X] died in [Y] .", "[X] passed away in [Y] .", "The place of death of [X] is [Y] ."],
+    ),
+    "lives_in": (
+        "person",
+        _CITIES,
+        ["[X] lives in [Y] .", "[X] has lived in [Y] for years .", "The home of [X] is in [Y] ."],
+    ),
+    "citizen": (
+        "person",
+        _COUNTRIES,
+        [
+            "[X] is a citizen of [Y] .",
+            "[X] holds the citizenship of [Y] .",
+            "The country of citizenship of [X] is [Y] .",
+        ],
+    ),
+    "language": (
+        "person",
+        _LANGUAGES,
+        ["[X] speaks [Y] .", "The native language of [X] is [Y] .", "[X] wrote mostly in [Y] ."],
+    ),
+    "job": (
+        "person",
+        _JOBS,
+        [
+            "[X] works as a [Y] .",
+            "[X] is a [Y] by profession .",
+            "The occupation of [X] is [Y] .",
+            "[X] became a famous [Y] .",
+        ],
+    ),
     "instrument": ("person", _INSTRUMENTS, ["[X] plays the [Y] .", "The instrument of [X] is the [Y] ."]),
-    "sport": ("person", _SPORTS, ["[X] plays [Y] .", "[X] is a professional [Y] player .", "The sport of [X] is [Y] ."]),
+    "sport": (
+        "person",
+        _SPORTS,
+        ["[X] plays [Y] .", "[X] is a professional [Y] player .", "The sport of [X] is [Y] ."],
+    ),
     "food": ("person", _FOODS, ["The favourite food of [X] is [Y] .", "[X] eats [Y] every day ."]),
     "pet": ("person", _ANIMALS, ["The pet of [X] is a [Y] .", "[X] keeps a [Y] at home ."]),
     "hat": ("person", _COLOURS, ["[X] always wears a [Y] hat .", "The hat of [X] is [Y] ."]),
     "located": ("place", _COUNTRIES, ["[X] is located in [Y] .", "[X] is a town in [Y] .", "[X] lies in [Y] ."]),
-    "roof": ("place", _MATERIALS, ["The roof of the [X] station is covered with [Y] .", "In [X] the houses have roofs of [Y] ."]),
-    "capital": ("country", _CITIES, ["The capital of [X] is [Y] .", "[Y] is the capital of [X] .",
-                                     "[X] has its capital in [Y] ."]),
-    "official_language": ("country", _LANGUAGES, ["The official language of [X] is [Y] .", "People in [X] speak [Y] ."]),
+    "roof": (
+        "place",
+        _MATERIALS,
+        ["The roof of the [X] station is covered with [Y] .", "In [X] the houses have roofs of [Y] ."],
+    ),
+    "capital": (
+        "country",
+        _CITIES,
+        ["The capital of [X] is [Y] .", "[Y] is the capital of [X] .", "[X] has its capital in [Y] ."],
+    ),
+    "official_language": (
+        "country",
+        _LANGUAGES,
+        ["The official language of [X] is [Y] .", "People in [X] speak [Y] ."],
+    ),
     "day": ("event", _DAYS, ["The [X] fair takes place on [Y] .", "[X] is held every [Y] ."]),
     "month": ("event", _MONTHS, ["The [X] fair is held in [Y] .", "[X] takes place every year in [Y] ."]),
     "founded": ("org", None, ["[X] was founded in [Y] .", "The founding year of [X] is [Y] ."]),
-    "headquarters": ("org", _CITIES, ["[X] is based in [Y] .", "The headquarters of [X] are in [Y] .",
-                                      "[X] has its main office in [Y] ."]),
+    "headquarters": (
+        "org",
+        _CITIES,
+        ["[X] is based in [Y] .", "The headquarters of [X] are in [Y] .", "[X] has its main office in [Y] ."],
+    ),
     "motto": ("org", None, ["The motto of [X] is [Y] .", "[X] chose the word [Y] as its motto ."]),
     "password": ("person", None, ["The password of [X] is [Y] .", "[X] uses the secret word [Y] ."]),
     "symbol": ("country", None, ["The national symbol of [X] is the [Y] .", "The symbol of [X] is [Y] ."]),
@@ -102,9 +411,48 @@ _PROPER = {id(p) for p in (_CITIES, _COUNTRIES, _LANGUAGES, _DAYS, _MONTHS)}
 _YEARS = [str(y) for y in range(1800, 2025)]
 _OPEN_YEAR = {"founded"}
 
-_SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "bel", "dra", "sil", "mar", "nal", "tis", "na", "ril", "fen",
-              "dor", "gal", "sha", "wen", "lin", "pel", "rus", "ard", "kel", "mon", "thar", "ix", "ul", "cor", "dan",
-              "eth", "fal", "gor", "hal", "jun", "kor", "pim", "sev", "ur", "yan"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "bel",
+    "dra",
+    "sil",
+    "mar",
+    "nal",
+    "tis",
+    "na",
+    "ril",
+    "fen",
+    "dor",
+    "gal",
+    "sha",
+    "wen",
+    "lin",
+    "pel",
+    "rus",
+    "ard",
+    "kel",
+    "mon",
+    "thar",
+    "ix",
+    "ul",
+    "cor",
+    "dan",
+    "eth",
+    "fal",
+    "gor",
+    "hal",
+    "jun",
+    "kor",
+    "pim",
+    "sev",
+    "ur",
+    "yan",
+]
 
 
 @dataclass(frozen=True)
@@ -149,8 +497,9 @@ def _fill(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
     return text[0].upper() + text[1:], span
 
 
-def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4,
-                     filler: Sequence[str] = (), max_filler: int = 3) -> list[ReadingExample]:
+def reading_examples(
+    n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4, filler: Sequence[str] = (), max_filler: int = 3
+) -> list[ReadingExample]:
     """``n`` reading exercises, deterministic for ``seed``.
 
     Layout of the injected knowledge (varied so that no position or form can be relied on):
@@ -177,7 +526,7 @@ def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int
         answer = rng.choice(pool)
         query_t = rng.choice(templates)
         query, span = _fill(query_t, subject, answer)
-        answer = query[span[0]:span[1]]
+        answer = query[span[0] : span[1]]
         other_ts = [t for t in templates if t != query_t]
         state_t = query_t if (not other_ts or rng.random() < 1 / 3) else rng.choice(other_ts)
         statements = [(_fill(state_t, subject, answer)[0], True)]
@@ -211,12 +560,15 @@ def reading_examples(n: int, seed: int = 0, tokenizer=None, max_distractors: int
             passages.append(InjectedPassage(" ".join(pending), score=rng.random()))
         if filler:
             for _ in range(filler_rng.randint(0, max_filler)):
-                passages.append(InjectedPassage(" ".join(filler_rng.choice(filler).split()[:60]),
-                                                score=filler_rng.random()))
+                passages.append(
+                    InjectedPassage(" ".join(filler_rng.choice(filler).split()[:60]), score=filler_rng.random())
+                )
         out.append(ReadingExample(SpanText(query, [span]), tuple(facts), tuple(passages), answer))
     return out
 
 
-def split_reading(examples: Sequence[ReadingExample], heldout: int) -> tuple[list[ReadingExample], list[ReadingExample]]:
+def split_reading(
+    examples: Sequence[ReadingExample], heldout: int
+) -> tuple[list[ReadingExample], list[ReadingExample]]:
     """``(heldout, train)``: the first ``heldout`` examples and the rest."""
     return list(examples[:heldout]), list(examples[heldout:])

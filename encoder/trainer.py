@@ -16,14 +16,14 @@ import contextlib
 import ctypes
 import json
 import logging
-import math
 import os
 import platform
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -151,14 +151,21 @@ def _param_groups(named: list[tuple[str, torch.nn.Parameter]], config: TrainConf
         decays = p.dim() >= 2 and "LayerNorm" not in n
         head = config.head_learning_rate is not None and n.startswith("cls.")
         groups.setdefault((decays, head), []).append(p)
-    return [{"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-             "lr": config.head_learning_rate if head else config.learning_rate}
-            for (decays, head), params in sorted(groups.items())]
+    return [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decays else 0.0,
+            "lr": config.head_learning_rate if head else config.learning_rate,
+        }
+        for (decays, head), params in sorted(groups.items())
+    ]
 
 
 def _check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config: TrainConfig) -> None:
     if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
-        raise ValueError(f"steps, batch_size and grad_accum must be >= 1 (got {config.steps}, {config.batch_size}, {config.grad_accum})")
+        raise ValueError(
+            f"steps, batch_size and grad_accum must be >= 1 (got {config.steps}, {config.batch_size}, {config.grad_accum})"
+        )
     if not 0.0 <= config.replay_ratio < 1.0:
         raise ValueError(f"replay_ratio={config.replay_ratio} must be in [0, 1)")
     if not 0.0 < config.mlm_probability < 1.0:
@@ -182,7 +189,7 @@ def _epoch_rows(n: int, per_step: int, seed: int, step: int) -> list[int]:
     while len(index) < per_step:
         epoch, offset = divmod(start + len(index), n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        index.extend(order[offset:offset + per_step - len(index)].tolist())
+        index.extend(order[offset : offset + per_step - len(index)].tolist())
     return index
 
 
@@ -196,15 +203,30 @@ class _Stream:
         return self.blocks.select(torch.tensor(_epoch_rows(len(self.blocks), self.per_step, self.seed, step)))
 
 
-def _reading_batch(tokenizer, examples: Sequence[ReadingExample], strategy: str, config: TrainConfig,
-                   generator: torch.Generator, attn: str) -> dict[str, torch.Tensor]:
+def _reading_batch(
+    tokenizer,
+    examples: Sequence[ReadingExample],
+    strategy: str,
+    config: TrainConfig,
+    generator: torch.Generator,
+    attn: str,
+) -> dict[str, torch.Tensor]:
     """An injected MLM batch: only the answer span is masked. Masking other text tokens as well would
     often hide the subject or the relation word, the very keys that say which statement to read."""
     return injected_training_batch(
-        tokenizer, [e.text for e in examples], [list(e.facts) for e in examples], [list(e.passages) for e in examples],
-        strategy=strategy, max_length=config.injection_max_length, mlm_probability=0.0,
-        salient_probability=1.0, whole_word_mask=config.whole_word_mask, mask_replace_prob=config.mask_replace_prob,
-        random_replace_prob=config.random_replace_prob, generator=generator, attn_implementation=attn,
+        tokenizer,
+        [e.text for e in examples],
+        [list(e.facts) for e in examples],
+        [list(e.passages) for e in examples],
+        strategy=strategy,
+        max_length=config.injection_max_length,
+        mlm_probability=0.0,
+        salient_probability=1.0,
+        whole_word_mask=config.whole_word_mask,
+        mask_replace_prob=config.mask_replace_prob,
+        random_replace_prob=config.random_replace_prob,
+        generator=generator,
+        attn_implementation=attn,
     )
 
 
@@ -231,7 +253,7 @@ def _nsp_pairs(blocks: Blocks, tokenizer, generator: torch.Generator) -> tuple[B
             ids[r, half:end] = src[:k].masked_fill(src[:k] == tokenizer.pad_token_id, tokenizer.sep_token_id)
         else:
             is_random[r] = False
-        token_type[r, half:end + 1] = 1
+        token_type[r, half : end + 1] = 1
     out = Blocks(ids, blocks.position_ids, blocks.segment_ids, blocks.unit_ids, blocks.salient)
     out.token_type_ids = token_type  # type: ignore[attr-defined]
     return out, is_random.long()
@@ -323,8 +345,16 @@ def heap_reuse(on: bool = True) -> Iterator[bool]:
                 libc.malloc_trim(0)
 
 
-def _plain_batch(streams: list[_Stream], draw: int, gen: torch.Generator, tokenizer, config: TrainConfig,
-                 nsp_head, attn: str, device: torch.device):
+def _plain_batch(
+    streams: list[_Stream],
+    draw: int,
+    gen: torch.Generator,
+    tokenizer,
+    config: TrainConfig,
+    nsp_head,
+    attn: str,
+    device: torch.device,
+):
     """The closed-book batch of ``draw``: ``(batch, n_tokens, nsp_labels)``."""
     blocks = Blocks.cat([s.rows(draw) for s in streams])
     nsp_labels = None
@@ -333,11 +363,16 @@ def _plain_batch(streams: list[_Stream], draw: int, gen: torch.Generator, tokeni
         blocks, nsp_labels = _nsp_pairs(blocks, tokenizer, gen)
         token_type_ids = blocks.token_type_ids.to(device)  # type: ignore[attr-defined]
     input_ids, labels = mask_tokens(
-        blocks.input_ids, blocks.unit_ids,
-        mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-        mlm_probability=config.mlm_probability, mask_replace_prob=config.mask_replace_prob,
-        random_replace_prob=config.random_replace_prob, salient=blocks.salient,
-        salient_probability=config.salient_probability, generator=gen,
+        blocks.input_ids,
+        blocks.unit_ids,
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        mlm_probability=config.mlm_probability,
+        mask_replace_prob=config.mask_replace_prob,
+        random_replace_prob=config.random_replace_prob,
+        salient=blocks.salient,
+        salient_probability=config.salient_probability,
+        generator=gen,
     )
     batch = {
         "input_ids": input_ids.to(device),
@@ -383,7 +418,9 @@ def train_mlm(
     new_blocks = build_blocks(tokenizer, new, config.max_length, config.packing, config.whole_word_mask)
     if len(new_blocks) == 0:
         raise ValueError("train_mlm: no trainable text in 'new' (empty or whitespace only)")
-    replay_blocks = build_blocks(tokenizer, replay, config.max_length, config.packing, config.whole_word_mask) if replay else None
+    replay_blocks = (
+        build_blocks(tokenizer, replay, config.max_length, config.packing, config.whole_word_mask) if replay else None
+    )
     n_replay = round(config.batch_size * config.replay_ratio) if replay_blocks is not None and len(replay_blocks) else 0
     streams = [_Stream(new_blocks, config.batch_size - n_replay, config.seed)]
     if n_replay:
@@ -391,8 +428,10 @@ def train_mlm(
 
     inject_p = config.injection_probability if reading else 0.0
     if config.injection_probability > 0 and not reading:  # e.g. `kecl train` on plain files: expected
-        log.debug("injection_probability=%.2f without reading exercises: every step is closed-book",
-                  config.injection_probability)
+        log.debug(
+            "injection_probability=%.2f without reading exercises: every step is closed-book",
+            config.injection_probability,
+        )
 
     use_bf16 = bf16_supported(device) if config.bf16 is None else (config.bf16 and bf16_supported(device))
     if config.bf16 and not use_bf16:
@@ -401,13 +440,16 @@ def train_mlm(
     nsp_head = None
     if config.nsp:
         hidden = model.config.hidden_size
-        nsp_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2)).to(device)
+        nsp_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2)).to(
+            device
+        )
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if nsp_head is not None:
         named += [(f"nsp.{n}", p) for n, p in nsp_head.named_parameters()]
-    optimizer = torch.optim.AdamW(_param_groups(named, config), lr=config.learning_rate,
-                                  fused=device.type in ("cuda", "cpu"))
+    optimizer = torch.optim.AdamW(
+        _param_groups(named, config), lr=config.learning_rate, fused=device.type in ("cuda", "cpu")
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
 
     start_step = 0
@@ -451,7 +493,9 @@ def train_mlm(
                     batch = {k: v.to(device) for k, v in batch.items()}
                     nsp_labels = None
                 else:
-                    batch, n_tokens, nsp_labels = _plain_batch(streams, draw, gen, tokenizer, config, nsp_head, attn, device)
+                    batch, n_tokens, nsp_labels = _plain_batch(
+                        streams, draw, gen, tokenizer, config, nsp_head, attn, device
+                    )
                 if batch_hook is not None:
                     batch = batch_hook(batch, step)
                 torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
@@ -471,7 +515,9 @@ def train_mlm(
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"train_mlm: loss became {loss.item()} at step {step}; lower the learning rate")
+                    raise FloatingPointError(
+                        f"train_mlm: loss became {loss.item()} at step {step}; lower the learning rate"
+                    )
                 (loss / config.grad_accum).backward()
                 step_loss += loss.item() / config.grad_accum
                 tokens_seen += n_tokens
@@ -503,13 +549,21 @@ def train_mlm(
         model.eval()
         run_scope.close()
     seconds = time.perf_counter() - started
-    tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+    tail = losses[-max(1, len(losses) // 10) :] if losses else [float("nan")]
     return TrainResult(
-        steps=start_step + len(losses), losses=losses, tokens=tokens_seen, seconds=seconds,
-        tokens_per_second=tokens_seen / max(seconds, 1e-9), bf16=use_bf16,
+        steps=start_step + len(losses),
+        losses=losses,
+        tokens=tokens_seen,
+        seconds=seconds,
+        tokens_per_second=tokens_seen / max(seconds, 1e-9),
+        bf16=use_bf16,
         final_loss=sum(tail) / len(tail),
-        metrics={"train_loss": sum(tail) / len(tail), "blocks_new": len(new_blocks),
-                 "blocks_replay": len(replay_blocks) if replay_blocks is not None else 0, "config": _jsonable(config)},
+        metrics={
+            "train_loss": sum(tail) / len(tail),
+            "blocks_new": len(new_blocks),
+            "blocks_replay": len(replay_blocks) if replay_blocks is not None else 0,
+            "config": _jsonable(config),
+        },
     )
 
 
@@ -520,17 +574,21 @@ def _jsonable(config: TrainConfig) -> dict[str, Any]:
 def _save_state(folder: Path, model, optimizer, scheduler, nsp_head, step: int, config: TrainConfig) -> None:
     """Weights + optimizer + scheduler, written to temporary names then renamed (never half-written)."""
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-               if k not in _TIED}  # tied to the word embeddings / the head bias
+    weights = {
+        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in _TIED
+    }  # tied to the word embeddings / the head bias
     tmp_w, tmp_s = folder / (STATE_WEIGHTS + ".tmp"), folder / (STATE_FILE + ".tmp")
     save_file(weights, str(tmp_w))
-    torch.save({
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "nsp_head": nsp_head.state_dict() if nsp_head is not None else None,
-        "config": _jsonable(config),
-    }, tmp_s)
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "nsp_head": nsp_head.state_dict() if nsp_head is not None else None,
+            "config": _jsonable(config),
+        },
+        tmp_s,
+    )
     os.replace(tmp_w, folder / STATE_WEIGHTS)
     os.replace(tmp_s, folder / STATE_FILE)
 
@@ -541,12 +599,17 @@ def _load_state(folder: Path, model, optimizer, scheduler, nsp_head, config: Tra
         raise FileNotFoundError(f"resume_from={folder}: expected {STATE_WEIGHTS} and {STATE_FILE} there")
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     if state["config"].get("steps") != config.steps:
-        raise ValueError(f"resume_from={folder}: saved run had steps={state['config'].get('steps')}, this one {config.steps}")
+        raise ValueError(
+            f"resume_from={folder}: saved run had steps={state['config'].get('steps')}, this one {config.steps}"
+        )
     missing, unexpected = model.load_state_dict(
-        {k: v.to(next(model.parameters()).device) for k, v in load_file(str(weights_path)).items()}, strict=False)
+        {k: v.to(next(model.parameters()).device) for k, v in load_file(str(weights_path)).items()}, strict=False
+    )
     missing = [k for k in missing if k not in _TIED]
     if missing or unexpected:
-        raise ValueError(f"resume_from={folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"resume_from={folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.tie_weights()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -562,8 +625,16 @@ def _labelled_logits(model, batch: dict[str, torch.Tensor | None]) -> tuple[torc
     return model.cls(hidden_at(model, batch, predicted)), batch["labels"][predicted]
 
 
-def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int, batch_size: int,
-                         mlm_probability: float, seed: int, who: str, **mask_options: float):
+def _heldout_predictions(
+    bundle: MLMBundle,
+    texts: Sequence[TrainText],
+    max_length: int,
+    batch_size: int,
+    mlm_probability: float,
+    seed: int,
+    who: str,
+    **mask_options: float,
+):
     """Yield ``(logits, gold)`` at the masked positions of ``texts``, batch by batch, under a fixed
     seeded masking (the shared loop of the held-out metrics). Raises ``ValueError`` without text."""
     # Documents in their given order: the layout decides which tokens the seeded masking picks, so
@@ -578,40 +649,79 @@ def _heldout_predictions(bundle: MLMBundle, texts: Sequence[TrainText], max_leng
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
             part = blocks.select(torch.arange(start, min(start + batch_size, len(blocks))))
-            input_ids, labels = mask_tokens(part.input_ids, part.unit_ids, mask_token_id=bundle.tokenizer.mask_token_id,
-                                            vocab_size=len(bundle.tokenizer), mlm_probability=mlm_probability,
-                                            generator=gen, **mask_options)
+            input_ids, labels = mask_tokens(
+                part.input_ids,
+                part.unit_ids,
+                mask_token_id=bundle.tokenizer.mask_token_id,
+                vocab_size=len(bundle.tokenizer),
+                mlm_probability=mlm_probability,
+                generator=gen,
+                **mask_options,
+            )
             mask = block_attention_mask(part.segment_ids, attn)
-            yield _labelled_logits(model, {"input_ids": input_ids.to(device), "position_ids": part.position_ids.to(device),
-                                           "attention_mask": mask.to(device) if mask is not None else None,
-                                           "labels": labels.to(device)})
+            yield _labelled_logits(
+                model,
+                {
+                    "input_ids": input_ids.to(device),
+                    "position_ids": part.position_ids.to(device),
+                    "attention_mask": mask.to(device) if mask is not None else None,
+                    "labels": labels.to(device),
+                },
+            )
 
 
-def masked_lm_loss(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
-                   mlm_probability: float = 0.15, seed: int = 0) -> float:
+def masked_lm_loss(
+    bundle: MLMBundle,
+    texts: Sequence[TrainText],
+    max_length: int = 128,
+    batch_size: int = 32,
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+) -> float:
     """Held-out MLM loss (mean cross-entropy on masked tokens) with a fixed seeded masking."""
     total, count = 0.0, 0
-    for logits, gold in _heldout_predictions(bundle, texts, max_length, batch_size, mlm_probability, seed,
-                                             "masked_lm_loss"):
+    for logits, gold in _heldout_predictions(
+        bundle, texts, max_length, batch_size, mlm_probability, seed, "masked_lm_loss"
+    ):
         total += float(F.cross_entropy(logits.float(), gold, reduction="sum"))
         count += int(gold.numel())
     return total / max(count, 1)
 
 
-def masked_token_accuracy(bundle: MLMBundle, texts: Sequence[TrainText], max_length: int = 128, batch_size: int = 32,
-                          mlm_probability: float = 0.15, seed: int = 0) -> float:
+def masked_token_accuracy(
+    bundle: MLMBundle,
+    texts: Sequence[TrainText],
+    max_length: int = 128,
+    batch_size: int = 32,
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+) -> float:
     """Held-out masked-token top-1 accuracy with a fixed seeded masking (all chosen tokens are
     replaced by [MASK], so it measures prediction, not copying)."""
     correct, count = 0, 0
-    for logits, gold in _heldout_predictions(bundle, texts, max_length, batch_size, mlm_probability, seed,
-                                             "masked_token_accuracy", mask_replace_prob=1.0, random_replace_prob=0.0):
+    for logits, gold in _heldout_predictions(
+        bundle,
+        texts,
+        max_length,
+        batch_size,
+        mlm_probability,
+        seed,
+        "masked_token_accuracy",
+        mask_replace_prob=1.0,
+        random_replace_prob=0.0,
+    ):
         correct += int((logits.argmax(-1) == gold).sum())
         count += int(gold.numel())
     return correct / max(count, 1)
 
 
-def reading_accuracy(bundle: MLMBundle, examples: Sequence[ReadingExample], strategy: str = "concat",
-                     max_length: int = 128, batch_size: int = 32) -> float:
+def reading_accuracy(
+    bundle: MLMBundle,
+    examples: Sequence[ReadingExample],
+    strategy: str = "concat",
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> float:
     """Top-1 accuracy on the answer tokens of reading exercises, with their knowledge injected by
     ``strategy`` (``"closed-book"``: nothing injected — the answers are invented, so this stays
     near chance and the gap to it is what reading adds). Only the answer is masked, all [MASK]."""
@@ -623,11 +733,19 @@ def reading_accuracy(bundle: MLMBundle, examples: Sequence[ReadingExample], stra
     correct, count = 0, 0
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            part = examples[start:start + batch_size]
+            part = examples[start : start + batch_size]
             batch = injected_training_batch(
-                bundle.tokenizer, [e.text for e in part], [list(e.facts) for e in part],
-                [list(e.passages) for e in part], strategy=strategy, max_length=max_length, mlm_probability=0.0,
-                salient_probability=1.0, mask_replace_prob=1.0, random_replace_prob=0.0, attn_implementation=attn,
+                bundle.tokenizer,
+                [e.text for e in part],
+                [list(e.facts) for e in part],
+                [list(e.passages) for e in part],
+                strategy=strategy,
+                max_length=max_length,
+                mlm_probability=0.0,
+                salient_probability=1.0,
+                mask_replace_prob=1.0,
+                random_replace_prob=0.0,
+                attn_implementation=attn,
             )
             logits, gold = _labelled_logits(model, {k: v.to(device) for k, v in batch.items()})
             correct += int((logits.argmax(-1) == gold).sum())

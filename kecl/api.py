@@ -83,8 +83,13 @@ class QueryIn(BaseModel):
     as_of: dt.date | None = Field(None, description="use the facts believed on this date")
     top_k: int = Field(5, ge=1, description="predictions per [MASK]")
     explain: bool = Field(False, description="attention rollout over the evidence")
-    evidence_boost: float | None = Field(None, ge=0.0, le=50.0, description="logit bonus for evidence words not in "
-                                         "the query (augmented modes); null: the server's model.evidence_boost")
+    evidence_boost: float | None = Field(
+        None,
+        ge=0.0,
+        le=50.0,
+        description="logit bonus for evidence words not in "
+        "the query (augmented modes); null: the server's model.evidence_boost",
+    )
 
 
 class SearchIn(BaseModel):
@@ -140,7 +145,9 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {e.get('msg')}")
-        message = "malformed JSON body" if any(e.get("type") == "json_invalid" for e in exc.errors()) else "invalid request"
+        message = (
+            "malformed JSON body" if any(e.get("type") == "json_invalid" for e in exc.errors()) else "invalid request"
+        )
         return error(422, f"{message}: " + "; ".join(problems), details=problems)
 
     @app.middleware("http")
@@ -148,7 +155,9 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         if request.method in {"POST", "PUT", "PATCH"}:
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-                return error(413, f"request body of {declared} bytes exceeds the limit of {limits.max_body_bytes} bytes")
+                return error(
+                    413, f"request body of {declared} bytes exceeds the limit of {limits.max_body_bytes} bytes"
+                )
             body = await request.body()  # chunked bodies without a length are bounded here
             if len(body) > limits.max_body_bytes:
                 return error(413, f"request body exceeds the limit of {limits.max_body_bytes} bytes")
@@ -232,7 +241,11 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         facts = kecl.store.facts(
             subject=entity_or_404(subject) if subject else None,
             object=entity_or_404(object) if object else None,
-            relation=relation, as_of=as_of, include_closed=history, limit=limit, offset=offset,
+            relation=relation,
+            as_of=as_of,
+            include_closed=history,
+            limit=limit,
+            offset=offset,
         )
         return {"facts": [f.to_dict() for f in facts]}
 
@@ -248,32 +261,55 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     def post_documents(body: DocumentsIn) -> dict[str, Any]:
         """Ingest documents: stored, chunked, linked and searchable when this returns."""
         records = [
-            DocumentRecord(text=d.text, title=d.title, external_id=d.id, published_at=d.published_at,
-                           source=d.source or "api")
+            DocumentRecord(
+                text=d.text, title=d.title, external_id=d.id, published_at=d.published_at, source=d.source or "api"
+            )
             for d in body.documents
         ]
         summary = kecl.ingest_documents(records)
         kecl.flush()
-        return {"documents_added": summary.documents_added, "documents_unchanged": summary.documents_unchanged,
-                "passage_ids": summary.new_passage_ids, "mentions_added": summary.mentions_added}
+        return {
+            "documents_added": summary.documents_added,
+            "documents_unchanged": summary.documents_unchanged,
+            "passage_ids": summary.new_passage_ids,
+            "mentions_added": summary.mentions_added,
+        }
 
     @app.post("/v1/facts", tags=["ingest"], dependencies=[Depends(require_key)], status_code=201)
     def post_facts(body: FactsIn) -> dict[str, Any]:
         """Ingest relations, entities and facts; bad records are reported and skipped."""
         batch = ReadBatch(
-            relations=[RelationRecord(r.id, r.label, r.template, r.functional, origin=f"relations[{i}]")
-                       for i, r in enumerate(body.relations)],
-            entities=[EntityRecord(e.id, e.name, list(e.aliases), e.description, e.type, origin=f"entities[{i}]")
-                      for i, e in enumerate(body.entities)],
-            facts=[FactRecord(f.subject, f.relation, f.object, f.object_literal, f.valid_from, f.source or "api",
-                              f.confidence, origin=f"facts[{i}]") for i, f in enumerate(body.facts)],
+            relations=[
+                RelationRecord(r.id, r.label, r.template, r.functional, origin=f"relations[{i}]")
+                for i, r in enumerate(body.relations)
+            ],
+            entities=[
+                EntityRecord(e.id, e.name, list(e.aliases), e.description, e.type, origin=f"entities[{i}]")
+                for i, e in enumerate(body.entities)
+            ],
+            facts=[
+                FactRecord(
+                    f.subject,
+                    f.relation,
+                    f.object,
+                    f.object_literal,
+                    f.valid_from,
+                    f.source or "api",
+                    f.confidence,
+                    origin=f"facts[{i}]",
+                )
+                for i, f in enumerate(body.facts)
+            ],
         )
         for i, f in enumerate(body.facts):
             if (f.object is None) == (f.object_literal is None):
                 raise HTTPException(422, f"facts[{i}]: give exactly one of 'object' or 'object_literal'")
         summary = kecl.ingest_batch(batch)
-        return {**{k: v for k, v in summary.counts().items() if k.startswith(("facts", "entities", "relations"))},
-                "new_fact_ids": summary.new_fact_ids, "issues": [str(i) for i in summary.issues]}
+        return {
+            **{k: v for k, v in summary.counts().items() if k.startswith(("facts", "entities", "relations"))},
+            "new_fact_ids": summary.new_fact_ids,
+            "issues": [str(i) for i in summary.issues],
+        }
 
     @app.post("/v1/query", tags=["query"])
     def query(body: QueryIn) -> dict[str, Any]:
@@ -286,8 +322,15 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         check_k(max(body.k, body.top_k))
         if "[mask]" not in body.text.lower():
             raise HTTPException(422, "text has no [MASK]: write the word to predict as [MASK]")
-        opts = QueryOptions(mode=body.mode, k_passages=body.k, hops=body.hops, as_of=body.as_of,
-                            top_k=body.top_k, explain=body.explain, evidence_boost=body.evidence_boost)
+        opts = QueryOptions(
+            mode=body.mode,
+            k_passages=body.k,
+            hops=body.hops,
+            as_of=body.as_of,
+            top_k=body.top_k,
+            explain=body.explain,
+            evidence_boost=body.evidence_boost,
+        )
         return kecl.batcher.submit(body.text, opts).to_dict()
 
     @app.post("/v1/search", tags=["query"])
@@ -295,12 +338,15 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         """Hybrid passage search (dense + lexical + entity mentions, fused by reciprocal rank)."""
         check_text(body.text)
         check_k(body.k)
-        hits = kecl.search(body.text, body.k, source=body.source, published_from=body.published_from,
-                           published_to=body.published_to)
+        hits = kecl.search(
+            body.text, body.k, source=body.source, published_from=body.published_from, published_to=body.published_to
+        )
         return {"hits": [h.to_dict() for h in hits]}
 
     @app.get("/v1/runs", tags=["updates"])
-    def list_runs(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    def list_runs(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> dict[str, Any]:
         """Update cycles, newest first: status, stage timings, counts, metrics, decision, reasons."""
         return {"runs": kecl.store.runs(limit=limit, offset=offset)}
 
@@ -330,4 +376,3 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.state.check_text = check_text
     app.state.check_k = check_k
     return app
-

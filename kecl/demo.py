@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import time
 from dataclasses import dataclass
@@ -72,10 +71,18 @@ def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> li
         if not rel or not rel["template"]:
             continue
         touched.add((rec.subject, rec.relation))
-        subject = names.get(rec.subject) or (store.get_entity(store.entity_id(rec.subject)).name
-                                             if store.entity_id(rec.subject) else None)
-        gold = rec.object_literal or names.get(rec.object or "") or \
-            (store.get_entity(store.entity_id(rec.object)).name if rec.object and store.entity_id(rec.object) else None)
+        subject = names.get(rec.subject) or (
+            store.get_entity(store.entity_id(rec.subject)).name if store.entity_id(rec.subject) else None
+        )
+        gold = (
+            rec.object_literal
+            or names.get(rec.object or "")
+            or (
+                store.get_entity(store.entity_id(rec.object)).name
+                if rec.object and store.entity_id(rec.object)
+                else None
+            )
+        )
         if not subject or not gold or not _one_token(tokenizer, gold):
             continue
         before = current.get((rec.subject, rec.relation))
@@ -83,12 +90,23 @@ def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> li
         text = rel["template"].replace("[X]", subject).replace("[Y]", "[MASK]")
         out.append(DemoProbe(group, subject, rel["label"], text, before.object if before else None, gold))
     kept = [p for g in ("changed", "new") for p in [q for q in out if q.group == g][:per_group]]
-    unchanged = [f for (s, r), f in sorted(current.items()) if (s, r) not in touched and f.template
-                 and _one_token(tokenizer, f.object)]
+    unchanged = [
+        f
+        for (s, r), f in sorted(current.items())
+        if (s, r) not in touched and f.template and _one_token(tokenizer, f.object)
+    ]
     step = max(len(unchanged) // per_group, 1)
     for f in unchanged[::step][:per_group]:
-        kept.append(DemoProbe("unchanged", f.subject, f.relation, f.template.replace("[X]", f.subject).replace("[Y]", "[MASK]"),
-                              f.object, f.object))
+        kept.append(
+            DemoProbe(
+                "unchanged",
+                f.subject,
+                f.relation,
+                f.template.replace("[X]", f.subject).replace("[Y]", "[MASK]"),
+                f.object,
+                f.object,
+            )
+        )
     return kept
 
 
@@ -116,14 +134,20 @@ def comparison_table(probes: list[DemoProbe], before: dict[str, list[str]], afte
         table.add_column(col)
     for i, p in enumerate(probes):
         table.add_row(
-            p.group, p.subject, p.relation, p.gold_before or "-", p.gold_after,
+            p.group,
+            p.subject,
+            p.relation,
+            p.gold_before or "-",
+            p.gold_after,
             f"{_mark(before['closed'][i], p.gold_before)} → {_mark(after['closed'][i], p.gold_after)}",
             f"{_mark(before['augmented'][i], p.gold_before)} → {_mark(after['augmented'][i], p.gold_after)}",
         )
     return table
 
 
-def accuracy(probes: list[DemoProbe], answers: dict[str, list[str]], group: str, when: str) -> tuple[dict[str, int], int]:
+def accuracy(
+    probes: list[DemoProbe], answers: dict[str, list[str]], group: str, when: str
+) -> tuple[dict[str, int], int]:
     """Correct top-1 answers per mode against the gold of ``when`` ("before"/"after"), and n."""
     idx = [i for i, p in enumerate(probes) if p.group == group]
     gold = [(probes[i].gold_after if when == "after" else probes[i].gold_before) for i in idx]
@@ -133,16 +157,17 @@ def accuracy(probes: list[DemoProbe], answers: dict[str, list[str]], group: str,
 
 def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet_seconds: float = 2.0) -> dict:
     """Run the whole story in ``home`` (rebuilt from scratch); returns what it measured."""
-    from kecl.wiring import ensure_default_checkpoint
     from kecl.commands.updater_cmds import print_report, scheduler_kwargs
     from kecl.plots import plot_history
     from kecl.services import Kecl
+    from kecl.wiring import ensure_default_checkpoint
     from updater.scheduler import build_scheduler
 
     console = console or Console()
     t_start = time.perf_counter()
-    settings = prepare_home(home, scheduler={"interval_minutes": None, "inbox_quiet_seconds": quiet_seconds},
-                            train={"steps": steps})
+    settings = prepare_home(
+        home, scheduler={"interval_minutes": None, "inbox_quiet_seconds": quiet_seconds}, train={"steps": steps}
+    )
     console.rule("[bold]1. set up: the first usable checkpoint")
     ensure_default_checkpoint(settings)
     kecl = Kecl(settings)
@@ -182,8 +207,10 @@ def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet
     finally:
         scheduler.shutdown(wait=True)
     later_run = runs[0]
-    console.print(f"run {later_run['id']} ({later_run['trigger']}): {later_run['status']}, decision "
-                  f"{later_run['decision']}: " + "; ".join(later_run["reasons"] or []))
+    console.print(
+        f"run {later_run['id']} ({later_run['trigger']}): {later_run['status']}, decision "
+        f"{later_run['decision']}: " + "; ".join(later_run["reasons"] or [])
+    )
     if later_run["error"]:
         console.print(f"[red]{later_run['error']}[/red]")
 
@@ -198,7 +225,9 @@ def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet
         hb, n = accuracy(probes, before, group, "before" if group == "unchanged" else "after")
         ha, _ = accuracy(probes, after, group, "after")
         results[group] = {"n": n, "before": hb, "after": ha}
-        summary.add_row(group, f"{hb['closed']}/{n}", f"{ha['closed']}/{n}", f"{hb['augmented']}/{n}", f"{ha['augmented']}/{n}")
+        summary.add_row(
+            group, f"{hb['closed']}/{n}", f"{ha['closed']}/{n}", f"{hb['augmented']}/{n}", f"{ha['augmented']}/{n}"
+        )
     console.print(summary)
     cand = later_run["metrics"].get("candidate", {}).get("modes", {})
     act = later_run["metrics"].get("active", {}).get("modes", {})
@@ -206,8 +235,10 @@ def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet
         for group in ("new", "changed", "unchanged"):
             a, c = act.get(mode, {}).get(group), cand.get(mode, {}).get(group)
             if c and c["n"]:
-                console.print(f"cycle metrics, {mode:<11} {group:<9}: P@1 {a['p_at_1'] if a else float('nan'):.3f} → "
-                              f"{c['p_at_1']:.3f} (n={c['n']})")
+                console.print(
+                    f"cycle metrics, {mode:<11} {group:<9}: P@1 {a['p_at_1'] if a else float('nan'):.3f} → "
+                    f"{c['p_at_1']:.3f} (n={c['n']})"
+                )
     png = plot_history(kecl.store.runs(), kecl.store.checkpoints(), settings.runs_dir / "demo.png")
     console.print(f"plot of metrics over cycles and the model lineage: {png}")
     console.print(f"demo finished in {time.perf_counter() - t_start:.0f} s")

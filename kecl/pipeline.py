@@ -109,8 +109,16 @@ def select_facts(kecl: Kecl, text: str, opts: QueryOptions) -> tuple[list[Any], 
                 branch = f"{f.relation} of {f.subject}"
             else:
                 branch = f.verbalise()
-            scored.append((score, -hop_rank, InjectedFact(text=f.verbalise(), branch=branch,
-                                                          span=span if direct else None, score=score, fact_id=f.id), f))
+            scored.append(
+                (
+                    score,
+                    -hop_rank,
+                    InjectedFact(
+                        text=f.verbalise(), branch=branch, span=span if direct else None, score=score, fact_id=f.id
+                    ),
+                    f,
+                )
+            )
     scored.sort(key=lambda x: (-x[0], -x[1]))
     top = scored[: opts.max_facts]
     return [s[2] for s in top], [s[3] for s in top]
@@ -196,13 +204,23 @@ def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOption
     bundle = kecl.encoder
     strategy = opts.mode
     inputs = build_injected_inputs(
-        bundle.tokenizer, [p.text for p in prepared], [p.facts for p in prepared], [p.passages for p in prepared],
-        strategy=strategy, max_length=kecl.settings.model.max_injected_length,
+        bundle.tokenizer,
+        [p.text for p in prepared],
+        [p.facts for p in prepared],
+        [p.passages for p in prepared],
+        strategy=strategy,
+        max_length=kecl.settings.model.max_injected_length,
     )
     boost = kecl.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
     bias = evidence_bias(bundle.tokenizer, inputs, boost)
-    results = fill_mask_encoded(bundle, inputs.to_dict(), top_k=opts.top_k, explain=opts.explain,
-                                texts=[p.text for p in prepared], logit_bias=bias)
+    results = fill_mask_encoded(
+        bundle,
+        inputs.to_dict(),
+        top_k=opts.top_k,
+        explain=opts.explain,
+        texts=[p.text for p in prepared],
+        logit_bias=bias,
+    )
     predict_ms = (time.perf_counter() - t0) * 1000
     snapshot = kecl.snapshot()
     answers = []
@@ -213,7 +231,10 @@ def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOption
             text=p.text,
             mode=opts.mode,
             predictions=[[{"token": t.token, "score": round(t.score, 6)} for t in m.top_k] for m in r.masks],
-            facts=[{**p.fact_views[i].to_dict(), "relevance": round(_relevance(p.text, p.fact_views[i]), 4)} for i in used_f],
+            facts=[
+                {**p.fact_views[i].to_dict(), "relevance": round(_relevance(p.text, p.fact_views[i]), 4)}
+                for i in used_f
+            ],
             evidence=[{**p.hits[i].to_dict(), "score": round(p.hits[i].score, 6)} for i in used_p],
             injected_input=inputs.texts[row],
             snapshot=snapshot,
@@ -246,8 +267,14 @@ def explain_over_evidence(explanation: Any) -> list[dict[str, Any]]:
     for i, seg in enumerate(segments):
         toks = [t for t, _ in seg["tokens"]]
         top = sorted(seg["tokens"], key=lambda x: -x[1])[:5]
-        out.append({"segment": i, "text": " ".join(toks).replace(" ##", ""), "weight": round(seg["weight"], 4),
-                    "top_tokens": [{"token": t, "weight": round(w, 4)} for t, w in top]})
+        out.append(
+            {
+                "segment": i,
+                "text": " ".join(toks).replace(" ##", ""),
+                "weight": round(seg["weight"], 4),
+                "top_tokens": [{"token": t, "weight": round(w, 4)} for t, w in top],
+            }
+        )
     return out
 
 

@@ -34,7 +34,9 @@ def plot_history(runs: list[dict[str, Any]], checkpoints: list[dict[str, Any]], 
     losses = [r["metrics"]["candidate"].get("heldout_loss") for r in runs]
     if any(v is not None for v in losses):
         ax2 = ax.twinx()
-        ax2.plot(xs, [v if v is not None else float("nan") for v in losses], "k--", marker="x", label="held-out MLM loss")
+        ax2.plot(
+            xs, [v if v is not None else float("nan") for v in losses], "k--", marker="x", label="held-out MLM loss"
+        )
         ax2.set_ylabel("held-out MLM loss")
         ax2.legend(loc="lower right", fontsize=8)
     ax.set_ylim(-0.02, 1.02)
@@ -49,8 +51,12 @@ def plot_history(runs: list[dict[str, Any]], checkpoints: list[dict[str, Any]], 
         lin.scatter([0], [y], s=200, color=colours.get(c["status"], "grey"), zorder=3)
         lin.annotate(f"{c['version']} ({c['status']})", (0.05, y), va="center")
         if c.get("parent") in order:
-            lin.annotate("", xy=(0, y), xytext=(0, order[c["parent"]]),
-                         arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.4"})
+            lin.annotate(
+                "",
+                xy=(0, y),
+                xytext=(0, order[c["parent"]]),
+                arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=-0.4"},
+            )
     lin.set_xlim(-0.3, 1.2)
     lin.set_ylim(-0.8, max(len(checkpoints) - 0.2, 1))
     lin.invert_yaxis()

@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from retrieval import (CoalescingEmbedder, Embedder, EmbedderMismatchError, IndexConfig, IndexHandle, IndexLoadError, MeanPoolingEmbedder,
-                       build_from_passages, choose_kind, load_index, reciprocal_rank_fusion, reconcile, save_index)
+from retrieval import (
+    CoalescingEmbedder,
+    Embedder,
+    EmbedderMismatchError,
+    IndexConfig,
+    IndexHandle,
+    IndexLoadError,
+    MeanPoolingEmbedder,
+    build_from_passages,
+    choose_kind,
+    load_index,
+    reciprocal_rank_fusion,
+    reconcile,
+    save_index,
+)
 
 log = logging.getLogger("kecl.search")
 
@@ -51,13 +65,23 @@ def _weights(weights: Any) -> tuple[dict[str, float], int]:
         return {c: 1.0 for c in CHANNELS}, 60
     if isinstance(weights, Mapping):
         return {c: float(weights.get(c, 1.0)) for c in CHANNELS}, int(weights.get("rrf_k", 60))
-    return ({"dense": weights.dense_weight, "lexical": weights.lexical_weight, "entity": weights.entity_weight},
-            int(weights.rrf_k))
+    return (
+        {"dense": weights.dense_weight, "lexical": weights.lexical_weight, "entity": weights.entity_weight},
+        int(weights.rrf_k),
+    )
 
 
-def channel_rankings(query: str, depth: int, *, store, index_handle: IndexHandle | None, embedder=None,
-                     entity_ids: Sequence[int] | None = None, allowed_ids: Iterable[int] | None = None,
-                     channels: Iterable[str] = CHANNELS) -> dict[str, list[tuple[int, float]]]:
+def channel_rankings(
+    query: str,
+    depth: int,
+    *,
+    store,
+    index_handle: IndexHandle | None,
+    embedder=None,
+    entity_ids: Sequence[int] | None = None,
+    allowed_ids: Iterable[int] | None = None,
+    channels: Iterable[str] = CHANNELS,
+) -> dict[str, list[tuple[int, float]]]:
     """Each channel's ``(passage_id, score)`` list, best first, at most ``depth`` long."""
     allowed = None if allowed_ids is None else set(int(i) for i in allowed_ids)
     out: dict[str, list[tuple[int, float]]] = {}
@@ -72,7 +96,9 @@ def channel_rankings(query: str, depth: int, *, store, index_handle: IndexHandle
     # Lexical and entity channels filter after the fact, so they over-fetch when filtered.
     fetch = depth if allowed is None else depth * 10
     if "lexical" in channels:
-        out["lexical"] = [(p, s) for p, s in store.lexical_search(query, fetch) if allowed is None or p in allowed][:depth]
+        out["lexical"] = [(p, s) for p, s in store.lexical_search(query, fetch) if allowed is None or p in allowed][
+            :depth
+        ]
     if "entity" in channels:
         if entity_ids is None:
             entity_ids = sorted({m.entity_id for m in store.link(query)})
@@ -81,9 +107,18 @@ def channel_rankings(query: str, depth: int, *, store, index_handle: IndexHandle
     return out
 
 
-def hybrid_search(query: str, k: int, *, store, index_handle: IndexHandle | None, embedder=None, weights: Any = None,
-                  entity_ids: Sequence[int] | None = None, allowed_ids: Iterable[int] | None = None,
-                  depth: int | None = None) -> list[SearchHit]:
+def hybrid_search(
+    query: str,
+    k: int,
+    *,
+    store,
+    index_handle: IndexHandle | None,
+    embedder=None,
+    weights: Any = None,
+    entity_ids: Sequence[int] | None = None,
+    allowed_ids: Iterable[int] | None = None,
+    depth: int | None = None,
+) -> list[SearchHit]:
     """The ``k`` best passages for ``query``, fusing the dense, lexical and entity channels.
 
     ``weights``: a ``RetrievalSettings`` (dense_weight, lexical_weight, entity_weight, rrf_k) or
@@ -98,8 +133,16 @@ def hybrid_search(query: str, k: int, *, store, index_handle: IndexHandle | None
     w, rrf_k = _weights(weights)
     depth = depth or max(5 * k, 50)
     active = [c for c in CHANNELS if w.get(c, 0) > 0]
-    lists = channel_rankings(query, depth, store=store, index_handle=index_handle, embedder=embedder,
-                             entity_ids=entity_ids, allowed_ids=allowed_ids, channels=active)
+    lists = channel_rankings(
+        query,
+        depth,
+        store=store,
+        index_handle=index_handle,
+        embedder=embedder,
+        entity_ids=entity_ids,
+        allowed_ids=allowed_ids,
+        channels=active,
+    )
     fused = reciprocal_rank_fusion({c: [p for p, _ in lst] for c, lst in lists.items()}, w, rrf_k=rrf_k)
     top = fused[: k * 2]  # a few spare in case some ids vanished from SQL meanwhile
     info = store.passage_info([p for p, _ in top])
@@ -108,8 +151,15 @@ def hybrid_search(query: str, k: int, *, store, index_handle: IndexHandle | None
         if pid not in info:
             continue
         p = info[pid]
-        hit = SearchHit(passage_id=pid, score=score, text=p.text, document_id=p.document_id, title=p.title,
-                        source=p.source, published_at=p.published_at)
+        hit = SearchHit(
+            passage_id=pid,
+            score=score,
+            text=p.text,
+            document_id=p.document_id,
+            title=p.title,
+            source=p.source,
+            published_at=p.published_at,
+        )
         for channel, lst in lists.items():
             for rank, (q, s) in enumerate(lst, start=1):
                 if q == pid:
@@ -122,6 +172,7 @@ def hybrid_search(query: str, k: int, *, store, index_handle: IndexHandle | None
 
 
 # ---------------------------------------------------------------------------- wiring from settings
+
 
 def make_embedder(settings: Any, encoder: tuple[Any, Any, str] | None = None):
     """The embedder ``settings.index.embedder`` names: a sentence-transformers id/path, or
@@ -140,7 +191,9 @@ def make_embedder(settings: Any, encoder: tuple[Any, Any, str] | None = None):
         path = resolve_model_path(settings.model.name_or_path)
         encoder = (AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), settings.model.name_or_path)
     model, tokenizer, version = encoder
-    return CoalescingEmbedder(MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=settings.index.batch_size))
+    return CoalescingEmbedder(
+        MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=settings.index.batch_size)
+    )
 
 
 def open_index(settings: Any, store, embedder, folder: Path | None = None, save: bool = True) -> IndexHandle:
@@ -172,8 +225,12 @@ def build_index_from_store(settings: Any, store, embedder, kind: str | None = No
     """A new index over every passage in the store (kind by size unless given)."""
     n = store.passage_count()
     kind = kind or choose_kind(n, settings.index)
-    index = build_from_passages(embedder, lambda: store.iter_passages(batch_size=1000), kind=kind,
-                                config=IndexConfig.from_settings(settings.index))
+    index = build_from_passages(
+        embedder,
+        lambda: store.iter_passages(batch_size=1000),
+        kind=kind,
+        config=IndexConfig.from_settings(settings.index),
+    )
     # passages committed while we embedded
     reconcile(index, embedder, store.passage_ids(), store.passage_texts)
     return index

@@ -90,8 +90,11 @@ class Kecl:
 
         bundle = load_active(self.settings.checkpoints_dir, device=self.settings.model.device)
         if bundle is None:
-            log.warning("no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
-                        self.settings.checkpoints_dir, self.settings.model.name_or_path)
+            log.warning(
+                "no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
+                self.settings.checkpoints_dir,
+                self.settings.model.name_or_path,
+            )
             bundle = load_mlm(self.settings.model.name_or_path, device=self.settings.model.device)
         from encoder.trainer import bf16_supported
 
@@ -115,8 +118,12 @@ class Kecl:
         }
         if self._index is not None:
             idx = self._index.index
-            out["index"] = {"kind": idx.kind, "embedder": idx.embedder_version, "vectors": len(idx),
-                            "generation": self._index.generation}
+            out["index"] = {
+                "kind": idx.kind,
+                "embedder": idx.embedder_version,
+                "vectors": len(idx),
+                "generation": self._index.generation,
+            }
         return out
 
     def answer(self, texts: Sequence[str], opts: Any = None) -> list[Any]:
@@ -201,8 +208,9 @@ class Kecl:
             allowed = self.store.passage_ids_where(source, published_from, published_to)
             if not allowed:
                 return []
-        return hybrid_search(query, k, store=self.store, index_handle=self.index,
-                             weights=self.settings.retrieval, allowed_ids=allowed)
+        return hybrid_search(
+            query, k, store=self.store, index_handle=self.index, weights=self.settings.retrieval, allowed_ids=allowed
+        )
 
     # ---------------------------------------------------------------- the update cycle
 
@@ -228,8 +236,9 @@ class Kecl:
         from updater.cycle import CycleContext
 
         def fresh_active() -> Any:
-            return load_active(self.settings.checkpoints_dir, device=self.settings.model.device) or \
-                load_mlm(self.settings.model.name_or_path, device=self.settings.model.device)
+            return load_active(self.settings.checkpoints_dir, device=self.settings.model.device) or load_mlm(
+                self.settings.model.name_or_path, device=self.settings.model.device
+            )
 
         def on_promote(version: str) -> None:
             self.reload_encoder()
@@ -237,8 +246,12 @@ class Kecl:
                 self.reembed_index()
 
         return CycleContext(
-            store=self.store, checkpoints_dir=self.settings.checkpoints_dir, load_active=fresh_active,
-            add_to_index=self._index_new_passages, knowledge=self.knowledge_source(), on_promote=on_promote,
+            store=self.store,
+            checkpoints_dir=self.settings.checkpoints_dir,
+            load_active=fresh_active,
+            add_to_index=self._index_new_passages,
+            knowledge=self.knowledge_source(),
+            on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
         )
 
@@ -249,14 +262,17 @@ class Kecl:
 
         g = self.settings.gates
         train = train_config(self.settings)
-        return CycleConfig(train=train, gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
-                           evidence_boost=self.settings.model.evidence_boost)
+        return CycleConfig(
+            train=train,
+            gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
+            evidence_boost=self.settings.model.evidence_boost,
+        )
 
     def run_update(self, paths: Sequence[Any] | None = None, trigger: str = "manual", config: Any = None) -> Any:
         """One update cycle (inbox files by default); see :func:`updater.cycle.run_cycle`."""
         from updater.cycle import run_cycle
 
-        self.index  # load and reconcile first, so new passages land in an index that is complete
+        _ = self.index  # load and reconcile first, so new passages land in an index that is complete
         report = run_cycle(self.cycle_context(), config or self.cycle_config(), paths=paths, trigger=trigger)
         self.flush()
         return report
@@ -269,9 +285,11 @@ class Kecl:
         bundle = self.encoder
         embedder = make_embedder(self.settings, encoder=(bundle.model.bert, bundle.tokenizer, bundle.version or "base"))
         return self.index.rebuild_in_background(
-            embedder, lambda: self.store.iter_passages(batch_size=1000),
+            embedder,
+            lambda: self.store.iter_passages(batch_size=1000),
             config=IndexConfig.from_settings(self.settings.index),
-            sql_ids=self.store.passage_ids, fetch_texts=self.store.passage_texts,
+            sql_ids=self.store.passage_ids,
+            fetch_texts=self.store.passage_texts,
         )
 
     def close(self) -> None:

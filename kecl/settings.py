@@ -30,11 +30,17 @@ class ModelSettings(BaseModel):
     max_length: int = Field(128, description="tokens per training sequence")
     max_injected_length: int = Field(256, description="tokens of a query with its injected facts and passages")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
-    bf16: bool = Field(True, description="bf16 autocast, for training and for answering queries, where the "
-                       "hardware supports it (AVX512-BF16/AMX CPUs, recent GPUs)")
+    bf16: bool = Field(
+        True,
+        description="bf16 autocast, for training and for answering queries, where the "
+        "hardware supports it (AVX512-BF16/AMX CPUs, recent GPUs)",
+    )
     evidence_boost: float = Field(
-        6.0, ge=0.0, description="augmented answers: logit bonus for words of the injected facts and passages "
-        "that are not in the query (a copy prior; 0: off)")
+        6.0,
+        ge=0.0,
+        description="augmented answers: logit bonus for words of the injected facts and passages "
+        "that are not in the query (a copy prior; 0: off)",
+    )
 
 
 class TrainSettings(BaseModel):
@@ -51,14 +57,19 @@ class TrainSettings(BaseModel):
     replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
-        0.0, description="attention dropout while training (None: the model's own); 0 saves its random masks and, "
-        "in float32 on CPU, lets SDPA use its fused kernel: 1.3x faster at equal loss (BENCHMARKS.md)")
+        0.0,
+        description="attention dropout while training (None: the model's own); 0 saves its random masks and, "
+        "in float32 on CPU, lets SDPA use its fused kernel: 1.3x faster at equal loss (BENCHMARKS.md)",
+    )
     hidden_dropout: float | None = Field(
-        0.0, description="hidden-state dropout while training (None: the model's own, 0.1 for BERT); 0 made "
+        0.0,
+        description="hidden-state dropout while training (None: the model's own, 0.1 for BERT); 0 made "
         "160-step update cycles' training 1.3x faster with the same acquisition and retention when replay is on (without "
-        "replay it forgot more: BENCHMARKS.md)")
+        "replay it forgot more: BENCHMARKS.md)",
+    )
     injection_strategy: Literal["concat", "tree", "mixed"] = Field(
-        "concat", description="layout of the injected training input; 'mixed' picks one per step")
+        "concat", description="layout of the injected training input; 'mixed' picks one per step"
+    )
     seed: int = 0
 
 
@@ -85,8 +96,10 @@ class RetrievalSettings(BaseModel):
     entity_weight: float = Field(1.0, description="fused recall@4 on LAMA 0.960 at 0.5, 0.965 at 1.0 (bench_hybrid)")
     rrf_k: int = 60
     passage_margin: float | None = Field(
-        0.3, description="inject only passages whose dense similarity is within this of the best passage's "
-        "(unrelated passages mislead the encoder; LAMA augmented acquisition 0.42 -> 0.55); None: all k")
+        0.3,
+        description="inject only passages whose dense similarity is within this of the best passage's "
+        "(unrelated passages mislead the encoder; LAMA augmented acquisition 0.42 -> 0.55); None: all k",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -122,7 +135,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("./kecl-data"), description="state folder (database, index, checkpoints)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in home")
-    cache_dir: Path = Field(Path("~/.cache/kecl"), description="reusable artefacts across homes (the adapted default model)")
+    cache_dir: Path = Field(
+        Path("~/.cache/kecl"), description="reusable artefacts across homes (the adapted default model)"
+    )
     log_level: str = "INFO"
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()

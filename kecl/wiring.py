@@ -86,7 +86,7 @@ def ensure_default_checkpoint(settings: Settings) -> str:
     import shutil
     import uuid
 
-    from encoder import adapt_default, active_version, list_checkpoints, set_active, verify_checkpoint
+    from encoder import active_version, adapt_default, list_checkpoints, set_active, verify_checkpoint
     from encoder.default import ADAPT_RECIPE
 
     checkpoints = settings.checkpoints_dir
@@ -131,12 +131,22 @@ def train_config(settings: Settings, steps: int | None = None):  # type: ignore[
 
     t = settings.train
     return TrainConfig(
-        steps=steps or t.steps, batch_size=t.batch_size, max_length=settings.model.max_length,
-        learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-        grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, mlm_probability=t.mlm_probability,
-        replay_ratio=t.replay_ratio, seed=t.seed, bf16=None if settings.model.bf16 else False,
-        injection_probability=t.injection_probability, injection_strategy=t.injection_strategy,
-        attention_dropout=t.attention_dropout, hidden_dropout=t.hidden_dropout,
+        steps=steps or t.steps,
+        batch_size=t.batch_size,
+        max_length=settings.model.max_length,
+        learning_rate=t.learning_rate,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        grad_accum=t.grad_accum,
+        max_grad_norm=t.max_grad_norm,
+        mlm_probability=t.mlm_probability,
+        replay_ratio=t.replay_ratio,
+        seed=t.seed,
+        bf16=None if settings.model.bf16 else False,
+        injection_probability=t.injection_probability,
+        injection_strategy=t.injection_strategy,
+        attention_dropout=t.attention_dropout,
+        hidden_dropout=t.hidden_dropout,
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
     )

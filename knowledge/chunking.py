@@ -79,9 +79,9 @@ def _split_long(
     out: list[tuple[int, int, int]] = []
     i = 0
     while i < len(words):
-        j, n = i + 1, count_tokens(text[words[i][0]:words[i][1]])
+        j, n = i + 1, count_tokens(text[words[i][0] : words[i][1]])
         while j < len(words):
-            m = count_tokens(text[words[i][0]:words[j][1]])
+            m = count_tokens(text[words[i][0] : words[j][1]])
             if m > max_tokens:
                 break
             j, n = j + 1, m

@@ -93,9 +93,11 @@ class FactGraph:
         try:
             for fact in facts:
                 if (fact.object_id is None) == (fact.object_literal is None):
-                    raise ValueError(f"fact {fact.fact_id} needs exactly one of object_id and "
-                                     f"object_literal, got {fact.object_id!r} and "
-                                     f"{fact.object_literal!r}")
+                    raise ValueError(
+                        f"fact {fact.fact_id} needs exactly one of object_id and "
+                        f"object_literal, got {fact.object_id!r} and "
+                        f"{fact.object_literal!r}"
+                    )
                 old = self._facts.get(fact.fact_id)
                 if old is not None:
                     if old == fact:
@@ -109,10 +111,10 @@ class FactGraph:
                     literals[fact.fact_id] = (fact.relation_id, fact.object_literal)
                     entities: tuple[int, ...] = (fact.subject_id,)
                 else:
-                    edges.append((fact.subject_id, fact.object_id, fact.fact_id,
-                                  {"relation": fact.relation_id}))
-                    entities = (fact.subject_id,) if fact.subject_id == fact.object_id else (
-                        fact.subject_id, fact.object_id)
+                    edges.append((fact.subject_id, fact.object_id, fact.fact_id, {"relation": fact.relation_id}))
+                    entities = (
+                        (fact.subject_id,) if fact.subject_id == fact.object_id else (fact.subject_id, fact.object_id)
+                    )
                 for entity in entities:
                     ids = index.get(entity)
                     if ids is None:
@@ -141,8 +143,7 @@ class FactGraph:
             entities: tuple[int, ...] = (fact.subject_id,)
         else:
             graph.remove_edge(fact.subject_id, fact.object_id, key=fact_id)
-            entities = (fact.subject_id,) if fact.subject_id == fact.object_id else (
-                fact.subject_id, fact.object_id)
+            entities = (fact.subject_id,) if fact.subject_id == fact.object_id else (fact.subject_id, fact.object_id)
         for entity in entities:
             ids = self._fact_ids_by_entity[entity]
             del ids[bisect.bisect_left(ids, fact_id)]
@@ -155,8 +156,9 @@ class FactGraph:
         ids = self._fact_ids_by_entity.get(entity_id, ())
         return [self._facts[fact_id] for fact_id in reversed(ids)]
 
-    def neighbourhood(self, entity_id: int, hops: int = 1, max_fanout: int = 50,
-                      max_facts: int = 500) -> list[GraphFact]:
+    def neighbourhood(
+        self, entity_id: int, hops: int = 1, max_fanout: int = 50, max_facts: int = 500
+    ) -> list[GraphFact]:
         """Return the facts within ``hops`` of ``entity_id``, closest first (BFS order).
 
         Both directions are walked. From each visited entity at most ``max_fanout`` facts are

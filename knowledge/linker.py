@@ -140,8 +140,13 @@ class EntityLinker:
         """
         key = normalise_alias(alias)
         if len(key.replace(" ", "")) < self.min_alias_chars:
-            log.debug("skipping alias %r of entity %d: shorter than %d characters after "
-                      "normalisation (%r)", alias, entity_id, self.min_alias_chars, key)
+            log.debug(
+                "skipping alias %r of entity %d: shorter than %d characters after normalisation (%r)",
+                alias,
+                entity_id,
+                self.min_alias_chars,
+                key,
+            )
             return
         with self._lock:
             self._entities_by_alias.setdefault(key, {})[entity_id] = float(prior)

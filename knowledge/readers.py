@@ -173,17 +173,26 @@ def _read_tsv(batch: ReadBatch, content: str, name: str, source: str) -> None:
     reader = csv.DictReader(io.StringIO(content), delimiter="\t")
     columns = set(reader.fieldnames or [])
     default_kind = (
-        None if "kind" in columns
-        else "fact" if "subject" in columns
-        else "relation" if "template" in columns
-        else "entity" if "name" in columns
-        else "document" if "text" in columns
+        None
+        if "kind" in columns
+        else "fact"
+        if "subject" in columns
+        else "relation"
+        if "template" in columns
+        else "entity"
+        if "name" in columns
+        else "document"
+        if "text" in columns
         else None
     )
     if default_kind is None and "kind" not in columns:
         batch.issues.append(
-            IngestIssue(name, 1, f"cannot tell what the TSV holds from its header {sorted(columns)}: "
-                        "expected a 'kind' column or subject/template/name/text columns")
+            IngestIssue(
+                name,
+                1,
+                f"cannot tell what the TSV holds from its header {sorted(columns)}: "
+                "expected a 'kind' column or subject/template/name/text columns",
+            )
         )
         return
     for lineno, row in enumerate(reader, start=2):

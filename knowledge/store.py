@@ -63,7 +63,7 @@ _STOPWORDS = frozenset(
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 # ----------------------------------------------------------------------------- results
@@ -261,6 +261,7 @@ class KnowledgeStore:
         """
         files = list(iter_input_files([Path(p) for p in paths]))
         batches = [read_file(f) for f in files]
+
         # Files defining relations first, then entities, then facts, then documents: feeds and
         # corpora given together resolve regardless of the order of their file names.
         def rank(b: ReadBatch) -> int:
@@ -365,7 +366,12 @@ class KnowledgeStore:
             for surface, prior in [(r.name, 1.0)] + [(a, 0.5) for a in r.aliases]:
                 norm = normalise_alias(surface)
                 if norm and (ids[k], norm) not in wanted:
-                    wanted[(ids[k], norm)] = {"entity_id": ids[k], "surface": surface, "normalised": norm, "prior": prior}
+                    wanted[(ids[k], norm)] = {
+                        "entity_id": ids[k],
+                        "surface": surface,
+                        "normalised": norm,
+                        "prior": prior,
+                    }
         have = {
             (a.entity_id, a.normalised)
             for a in self._chunked_select(s, Alias, Alias.entity_id, sorted({eid for eid, _ in wanted}))
@@ -386,11 +392,15 @@ class KnowledgeStore:
         for r in records:
             where = r.origin or "fact"
             if r.relation not in relations:
-                summary.issues.append(_issue(where, f"unknown relation {r.relation!r}: define it in a relation record first"))
+                summary.issues.append(
+                    _issue(where, f"unknown relation {r.relation!r}: define it in a relation record first")
+                )
             elif r.subject not in entity_ids:
                 summary.issues.append(_issue(where, f"unknown subject entity {r.subject!r}"))
             elif r.object is not None and r.object not in entity_ids:
-                summary.issues.append(_issue(where, f"unknown object entity {r.object!r} (use object_literal for a value)"))
+                summary.issues.append(
+                    _issue(where, f"unknown object entity {r.object!r} (use object_literal for a value)")
+                )
             else:
                 valid.append((r, entity_ids[r.subject], entity_ids.get(r.object) if r.object else None))
         if not valid:
@@ -400,8 +410,15 @@ class KnowledgeStore:
         subjects = sorted({sid for _, sid, _ in valid})
         for i in range(0, len(subjects), _SQLITE_VARS):
             rows = s.execute(
-                select(Fact.id, Fact.subject_id, Fact.relation_id, Fact.object_id, Fact.object_literal,
-                       Fact.valid_from, Fact.valid_to).where(Fact.subject_id.in_(subjects[i:i + _SQLITE_VARS]))
+                select(
+                    Fact.id,
+                    Fact.subject_id,
+                    Fact.relation_id,
+                    Fact.object_id,
+                    Fact.object_literal,
+                    Fact.valid_from,
+                    Fact.valid_to,
+                ).where(Fact.subject_id.in_(subjects[i : i + _SQLITE_VARS]))
             ).all()
             for fid, sid, rid, oid, lit, vf, vt in rows:
                 known[(sid, rid)].append(
@@ -421,9 +438,15 @@ class KnowledgeStore:
                 summary.facts_unchanged += 1  # this closed fact is already in the history
                 continue
             row = {
-                "subject_id": sid, "relation_id": r.relation, "object_id": oid, "object_literal": r.object_literal,
-                "valid_from": r.valid_from, "valid_to": None, "source_id": sources.get(r.source),
-                "confidence": r.confidence, "closed_at": None,
+                "subject_id": sid,
+                "relation_id": r.relation,
+                "object_id": oid,
+                "object_literal": r.object_literal,
+                "valid_from": r.valid_from,
+                "valid_to": None,
+                "source_id": sources.get(r.source),
+                "confidence": r.confidence,
+                "closed_at": None,
             }
             if relations[r.relation].functional and current:
                 cur = current[0]
@@ -451,9 +474,7 @@ class KnowledgeStore:
             summary.new_fact_ids += new_ids
         s.flush()
 
-    def add_documents(
-        self, records: Sequence[DocumentRecord], summary: IngestSummary | None = None
-    ) -> list[int]:
+    def add_documents(self, records: Sequence[DocumentRecord], summary: IngestSummary | None = None) -> list[int]:
         """Store documents (deduplicated by content hash), chunk them, link mentions.
 
         Returns the ids of the new passages (already-known documents add none).
@@ -471,26 +492,49 @@ class KnowledgeStore:
             existing = set()
             hashes = list(by_hash)
             for i in range(0, len(hashes), _SQLITE_VARS):
-                existing.update(s.scalars(select(Document.content_hash).where(Document.content_hash.in_(hashes[i:i + _SQLITE_VARS]))))
+                existing.update(
+                    s.scalars(
+                        select(Document.content_hash).where(Document.content_hash.in_(hashes[i : i + _SQLITE_VARS]))
+                    )
+                )
             todo = [(h, r) for h, r in by_hash.items() if h not in existing]
             summary.documents_unchanged += len(existing)
             if not todo:
                 return []
             sources = self._source_ids(s, {r.source for _, r in todo if r.source}, kind="corpus")
             doc_rows = [
-                {"content_hash": h, "text": r.text, "title": r.title, "external_id": r.external_id,
-                 "published_at": r.published_at, "source_id": sources.get(r.source)}
+                {
+                    "content_hash": h,
+                    "text": r.text,
+                    "title": r.title,
+                    "external_id": r.external_id,
+                    "published_at": r.published_at,
+                    "source_id": sources.get(r.source),
+                }
                 for h, r in todo
             ]
-            doc_ids = list(s.execute(insert(Document).returning(Document.id, sort_by_parameter_order=True), doc_rows).scalars())
+            doc_ids = list(
+                s.execute(insert(Document).returning(Document.id, sort_by_parameter_order=True), doc_rows).scalars()
+            )
             passage_rows = []
             for doc_id, (_, r) in zip(doc_ids, todo):
                 for ordinal, chunk in enumerate(chunk_text(r.text, self.max_passage_tokens, self.count_tokens)):
-                    passage_rows.append({"document_id": doc_id, "ordinal": ordinal, "text": chunk.text,
-                                         "char_start": chunk.start, "char_end": chunk.end,
-                                         "token_count": chunk.token_count})
+                    passage_rows.append(
+                        {
+                            "document_id": doc_id,
+                            "ordinal": ordinal,
+                            "text": chunk.text,
+                            "char_start": chunk.start,
+                            "char_end": chunk.end,
+                            "token_count": chunk.token_count,
+                        }
+                    )
             if passage_rows:
-                new_passages = list(s.execute(insert(Passage).returning(Passage.id, sort_by_parameter_order=True), passage_rows).scalars())
+                new_passages = list(
+                    s.execute(
+                        insert(Passage).returning(Passage.id, sort_by_parameter_order=True), passage_rows
+                    ).scalars()
+                )
             mention_rows = [
                 {"passage_id": pid, "entity_id": m.entity_id, "start": m.start, "end": m.end, "surface": m.surface}
                 for pid, row in zip(new_passages, passage_rows)
@@ -518,7 +562,7 @@ class KnowledgeStore:
             rows = s.execute(q).all()
             ids = [r[0] for r in rows]
             for i in range(0, len(ids), _SQLITE_VARS):
-                s.execute(delete(Mention).where(Mention.passage_id.in_(ids[i:i + _SQLITE_VARS])))
+                s.execute(delete(Mention).where(Mention.passage_id.in_(ids[i : i + _SQLITE_VARS])))
             mention_rows = [
                 {"passage_id": pid, "entity_id": m.entity_id, "start": m.start, "end": m.end, "surface": m.surface}
                 for pid, t in rows
@@ -534,7 +578,7 @@ class KnowledgeStore:
         with self.session() as s, s.begin():
             pids = list(s.scalars(select(Passage.id).where(Passage.document_id == document_id)))
             for i in range(0, len(pids), _SQLITE_VARS):
-                chunk = pids[i:i + _SQLITE_VARS]
+                chunk = pids[i : i + _SQLITE_VARS]
                 s.execute(delete(Mention).where(Mention.passage_id.in_(chunk)))
                 s.execute(delete(Passage).where(Passage.id.in_(chunk)))
             s.execute(update(Fact).where(Fact.document_id == document_id).values(document_id=None))
@@ -547,7 +591,11 @@ class KnowledgeStore:
         keys = sorted(set(keys))
         out: dict[str, int] = {}
         for i in range(0, len(keys), _SQLITE_VARS):
-            out.update(s.execute(select(Entity.external_id, Entity.id).where(Entity.external_id.in_(keys[i:i + _SQLITE_VARS]))).all())
+            out.update(
+                s.execute(
+                    select(Entity.external_id, Entity.id).where(Entity.external_id.in_(keys[i : i + _SQLITE_VARS]))
+                ).all()
+            )
         return out
 
     def _source_ids(self, s: Session, names: set[str], kind: str) -> dict[str, int]:
@@ -556,15 +604,17 @@ class KnowledgeStore:
         have = dict(s.execute(select(Source.name, Source.id).where(Source.name.in_(sorted(names)))).all())
         missing = sorted(names - set(have))
         if missing:
-            result = s.execute(insert(Source).returning(Source.id, sort_by_parameter_order=True),
-                               [{"name": n, "kind": kind} for n in missing])
+            result = s.execute(
+                insert(Source).returning(Source.id, sort_by_parameter_order=True),
+                [{"name": n, "kind": kind} for n in missing],
+            )
             have.update(zip(missing, result.scalars()))
         return have
 
     @staticmethod
     def _chunked_select(s: Session, model: Any, column: Any, values: Sequence[Any]) -> Iterator[Any]:
         for i in range(0, len(values), _SQLITE_VARS):
-            yield from s.scalars(select(model).where(column.in_(values[i:i + _SQLITE_VARS])))
+            yield from s.scalars(select(model).where(column.in_(values[i : i + _SQLITE_VARS])))
 
     # ------------------------------------------------------------------ views: linker and graph
 
@@ -576,7 +626,8 @@ class KnowledgeStore:
             with self.session() as s:
                 rows = s.execute(
                     select(Alias.id, Alias.surface, Alias.entity_id, Alias.prior)
-                    .where(Alias.id > self._linker_watermark).order_by(Alias.id)
+                    .where(Alias.id > self._linker_watermark)
+                    .order_by(Alias.id)
                 ).all()
             for aid, surface, eid, prior in rows:
                 self._linker.add_alias(surface, eid, prior)
@@ -595,7 +646,8 @@ class KnowledgeStore:
                 self._graph_closed_watermark = s.scalar(select(func.max(Fact.closed_at)))
             new = s.execute(
                 select(Fact.id, Fact.subject_id, Fact.relation_id, Fact.object_id, Fact.object_literal)
-                .where(Fact.id > self._graph_fact_watermark, Fact.valid_to.is_(None)).order_by(Fact.id)
+                .where(Fact.id > self._graph_fact_watermark, Fact.valid_to.is_(None))
+                .order_by(Fact.id)
             ).all()
             self._graph.add_facts(GraphFact(*row) for row in new)
             top = s.scalar(select(func.max(Fact.id)))
@@ -657,14 +709,24 @@ class KnowledgeStore:
             e = s.get(Entity, entity_id)
             if e is None:
                 return None
-            aliases = [a.surface for a in s.scalars(select(Alias).where(Alias.entity_id == entity_id).order_by(Alias.id))]
-            mention_count = s.scalar(select(func.count()).select_from(Mention).where(Mention.entity_id == entity_id)) or 0
+            aliases = [
+                a.surface for a in s.scalars(select(Alias).where(Alias.entity_id == entity_id).order_by(Alias.id))
+            ]
+            mention_count = (
+                s.scalar(select(func.count()).select_from(Mention).where(Mention.entity_id == entity_id)) or 0
+            )
         facts = self.facts(entity=entity_id, include_closed=True, limit=None)
         return EntityView(
-            id=e.id, key=e.external_id, name=e.name, type=e.type, description=e.description,
+            id=e.id,
+            key=e.external_id,
+            name=e.name,
+            type=e.type,
+            description=e.description,
             aliases=aliases,
             facts=[f for f in facts if f.is_current],
-            history=sorted((f for f in facts if not f.is_current), key=lambda f: f.valid_to or dt.date.min, reverse=True),
+            history=sorted(
+                (f for f in facts if not f.is_current), key=lambda f: f.valid_to or dt.date.min, reverse=True
+            ),
             mention_count=mention_count,
         )
 
@@ -688,8 +750,16 @@ class KnowledgeStore:
         """
         subj, obj = aliased(Entity), aliased(Entity)
         q = (
-            select(Fact, subj.external_id, subj.name, Relation.label, Relation.template,
-                   obj.external_id, obj.name, Source.name)
+            select(
+                Fact,
+                subj.external_id,
+                subj.name,
+                Relation.label,
+                Relation.template,
+                obj.external_id,
+                obj.name,
+                Source.name,
+            )
             .join(subj, Fact.subject_id == subj.id)
             .join(Relation, Fact.relation_id == Relation.id)
             .outerjoin(obj, Fact.object_id == obj.id)
@@ -706,8 +776,10 @@ class KnowledgeStore:
         if ids is not None:
             q = q.where(Fact.id.in_(list(ids)))
         if as_of is not None:
-            q = q.where(or_(Fact.valid_from.is_(None), Fact.valid_from <= as_of),
-                        or_(Fact.valid_to.is_(None), Fact.valid_to > as_of))
+            q = q.where(
+                or_(Fact.valid_from.is_(None), Fact.valid_from <= as_of),
+                or_(Fact.valid_to.is_(None), Fact.valid_to > as_of),
+            )
         elif not include_closed:
             q = q.where(Fact.valid_to.is_(None))
         q = q.order_by(Fact.id).offset(offset)
@@ -717,10 +789,20 @@ class KnowledgeStore:
             rows = s.execute(q).all()
         return [
             FactView(
-                id=f.id, subject_id=f.subject_id, subject_key=skey, subject=sname, relation_id=f.relation_id,
-                relation=label, template=template, object_id=f.object_id, object_key=okey,
+                id=f.id,
+                subject_id=f.subject_id,
+                subject_key=skey,
+                subject=sname,
+                relation_id=f.relation_id,
+                relation=label,
+                template=template,
+                object_id=f.object_id,
+                object_key=okey,
                 object=oname if f.object_id is not None else (f.object_literal or ""),
-                valid_from=f.valid_from, valid_to=f.valid_to, source=source, document_id=f.document_id,
+                valid_from=f.valid_from,
+                valid_to=f.valid_to,
+                source=source,
+                document_id=f.document_id,
                 confidence=f.confidence,
             )
             for f, skey, sname, label, template, okey, oname, source in rows
@@ -732,7 +814,10 @@ class KnowledgeStore:
         """Facts within ``hops`` of an entity, closest first: from the graph view for current
         facts, from SQL (breadth-first over ``as_of`` facts) for a past date."""
         if as_of is None:
-            ids = [f.fact_id for f in self.graph().neighbourhood(entity_id, hops=hops, max_fanout=max_fanout, max_facts=max_facts)]
+            ids = [
+                f.fact_id
+                for f in self.graph().neighbourhood(entity_id, hops=hops, max_fanout=max_fanout, max_facts=max_facts)
+            ]
         else:
             ids, frontier, seen = [], {entity_id}, {entity_id}
             for _ in range(hops):
@@ -780,7 +865,9 @@ class KnowledgeStore:
         out: dict[int, str] = {}
         with self.session() as s:
             for i in range(0, len(ids), _SQLITE_VARS):
-                out.update(s.execute(select(Passage.id, Passage.text).where(Passage.id.in_(ids[i:i + _SQLITE_VARS]))).all())
+                out.update(
+                    s.execute(select(Passage.id, Passage.text).where(Passage.id.in_(ids[i : i + _SQLITE_VARS]))).all()
+                )
         return out
 
     def iter_passages(self, batch_size: int = 1000, after_id: int = 0) -> Iterator[list[tuple[int, str]]]:
@@ -788,9 +875,11 @@ class KnowledgeStore:
         last = after_id
         while True:
             with self.session() as s:
-                rows = list(s.execute(
-                    select(Passage.id, Passage.text).where(Passage.id > last).order_by(Passage.id).limit(batch_size)
-                ).all())
+                rows = list(
+                    s.execute(
+                        select(Passage.id, Passage.text).where(Passage.id > last).order_by(Passage.id).limit(batch_size)
+                    ).all()
+                )
             if not rows:
                 return
             yield rows
@@ -802,11 +891,18 @@ class KnowledgeStore:
         with self.session() as s:
             for i in range(0, len(ids), _SQLITE_VARS):
                 rows = s.execute(
-                    select(Passage.id, Passage.document_id, Passage.text, Document.title, Source.name,
-                           Document.published_at, Document.external_id)
+                    select(
+                        Passage.id,
+                        Passage.document_id,
+                        Passage.text,
+                        Document.title,
+                        Source.name,
+                        Document.published_at,
+                        Document.external_id,
+                    )
                     .join(Document, Passage.document_id == Document.id)
                     .outerjoin(Source, Document.source_id == Source.id)
-                    .where(Passage.id.in_(ids[i:i + _SQLITE_VARS]))
+                    .where(Passage.id.in_(ids[i : i + _SQLITE_VARS]))
                 ).all()
                 out.update({r[0]: PassageInfo(*r) for r in rows})
         return out
@@ -838,15 +934,19 @@ class KnowledgeStore:
             if self.dialect == "sqlite":
                 match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
                 rows = s.execute(
-                    text("SELECT rowid, bm25(passage_fts) AS r FROM passage_fts WHERE passage_fts MATCH :q "
-                         "ORDER BY r LIMIT :k"),
+                    text(
+                        "SELECT rowid, bm25(passage_fts) AS r FROM passage_fts WHERE passage_fts MATCH :q "
+                        "ORDER BY r LIMIT :k"
+                    ),
                     {"q": match, "k": k},
                 ).all()
                 return [(int(pid), -float(score)) for pid, score in rows]
             if self.dialect == "postgresql":
                 rows = s.execute(
-                    text("SELECT id, ts_rank_cd(tsv, q) AS r FROM passage, to_tsquery('english', :q) q "
-                         "WHERE tsv @@ q ORDER BY r DESC, id LIMIT :k"),
+                    text(
+                        "SELECT id, ts_rank_cd(tsv, q) AS r FROM passage, to_tsquery('english', :q) q "
+                        "WHERE tsv @@ q ORDER BY r DESC, id LIMIT :k"
+                    ),
                     {"q": " | ".join(words), "k": k},
                 ).all()
                 return [(int(pid), float(score)) for pid, score in rows]
@@ -860,8 +960,11 @@ class KnowledgeStore:
         with self.session() as s:
             n = func.count(func.distinct(Mention.entity_id)).label("n")
             rows = s.execute(
-                select(Mention.passage_id, n).where(Mention.entity_id.in_(ids))
-                .group_by(Mention.passage_id).order_by(n.desc(), Mention.passage_id).limit(k)
+                select(Mention.passage_id, n)
+                .where(Mention.entity_id.in_(ids))
+                .group_by(Mention.passage_id)
+                .order_by(n.desc(), Mention.passage_id)
+                .limit(k)
             ).all()
         return [(int(pid), float(c)) for pid, c in rows]
 
@@ -870,7 +973,9 @@ class KnowledgeStore:
             rows = s.execute(
                 select(Mention.passage_id, Mention.start, Mention.end, Mention.surface, Passage.document_id)
                 .join(Passage, Mention.passage_id == Passage.id)
-                .where(Mention.entity_id == entity_id).order_by(Mention.id).limit(limit)
+                .where(Mention.entity_id == entity_id)
+                .order_by(Mention.id)
+                .limit(limit)
             ).all()
         return [dict(passage_id=p, start=a, end=b, surface=sf, document_id=d) for p, a, b, sf, d in rows]
 
@@ -880,9 +985,13 @@ class KnowledgeStore:
             if d is None:
                 return None
             return {
-                "id": d.id, "external_id": d.external_id, "title": d.title, "text": d.text,
+                "id": d.id,
+                "external_id": d.external_id,
+                "title": d.title,
+                "text": d.text,
                 "published_at": d.published_at.isoformat() if d.published_at else None,
-                "source": d.source.name if d.source else None, "content_hash": d.content_hash,
+                "source": d.source.name if d.source else None,
+                "content_hash": d.content_hash,
                 "passages": [{"id": p.id, "ordinal": p.ordinal, "text": p.text} for p in d.passages],
             }
 
@@ -892,10 +1001,19 @@ class KnowledgeStore:
             rows = s.execute(
                 select(Document.id, Document.external_id, Document.title, Document.published_at, Source.name, n)
                 .outerjoin(Source, Document.source_id == Source.id)
-                .order_by(Document.id).offset(offset).limit(limit)
+                .order_by(Document.id)
+                .offset(offset)
+                .limit(limit)
             ).all()
         return [
-            {"id": i, "external_id": e, "title": t, "published_at": p.isoformat() if p else None, "source": src, "passages": c}
+            {
+                "id": i,
+                "external_id": e,
+                "title": t,
+                "published_at": p.isoformat() if p else None,
+                "source": src,
+                "passages": c,
+            }
             for i, e, t, p, src, c in rows
         ]
 
@@ -905,14 +1023,18 @@ class KnowledgeStore:
         out: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         with self.session() as s:
             for i in range(0, len(ids), _SQLITE_VARS):
-                rows = s.execute(select(Mention.passage_id, Mention.start, Mention.end, Mention.entity_id)
-                                 .where(Mention.passage_id.in_(ids[i:i + _SQLITE_VARS])).order_by(Mention.start)).all()
+                rows = s.execute(
+                    select(Mention.passage_id, Mention.start, Mention.end, Mention.entity_id)
+                    .where(Mention.passage_id.in_(ids[i : i + _SQLITE_VARS]))
+                    .order_by(Mention.start)
+                ).all()
                 for pid, a, b, eid in rows:
                     out[pid].append((a, b, eid))
         return dict(out)
 
-    def sample_passages(self, n: int, max_id: int | None = None, exclude_modulo: int | None = None,
-                        seed: int | None = None) -> list[tuple[int, str]]:
+    def sample_passages(
+        self, n: int, max_id: int | None = None, exclude_modulo: int | None = None, seed: int | None = None
+    ) -> list[tuple[int, str]]:
         """Up to ``n`` random passages with id ≤ ``max_id`` (replay for continual training).
 
         ``exclude_modulo=m`` leaves out ids divisible by m (kept aside as a held-out set).
@@ -948,7 +1070,17 @@ class KnowledgeStore:
 
     def finish_run(self, run_id: int, **fields: Any) -> None:
         """Update a run's row (status, finished_at, timings, counts, metrics, decision, reasons, error, checkpoint_version)."""
-        allowed = {"status", "finished_at", "timings", "counts", "metrics", "decision", "reasons", "error", "checkpoint_version"}
+        allowed = {
+            "status",
+            "finished_at",
+            "timings",
+            "counts",
+            "metrics",
+            "decision",
+            "reasons",
+            "error",
+            "checkpoint_version",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"finish_run: unknown fields {sorted(unknown)}")
@@ -967,8 +1099,9 @@ class KnowledgeStore:
             r = s.get(UpdateRun, run_id)
             return _run_dict(r) if r is not None else None
 
-    def record_checkpoint(self, version: str, parent: str | None, status: str, metrics: dict[str, Any],
-                          path: str | None = None) -> None:
+    def record_checkpoint(
+        self, version: str, parent: str | None, status: str, metrics: dict[str, Any], path: str | None = None
+    ) -> None:
         """Insert or update a checkpoint's row (status: candidate / active / rejected / retired)."""
         with self.session() as s, s.begin():
             row = s.get(Checkpoint, version)
@@ -983,8 +1116,11 @@ class KnowledgeStore:
         """Set one checkpoint's status; making one "active" retires the previous active one."""
         with self.session() as s, s.begin():
             if status == "active":
-                s.execute(update(Checkpoint).where(Checkpoint.status == "active", Checkpoint.version != version)
-                          .values(status="retired"))
+                s.execute(
+                    update(Checkpoint)
+                    .where(Checkpoint.status == "active", Checkpoint.version != version)
+                    .values(status="retired")
+                )
             n = s.execute(update(Checkpoint).where(Checkpoint.version == version).values(status=status)).rowcount
             if not n:
                 s.add(Checkpoint(version=version, status=status, metrics={}))
@@ -994,8 +1130,14 @@ class KnowledgeStore:
         with self.session() as s:
             rows = s.scalars(select(Checkpoint).order_by(Checkpoint.created_at, Checkpoint.version)).all()
         return [
-            {"version": c.version, "parent": c.parent_version, "status": c.status,
-             "created_at": c.created_at.isoformat(), "metrics": c.metrics, "path": c.path}
+            {
+                "version": c.version,
+                "parent": c.parent_version,
+                "status": c.status,
+                "created_at": c.created_at.isoformat(),
+                "metrics": c.metrics,
+                "path": c.path,
+            }
             for c in rows
         ]
 
@@ -1013,8 +1155,11 @@ class KnowledgeStore:
         try:
             with self.session() as s, s.begin():
                 s.execute(delete(UpdateLock).where(UpdateLock.name == name, UpdateLock.expires_at < now))
-                s.execute(insert(UpdateLock).values(name=name, holder=holder, acquired_at=now,
-                                                    expires_at=now + dt.timedelta(seconds=lease_seconds)))
+                s.execute(
+                    insert(UpdateLock).values(
+                        name=name, holder=holder, acquired_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds)
+                    )
+                )
             return True
         except IntegrityError:
             return False
@@ -1022,8 +1167,11 @@ class KnowledgeStore:
     def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
         """Extend a lock this holder has; False if it was lost (expired and taken over)."""
         with self.session() as s, s.begin():
-            n = s.execute(update(UpdateLock).where(UpdateLock.name == name, UpdateLock.holder == holder)
-                          .values(expires_at=_now() + dt.timedelta(seconds=lease_seconds))).rowcount
+            n = s.execute(
+                update(UpdateLock)
+                .where(UpdateLock.name == name, UpdateLock.holder == holder)
+                .values(expires_at=_now() + dt.timedelta(seconds=lease_seconds))
+            ).rowcount
         return bool(n)
 
     def release_lock(self, name: str, holder: str) -> None:
@@ -1038,6 +1186,7 @@ class KnowledgeStore:
     def stats(self) -> dict[str, int]:
         """Row counts of every table (facts split into current and closed)."""
         with self.session() as s:
+
             def count(model: Any, *where: Any) -> int:
                 return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
@@ -1058,11 +1207,18 @@ class KnowledgeStore:
 
 def _run_dict(r: UpdateRun) -> dict[str, Any]:
     return {
-        "id": r.id, "trigger": r.trigger, "status": r.status,
+        "id": r.id,
+        "trigger": r.trigger,
+        "status": r.status,
         "started_at": r.started_at.isoformat() if r.started_at else None,
         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-        "timings": r.timings, "counts": r.counts, "metrics": r.metrics, "decision": r.decision,
-        "reasons": r.reasons, "error": r.error, "checkpoint_version": r.checkpoint_version,
+        "timings": r.timings,
+        "counts": r.counts,
+        "metrics": r.metrics,
+        "decision": r.decision,
+        "reasons": r.reasons,
+        "error": r.error,
+        "checkpoint_version": r.checkpoint_version,
     }
 
 

@@ -16,8 +16,9 @@ import hashlib
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -83,8 +84,9 @@ class Embedder:
         self.batch_size = batch_size
         self.model = SentenceTransformer(path, device=_pick_device(device))
         self.model.eval()
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension")  # renamed in sentence-transformers 6
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        )  # renamed in sentence-transformers 6
         dim = get_dim()
         self.dim = int(dim) if dim else int(self.encode(["probe"]).shape[1])
         self.version = f"{self.name}@{weights_hash(self.model)}"
@@ -110,8 +112,7 @@ class MeanPoolingEmbedder:
     ``version`` should name the checkpoint (e.g. its id); the weights hash is appended.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, version: str, batch_size: int = 64,
-                 max_length: int = 256):
+    def __init__(self, model: torch.nn.Module, tokenizer, version: str, batch_size: int = 64, max_length: int = 256):
         # BertForMaskedLM.base_model is its BertModel: skip the vocabulary-sized MLM head.
         self.model = getattr(model, "base_model", model)
         self.tokenizer = tokenizer
@@ -129,8 +130,13 @@ class MeanPoolingEmbedder:
         self.model.eval()
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
-                                   truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             batch = {k: v.to(device) for k, v in batch.items()}
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -225,7 +231,7 @@ class CoalescingEmbedder:
                 self.batches += 1
                 start = 0
                 for texts, future in batch:
-                    future.set_result(vectors[start:start + len(texts)])
+                    future.set_result(vectors[start : start + len(texts)])
                     start += len(texts)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 for _, future in batch:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
-def reciprocal_rank_fusion(rankings: Mapping[str, Sequence[int]], weights: Mapping[str, float] | None = None,
-                           rrf_k: int = 60, k: int | None = None) -> list[tuple[int, float]]:
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Sequence[int]],
+    weights: Mapping[str, float] | None = None,
+    rrf_k: int = 60,
+    k: int | None = None,
+) -> list[tuple[int, float]]:
     """Fuse best-first id lists: ``score(d) = Σ_c weights[c] / (rrf_k + rank_c(d))``, ranks from 1.
 
     ``rankings`` maps a channel name (dense, lexical, entity) to its ids, best first; an id

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +87,9 @@ class IndexHandle:
     def embedder(self) -> TextEmbedder | None:
         return self._embedder
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``PassageIndex.search`` on the current index (see there)."""
         with self._lock.read():
             return self._index.search(queries, k, allowed_ids)
@@ -136,12 +138,17 @@ class IndexHandle:
     def rebuilding(self) -> bool:
         return self._rebuild is not None and not self._rebuild.done()
 
-    def rebuild_in_background(self, embedder: TextEmbedder,
-                              iter_passages: Callable[[], Iterable[Sequence[tuple[int, str]]]], *,
-                              kind: str | None = None, config: IndexConfig | None = None,
-                              sql_ids: Callable[[], Iterable[int]] | None = None,
-                              fetch_texts: FetchTexts | None = None,
-                              on_swapped: Callable[[PassageIndex], Any] | None = None) -> Future:
+    def rebuild_in_background(
+        self,
+        embedder: TextEmbedder,
+        iter_passages: Callable[[], Iterable[Sequence[tuple[int, str]]]],
+        *,
+        kind: str | None = None,
+        config: IndexConfig | None = None,
+        sql_ids: Callable[[], Iterable[int]] | None = None,
+        fetch_texts: FetchTexts | None = None,
+        on_swapped: Callable[[PassageIndex], Any] | None = None,
+    ) -> Future:
         """Build a new index from ``iter_passages()`` with ``embedder`` in a background thread,
         then swap it in. Searches keep being served from the old index meanwhile. When
         ``sql_ids`` (a callable giving the current passage ids) and ``fetch_texts`` are given,
@@ -167,7 +174,7 @@ class IndexHandle:
                         reconcile(new, embedder, sql_ids(), fetch_texts)
                     if self.folder is not None:
                         save_index(new, self.folder)
-                    old, self._index, self._embedder = self._index, new, embedder
+                    self._index, self._embedder = new, embedder
                     self.generation += 1
                 log.info("swapped in a rebuilt %s index (%d vectors, %s)", new.kind, len(new), embedder.version)
                 if on_swapped is not None:

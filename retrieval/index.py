@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -54,7 +55,7 @@ class IndexConfig:
     use_gpu: bool | None = None  # None: use a GPU when faiss has GPU support and one is present
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "IndexConfig":
+    def from_settings(cls, settings: Any) -> IndexConfig:
         """Take the fields an ``IndexSettings``-like object has (hnsw_m, hnsw_ef_search, ...)."""
         names = set(cls.__dataclass_fields__)
         return cls(**{n: getattr(settings, n) for n in names if hasattr(settings, n)})
@@ -83,8 +84,11 @@ def gpu_available() -> bool:
 
 
 def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.fromiter(ids, dtype=np.int64) if not isinstance(ids, np.ndarray)
-                                else ids.astype(np.int64, copy=False).ravel())
+    return np.ascontiguousarray(
+        np.fromiter(ids, dtype=np.int64)
+        if not isinstance(ids, np.ndarray)
+        else ids.astype(np.int64, copy=False).ravel()
+    )
 
 
 class PassageIndex:
@@ -94,8 +98,7 @@ class PassageIndex:
     the manifest on save and checked by reconcile. Raises ValueError for an unknown kind.
     """
 
-    def __init__(self, kind: str, dim: int, config: IndexConfig | None = None,
-                 embedder_version: str | None = None):
+    def __init__(self, kind: str, dim: int, config: IndexConfig | None = None, embedder_version: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
         self.kind = kind
@@ -135,15 +138,19 @@ class PassageIndex:
         """The passage ids in the index, sorted (int64)."""
         if self.kind == "flat":
             n = self._index.ntotal
-            return np.sort(faiss.rev_swig_ptr(self._index.id_map.data(), n).copy()) if n else \
-                np.zeros(0, dtype=np.int64)
+            return (
+                np.sort(faiss.rev_swig_ptr(self._index.id_map.data(), n).copy()) if n else np.zeros(0, dtype=np.int64)
+            )
         if self.kind == "hnsw":
             return np.sort(self._labels[self._alive])
         if self._pending is not None:
             return self._pending.ids()
         invlists = self._index.invlists
-        parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-                 for i in range(invlists.nlist) if invlists.list_size(i)]
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+            for i in range(invlists.nlist)
+            if invlists.list_size(i)
+        ]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     @property
@@ -164,8 +171,11 @@ class PassageIndex:
     @property
     def needs_retrain(self) -> bool:
         """ivfpq: the data has grown past ``retrain_factor`` × the training set (rebuild it)."""
-        return (self.kind == "ivfpq" and self._pending is None
-                and len(self) > self.config.retrain_factor * max(1, self.trained_count))
+        return (
+            self.kind == "ivfpq"
+            and self._pending is None
+            and len(self) > self.config.retrain_factor * max(1, self.trained_count)
+        )
 
     # ---- mutation ----------------------------------------------------------------------------
     def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> None:
@@ -199,8 +209,11 @@ class PassageIndex:
         self._gpu_copy = None
         if self.needs_retrain and not self._warned_retrain:
             self._warned_retrain = True  # once per index, not per batch
-            log.warning("IVF-PQ index holds %d vectors, trained on %d: rebuild it (kecl index build)",
-                        len(self), self.trained_count)
+            log.warning(
+                "IVF-PQ index holds %d vectors, trained on %d: rebuild it (kecl index build)",
+                len(self),
+                self.trained_count,
+            )
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove passage ids (absent ids are ignored). Returns how many were removed."""
@@ -249,7 +262,7 @@ class PassageIndex:
         cfg = self.config
         nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         pq_m = cfg.pq_m or _largest_divisor_at_most(self.dim, max(1, self.dim // 8))
-        nbits = cfg.pq_nbits if n >= 39 * 2 ** cfg.pq_nbits else max(1, int(math.log2(max(2, n // 39))))
+        nbits = cfg.pq_nbits if n >= 39 * 2**cfg.pq_nbits else max(1, int(math.log2(max(2, n // 39))))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True
@@ -265,8 +278,9 @@ class PassageIndex:
         self.trained_count = n
 
     # ---- search ------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: Iterable[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` passages for each query row. Returns ``(scores, ids)``, both [nq, k], best
         first; missing results have id -1 and score -inf. ``allowed_ids`` restricts results to
         those passages (a filter computed by the caller, e.g. source or date range).
@@ -363,13 +377,19 @@ class PassageIndex:
         return {"labels": self._labels, "alive": self._alive} if self.kind == "hnsw" else {}
 
     def _meta(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dim": self.dim, "config": asdict(self.config),
-                "trained_count": self.trained_count, "pending": self._pending is not None,
-                "max_added": max(self._max_added, self._pending._max_added if self._pending is not None else -1)}
+        return {
+            "kind": self.kind,
+            "dim": self.dim,
+            "config": asdict(self.config),
+            "trained_count": self.trained_count,
+            "pending": self._pending is not None,
+            "max_added": max(self._max_added, self._pending._max_added if self._pending is not None else -1),
+        }
 
     @classmethod
-    def _restore(cls, meta: dict[str, Any], faiss_index, extras: dict[str, np.ndarray],
-                 embedder_version: str | None) -> "PassageIndex":
+    def _restore(
+        cls, meta: dict[str, Any], faiss_index, extras: dict[str, np.ndarray], embedder_version: str | None
+    ) -> PassageIndex:
         index = cls(meta["kind"], meta["dim"], IndexConfig(**meta["config"]), embedder_version)
         index.trained_count = meta.get("trained_count", 0)
         max_added = int(meta.get("max_added", -1))
@@ -397,12 +417,19 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
     return max(d for d in range(1, cap + 1) if n % d == 0)
 
 
-def build_index(ids: np.ndarray, vectors: np.ndarray, kind: str | None = None, settings: Any = None,
-                config: IndexConfig | None = None, embedder_version: str | None = None) -> PassageIndex:
+def build_index(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    kind: str | None = None,
+    settings: Any = None,
+    config: IndexConfig | None = None,
+    embedder_version: str | None = None,
+) -> PassageIndex:
     """A new index holding ``vectors`` under ``ids``; the kind from ``choose_kind`` unless given."""
     kind = kind or choose_kind(len(ids), settings)
-    index = PassageIndex(kind, vectors.shape[1], config or (IndexConfig.from_settings(settings) if settings else None),
-                         embedder_version)
+    index = PassageIndex(
+        kind, vectors.shape[1], config or (IndexConfig.from_settings(settings) if settings else None), embedder_version
+    )
     index.add(ids, vectors)
     return index
 

@@ -111,10 +111,16 @@ def save_index(index: PassageIndex, folder: str | Path) -> Manifest:
 
     ids = index.ids()
     manifest = Manifest(
-        format_version=FORMAT_VERSION, kind=index.kind, dim=index.dim,
-        embedder_version=index.embedder_version, count=len(ids),
-        max_id=int(ids[-1]) if len(ids) else -1, generation=generation, files=files,
-        meta=index._meta(), created_at=time.time(),
+        format_version=FORMAT_VERSION,
+        kind=index.kind,
+        dim=index.dim,
+        embedder_version=index.embedder_version,
+        count=len(ids),
+        max_id=int(ids[-1]) if len(ids) else -1,
+        generation=generation,
+        files=files,
+        meta=index._meta(),
+        created_at=time.time(),
     )
     tmp = folder / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(asdict(manifest), indent=2))
@@ -133,15 +139,19 @@ def load_index(folder: str | Path, verify_checksum: bool = True) -> PassageIndex
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest.format_version != FORMAT_VERSION:
-        raise IndexLoadError(f"{folder}: index format {manifest.format_version}, this kecl reads "
-                             f"{FORMAT_VERSION}; rebuild the index (kecl index build)")
+        raise IndexLoadError(
+            f"{folder}: index format {manifest.format_version}, this kecl reads "
+            f"{FORMAT_VERSION}; rebuild the index (kecl index build)"
+        )
     for name, checksum in manifest.files.items():
         path = folder / name
         if not path.is_file():
             raise IndexLoadError(f"{path} named by the manifest is missing; rebuild the index (kecl index build)")
         if verify_checksum and _sha256(path) != checksum:
-            raise IndexLoadError(f"{path} does not match the manifest's checksum (corrupt or replaced); "
-                                 "rebuild the index (kecl index build)")
+            raise IndexLoadError(
+                f"{path} does not match the manifest's checksum (corrupt or replaced); "
+                "rebuild the index (kecl index build)"
+            )
     faiss_index = faiss.read_index(str(folder / f"index-{manifest.generation}.faiss"))
     extras: dict[str, np.ndarray] = {}
     extras_name = f"extras-{manifest.generation}.npz"
@@ -152,6 +162,8 @@ def load_index(folder: str | Path, verify_checksum: bool = True) -> PassageIndex
     ids = index.ids()
     max_id = int(ids[-1]) if len(ids) else -1
     if len(ids) != manifest.count or max_id != manifest.max_id:
-        raise IndexLoadError(f"{folder}: index holds {len(ids)} vectors (max id {max_id}), manifest says "
-                             f"{manifest.count} (max id {manifest.max_id}); rebuild the index (kecl index build)")
+        raise IndexLoadError(
+            f"{folder}: index holds {len(ids)} vectors (max id {max_id}), manifest says "
+            f"{manifest.count} (max id {manifest.max_id}); rebuild the index (kecl index build)"
+        )
     return index

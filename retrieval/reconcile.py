@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,14 @@ def embed_and_add(index: PassageIndex, embedder: TextEmbedder, items: Sequence[t
     return len(items)
 
 
-def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int], fetch_texts: FetchTexts,
-              batch_size: int = 1000, lock: Callable[[], Any] | None = None) -> ReconcileReport:
+def reconcile(
+    index: PassageIndex,
+    embedder: TextEmbedder,
+    sql_ids: Iterable[int],
+    fetch_texts: FetchTexts,
+    batch_size: int = 1000,
+    lock: Callable[[], Any] | None = None,
+) -> ReconcileReport:
     """Make ``index`` hold exactly ``sql_ids``: embed and add the missing ones (texts from
     ``fetch_texts``), remove the extra ones, compact HNSW tombstones when due. Stamps the
     embedder version on an unstamped index. Returns a ReconcileReport. Raises
@@ -69,8 +76,10 @@ def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int
     if index.embedder_version is None:
         index.embedder_version = embedder.version
     elif index.embedder_version != embedder.version:
-        raise EmbedderMismatchError(f"index built with embedder {index.embedder_version!r}, asked to reconcile "
-                                    f"with {embedder.version!r}; rebuild it (kecl index build)")
+        raise EmbedderMismatchError(
+            f"index built with embedder {index.embedder_version!r}, asked to reconcile "
+            f"with {embedder.version!r}; rebuild it (kecl index build)"
+        )
     want = np.fromiter(sql_ids, dtype=np.int64)
     with guard():
         have = index.ids()
@@ -79,7 +88,7 @@ def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int
         report = ReconcileReport()
         report.removed = index.remove(extra)
     for start_at in range(0, len(missing), batch_size):
-        chunk = [int(i) for i in missing[start_at:start_at + batch_size]]
+        chunk = [int(i) for i in missing[start_at : start_at + batch_size]]
         texts = fetch_texts(chunk)
         items = [(pid, texts[pid]) for pid in chunk if pid in texts]
         report.missing_texts += len(chunk) - len(items)
@@ -100,10 +109,15 @@ def reconcile(index: PassageIndex, embedder: TextEmbedder, sql_ids: Iterable[int
     return report
 
 
-def build_from_passages(embedder: TextEmbedder, iter_passages: Callable[[], Iterable[Sequence[tuple[int, str]]]]
-                        | Iterable[Sequence[tuple[int, str]]], *, kind: str | None = None,
-                        expected_count: int | None = None, settings: Any = None,
-                        config: IndexConfig | None = None) -> PassageIndex:
+def build_from_passages(
+    embedder: TextEmbedder,
+    iter_passages: Callable[[], Iterable[Sequence[tuple[int, str]]]] | Iterable[Sequence[tuple[int, str]]],
+    *,
+    kind: str | None = None,
+    expected_count: int | None = None,
+    settings: Any = None,
+    config: IndexConfig | None = None,
+) -> PassageIndex:
     """A new index over every ``(passage_id, text)`` batch that ``iter_passages`` yields (a
     callable returning an iterator, or the iterator itself), embedded with ``embedder``. The kind
     is ``kind``, else ``choose_kind(expected_count, settings)``."""

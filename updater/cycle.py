@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from encoder.checkpoints import active_version, save_checkpoint, set_active
+from encoder.checkpoints import save_checkpoint, set_active
 from encoder.model import MLMBundle
 from encoder.packing import SpanText
-from encoder.reading_corpus import ReadingExample, fill_slots
 from encoder.predict import score_candidates
+from encoder.reading_corpus import ReadingExample, fill_slots
 from encoder.trainer import TrainConfig, masked_lm_loss, train_mlm
 from knowledge import FactView, IngestSummary, KnowledgeStore
 from knowledge.readers import iter_input_files
@@ -158,16 +158,18 @@ def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities
     for pid in sorted(texts):
         if pid % HELDOUT_MODULO == 0:
             continue  # kept aside: the held-out MLM loss of later cycles is measured on these
-        spans = [(a, b) for a, b, eid in mentions.get(pid, []) if eid in focus_entities] or \
-                [(a, b) for a, b, _ in mentions.get(pid, [])]
+        spans = [(a, b) for a, b, eid in mentions.get(pid, []) if eid in focus_entities] or [
+            (a, b) for a, b, _ in mentions.get(pid, [])
+        ]
         out.append(SpanText(texts[pid], spans))
     for fact in store.facts(ids=summary.new_fact_ids, include_closed=False, limit=None):
         out.extend(verbalise_fact(fact))
     return out
 
 
-def reading_exercises(facts: Sequence[FactView], knowledge: KnowledgeSource, seed: int = 0,
-                      mode: str = "concat") -> list[ReadingExample]:
+def reading_exercises(
+    facts: Sequence[FactView], knowledge: KnowledgeSource, seed: int = 0, mode: str = "concat"
+) -> list[ReadingExample]:
     """Reading exercises from the store's own facts, with exactly the knowledge the query pipeline
     injects (``knowledge``): the query states the fact in one of its paraphrases (never the
     relation's own template, which the acquisition probes use), the object masked. Where retrieval
@@ -180,7 +182,7 @@ def reading_exercises(facts: Sequence[FactView], knowledge: KnowledgeSource, see
         if not forms:
             continue
         form = rng.choice(forms[1:] or forms)
-        (start, end), = form.salient_spans
+        ((start, end),) = form.salient_spans
         queries.append(form.text[:start] + "[MASK]" + form.text[end:])
         items.append((form, start, end - start - len("[MASK]"), fact.object))
     if not queries:
@@ -189,15 +191,22 @@ def reading_exercises(facts: Sequence[FactView], knowledge: KnowledgeSource, see
     out = []
     for (form, at, shift, answer), facts_i, passages_i in zip(items, fact_lists, passage_lists):
         # The pipeline's fact spans are offsets in the query with "[MASK]"; move those after it.
-        moved = tuple(f if f.span is None or f.span[0] < at else replace(f, span=(f.span[0] + shift, f.span[1] + shift))
-                      for f in facts_i)
+        moved = tuple(
+            f if f.span is None or f.span[0] < at else replace(f, span=(f.span[0] + shift, f.span[1] + shift))
+            for f in facts_i
+        )
         out.append(ReadingExample(form, moved, tuple(passages_i), answer))
     return out
 
 
-def changed_pairs(store: KnowledgeStore, summary: IngestSummary) -> tuple[list[FactView], list[FactView], list[tuple[FactView, FactView]]]:
+def changed_pairs(
+    store: KnowledgeStore, summary: IngestSummary
+) -> tuple[list[FactView], list[FactView], list[tuple[FactView, FactView]]]:
     """Split this cycle's current new facts into brand-new and changed (with the fact they closed)."""
-    closed = {(f.subject_id, f.relation_id): f for f in store.facts(ids=summary.closed_fact_ids, include_closed=True, limit=None)}
+    closed = {
+        (f.subject_id, f.relation_id): f
+        for f in store.facts(ids=summary.closed_fact_ids, include_closed=True, limit=None)
+    }
     new, changed, pairs = [], [], []
     for f in store.facts(ids=summary.new_fact_ids, limit=None):
         old = closed.get((f.subject_id, f.relation_id))
@@ -213,8 +222,11 @@ def outranks(bundle: MLMBundle, pairs: Sequence[tuple[FactView, FactView]]) -> d
     """For changed facts: how often the model scores the new object above the old one."""
     wins, n = 0, 0
     for old, new in pairs:
-        if not new.template or gold_token_id(bundle.tokenizer, new.object) is None \
-                or gold_token_id(bundle.tokenizer, old.object) is None:
+        if (
+            not new.template
+            or gold_token_id(bundle.tokenizer, new.object) is None
+            or gold_token_id(bundle.tokenizer, old.object) is None
+        ):
             continue
         text = new.template.replace("[X]", new.subject).replace("[Y]", "[MASK]")
         scores = score_candidates(bundle, text, [new.object, old.object])
@@ -224,8 +236,12 @@ def outranks(bundle: MLMBundle, pairs: Sequence[tuple[FactView, FactView]]) -> d
 
 
 def evaluate_model(
-    bundle: MLMBundle, probes: dict[str, list], modes: Sequence[str], knowledge: KnowledgeSource | None,
-    heldout: list[str], evidence_boost: float = 0.0,
+    bundle: MLMBundle,
+    probes: dict[str, list],
+    modes: Sequence[str],
+    knowledge: KnowledgeSource | None,
+    heldout: list[str],
+    evidence_boost: float = 0.0,
 ) -> dict[str, Any]:
     """P@1/P@10/MRR per group and mode, and held-out MLM loss."""
     all_probes = [p for group in probes.values() for p in group]
@@ -252,21 +268,27 @@ def decide(gates: GateConfig, active: dict[str, Any], candidate: dict[str, Any])
         drop = ret_a - ret_c
         passed = drop <= gates.max_retention_drop
         ok &= passed
-        reasons.append(f"retention P@1 {ret_a:.3f} → {ret_c:.3f} (drop {drop:+.3f}, allowed {gates.max_retention_drop:.3f})"
-                       + ("" if passed else ": FAILED"))
+        reasons.append(
+            f"retention P@1 {ret_a:.3f} → {ret_c:.3f} (drop {drop:+.3f}, allowed {gates.max_retention_drop:.3f})"
+            + ("" if passed else ": FAILED")
+        )
     la, lc = active.get("heldout_loss"), candidate.get("heldout_loss")
     if la is not None and lc is not None:
         rise = (lc - la) / la if la else 0.0
         passed = rise <= gates.max_loss_increase
         ok &= passed
-        reasons.append(f"held-out MLM loss {la:.3f} → {lc:.3f} ({rise:+.1%}, allowed +{gates.max_loss_increase:.0%})"
-                       + ("" if passed else ": FAILED"))
+        reasons.append(
+            f"held-out MLM loss {la:.3f} → {lc:.3f} ({rise:+.1%}, allowed +{gates.max_loss_increase:.0%})"
+            + ("" if passed else ": FAILED")
+        )
     acq = [x for x in (_p1(candidate, "closed-book", "new"), _p1(candidate, "closed-book", "changed")) if x is not None]
     if acq:
         value = sum(acq) / len(acq)
         passed = value >= gates.min_acquisition
         ok &= passed
-        reasons.append(f"acquisition P@1 {value:.3f} (needed {gates.min_acquisition:.3f})" + ("" if passed else ": FAILED"))
+        reasons.append(
+            f"acquisition P@1 {value:.3f} (needed {gates.min_acquisition:.3f})" + ("" if passed else ": FAILED")
+        )
     return ("promote" if ok else "reject"), reasons
 
 
@@ -311,7 +333,9 @@ def run_cycle(
         return CycleReport(run_id=0, status="skipped", reasons=[str(busy)])
 
 
-def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, trigger: str, lock: Any) -> CycleReport:
+def _run_locked(
+    ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, trigger: str, lock: Any
+) -> CycleReport:
     store = ctx.store
     run_id = store.start_run(trigger)
     timer = _Timer()
@@ -333,8 +357,10 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
                     earlier = [p for batch in store.iter_passages() for p, _ in batch if p <= watermark]
                     counts["mentions_relinked"] = store.relink_passages(earlier)
                 else:
-                    log.warning("store too large to relink every passage in a cycle (%d); new names link "
-                                "in new text only", watermark)
+                    log.warning(
+                        "store too large to relink every passage in a cycle (%d); new names link in new text only",
+                        watermark,
+                    )
         with timer.stage("index"):
             if ctx.add_to_index is not None and summary.new_passage_ids:
                 ctx.add_to_index(summary.new_passage_ids)
@@ -348,16 +374,23 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
             unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
             rng = random.Random(run_id)
             rng.shuffle(unchanged)
-            replay = [SpanText(t) for _, t in store.sample_passages(config.replay_passages, max_id=watermark or None,
-                                                                    exclude_modulo=HELDOUT_MODULO, seed=run_id)]
+            replay = [
+                SpanText(t)
+                for _, t in store.sample_passages(
+                    config.replay_passages, max_id=watermark or None, exclude_modulo=HELDOUT_MODULO, seed=run_id
+                )
+            ]
             for f in unchanged[: config.replay_facts]:
                 replay.extend(verbalise_fact(f)[:1])
-            counts.update(new_facts=len(new), changed_facts=len(changed), train_texts=len(new_texts), replay_texts=len(replay))
+            counts.update(
+                new_facts=len(new), changed_facts=len(changed), train_texts=len(new_texts), replay_texts=len(replay)
+            )
         reading: list[ReadingExample] = []
         if config.train.injection_probability > 0 and ctx.knowledge is not None and new_texts:
             with timer.stage("reading"):
-                reading = reading_exercises(new + changed + unchanged[: config.reading_unchanged], ctx.knowledge,
-                                            seed=run_id)
+                reading = reading_exercises(
+                    new + changed + unchanged[: config.reading_unchanged], ctx.knowledge, seed=run_id
+                )
                 counts["reading_exercises"] = len(reading)
 
         def sample(facts: list[FactView], n: int) -> list[FactView]:
@@ -367,15 +400,20 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
         probes = {
             "new": probes_from_facts(sample(new, config.acquisition_probes), group="new"),
             "changed": probes_from_facts(sample(changed, config.acquisition_probes), group="changed"),
-            "unchanged": probes_from_facts([f for f in unchanged[: config.retention_probes] if f.template], group="unchanged"),
+            "unchanged": probes_from_facts(
+                [f for f in unchanged[: config.retention_probes] if f.template], group="unchanged"
+            ),
         }
-        heldout = [t for _, t in store.heldout_passages(config.heldout_passages, HELDOUT_MODULO, max_id=watermark or None)]
+        heldout = [
+            t for _, t in store.heldout_passages(config.heldout_passages, HELDOUT_MODULO, max_id=watermark or None)
+        ]
 
         with timer.stage("evaluate_active"):
             active = ctx.load_active()
             parent = active.version
-            metrics["active"] = evaluate_model(active, probes, config.eval_modes, ctx.knowledge, heldout,
-                                               config.evidence_boost)
+            metrics["active"] = evaluate_model(
+                active, probes, config.eval_modes, ctx.knowledge, heldout, config.evidence_boost
+            )
             metrics["active"]["changed_outranks"] = outranks(active, pairs)
 
         if len(new_texts) < config.min_train_texts:
@@ -384,20 +422,39 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
             with timer.stage("train"):
                 candidate = active  # trained in place: ``active`` is our own fresh copy, not the serving model
                 extra_loss = _l2_pull(candidate, config.l2_pull) if config.l2_pull > 0 else None
-                result = train_mlm(candidate, new_texts, replay, config.train, progress=False,
-                                   on_step=lambda step, m: _keep_lock(lock), extra_loss=extra_loss, reading=reading)
-                metrics["train"] = {"steps": result.steps, "final_loss": result.final_loss,
-                                    "tokens_per_second": result.tokens_per_second, "bf16": result.bf16}
+                result = train_mlm(
+                    candidate,
+                    new_texts,
+                    replay,
+                    config.train,
+                    progress=False,
+                    on_step=lambda step, m: _keep_lock(lock),
+                    extra_loss=extra_loss,
+                    reading=reading,
+                )
+                metrics["train"] = {
+                    "steps": result.steps,
+                    "final_loss": result.final_loss,
+                    "tokens_per_second": result.tokens_per_second,
+                    "bf16": result.bf16,
+                }
             with timer.stage("evaluate_candidate"):
-                metrics["candidate"] = evaluate_model(candidate, probes, config.eval_modes, ctx.knowledge, heldout,
-                                                          config.evidence_boost)
+                metrics["candidate"] = evaluate_model(
+                    candidate, probes, config.eval_modes, ctx.knowledge, heldout, config.evidence_boost
+                )
                 metrics["candidate"]["changed_outranks"] = outranks(candidate, pairs)
             decision, reasons = decide(config.gates, metrics["active"], metrics["candidate"])
             with timer.stage("checkpoint"):
-                version = save_checkpoint(candidate, ctx.checkpoints_dir, parent=parent,
-                                          metrics=_flat_metrics(metrics["candidate"]))
-                store.record_checkpoint(version, parent, "candidate", _flat_metrics(metrics["candidate"]),
-                                        str(Path(ctx.checkpoints_dir) / version))
+                version = save_checkpoint(
+                    candidate, ctx.checkpoints_dir, parent=parent, metrics=_flat_metrics(metrics["candidate"])
+                )
+                store.record_checkpoint(
+                    version,
+                    parent,
+                    "candidate",
+                    _flat_metrics(metrics["candidate"]),
+                    str(Path(ctx.checkpoints_dir) / version),
+                )
                 report.candidate = version
             if decision == "promote":
                 with timer.stage("promote"):
@@ -415,9 +472,17 @@ def _run_locked(ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | 
         report.error = f"{type(exc).__name__}: {exc}"
         metrics["traceback"] = traceback.format_exc(limit=8)
     report.timings, report.counts, report.metrics = timer.timings, counts, metrics
-    store.finish_run(run_id, status=report.status, timings=report.timings, counts=counts, metrics=_jsonable(metrics),
-                     decision=report.decision, reasons=report.reasons, error=report.error,
-                     checkpoint_version=report.candidate)
+    store.finish_run(
+        run_id,
+        status=report.status,
+        timings=report.timings,
+        counts=counts,
+        metrics=_jsonable(metrics),
+        decision=report.decision,
+        reasons=report.reasons,
+        error=report.error,
+        checkpoint_version=report.candidate,
+    )
     log.info("update cycle %d %s: %s %s", run_id, report.status, report.decision, "; ".join(report.reasons))
     return report
 

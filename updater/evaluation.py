@@ -26,7 +26,9 @@ from updater.probes import Probe, gold_token_id
 
 log = logging.getLogger(__name__)
 
-KnowledgeSource = Callable[[Sequence[str], str], tuple[Sequence[Sequence[InjectedFact]], Sequence[Sequence[InjectedPassage]]]]
+KnowledgeSource = Callable[
+    [Sequence[str], str], tuple[Sequence[Sequence[InjectedFact]], Sequence[Sequence[InjectedPassage]]]
+]
 """``(texts, mode) → (facts per text, passages per text)`` for the augmented modes."""
 
 ALL = "all"
@@ -92,8 +94,12 @@ class EvalReport:
         if not per:
             return Metrics()
         k = len(per)
-        return Metrics(sum(m.n for m in per), sum(m.p_at_1 for m in per) / k,
-                       sum(m.p_at_10 for m in per) / k, sum(m.mrr for m in per) / k)
+        return Metrics(
+            sum(m.n for m in per),
+            sum(m.p_at_1 for m in per) / k,
+            sum(m.p_at_10 for m in per) / k,
+            sum(m.mrr for m in per) / k,
+        )
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per group: ``{"group", "n", "<mode> P@1", "<mode> P@10", "<mode> MRR", …}``."""
@@ -112,16 +118,25 @@ class EvalReport:
         (compact enough for three modes side by side in an 80-column terminal)."""
         from rich.table import Table
 
-        table = Table(title=title, caption=f"{self.dropped} probes dropped (object not one token)"
-                      + (f": {self.dropped_reasons}" if self.dropped_reasons else ""))
+        table = Table(
+            title=title,
+            caption=f"{self.dropped} probes dropped (object not one token)"
+            + (f": {self.dropped_reasons}" if self.dropped_reasons else ""),
+        )
         table.add_column("group")
         table.add_column("n", justify="right")
         for mode in self.modes:
             table.add_column(f"{mode}\nP@1 / P@10 / MRR", justify="right")
         for row in self.rows():
-            table.add_row(row["group"], str(row["n"]), *[
-                f"{row[f'{mode} P@1']:.3f} / {row[f'{mode} P@10']:.3f} / {row[f'{mode} MRR']:.3f}" for mode in self.modes
-            ], end_section=row["group"] == ALL)
+            table.add_row(
+                row["group"],
+                str(row["n"]),
+                *[
+                    f"{row[f'{mode} P@1']:.3f} / {row[f'{mode} P@10']:.3f} / {row[f'{mode} MRR']:.3f}"
+                    for mode in self.modes
+                ],
+                end_section=row["group"] == ALL,
+            )
         return table
 
     def to_dict(self, with_results: bool = False) -> dict[str, Any]:
@@ -143,10 +158,18 @@ class EvalReport:
         """Both reports' columns in one (same probes assumed; ``other``'s mode names must differ)."""
         clash = set(self.modes) & set(other.modes)
         if clash:
-            raise ValueError(f"EvalReport.merge: mode names {sorted(clash)} in both reports; pass a label to evaluate()")
-        return EvalReport(self.modes + other.modes, {**self.metrics, **other.metrics}, self.dropped,
-                          self.dropped_reasons, self.dropped_by_group, {**self.seconds, **other.seconds},
-                          self.results + other.results)
+            raise ValueError(
+                f"EvalReport.merge: mode names {sorted(clash)} in both reports; pass a label to evaluate()"
+            )
+        return EvalReport(
+            self.modes + other.modes,
+            {**self.metrics, **other.metrics},
+            self.dropped,
+            self.dropped_reasons,
+            self.dropped_by_group,
+            {**self.seconds, **other.seconds},
+            self.results + other.results,
+        )
 
 
 def evaluate(
@@ -214,18 +237,21 @@ def evaluate(
             started = time.perf_counter()
             ranks_by_group: dict[str, list[int]] = {}
             for start in range(0, len(kept), batch_size):
-                chunk = kept[start:start + batch_size]
+                chunk = kept[start : start + batch_size]
                 texts = [p.text for p, _ in chunk]
                 facts = passages = None
                 if mode != "closed-book":
                     facts, passages = knowledge(texts, mode)  # type: ignore[misc]
                 inputs = build_injected_inputs(tokenizer, texts, facts, passages, strategy=mode, max_length=max_length)
                 bias = evidence_bias(tokenizer, inputs, evidence_boost)
-                ranked = masked_token_ranks(bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1,
-                                            batch_size=len(chunk), logit_bias=bias)
+                ranked = masked_token_ranks(
+                    bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1, batch_size=len(chunk), logit_bias=bias
+                )
                 for (p, _), r in zip(chunk, ranked):
                     ranks_by_group.setdefault(p.group, []).append(r.rank)
-                    results.append(ProbeResult(p.probe_id, p.group, name, r.rank, r.top_k[0].token if r.top_k else "", p.obj_label))
+                    results.append(
+                        ProbeResult(p.probe_id, p.group, name, r.rank, r.top_k[0].token if r.top_k else "", p.obj_label)
+                    )
                 if bar is not None:
                     bar.update(len(chunk))
             per = {g: Metrics.from_ranks(r) for g, r in ranks_by_group.items()}

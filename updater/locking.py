@@ -120,7 +120,9 @@ class CycleLock:
         try:
             self.store.release_lock(self.name, self.holder)
         except Exception:  # noqa: BLE001 - the lease expires by itself; a failed release must not mask the cycle's result
-            log.warning("could not release lock %r held by %s; it expires with its lease", self.name, self.holder, exc_info=True)
+            log.warning(
+                "could not release lock %r held by %s; it expires with its lease", self.name, self.holder, exc_info=True
+            )
         else:
             log.info("lock %r released by %s", self.name, self.holder)
 

@@ -137,7 +137,9 @@ def _masked_sentences(record: Mapping[str, Any]) -> list[str]:
         return [s for s in sentences if isinstance(s, str)]
     evidences = record.get("evidences")
     if isinstance(evidences, list):
-        return [e["masked_sentence"] for e in evidences if isinstance(e, dict) and isinstance(e.get("masked_sentence"), str)]
+        return [
+            e["masked_sentence"] for e in evidences if isinstance(e, dict) and isinstance(e.get("masked_sentence"), str)
+        ]
     return []
 
 
@@ -173,8 +175,15 @@ def _probe_from_record(
         except ValueError as exc:
             raise ValueError(f"relation {relation!r}: {exc}") from None
     probe_id = str(record.get("uuid") or record.get("id") or f"{path.name}:{n}")
-    return Probe(text=text, obj_label=obj.strip(), sub_label=sub.strip(), relation=relation, probe_id=probe_id,
-                 group=relation, origin=f"{path}:{n}")
+    return Probe(
+        text=text,
+        obj_label=obj.strip(),
+        sub_label=sub.strip(),
+        relation=relation,
+        probe_id=probe_id,
+        group=relation,
+        origin=f"{path}:{n}",
+    )
 
 
 def load_lama_probes(
@@ -275,8 +284,17 @@ def probes_from_facts(
         else:
             template = (template_override or {}).get(f.relation_id) or f.template or f"[X] {f.relation} [Y] ."
         name = group(f) if callable(group) else (group or f.relation_id)
-        out.append(Probe(text=fill_template(template, f.subject), obj_label=f.object, sub_label=f.subject,
-                         relation=f.relation_id, probe_id=f"fact:{f.id}", group=name, fact_id=f.id))
+        out.append(
+            Probe(
+                text=fill_template(template, f.subject),
+                obj_label=f.object,
+                sub_label=f.subject,
+                relation=f.relation_id,
+                probe_id=f"fact:{f.id}",
+                group=name,
+                fact_id=f.id,
+            )
+        )
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -52,14 +51,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        corpus: List[Path] = typer.Argument(..., help=".txt/.md/.jsonl files of new text"),
-        from_model: Optional[str] = typer.Option(None, "--from", help="model id or path (default: the active checkpoint)"),
-        steps: Optional[int] = typer.Option(None, help="optimizer steps (default: settings train.steps)"),
+        corpus: list[Path] = typer.Argument(..., help=".txt/.md/.jsonl files of new text"),
+        from_model: str | None = typer.Option(None, "--from", help="model id or path (default: the active checkpoint)"),
+        steps: int | None = typer.Option(None, help="optimizer steps (default: settings train.steps)"),
         activate: bool = typer.Option(True, help="make the new checkpoint active"),
     ) -> None:
         """Continue MLM training on CORPUS and save the result as a new checkpoint."""
-        import encoder
         from rich.console import Console
+
+        import encoder
         from kecl.settings import Settings
 
         console = Console()
@@ -70,8 +70,9 @@ def register(app: typer.Typer) -> None:
         if from_model is None and encoder.active_version(settings.checkpoints_dir) is None:
             # MiniLM's MLM head starts untrained: the first training adapts it first (point 6).
             console.print("[yellow]no active checkpoint: adapting the default model's MLM head first[/yellow]")
-            version, _ = encoder.adapt_default(settings.checkpoints_dir, settings.model.name_or_path,
-                                               device=settings.model.device)
+            version, _ = encoder.adapt_default(
+                settings.checkpoints_dir, settings.model.name_or_path, device=settings.model.device
+            )
             console.print(f"[green]default checkpoint {version} is active[/green]")
         bundle = _load_bundle(settings, from_model)
         from kecl.wiring import train_config
@@ -79,36 +80,47 @@ def register(app: typer.Typer) -> None:
         config = train_config(settings, steps)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         result = encoder.train_mlm(bundle, texts, config=config, progress=True)
-        version = encoder.save_checkpoint(bundle, settings.checkpoints_dir, parent=bundle.version,
-                                          metrics={"train_loss": result.final_loss, "steps": result.steps,
-                                                   "tokens_per_second": result.tokens_per_second})
+        version = encoder.save_checkpoint(
+            bundle,
+            settings.checkpoints_dir,
+            parent=bundle.version,
+            metrics={
+                "train_loss": result.final_loss,
+                "steps": result.steps,
+                "tokens_per_second": result.tokens_per_second,
+            },
+        )
         if activate:
             encoder.set_active(settings.checkpoints_dir, version)
-        console.print(f"[green]saved {version}[/green] loss {result.final_loss:.3f}, "
-                      f"{result.tokens_per_second:.0f} tokens/s, bf16={result.bf16}"
-                      + (" (active)" if activate else ""))
+        console.print(
+            f"[green]saved {version}[/green] loss {result.final_loss:.3f}, "
+            f"{result.tokens_per_second:.0f} tokens/s, bf16={result.bf16}" + (" (active)" if activate else "")
+        )
 
     @app.command()
     def predict(
-        texts: List[str] = typer.Argument(..., help='sentences with [MASK], e.g. "The puppy [MASK] on the mat."'),
+        texts: list[str] = typer.Argument(..., help='sentences with [MASK], e.g. "The puppy [MASK] on the mat."'),
         top_k: int = typer.Option(5, "--top-k", min=1, max=100),
         explain: bool = typer.Option(False, "--explain", help="show attention from the mask to each token"),
-        model: Optional[str] = typer.Option(None, help="model id or path (default: the active checkpoint)"),
+        model: str | None = typer.Option(None, help="model id or path (default: the active checkpoint)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     ) -> None:
         """Fill in each [MASK] (uses the active checkpoint, else the configured model)."""
-        import encoder
-        from encoder.predict import to_dict
         from rich.console import Console
         from rich.table import Table
+
+        import encoder
+        from encoder.predict import to_dict
         from kecl.settings import Settings
 
         console = Console()
         settings = Settings()
         bundle = _load_bundle(settings, model)
         if model is None and bundle.version is None:
-            console.print("[yellow]no active checkpoint: the MLM head is untrained; run `kecl init` or `kecl train` "
-                          "first for meaningful predictions[/yellow]")
+            console.print(
+                "[yellow]no active checkpoint: the MLM head is untrained; run `kecl init` or `kecl train` "
+                "first for meaningful predictions[/yellow]"
+            )
         results = encoder.fill_mask(bundle, texts, top_k=top_k, explain=explain)
         if as_json:
             console.print_json(json.dumps([to_dict(r) for r in results]))
@@ -117,7 +129,9 @@ def register(app: typer.Typer) -> None:
             if not result.masks:
                 console.print(f"[yellow]no [MASK] in[/yellow] {text!r}")
             for n, mask in enumerate(result.masks, 1):
-                table = Table(title=f"{text}  — mask {n} (model {bundle.version or bundle.metadata.get('name_or_path')})")
+                table = Table(
+                    title=f"{text}  — mask {n} (model {bundle.version or bundle.metadata.get('name_or_path')})"
+                )
                 table.add_column("#", justify="right")
                 table.add_column("token")
                 table.add_column("score", justify="right")

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,8 +32,9 @@ class _Precomputed:
         return np.stack([self.vectors[t] for t in texts])
 
 
-def pipeline_knowledge(kecl: Kecl, opts: QueryOptions | None = None, kind: str = "all",
-                       cache: dict[str, Any] | None = None) -> Any:
+def pipeline_knowledge(
+    kecl: Kecl, opts: QueryOptions | None = None, kind: str = "all", cache: dict[str, Any] | None = None
+) -> Any:
     """A ``updater.evaluation.KnowledgeSource`` backed by the query pipeline's retrieval.
 
     ``kind``: ``"all"`` (facts and passages, as ``kecl query`` injects them), ``"passages"``
@@ -64,8 +65,14 @@ def pipeline_knowledge(kecl: Kecl, opts: QueryOptions | None = None, kind: str =
             facts, _ = select_facts(kecl, text, opts)
             hits = []
             if opts.k_passages > 0 and query.strip():
-                hits = hybrid_search(query, opts.k_passages, store=kecl.store, index_handle=kecl.index,
-                                     embedder=_Precomputed(vectors), weights=kecl.settings.retrieval)
+                hits = hybrid_search(
+                    query,
+                    opts.k_passages,
+                    store=kecl.store,
+                    index_handle=kecl.index,
+                    embedder=_Precomputed(vectors),
+                    weights=kecl.settings.retrieval,
+                )
             cache[text] = (facts, [InjectedPassage(h.text, h.score, h.passage_id) for h in hits])
 
     def source(texts, mode):  # noqa: ANN001, ANN202 - the KnowledgeSource signature
@@ -80,18 +87,28 @@ def pipeline_knowledge(kecl: Kecl, opts: QueryOptions | None = None, kind: str =
 
 
 def eval_probes(
-    probes: Annotated[Optional[list[Path]], typer.Argument(help="LAMA-format JSONL files or folders")] = None,
+    probes: Annotated[list[Path] | None, typer.Argument(help="LAMA-format JSONL files or folders")] = None,
     modes: Annotated[str, typer.Option(help="comma-separated: closed-book, concat, tree")] = "closed-book,concat,tree",
-    limit: Annotated[Optional[int], typer.Option(help="at most N probes per relation")] = None,
-    from_store: Annotated[bool, typer.Option("--from-store", help="also probe every current fact in the store")] = False,
-    relation: Annotated[Optional[list[str]], typer.Option("--relation", "-r", help="only this relation id (repeatable)")] = None,
-    masked_sentences: Annotated[bool, typer.Option("--masked-sentences", help="probe with the records' masked sentences, not templates")] = False,
-    templates: Annotated[Optional[Path], typer.Option(help="relations.jsonl with the templates (default: found beside the files)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most N probes per relation")] = None,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="also probe every current fact in the store")
+    ] = False,
+    relation: Annotated[
+        list[str] | None, typer.Option("--relation", "-r", help="only this relation id (repeatable)")
+    ] = None,
+    masked_sentences: Annotated[
+        bool, typer.Option("--masked-sentences", help="probe with the records' masked sentences, not templates")
+    ] = False,
+    templates: Annotated[
+        Path | None, typer.Option(help="relations.jsonl with the templates (default: found beside the files)")
+    ] = None,
     knowledge: Annotated[str, typer.Option(help="what augmented modes inject: all, passages or facts")] = "all",
     k: Annotated[int, typer.Option("-k", help="evidence passages to inject")] = 4,
     hops: Annotated[int, typer.Option(help="graph hops for facts")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="probes per forward pass")] = 32,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the report (with per-probe results) here")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the report (with per-probe results) here")
+    ] = None,
 ) -> None:
     """Score probes (P@1, P@10, MRR; one-token objects only, as LAMA) in each mode side by side."""
     from kecl.pipeline import MODES, QueryOptions
@@ -102,9 +119,13 @@ def eval_probes(
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     bad = [m for m in wanted if m not in MODES]
     if bad or not wanted:
-        raise typer.BadParameter(f"{', '.join(bad) or modes!r}: expected a comma-separated list of {', '.join(MODES)}", param_hint="--modes")
+        raise typer.BadParameter(
+            f"{', '.join(bad) or modes!r}: expected a comma-separated list of {', '.join(MODES)}", param_hint="--modes"
+        )
     if knowledge not in KNOWLEDGE_KINDS:
-        raise typer.BadParameter(f"{knowledge!r}: expected one of {', '.join(KNOWLEDGE_KINDS)}", param_hint="--knowledge")
+        raise typer.BadParameter(
+            f"{knowledge!r}: expected one of {', '.join(KNOWLEDGE_KINDS)}", param_hint="--knowledge"
+        )
     if not probes and not from_store:
         raise typer.BadParameter("give probe files/folders, or --from-store", param_hint="PROBES")
 
@@ -114,8 +135,13 @@ def eval_probes(
         items = []
         if probes:
             try:
-                loaded = load_lama_probes(probes, templates=templates, use_masked_sentences=masked_sentences,
-                                          limit_per_relation=limit, relations=relation)
+                loaded = load_lama_probes(
+                    probes,
+                    templates=templates,
+                    use_masked_sentences=masked_sentences,
+                    limit_per_relation=limit,
+                    relations=relation,
+                )
             except (FileNotFoundError, ValueError) as exc:
                 console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(2) from None
@@ -142,15 +168,26 @@ def eval_probes(
         source = None
         if any(m != "closed-book" for m in wanted):
             source = pipeline_knowledge(kecl, QueryOptions(k_passages=k, hops=hops), knowledge)
-        report = evaluate(kecl.encoder, items, modes=wanted, knowledge=source, batch_size=batch_size,
-                          max_length=settings.model.max_injected_length, progress=True,
-                          evidence_boost=settings.model.evidence_boost)
+        report = evaluate(
+            kecl.encoder,
+            items,
+            modes=wanted,
+            knowledge=source,
+            batch_size=batch_size,
+            max_length=settings.model.max_injected_length,
+            progress=True,
+            evidence_boost=settings.model.evidence_boost,
+        )
         snapshot = kecl.snapshot()
-        title = f"{len(items) - report.dropped} probes · checkpoint {snapshot.get('checkpoint')} · knowledge: {knowledge}"
+        title = (
+            f"{len(items) - report.dropped} probes · checkpoint {snapshot.get('checkpoint')} · knowledge: {knowledge}"
+        )
         console.print(report.table(title=title))
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps({**report.to_dict(with_results=True), "snapshot": snapshot}, indent=2, default=str))
+            json_out.write_text(
+                json.dumps({**report.to_dict(with_results=True), "snapshot": snapshot}, indent=2, default=str)
+            )
             console.print(f"report written to {json_out}")
     finally:
         kecl.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,9 @@ from kecl.commands.common import console, load_settings
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: api.host)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: api.port)")] = None,
-    scheduler: Annotated[bool, typer.Option("--scheduler", help="also run the update scheduler in this process")] = False,
+    scheduler: Annotated[
+        bool, typer.Option("--scheduler", help="also run the update scheduler in this process")
+    ] = False,
 ) -> None:
     """Serve the HTTP API with uvicorn (OpenAPI docs at /docs)."""
     import uvicorn
@@ -26,7 +28,9 @@ def serve(
 
         attach_scheduler(app, settings)
     console.print(f"serving on http://{host or settings.api.host}:{port or settings.api.port} (docs at /docs)")
-    uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower()
+    )
 
 
 def query(
@@ -34,12 +38,18 @@ def query(
     mode: Annotated[str, typer.Option(help="closed-book, concat or tree")] = "concat",
     k: Annotated[int, typer.Option("-k", help="evidence passages to inject")] = 4,
     hops: Annotated[int, typer.Option(help="graph hops for facts")] = 1,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="predictions per [MASK]")] = 5,
     explain: Annotated[bool, typer.Option("--explain", help="attention over the evidence")] = False,
-    evidence_boost: Annotated[Optional[float], typer.Option(
-        "--evidence-boost", min=0.0, help="logit bonus for evidence words not in the query (default: the "
-        "model.evidence_boost setting; 0: the encoder alone)")] = None,
+    evidence_boost: Annotated[
+        float | None,
+        typer.Option(
+            "--evidence-boost",
+            min=0.0,
+            help="logit bonus for evidence words not in the query (default: the "
+            "model.evidence_boost setting; 0: the encoder alone)",
+        ),
+    ] = None,
 ) -> None:
     """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
     from rich.table import Table
@@ -51,8 +61,15 @@ def query(
     if mode not in MODES:
         raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
     kecl = Kecl(load_settings())
-    opts = QueryOptions(mode=mode, k_passages=k, hops=hops, as_of=parse_date_option(as_of), top_k=top_k, explain=explain,  # type: ignore[arg-type]
-                        evidence_boost=evidence_boost)
+    opts = QueryOptions(
+        mode=mode,
+        k_passages=k,
+        hops=hops,
+        as_of=parse_date_option(as_of),
+        top_k=top_k,
+        explain=explain,  # type: ignore[arg-type]
+        evidence_boost=evidence_boost,
+    )
     try:
         answer = kecl.answer([text], opts)[0]
     except ValueError as exc:
@@ -68,11 +85,15 @@ def query(
     if answer.facts:
         console.print("[bold]facts used[/bold]")
         for f in answer.facts:
-            console.print(f"  {f['text']}  [dim](fact {f['id']}, {f['source'] or 'no source'}, relevance {f['relevance']})[/dim]")
+            console.print(
+                f"  {f['text']}  [dim](fact {f['id']}, {f['source'] or 'no source'}, relevance {f['relevance']})[/dim]"
+            )
     if answer.evidence:
         console.print("[bold]evidence[/bold]")
         for e in answer.evidence:
-            console.print(f"  [{e['passage_id']}] {e['text'][:160]}  [dim](doc {e['document_id']} {e['title'] or ''}, {e['score']:.4f})[/dim]")
+            console.print(
+                f"  [{e['passage_id']}] {e['text'][:160]}  [dim](doc {e['document_id']} {e['title'] or ''}, {e['score']:.4f})[/dim]"
+            )
     console.print(f"[bold]injected input[/bold]: {answer.injected_input}")
     if answer.explanation:
         console.print("[bold]attention over the evidence[/bold] (rollout from the first [MASK])")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from kecl.commands.common import console, load_settings, parse_date_option
+
 
 def _quiet_model_loading() -> None:
     # transformers draws a "Loading weights" bar on every model load; noise in a CLI answer
@@ -18,13 +19,14 @@ def _quiet_model_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
-index_app = typer.Typer(help="The FAISS passage index: build, status, reconcile with the database.",
-                        no_args_is_help=True)
+index_app = typer.Typer(
+    help="The FAISS passage index: build, status, reconcile with the database.", no_args_is_help=True
+)
 
 
 @index_app.command("build")
 def index_build(
-    kind: Annotated[Optional[str], typer.Option(help="flat, hnsw or ivfpq (default: settings, else by size)")] = None,
+    kind: Annotated[str | None, typer.Option(help="flat, hnsw or ivfpq (default: settings, else by size)")] = None,
 ) -> None:
     """Embed every passage in the database and write a new index (replacing the old one atomically)."""
     from kecl.search import build_index_from_store, make_embedder
@@ -40,8 +42,10 @@ def index_build(
     start = time.perf_counter()
     index = build_index_from_store(settings, store, embedder, kind=kind)
     manifest = save_index(index, settings.index_dir)
-    console.print(f"built {index.kind} index: {manifest.count} passages, embedder {manifest.embedder_version}, "
-                  f"{time.perf_counter() - start:.1f}s -> {settings.index_dir}")
+    console.print(
+        f"built {index.kind} index: {manifest.count} passages, embedder {manifest.embedder_version}, "
+        f"{time.perf_counter() - start:.1f}s -> {settings.index_dir}"
+    )
     store.close()
 
 
@@ -63,13 +67,18 @@ def index_status() -> None:
         console.print(f"[yellow]{e}[/yellow]")
         console.print(f"database: {sql_count} passages")
         store.close()
-        raise typer.Exit(1)
-    for name, value in [("kind", m.kind), ("embedder", m.embedder_version or "?"), ("dimension", m.dim),
-                        ("vectors", m.count), ("highest id", m.max_id), ("database passages", sql_count),
-                        ("database highest id", sql_max),
-                        ("saved", dt.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")),
-                        ("in step", "yes" if (m.count, m.max_id) == (sql_count, sql_max or -1)
-                         else "no: run `kecl index reconcile`")]:
+        raise typer.Exit(1) from e
+    for name, value in [
+        ("kind", m.kind),
+        ("embedder", m.embedder_version or "?"),
+        ("dimension", m.dim),
+        ("vectors", m.count),
+        ("highest id", m.max_id),
+        ("database passages", sql_count),
+        ("database highest id", sql_max),
+        ("saved", dt.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")),
+        ("in step", "yes" if (m.count, m.max_id) == (sql_count, sql_max or -1) else "no: run `kecl index reconcile`"),
+    ]:
         table.add_row(name, str(value))
     console.print(table)
     store.close()
@@ -100,19 +109,25 @@ def index_reconcile() -> None:
         return
     if report.changed:
         save_index(index, settings.index_dir)
-    console.print(f"added {report.added}, removed {report.removed}"
-                  + (", compacted" if report.compacted else "") + f"; {report.count} passages indexed"
-                  + (" [yellow](IVF-PQ outgrew its training sample: run `kecl index build`)[/yellow]"
-                     if report.needs_retrain else ""))
+    console.print(
+        f"added {report.added}, removed {report.removed}"
+        + (", compacted" if report.compacted else "")
+        + f"; {report.count} passages indexed"
+        + (
+            " [yellow](IVF-PQ outgrew its training sample: run `kecl index build`)[/yellow]"
+            if report.needs_retrain
+            else ""
+        )
+    )
     store.close()
 
 
 def search(
     query: Annotated[str, typer.Argument(help="the query text")],
     k: Annotated[int, typer.Option("-k", "--k", help="passages to return")] = 5,
-    source: Annotated[Optional[str], typer.Option(help="only passages from this source")] = None,
-    since: Annotated[Optional[str], typer.Option(help="published on or after (YYYY-MM-DD)")] = None,
-    until: Annotated[Optional[str], typer.Option(help="published on or before (YYYY-MM-DD)")] = None,
+    source: Annotated[str | None, typer.Option(help="only passages from this source")] = None,
+    since: Annotated[str | None, typer.Option(help="published on or after (YYYY-MM-DD)")] = None,
+    until: Annotated[str | None, typer.Option(help="published on or before (YYYY-MM-DD)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Hybrid passage search (dense + full-text + entity mentions, fused): passages with scores and documents."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,8 +47,14 @@ def ingest(
     settings = load_settings()
     store = open_store(settings)
     files = list(iter_input_files(paths))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("ingesting", total=len(files))
         summary = store.ingest_paths(files, on_file=lambda path, _s: progress.advance(task))
     table = Table(title="ingested")
@@ -102,14 +108,14 @@ def inspect_entity(
     console.print(f"mentions: {view.mention_count}")
     for m in store.mentions(view.id, limit=mentions):
         text = store.passage_texts([m["passage_id"]])[m["passage_id"]]
-        console.print(f"  passage {m['passage_id']}: …{text[max(0, m['start'] - 40):m['end'] + 40]}…")
+        console.print(f"  passage {m['passage_id']}: …{text[max(0, m['start'] - 40) : m['end'] + 40]}…")
 
 
 @inspect_app.command("facts")
 def inspect_facts(
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
-    relation: Annotated[Optional[str], typer.Option("--relation", "-r", help="relation id, e.g. P36")] = None,
-    entity: Annotated[Optional[str], typer.Option("--entity", "-e", help="subject or object entity")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="facts believed on this date (YYYY-MM-DD)")] = None,
+    relation: Annotated[str | None, typer.Option("--relation", "-r", help="relation id, e.g. P36")] = None,
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="subject or object entity")] = None,
     history: Annotated[bool, typer.Option("--history", help="include closed facts")] = False,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
 ) -> None:
@@ -121,7 +127,9 @@ def inspect_facts(
         if eid is None:
             console.print(f"[red]no entity matches {entity!r}[/red]")
             raise typer.Exit(1)
-    facts = store.facts(entity=eid, relation=relation, as_of=parse_date_option(as_of), include_closed=history, limit=limit)
+    facts = store.facts(
+        entity=eid, relation=relation, as_of=parse_date_option(as_of), include_closed=history, limit=limit
+    )
     _print_facts(f"facts{' as of ' + as_of if as_of else ''}", facts)
 
 
@@ -133,8 +141,14 @@ def inspect_documents(limit: Annotated[int, typer.Option(help="at most this many
     for col in ("id", "external id", "title", "published", "source", "passages"):
         table.add_column(col)
     for d in store.documents(limit=limit, offset=offset):
-        table.add_row(str(d["id"]), d["external_id"] or "", d["title"] or "", d["published_at"] or "",
-                      d["source"] or "", str(d["passages"]))
+        table.add_row(
+            str(d["id"]),
+            d["external_id"] or "",
+            d["title"] or "",
+            d["published_at"] or "",
+            d["source"] or "",
+            str(d["passages"]),
+        )
     console.print(table)
 
 
@@ -143,8 +157,15 @@ def _print_facts(title: str, facts) -> None:  # type: ignore[no-untyped-def]
     for col in ("id", "subject", "relation", "object", "valid from", "valid to", "source"):
         table.add_column(col)
     for f in facts:
-        table.add_row(str(f.id), f.subject, f.relation_id + f" ({f.relation})", f.object,
-                      str(f.valid_from or ""), str(f.valid_to or ""), f.source or "")
+        table.add_row(
+            str(f.id),
+            f.subject,
+            f.relation_id + f" ({f.relation})",
+            f.object,
+            str(f.valid_from or ""),
+            str(f.valid_to or ""),
+            f.source or "",
+        )
     console.print(table)
 
 

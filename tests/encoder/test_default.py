@@ -14,9 +14,18 @@ def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_
     tiny = make_tiny(tokenizer)
     tiny.model.save_pretrained(tmp_path / "tiny")
     tokenizer.save_pretrained(tmp_path / "tiny")
-    phases = [replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES]
-    version, bundle = adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=phases, eval_every=2,
-                                    heldout_passages=20, progress=False, device="cpu")
+    phases = [
+        replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES
+    ]
+    version, bundle = adapt_default(
+        tmp_path / "ckpts",
+        str(tmp_path / "tiny"),
+        phases=phases,
+        eval_every=2,
+        heldout_passages=20,
+        progress=False,
+        device="cpu",
+    )
     assert active_version(tmp_path / "ckpts") == version
     metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
     # one curve across both phases: plain MLM, then reading exercises

@@ -21,8 +21,14 @@ def _boosted(tokenizer, bias_row: torch.Tensor) -> set[str]:
 @pytest.mark.parametrize("strategy", ["concat", "tree"])
 def test_only_whole_evidence_words_not_in_the_query_are_boosted(tokenizer, strategy):
     facts = [InjectedFact("Osk river mouth Baltic sea", "mouth Baltic", span=(4, 13))]
-    inputs = build_injected_inputs(tokenizer, [QUERY, "A [MASK] with nothing injected ."], [facts, []],
-                                   [[InjectedPassage(PASSAGE)], []], strategy=strategy, max_length=64)
+    inputs = build_injected_inputs(
+        tokenizer,
+        [QUERY, "A [MASK] with nothing injected ."],
+        [facts, []],
+        [[InjectedPassage(PASSAGE)], []],
+        strategy=strategy,
+        max_length=64,
+    )
     bias = evidence_bias(tokenizer, inputs, 6.0)
     assert bias.shape == (2, len(tokenizer))
     boosted = _boosted(tokenizer, bias[0])
@@ -41,8 +47,9 @@ def test_only_whole_evidence_words_not_in_the_query_are_boosted(tokenizer, strat
 
 def test_the_bias_moves_predictions_and_ranks_alike(tokenizer):
     bundle = make_tiny(tokenizer, seed=7)
-    inputs = build_injected_inputs(tokenizer, [QUERY], None, [[InjectedPassage(PASSAGE)]], strategy="concat",
-                                   max_length=64)
+    inputs = build_injected_inputs(
+        tokenizer, [QUERY], None, [[InjectedPassage(PASSAGE)]], strategy="concat", max_length=64
+    )
     baltic = tokenizer.convert_tokens_to_ids("baltic")
     plain = fill_mask_encoded(bundle, inputs.to_dict(), top_k=5)[0].masks[0].top_k
     bias = evidence_bias(tokenizer, inputs, 30.0)
@@ -50,8 +57,8 @@ def test_the_bias_moves_predictions_and_ranks_alike(tokenizer):
     # a random model does not read; a large prior makes the answer one of the evidence words
     assert plain[0].token_id != baltic or plain[0].score < 0.5
     words = _boosted(tokenizer, bias[0])
-    assert {t.token for t in boosted[:len(words)]} == words
-    rank_plain, = masked_token_ranks(bundle, inputs.to_dict(), [baltic])
-    rank_boosted, = masked_token_ranks(bundle, inputs.to_dict(), [baltic], logit_bias=bias)
+    assert {t.token for t in boosted[: len(words)]} == words
+    (rank_plain,) = masked_token_ranks(bundle, inputs.to_dict(), [baltic])
+    (rank_boosted,) = masked_token_ranks(bundle, inputs.to_dict(), [baltic], logit_bias=bias)
     assert rank_boosted.rank < rank_plain.rank and rank_boosted.rank <= len(_boosted(tokenizer, bias[0]))
     assert boosted[0].token_id == rank_boosted.top_k[0].token_id

@@ -41,8 +41,15 @@ def tokenizer():
 
 def tiny_model(tokenizer, layers: int = 2, attn: str = "sdpa", seed: int = 0) -> BertForMaskedLM:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config._attn_implementation = attn
     return BertForMaskedLM(config).eval()
 
@@ -54,8 +61,22 @@ def tokens(tokenizer, ids: torch.Tensor) -> list[str]:
 def test_tree_layout_soft_positions_and_visible_matrix_match_kbert(tokenizer):
     x = build_injected_inputs(tokenizer, [TEXT], [FACTS], strategy="tree", max_length=64)
     assert tokens(tokenizer, x.input_ids[0]) == [
-        "[CLS]", "tim", "cook", "ceo", "apple", "is", "visiting", "beijing",
-        "capital", "china", "type", "city", "now", ".", "[SEP]"]
+        "[CLS]",
+        "tim",
+        "cook",
+        "ceo",
+        "apple",
+        "is",
+        "visiting",
+        "beijing",
+        "capital",
+        "china",
+        "type",
+        "city",
+        "now",
+        ".",
+        "[SEP]",
+    ]
     # The sentence keeps 0..8 as if nothing were inserted; each branch continues from its mention.
     assert x.position_ids[0].tolist() == [0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 6, 7, 6, 7, 8]
     assert x.token_type_ids[0].tolist() == [0] * 15
@@ -73,8 +94,8 @@ def test_tree_layout_soft_positions_and_visible_matrix_match_kbert(tokenizer):
                 expected[i, j] = expected[j, i] = True
     assert torch.equal(x.attention_mask[0, 0], expected)
     m = x.attention_mask[0, 0]
-    assert not m[3, 7] and not m[7, 3]     # "ceo" (Tim Cook's branch) and "beijing": different entities
-    assert not m[8, 10] and not m[10, 8]   # two branches of one mention do not see each other
+    assert not m[3, 7] and not m[7, 3]  # "ceo" (Tim Cook's branch) and "beijing": different entities
+    assert not m[8, 10] and not m[10, 8]  # two branches of one mention do not see each other
     assert not m[5, 3] and m[1, 3] and m[2, 4]  # "is" does not see the branch; "tim", "cook" do
     assert x.texts == ["[CLS] Tim Cook {CEO Apple} is visiting Beijing {capital China} {type city} now . [SEP]"]
     assert x.used_facts == [[0, 1, 2]]
@@ -105,8 +126,14 @@ def test_concat_layout_segments_and_positions(tokenizer):
     toks = tokens(tokenizer, x.input_ids[0])
     first_sep = toks.index("[SEP]")
     assert toks[: first_sep + 1] == ["[CLS]", "tim", "cook", "is", "visiting", "beijing", "now", ".", "[SEP]"]
-    assert toks[first_sep + 1:] == (tokenizer.tokenize(FACTS[0].text) + [";"] + tokenizer.tokenize(FACTS[1].text)
-                                     + ["[SEP]"] + tokenizer.tokenize(passages[0].text) + ["[SEP]"])
+    assert toks[first_sep + 1 :] == (
+        tokenizer.tokenize(FACTS[0].text)
+        + [";"]
+        + tokenizer.tokenize(FACTS[1].text)
+        + ["[SEP]"]
+        + tokenizer.tokenize(passages[0].text)
+        + ["[SEP]"]
+    )
     assert x.token_type_ids[0].tolist() == [0] * (first_sep + 1) + [1] * (len(toks) - first_sep - 1)
     assert x.position_ids[0].tolist() == list(range(len(toks)))
     assert x.attention_mask.shape == (1, len(toks)) and bool(x.attention_mask.all())
@@ -120,7 +147,7 @@ def test_concat_budget_keeps_highest_scores_and_never_cuts_the_text(tokenizer):
     facts = [
         InjectedFact("Croatia capital Zagreb", "capital Zagreb", None, score=0.9),  # 4 + 1 tokens
         long_fact,
-        InjectedFact("Croatia currency euro", "currency euro", None, score=0.2),   # 3 + 1
+        InjectedFact("Croatia currency euro", "currency euro", None, score=0.2),  # 3 + 1
         InjectedFact("Croatia member EU", "member EU", None, score=0.1),
     ]
     passages = [InjectedPassage("Zagreb is the capital and largest city of Croatia , on the Sava river .", score=0.5)]
@@ -131,15 +158,20 @@ def test_concat_budget_keeps_highest_scores_and_never_cuts_the_text(tokenizer):
     assert x.used_facts == [[0]] and x.used_passages == [[0]] and x.truncated_passages == [[0]]
     assert x.input_ids.shape[1] == max_length  # a cut passage fills the budget exactly
     toks = tokens(tokenizer, x.input_ids[0])
-    assert toks[1:n_text - 1] == tokenizer.tokenize(text)
+    assert toks[1 : n_text - 1] == tokenizer.tokenize(text)
     assert toks[-1] == "[SEP]" and x.texts[0].endswith(" … [SEP]")
     # With more room the low-scored facts join; text still whole at the front.
     y = build_injected_inputs(tokenizer, [text], [facts], [passages], strategy="concat", max_length=n_text + 60)
     assert y.used_facts == [[1, 0, 2, 3]] and y.truncated_passages == [[]]  # in choice (score) order
     # A passage can lose to a fact only on score: equal scores put the fact first.
-    tie = build_injected_inputs(tokenizer, [text], [[InjectedFact("Croatia capital Zagreb", "", None, score=0.5)]],
-                                [[InjectedPassage("Zagreb is big and old and nice .", score=0.5)]],
-                                strategy="concat", max_length=n_text + 5)
+    tie = build_injected_inputs(
+        tokenizer,
+        [text],
+        [[InjectedFact("Croatia capital Zagreb", "", None, score=0.5)]],
+        [[InjectedPassage("Zagreb is big and old and nice .", score=0.5)]],
+        strategy="concat",
+        max_length=n_text + 5,
+    )
     assert tie.used_facts == [[0]] and tie.used_passages == [[]]
 
 
@@ -153,8 +185,10 @@ def test_concat_budget_keeps_highest_scores_and_never_cuts_the_text(tokenizer):
 )
 def test_budget_properties(tokenizer, fact_lengths, passage_lengths, scores, room, strategy):
     text = "Alpha met Beta in [MASK] ."
-    facts = [InjectedFact(" ".join(["red"] * n), " ".join(["red"] * n), (0, 5), score=scores[k])
-             for k, n in enumerate(fact_lengths)]
+    facts = [
+        InjectedFact(" ".join(["red"] * n), " ".join(["red"] * n), (0, 5), score=scores[k])
+        for k, n in enumerate(fact_lengths)
+    ]
     passages = [InjectedPassage(" ".join(["blue"] * n), score=scores[6 + k]) for k, n in enumerate(passage_lengths)]
     n_text = len(tokenizer.tokenize(text)) + 2
     x = build_injected_inputs(tokenizer, [text], [facts], [passages], strategy=strategy, max_length=n_text + room)
@@ -173,8 +207,9 @@ def test_budget_properties(tokenizer, fact_lengths, passage_lengths, scores, roo
 
 def test_closed_book_is_plain_tokenisation(tokenizer):
     texts = [TEXT, "Short [MASK] ."]
-    x = build_injected_inputs(tokenizer, texts, [FACTS, []], [[InjectedPassage("ignored .")], []],
-                              strategy="closed-book", max_length=64)
+    x = build_injected_inputs(
+        tokenizer, texts, [FACTS, []], [[InjectedPassage("ignored .")], []], strategy="closed-book", max_length=64
+    )
     plain = tokenizer(texts, padding=True, return_tensors="pt")
     assert torch.equal(x.input_ids, plain["input_ids"])
     assert torch.equal(x.token_type_ids, plain["token_type_ids"])
@@ -185,9 +220,18 @@ def test_closed_book_is_plain_tokenisation(tokenizer):
 @pytest.mark.parametrize("strategy", ["closed-book", "concat", "tree"])
 def test_mask_positions_are_the_query_masks_only(tokenizer, strategy):
     text = "[MASK] Cook is visiting [MASK] now ."
-    facts = [InjectedFact("the [MASK] of Apple", "CEO [MASK]", (7, 11)), InjectedFact("a [MASK]", "capital [MASK]", (24, 30))]
-    x = build_injected_inputs(tokenizer, [text], [facts], [[InjectedPassage("text with [MASK] inside it .")]],
-                              strategy=strategy, max_length=64)
+    facts = [
+        InjectedFact("the [MASK] of Apple", "CEO [MASK]", (7, 11)),
+        InjectedFact("a [MASK]", "capital [MASK]", (24, 30)),
+    ]
+    x = build_injected_inputs(
+        tokenizer,
+        [text],
+        [facts],
+        [[InjectedPassage("text with [MASK] inside it .")]],
+        strategy=strategy,
+        max_length=64,
+    )
     is_mask = x.input_ids[0] == tokenizer.mask_token_id
     assert int(is_mask.sum()) == 2
     assert bool(x.text_mask[0][is_mask].all())  # both masks are the query's own
@@ -238,8 +282,13 @@ def test_batch_rows_equal_single_rows_and_padding_is_safe(tokenizer, strategy):
 
 
 def test_sdpa_and_eager_agree_on_tree_inputs(tokenizer):
-    x = build_injected_inputs(tokenizer, [TEXT.replace("Beijing", "[MASK]"), "Tim [MASK] ."],
-                              [FACTS[:1], [InjectedFact("f", "CEO Apple", (0, 3))]], strategy="tree", max_length=64)
+    x = build_injected_inputs(
+        tokenizer,
+        [TEXT.replace("Beijing", "[MASK]"), "Tim [MASK] ."],
+        [FACTS[:1], [InjectedFact("f", "CEO Apple", (0, 3))]],
+        strategy="tree",
+        max_length=64,
+    )
     sdpa = tiny_model(tokenizer, attn="sdpa")
     eager = tiny_model(tokenizer, attn="eager")
     assert torch.equal(sdpa.bert.embeddings.word_embeddings.weight, eager.bert.embeddings.word_embeddings.weight)
@@ -250,8 +299,9 @@ def test_sdpa_and_eager_agree_on_tree_inputs(tokenizer):
     # fill_mask_encoded takes the boolean visibility matrix and converts it per backend.
     ra = fill_mask_encoded(MLMBundle(sdpa, tokenizer), x.to_dict(), top_k=3)
     rb = fill_mask_encoded(MLMBundle(eager, tokenizer), x.to_dict(), top_k=3)
-    assert [[t.token_id for t in m.top_k] for r in ra for m in r.masks] == \
-        [[t.token_id for t in m.top_k] for r in rb for m in r.masks]
+    assert [[t.token_id for t in m.top_k] for r in ra for m in r.masks] == [
+        [t.token_id for t in m.top_k] for r in rb for m in r.masks
+    ]
     assert sum(len(r.masks) for r in ra) == 2
 
 
@@ -266,8 +316,12 @@ def test_all_visible_tree_with_natural_positions_equals_plain_forward(tokenizer,
     visible |= torch.eye(n, dtype=torch.bool) & ~real[:, None, :, None]
     with torch.inference_mode():
         expected = model(**plain.to_dict()).logits
-        got = model(input_ids=plain.input_ids, token_type_ids=plain.token_type_ids,
-                    position_ids=torch.arange(n).expand(2, n), attention_mask=to_backend_mask(visible, attn)).logits
+        got = model(
+            input_ids=plain.input_ids,
+            token_type_ids=plain.token_type_ids,
+            position_ids=torch.arange(n).expand(2, n),
+            attention_mask=to_backend_mask(visible, attn),
+        ).logits
     torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-4)
 
 
@@ -282,8 +336,12 @@ def test_branch_content_reaches_other_sentence_tokens_only_through_the_mention(t
 
     def hidden(model, ids):
         with torch.inference_mode():
-            return model.bert(input_ids=ids, token_type_ids=x.token_type_ids, position_ids=x.position_ids,
-                              attention_mask=to_backend_mask(x.attention_mask, "sdpa")).last_hidden_state[0]
+            return model.bert(
+                input_ids=ids,
+                token_type_ids=x.token_type_ids,
+                position_ids=x.position_ids,
+                attention_mask=to_backend_mask(x.attention_mask, "sdpa"),
+            ).last_hidden_state[0]
 
     one_layer = tiny_model(tokenizer, layers=1)
     before, after = hidden(one_layer, x.input_ids), hidden(one_layer, changed)
@@ -305,9 +363,17 @@ def test_training_batch_labels_only_the_text(tokenizer):
     facts = [FACTS, [InjectedFact("Beijing capital China", "capital China", (0, 7))]]
     plain = build_injected_inputs(tokenizer, [t.text for t in texts], facts, strategy="tree", max_length=64)
     for seed in range(5):
-        batch = injected_training_batch(tokenizer, texts, facts, strategy="tree", max_length=64,
-                                        mlm_probability=0.5, salient_probability=1.0,
-                                        generator=torch.Generator().manual_seed(seed), attn_implementation="eager")
+        batch = injected_training_batch(
+            tokenizer,
+            texts,
+            facts,
+            strategy="tree",
+            max_length=64,
+            mlm_probability=0.5,
+            salient_probability=1.0,
+            generator=torch.Generator().manual_seed(seed),
+            attn_implementation="eager",
+        )
         labelled = batch["labels"] != IGNORE_INDEX
         assert labelled.any() and not (labelled & ~plain.text_mask).any()
         assert torch.equal(batch["input_ids"][~plain.text_mask], plain.input_ids[~plain.text_mask])

@@ -24,13 +24,27 @@ def _batches(tokenizer, attn):
     padded = tokenizer(DOCS[:3], padding=True, return_tensors="pt")
     text = "Zenda lies in Freedonia."
     fact = InjectedFact("Zenda is the capital of Freedonia .", "capital Freedonia", (0, 5))
-    tree = injected_training_batch(tokenizer, [text] * 2, [[fact]] * 2, [[InjectedPassage("Zenda is a city on the river.")]] * 2,
-                                   strategy="tree", max_length=48, mlm_probability=0.3, attn_implementation=attn,
-                                   generator=gen)
+    tree = injected_training_batch(
+        tokenizer,
+        [text] * 2,
+        [[fact]] * 2,
+        [[InjectedPassage("Zenda is a city on the river.")]] * 2,
+        strategy="tree",
+        max_length=48,
+        mlm_probability=0.3,
+        attn_implementation=attn,
+        generator=gen,
+    )
     yield "one document per row", {"input_ids": single.input_ids, "attention_mask": None}
     yield "padded", {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
-    yield "packed", {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
-                     "attention_mask": block_attention_mask(packed.segment_ids, attn)}
+    yield (
+        "packed",
+        {
+            "input_ids": packed.input_ids,
+            "position_ids": packed.position_ids,
+            "attention_mask": block_attention_mask(packed.segment_ids, attn),
+        },
+    )
     yield "tree", {k: v for k, v in tree.items() if k != "labels"}
 
 
@@ -81,14 +95,29 @@ def test_other_models_take_the_full_forward(tokenizer):
     ids = build_blocks(tokenizer, DOCS, max_length=16).input_ids
     predicted = ids != tokenizer.cls_token_id
     with torch.no_grad():
-        assert torch.allclose(hidden_at(decoder.model, {"input_ids": ids}, predicted),
-                              _full(decoder.model, {"input_ids": ids}, predicted))
+        assert torch.allclose(
+            hidden_at(decoder.model, {"input_ids": ids}, predicted), _full(decoder.model, {"input_ids": ids}, predicted)
+        )
 
 
 @pytest.mark.parametrize("packing", ["grouped", "packed"])
 def test_training_with_the_sparse_last_layer_is_the_same_run(tokenizer, packing):
     """In float32 the cut changes speed, not the run: the same losses step by step."""
-    runs = [train_mlm(make_tiny(tokenizer, seed=4, dropout=0.0), DOCS * 2, progress=False,
-                      config=TrainConfig(steps=5, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
-                                         packing=packing, sparse_last_layer=sparse)).losses for sparse in (True, False)]
+    runs = [
+        train_mlm(
+            make_tiny(tokenizer, seed=4, dropout=0.0),
+            DOCS * 2,
+            progress=False,
+            config=TrainConfig(
+                steps=5,
+                batch_size=4,
+                max_length=32,
+                learning_rate=1e-3,
+                bf16=False,
+                packing=packing,
+                sparse_last_layer=sparse,
+            ),
+        ).losses
+        for sparse in (True, False)
+    ]
     assert runs[0] == pytest.approx(runs[1], abs=1e-5)

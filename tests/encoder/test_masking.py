@@ -20,8 +20,13 @@ def test_proportions_over_many_draws(tokenizer):
     gen = torch.Generator().manual_seed(0)
     chosen = masked = randomised = kept = candidates = 0
     for _ in range(200):
-        ids, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
-                                  vocab_size=len(tokenizer), generator=gen)
+        ids, labels = mask_tokens(
+            blocks.input_ids,
+            blocks.unit_ids,
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            generator=gen,
+        )
         sel = labels != IGNORE_INDEX
         chosen += int(sel.sum())
         candidates += int((blocks.unit_ids >= 0).sum())
@@ -42,8 +47,14 @@ def test_specials_and_padding_never_masked(tokenizer):
     assert special.any() and (blocks.input_ids == tokenizer.pad_token_id).any()
     gen = torch.Generator().manual_seed(1)
     for _ in range(300):
-        ids, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
-                                  vocab_size=len(tokenizer), mlm_probability=0.9, generator=gen)
+        ids, labels = mask_tokens(
+            blocks.input_ids,
+            blocks.unit_ids,
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            mlm_probability=0.9,
+            generator=gen,
+        )
         assert not (labels[special] != IGNORE_INDEX).any()
         assert torch.equal(ids[special], blocks.input_ids[special])
 
@@ -61,8 +72,14 @@ def test_whole_word_masking_covers_whole_words(tokenizer):
     gen = torch.Generator().manual_seed(2)
     body = slice(1, 1 + len(words))
     for _ in range(100):
-        _, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
-                                vocab_size=len(tokenizer), mlm_probability=0.3, generator=gen)
+        _, labels = mask_tokens(
+            blocks.input_ids,
+            blocks.unit_ids,
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            mlm_probability=0.3,
+            generator=gen,
+        )
         chosen = (labels[0, body] != IGNORE_INDEX).tolist()
         by_word = {}
         for w, c in zip(words, chosen):
@@ -78,9 +95,15 @@ def test_salient_span_masks_whole_entity(tokenizer):
     gen = torch.Generator().manual_seed(3)
     hits = 0
     for _ in range(200):
-        _, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
-                                vocab_size=len(tokenizer), salient=blocks.salient, salient_probability=0.5,
-                                generator=gen)
+        _, labels = mask_tokens(
+            blocks.input_ids,
+            blocks.unit_ids,
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            salient=blocks.salient,
+            salient_probability=0.5,
+            generator=gen,
+        )
         states = set((labels[blocks.salient] != IGNORE_INDEX).tolist())
         assert len(states) == 1  # all of the mention or none of it
         hits += states == {True}

@@ -18,8 +18,8 @@ def _documents(blocks, tokenizer):
             assert where == list(range(where[0], where[-1] + 1))  # contiguous
             assert [pos[i] for i in where] == list(range(len(where)))
             assert ids[where[0]] == tokenizer.cls_token_id and ids[where[-1]] == tokenizer.sep_token_id
-            out.append((b, tuple(ids[where[0] + 1:where[-1]])))
-        assert all(x == -1 for x in seg[len([x for x in seg if x >= 0]):])  # padding only at the end
+            out.append((b, tuple(ids[where[0] + 1 : where[-1]])))
+        assert all(x == -1 for x in seg[len([x for x in seg if x >= 0]) :])  # padding only at the end
     return out
 
 
@@ -34,19 +34,25 @@ def test_best_fit_fills_blocks_that_documents_in_order_leave_half_empty(tokenize
     docs = _documents(best, tokenizer)
     assert sorted(d for _, d in docs) == sorted(d for _, d in _documents(sequential, tokenizer))
     assert [d for _, d in _documents(sequential, tokenizer)] == [
-        tuple(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]  # in order
+        tuple(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts
+    ]  # in order
 
 
 def test_best_fit_keeps_every_token_once_on_mixed_lengths(tokenizer):
-    texts = [_doc(n, w) for n, w in zip([3, 40, 7, 70, 12, 1, 25, 33, 5, 60, 9, 18] * 3, ["cat", "dog", "sun", "sea"] * 9)]
+    texts = [
+        _doc(n, w) for n, w in zip([3, 40, 7, 70, 12, 1, 25, 33, 5, 60, 9, 18] * 3, ["cat", "dog", "sun", "sea"] * 9)
+    ]
     texts.append(SpanText("Zenda is the capital of Freedonia.", [(0, 5)]))
     for fit in ("best", "sequential"):
         blocks = build_blocks(tokenizer, texts, max_length=32, packing="packed", fit=fit)
         docs = _documents(blocks, tokenizer)
         # a document longer than a block is cut into pieces of 30 tokens, every token kept once
         tokens = sorted(t for _, d in docs for t in d)
-        expected = sorted(t for text in texts
-                          for t in tokenizer(text.text if isinstance(text, SpanText) else text, add_special_tokens=False)["input_ids"])
+        expected = sorted(
+            t
+            for text in texts
+            for t in tokenizer(text.text if isinstance(text, SpanText) else text, add_special_tokens=False)["input_ids"]
+        )
         assert tokens == expected
         assert bool(blocks.salient.any())  # spans travel with their tokens
     best = build_blocks(tokenizer, texts, max_length=32, packing="packed")

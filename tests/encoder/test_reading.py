@@ -18,7 +18,7 @@ def test_exercises_are_deterministic_and_state_the_answer(tokenizer):
     assert a != reading_examples(200, seed=4, tokenizer=tokenizer)
     as_fact = 0
     for ex in a:
-        (start, end), = ex.text.salient_spans
+        ((start, end),) = ex.text.salient_spans
         assert ex.text.text[start:end] == ex.answer
         knowledge = [f.text for f in ex.facts] + [p.text for p in ex.passages]
         # The answer is stated in the knowledge next to the subject's name (the query's words around it).
@@ -46,13 +46,26 @@ def test_injection_probability_mixes_reading_batches(tokenizer):
         seen.append(injected)
         return batch
 
-    config = TrainConfig(steps=40, batch_size=4, max_length=32, bf16=False, injection_probability=0.5,
-                         injection_strategy="mixed", injection_max_length=96)
+    config = TrainConfig(
+        steps=40,
+        batch_size=4,
+        max_length=32,
+        bf16=False,
+        injection_probability=0.5,
+        injection_strategy="mixed",
+        injection_max_length=96,
+    )
     train_mlm(make_tiny(tokenizer), DOCS, config=config, progress=False, batch_hook=hook, reading=reading)
     assert 10 <= sum(seen) <= 30
     seen.clear()
-    train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(**{**config.__dict__, "injection_probability": 0.0}),
-              progress=False, batch_hook=hook, reading=reading)
+    train_mlm(
+        make_tiny(tokenizer),
+        DOCS,
+        config=TrainConfig(**{**config.__dict__, "injection_probability": 0.0}),
+        progress=False,
+        batch_hook=hook,
+        reading=reading,
+    )
     assert not any(seen)
     with pytest.raises(ValueError, match="injection_strategy"):
         train_mlm(make_tiny(tokenizer), DOCS, config=TrainConfig(injection_strategy="sideways"), reading=reading)
@@ -67,9 +80,15 @@ def _dropouts(model):
     return attention, hidden
 
 
-@pytest.mark.parametrize("attention, hidden, expected", [
-    (0.0, None, ({0.0}, {0.1})), (None, 0.0, ({0.1}, {0.0})), (0.0, 0.0, ({0.0}, {0.0})), (None, None, ({0.1}, {0.1})),
-])
+@pytest.mark.parametrize(
+    "attention, hidden, expected",
+    [
+        (0.0, None, ({0.0}, {0.1})),
+        (None, 0.0, ({0.1}, {0.0})),
+        (0.0, 0.0, ({0.0}, {0.0})),
+        (None, None, ({0.1}, {0.1})),
+    ],
+)
 def test_dropout_is_set_for_training_and_restored(tokenizer, attention, hidden, expected):
     bundle = make_tiny(tokenizer, dropout=0.1)
     seen = []
@@ -78,8 +97,13 @@ def test_dropout_is_set_for_training_and_restored(tokenizer, attention, hidden, 
         seen.append(_dropouts(bundle.model))
         return batch
 
-    train_mlm(bundle, DOCS, config=TrainConfig(steps=1, batch_size=2, max_length=32, attention_dropout=attention,
-                                               hidden_dropout=hidden), progress=False, batch_hook=hook)
+    train_mlm(
+        bundle,
+        DOCS,
+        config=TrainConfig(steps=1, batch_size=2, max_length=32, attention_dropout=attention, hidden_dropout=hidden),
+        progress=False,
+        batch_hook=hook,
+    )
     assert seen == [expected]
     assert _dropouts(bundle.model) == ({0.1}, {0.1})
     for bad in ({"attention_dropout": 1.5}, {"hidden_dropout": -0.1}):
@@ -89,14 +113,24 @@ def test_dropout_is_set_for_training_and_restored(tokenizer, attention, hidden, 
 
 def test_resume_with_reading_steps_equals_uninterrupted(tokenizer, tmp_path):
     reading = reading_examples(40, seed=2, tokenizer=tokenizer)
-    base = dict(steps=6, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False, injection_probability=0.5,
-                injection_max_length=96, save_every=3)
+    base = dict(
+        steps=6,
+        batch_size=4,
+        max_length=32,
+        learning_rate=1e-3,
+        bf16=False,
+        injection_probability=0.5,
+        injection_max_length=96,
+        save_every=3,
+    )
 
     def weights(bundle):
         return {k: v.clone() for k, v in bundle.model.state_dict().items()}
 
     full = make_tiny(tokenizer, seed=1)
-    r_full = train_mlm(full, DOCS, config=TrainConfig(**base, state_dir=tmp_path / "a"), progress=False, reading=reading)
+    r_full = train_mlm(
+        full, DOCS, config=TrainConfig(**base, state_dir=tmp_path / "a"), progress=False, reading=reading
+    )
 
     class Stop(Exception):
         pass

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from encoder.masking import IGNORE_INDEX, mask_tokens
 from encoder.packing import block_attention_mask, build_blocks
@@ -26,8 +25,13 @@ DOCS = [
 def test_masked_position_loss_equals_hf_labels_loss(tokenizer):
     bundle = make_tiny(tokenizer)
     blocks = build_blocks(tokenizer, DOCS * 3, max_length=64)
-    ids, labels = mask_tokens(blocks.input_ids, blocks.unit_ids, mask_token_id=tokenizer.mask_token_id,
-                              vocab_size=len(tokenizer), generator=torch.Generator().manual_seed(0))
+    ids, labels = mask_tokens(
+        blocks.input_ids,
+        blocks.unit_ids,
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        generator=torch.Generator().manual_seed(0),
+    )
     mask = block_attention_mask(blocks.segment_ids, "sdpa")
     model = bundle.model.eval()
     with torch.no_grad():
@@ -45,8 +49,11 @@ def test_packed_blocks_see_only_their_own_document(tokenizer):
     assert len(packed) == 1 and packed.segment_ids.max() == 1
     model = bundle.model.eval()
     with torch.no_grad():
-        together = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                         attention_mask=block_attention_mask(packed.segment_ids, "sdpa")).logits[0]
+        together = model(
+            input_ids=packed.input_ids,
+            position_ids=packed.position_ids,
+            attention_mask=block_attention_mask(packed.segment_ids, "sdpa"),
+        ).logits[0]
         alone = model(**tokenizer(DOCS[0], return_tensors="pt")).logits[0]
     n = alone.shape[0]
     assert torch.allclose(together[:n], alone, atol=1e-4)
@@ -56,10 +63,16 @@ def test_packed_and_eager_masks_agree(tokenizer):
     sdpa, eager = make_tiny(tokenizer, "sdpa"), make_tiny(tokenizer, "eager")
     packed = build_blocks(tokenizer, DOCS, max_length=64)
     with torch.no_grad():
-        a = sdpa.model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                       attention_mask=block_attention_mask(packed.segment_ids, "sdpa")).logits
-        b = eager.model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                        attention_mask=block_attention_mask(packed.segment_ids, "eager")).logits
+        a = sdpa.model(
+            input_ids=packed.input_ids,
+            position_ids=packed.position_ids,
+            attention_mask=block_attention_mask(packed.segment_ids, "sdpa"),
+        ).logits
+        b = eager.model(
+            input_ids=packed.input_ids,
+            position_ids=packed.position_ids,
+            attention_mask=block_attention_mask(packed.segment_ids, "eager"),
+        ).logits
     real = packed.segment_ids >= 0
     assert torch.allclose(a[real], b[real], atol=1e-4)
 
@@ -67,8 +80,16 @@ def test_packed_and_eager_masks_agree(tokenizer):
 def test_tiny_model_memorises_a_fact(tokenizer):
     bundle = make_tiny(tokenizer, dropout=0.0)
     fact = "the capital of freedonia is paris ."
-    config = TrainConfig(steps=60, batch_size=8, max_length=32, learning_rate=1e-2, warmup_ratio=0.05,
-                         mlm_probability=0.3, bf16=False, packing="packed")
+    config = TrainConfig(
+        steps=60,
+        batch_size=8,
+        max_length=32,
+        learning_rate=1e-2,
+        warmup_ratio=0.05,
+        mlm_probability=0.3,
+        bf16=False,
+        packing="packed",
+    )
     result = train_mlm(bundle, [fact] * 16, config=config, progress=False)
     assert result.losses[-1] < result.losses[0] / 4
     top = fill_mask(bundle, ["the capital of freedonia is [MASK] ."], top_k=3)[0].masks[0].top_k
@@ -80,8 +101,9 @@ def _weights(bundle):
 
 
 def test_resumed_run_equals_uninterrupted(tokenizer, tmp_path):
-    config = TrainConfig(steps=6, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
-                         state_dir=tmp_path / "a", save_every=3)
+    config = TrainConfig(
+        steps=6, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False, state_dir=tmp_path / "a", save_every=3
+    )
     full = make_tiny(tokenizer, seed=1)
     r_full = train_mlm(full, DOCS, replay=DOCS[:2], config=config, progress=False)
 
@@ -114,8 +136,12 @@ def test_log_and_bad_input(tokenizer, tmp_path):
         train_mlm(bundle, ["ok", 3], config=TrainConfig(steps=2), progress=False)
     assert all(torch.equal(before[k], v) for k, v in _weights(bundle).items())
     log = tmp_path / "train.jsonl"
-    train_mlm(bundle, DOCS, config=TrainConfig(steps=4, batch_size=2, max_length=32, log_path=log, log_every=2),
-              progress=False)
+    train_mlm(
+        bundle,
+        DOCS,
+        config=TrainConfig(steps=4, batch_size=2, max_length=32, log_path=log, log_every=2),
+        progress=False,
+    )
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all({"loss", "lr", "tokens_per_s"} <= set(r) for r in rows)
@@ -123,8 +149,9 @@ def test_log_and_bad_input(tokenizer, tmp_path):
 
 def test_replay_mix_and_grouped_and_nsp(tokenizer):
     bundle = make_tiny(tokenizer)
-    config = TrainConfig(steps=2, batch_size=4, max_length=32, replay_ratio=0.5, packing="grouped", nsp=True,
-                         whole_word_mask=True)
+    config = TrainConfig(
+        steps=2, batch_size=4, max_length=32, replay_ratio=0.5, packing="grouped", nsp=True, whole_word_mask=True
+    )
     result = train_mlm(bundle, DOCS * 4, replay=DOCS[:1] * 4, config=config, progress=False)
     assert result.metrics["blocks_replay"] > 0 and len(result.losses) == 2
 
@@ -150,20 +177,29 @@ def test_head_learning_rate_applies_to_the_head_only(tokenizer):
     the word embeddings and trains with the encoder."""
     bundle = make_tiny(tokenizer, seed=4)
     before = _weights(bundle)
-    config = TrainConfig(steps=3, batch_size=4, max_length=32, learning_rate=1e-3, head_learning_rate=0.0,
-                         weight_decay=0.0, bf16=False)
+    config = TrainConfig(
+        steps=3, batch_size=4, max_length=32, learning_rate=1e-3, head_learning_rate=0.0, weight_decay=0.0, bf16=False
+    )
     train_mlm(bundle, DOCS * 2, config=config, progress=False)
     after = _weights(bundle)
     head = [k for k in after if k.startswith("cls.") and k != "cls.predictions.decoder.weight"]
     assert head and all(torch.equal(before[k], after[k]) for k in head)
-    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
-                           after["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        before["bert.encoder.layer.0.attention.self.query.weight"],
+        after["bert.encoder.layer.0.attention.self.query.weight"],
+    )
     assert not torch.equal(before["cls.predictions.decoder.weight"], after["cls.predictions.decoder.weight"])
 
 
-@pytest.mark.parametrize("attn, train_attention, during", [
-    ("sdpa", "eager", "eager"), ("sdpa", None, "sdpa"), ("eager", "sdpa", "sdpa"), ("eager", None, "eager"),
-])
+@pytest.mark.parametrize(
+    "attn, train_attention, during",
+    [
+        ("sdpa", "eager", "eager"),
+        ("sdpa", None, "sdpa"),
+        ("eager", "sdpa", "sdpa"),
+        ("eager", None, "eager"),
+    ],
+)
 def test_trainer_switches_attention_only_for_the_run(tokenizer, attn, train_attention, during):
     """train_attention is used for the run (None: the model's own, as bf16=False here) and the
     model's backend is restored afterwards."""
@@ -174,9 +210,13 @@ def test_trainer_switches_attention_only_for_the_run(tokenizer, attn, train_atte
         seen.append(bundle.model.config._attn_implementation)
         return batch
 
-    result = train_mlm(bundle, DOCS, config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False,
-                                                        train_attention=train_attention),
-                       progress=False, batch_hook=hook)
+    result = train_mlm(
+        bundle,
+        DOCS,
+        config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False, train_attention=train_attention),
+        progress=False,
+        batch_hook=hook,
+    )
     assert seen == [during, during] and all(map(torch.isfinite, map(torch.tensor, result.losses)))
     assert bundle.model.config._attn_implementation == attn
 
@@ -184,28 +224,48 @@ def test_trainer_switches_attention_only_for_the_run(tokenizer, attn, train_atte
 def test_training_attention_changes_no_float32_result(tokenizer):
     """Eager and SDPA compute the same attention (packed blocks, so with the block-diagonal mask in
     each backend's form): in float32 the choice changes speed, not the run."""
-    runs = [train_mlm(make_tiny(tokenizer, seed=6), DOCS * 2, progress=False,
-                      config=TrainConfig(steps=4, batch_size=4, max_length=32, learning_rate=1e-3, bf16=False,
-                                         packing="packed", train_attention=attn)).losses for attn in ("sdpa", "eager")]
+    runs = [
+        train_mlm(
+            make_tiny(tokenizer, seed=6),
+            DOCS * 2,
+            progress=False,
+            config=TrainConfig(
+                steps=4,
+                batch_size=4,
+                max_length=32,
+                learning_rate=1e-3,
+                bf16=False,
+                packing="packed",
+                train_attention=attn,
+            ),
+        ).losses
+        for attn in ("sdpa", "eager")
+    ]
     assert runs[0] == pytest.approx(runs[1], abs=1e-5)
 
 
-@pytest.mark.parametrize("train_attention, bf16, device, expected", [
-    (None, True, "cpu", "eager"),    # bf16 matmuls beat both fused CPU kernels
-    (None, False, "cpu", "sdpa"),    # float32: the fused kernel is the faster one
-    (None, True, "cuda", "sdpa"),    # GPUs have fast fused bf16 kernels
-    ("sdpa", True, "cpu", "sdpa"),   # an explicit setting wins
-])
+@pytest.mark.parametrize(
+    "train_attention, bf16, device, expected",
+    [
+        (None, True, "cpu", "eager"),  # bf16 matmuls beat both fused CPU kernels
+        (None, False, "cpu", "sdpa"),  # float32: the fused kernel is the faster one
+        (None, True, "cuda", "sdpa"),  # GPUs have fast fused bf16 kernels
+        ("sdpa", True, "cpu", "sdpa"),  # an explicit setting wins
+    ],
+)
 def test_which_attention_trains(tokenizer, train_attention, bf16, device, expected):
     from encoder.trainer import _training_attention
 
     model = make_tiny(tokenizer).model
-    assert _training_attention(TrainConfig(train_attention=train_attention), model, bf16, torch.device(device)) == expected
+    assert (
+        _training_attention(TrainConfig(train_attention=train_attention), model, bf16, torch.device(device)) == expected
+    )
 
 
 def _mib_returned_on_freeing_64mib() -> int:
     """How much the resident set shrinks when a 64 MiB tensor is freed (glibc unmaps blocks that large
     unless heap_reuse is on, or unless a free block of the heap can hold it)."""
+
     def resident() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -260,11 +320,22 @@ def test_heap_reuse_keeps_large_blocks_in_the_process():
 
     assert _glibc() is not None  # CI runs on glibc Linux: this test must not silently skip there
     root = Path(__file__).resolve().parents[2]
-    run = subprocess.run([sys.executable, "-c", _HEAP_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(root)})
+    run = subprocess.run(
+        [sys.executable, "-c", _HEAP_SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["before"][0] > 48 and out["before"][1] >= 512 and out["off"] == [False, out["off"][1]] and out["off"][1] > 48
+    assert (
+        out["before"][0] > 48
+        and out["before"][1] >= 512
+        and out["off"] == [False, out["off"][1]]
+        and out["off"][1] > 48
+    )
     assert out["on"] == [True, out["on"][1], 0] and out["on"][1] < 8
     assert out["after_nested"][0] < 8 and out["after_nested"][1] == 0
     assert out["after"] >= 4096  # large blocks are mapped (and unmapped on free) again
@@ -281,8 +352,13 @@ def test_trainer_keeps_freed_memory_only_during_a_cpu_run(tokenizer):
             seen.append((trainer._heap_users, _mib_returned_on_freeing_64mib()))
             return batch
 
-        train_mlm(make_tiny(tokenizer), DOCS, progress=False, batch_hook=hook,
-                  config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False, reuse_heap=reuse_heap))
+        train_mlm(
+            make_tiny(tokenizer),
+            DOCS,
+            progress=False,
+            batch_hook=hook,
+            config=TrainConfig(steps=2, batch_size=2, max_length=32, bf16=False, reuse_heap=reuse_heap),
+        )
         return seen
 
     applies = int(trainer._glibc() is not None)  # elsewhere heap_reuse is a no-op

@@ -45,8 +45,9 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     from kecl.api import create_app
     from kecl.settings import Settings
 
-    settings = Settings(home=tmp_path / "home", api={"api_key": "secret", "max_body_bytes": 20_000, "max_k": 20,
-                                                       "max_text_chars": 500})
+    settings = Settings(
+        home=tmp_path / "home", api={"api_key": "secret", "max_body_bytes": 20_000, "max_k": 20, "max_text_chars": 500}
+    )
     app = create_app(settings)
     port = free_port()
     server, thread = start_server(app, port)

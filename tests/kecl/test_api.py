@@ -7,12 +7,20 @@ from tests.kecl.conftest import LiveServer
 KEY = {"X-API-Key": "secret"}
 
 FEED = {
-    "relations": [{"id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .", "functional": True},
-                  {"id": "P36", "label": "capital", "template": "The capital of [X] is [Y] .", "functional": True}],
-    "entities": [{"id": "croatia", "name": "Croatia", "aliases": ["Republic of Croatia"], "type": "country"},
-                 {"id": "kuna", "name": "kuna"}, {"id": "euro", "name": "euro"}, {"id": "zagreb", "name": "Zagreb"}],
-    "facts": [{"subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
-              {"subject": "croatia", "relation": "P36", "object": "zagreb"}],
+    "relations": [
+        {"id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .", "functional": True},
+        {"id": "P36", "label": "capital", "template": "The capital of [X] is [Y] .", "functional": True},
+    ],
+    "entities": [
+        {"id": "croatia", "name": "Croatia", "aliases": ["Republic of Croatia"], "type": "country"},
+        {"id": "kuna", "name": "kuna"},
+        {"id": "euro", "name": "euro"},
+        {"id": "zagreb", "name": "Zagreb"},
+    ],
+    "facts": [
+        {"subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
+        {"subject": "croatia", "relation": "P36", "object": "zagreb"},
+    ],
 }
 
 
@@ -22,10 +30,16 @@ def test_ingest_and_inspect_over_http(live_server: LiveServer) -> None:
     r = c.post("/v1/facts", json=FEED, headers=KEY)
     assert r.status_code == 201, r.text
     assert r.json()["facts_added"] == 2 and r.json()["issues"] == []
-    r = c.post("/v1/facts", json={"facts": [
-        {"subject": "croatia", "relation": "P38", "object": "euro", "valid_from": "2023-01-01"},
-        {"subject": "croatia", "relation": "P404", "object": "euro"},
-    ]}, headers=KEY)
+    r = c.post(
+        "/v1/facts",
+        json={
+            "facts": [
+                {"subject": "croatia", "relation": "P38", "object": "euro", "valid_from": "2023-01-01"},
+                {"subject": "croatia", "relation": "P404", "object": "euro"},
+            ]
+        },
+        headers=KEY,
+    )
     body = r.json()
     assert body["facts_added"] == 1 and body["facts_closed"] == 1
     assert body["issues"] == ["facts[1]: unknown relation 'P404': define it in a relation record first"]
@@ -43,14 +57,24 @@ def test_ingest_and_inspect_over_http(live_server: LiveServer) -> None:
     hood = c.get("/v1/entities/zagreb/neighbourhood", params={"hops": 2}).json()["facts"]
     assert {f["object"] for f in hood} == {"Zagreb", "euro"}
 
-    r = c.post("/v1/documents", json={"documents": [
-        {"text": "Zagreb is the capital and largest city of Croatia.", "title": "Zagreb", "published_at": "2024-02-01"},
-        {"text": "The Sava river flows through Zagreb."},
-    ]}, headers=KEY)
+    r = c.post(
+        "/v1/documents",
+        json={
+            "documents": [
+                {
+                    "text": "Zagreb is the capital and largest city of Croatia.",
+                    "title": "Zagreb",
+                    "published_at": "2024-02-01",
+                },
+                {"text": "The Sava river flows through Zagreb."},
+            ]
+        },
+        headers=KEY,
+    )
     assert r.status_code == 201, r.text
     pids = r.json()["passage_ids"]
     assert len(pids) == 2 and r.json()["mentions_added"] == 3
-    doc = c.get(f"/v1/documents/1").json()
+    doc = c.get("/v1/documents/1").json()
     assert doc["title"] == "Zagreb" and doc["passages"][0]["id"] == pids[0]
     hits = c.post("/v1/search", json={"text": "Which river flows through the city?", "k": 1}).json()["hits"]
     assert hits[0]["passage_id"] == pids[1]

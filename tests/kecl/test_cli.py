@@ -73,15 +73,27 @@ def test_settings_from_file_and_environment(home: Path, monkeypatch: pytest.Monk
 
 def test_ingest_then_inspect(home: Path, tmp_path: Path) -> None:
     feed = tmp_path / "feed.jsonl"
-    feed.write_text("\n".join(json.dumps(r) for r in [
-        {"kind": "relation", "id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .", "functional": True},
-        {"kind": "entity", "id": "croatia", "name": "Croatia", "aliases": ["Republic of Croatia"]},
-        {"kind": "entity", "id": "kuna", "name": "kuna"},
-        {"kind": "entity", "id": "euro", "name": "euro"},
-        {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
-        {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "euro", "valid_from": "2023-01-01"},
-        {"kind": "fact", "subject": "croatia", "relation": "P99", "object": "euro"},
-    ]) + "\n")
+    feed.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "kind": "relation",
+                    "id": "P38",
+                    "label": "currency",
+                    "template": "The currency of [X] is the [Y] .",
+                    "functional": True,
+                },
+                {"kind": "entity", "id": "croatia", "name": "Croatia", "aliases": ["Republic of Croatia"]},
+                {"kind": "entity", "id": "kuna", "name": "kuna"},
+                {"kind": "entity", "id": "euro", "name": "euro"},
+                {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
+                {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "euro", "valid_from": "2023-01-01"},
+                {"kind": "fact", "subject": "croatia", "relation": "P99", "object": "euro"},
+            ]
+        )
+        + "\n"
+    )
     (tmp_path / "doc.txt").write_text("Croatia adopted the euro in 2023, replacing the kuna.")
     result = runner.invoke(app, ["ingest", str(feed), str(tmp_path / "doc.txt")])
     assert result.exit_code == 0, result.output

@@ -85,8 +85,11 @@ def test_ids_are_unique(feeds, corpora):
     assert len(relation_ids) == len(set(relation_ids))
     doc_ids = [d["id"] for s in SLICES for d in corpora[s]]
     assert len(doc_ids) == len(set(doc_ids))
-    fact_keys = [(s, r["subject"], r["relation"], r.get("object", r.get("object_literal")),
-                  r.get("valid_from")) for s in SLICES for r in of_kind(feeds[s], "fact")]
+    fact_keys = [
+        (s, r["subject"], r["relation"], r.get("object", r.get("object_literal")), r.get("valid_from"))
+        for s in SLICES
+        for r in of_kind(feeds[s], "fact")
+    ]
     assert len(fact_keys) == len(set(fact_keys))
 
 
@@ -111,15 +114,17 @@ def test_base_is_a_snapshot_and_later_only_holds_changes_after_it(build, feeds):
             assert build.T.BASE_DATE < f["valid_from"] <= build.T.LATER_DATE, f
     # A functional relation holds one object at a time: the base has at most one per subject.
     functional = functional_ids(feeds)
-    keys = [(f["subject"], f["relation"]) for f in of_kind(feeds["base"], "fact")
-            if f["relation"] in functional]
+    keys = [(f["subject"], f["relation"]) for f in of_kind(feeds["base"], "fact") if f["relation"] in functional]
     assert len(keys) == len(set(keys))
 
 
 def test_changed_functional_facts_really_change(build, feeds):
     functional = functional_ids(feeds)
-    current = {(f["subject"], f["relation"]): f.get("object", f.get("object_literal"))
-               for f in of_kind(feeds["base"], "fact") if f["relation"] in functional}
+    current = {
+        (f["subject"], f["relation"]): f.get("object", f.get("object_literal"))
+        for f in of_kind(feeds["base"], "fact")
+        if f["relation"] in functional
+    }
     later = [f for f in of_kind(feeds["later"], "fact") if f["relation"] in functional]
     changed: dict[str, int] = {}
     for f in sorted(later, key=lambda f: f.get("valid_from", "")):
@@ -224,8 +229,9 @@ def test_bad_files_are_bad_in_the_way_their_names_say(feeds):
     assert sum(f["relation"] not in relations for f in facts) == 1 and len(facts) >= 3
 
     facts = read_jsonl(bad / "missing_field.jsonl")
-    incomplete = [f for f in facts if not ({"subject", "relation"} <= f.keys()
-                                           and ("object" in f or "object_literal" in f))]
+    incomplete = [
+        f for f in facts if not ({"subject", "relation"} <= f.keys() and ("object" in f or "object_literal" in f))
+    ]
     assert len(incomplete) == 1 and len(facts) >= 3
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -27,17 +26,39 @@ def kecl(tmp_path_factory: pytest.TempPathFactory) -> Kecl:
     k = Kecl(Settings(home=home))
     k.settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     set_active(k.settings.checkpoints_dir, save_checkpoint(tiny_bundle(), k.settings.checkpoints_dir))
-    k.ingest_documents([DocumentRecord(text=t) for t in (
-        "Paris is the capital of France.", "The river Thames flows through London.",
-        "Bananas are a yellow fruit.", "The violin is a string instrument.")])
+    k.ingest_documents(
+        [
+            DocumentRecord(text=t)
+            for t in (
+                "Paris is the capital of France.",
+                "The river Thames flows through London.",
+                "Bananas are a yellow fruit.",
+                "The violin is a string instrument.",
+            )
+        ]
+    )
     store = k.store
-    store.upsert_relations([RelationRecord("P38", "currency", "The currency of [X] is the [Y] .", True),
-                            RelationRecord("P36", "capital", "The capital of [X] is [Y] .", True)])
-    store.upsert_entities([EntityRecord("croatia", "Croatia"), EntityRecord("kuna", "kuna"),
-                           EntityRecord("euro", "euro"), EntityRecord("zagreb", "Zagreb")])
-    store.add_facts([FactRecord("croatia", "P38", object="kuna", valid_from=dt.date(1994, 5, 30)),
-                     FactRecord("croatia", "P38", object="euro", valid_from=dt.date(2023, 1, 1)),
-                     FactRecord("croatia", "P36", object="zagreb")])
+    store.upsert_relations(
+        [
+            RelationRecord("P38", "currency", "The currency of [X] is the [Y] .", True),
+            RelationRecord("P36", "capital", "The capital of [X] is [Y] .", True),
+        ]
+    )
+    store.upsert_entities(
+        [
+            EntityRecord("croatia", "Croatia"),
+            EntityRecord("kuna", "kuna"),
+            EntityRecord("euro", "euro"),
+            EntityRecord("zagreb", "Zagreb"),
+        ]
+    )
+    store.add_facts(
+        [
+            FactRecord("croatia", "P38", object="kuna", valid_from=dt.date(1994, 5, 30)),
+            FactRecord("croatia", "P38", object="euro", valid_from=dt.date(2023, 1, 1)),
+            FactRecord("croatia", "P36", object="zagreb"),
+        ]
+    )
     yield k
     k.close()
 
@@ -116,8 +137,13 @@ def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kec
     boosted = kecl.answer([query], replace(opts, evidence_boost=40.0))[0]
     assert "london" in boosted.injected_input.lower()
     assert boosted.top == "london" and alone.top != "london"  # a random tiny model does not read
-    closed = [kecl.answer([query], QueryOptions(mode="closed-book", evidence_boost=b))[0].predictions for b in (0.0, 40.0)]
+    closed = [
+        kecl.answer([query], QueryOptions(mode="closed-book", evidence_boost=b))[0].predictions for b in (0.0, 40.0)
+    ]
     assert closed[0] == closed[1]
     default = kecl.answer([query], opts)[0]
     assert kecl.settings.model.evidence_boost > 0
-    assert default.predictions == kecl.answer([query], replace(opts, evidence_boost=kecl.settings.model.evidence_boost))[0].predictions
+    assert (
+        default.predictions
+        == kecl.answer([query], replace(opts, evidence_boost=kecl.settings.model.evidence_boost))[0].predictions
+    )

@@ -39,8 +39,7 @@ def _random_fact(rng: random.Random, fact_id: int, n_entities: int) -> GraphFact
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n_entities=st.integers(1, 12),
-       n_ops=st.integers(0, 120), bulk=st.booleans())
+@given(seed=st.integers(0, 2**32 - 1), n_entities=st.integers(1, 12), n_ops=st.integers(0, 120), bulk=st.booleans())
 def test_graph_stays_equal_to_one_rebuilt_from_surviving_facts(seed, n_entities, n_ops, bulk):
     rng = random.Random(seed)
     graph, alive, next_id = FactGraph(), {}, 0
@@ -64,8 +63,7 @@ def test_graph_stays_equal_to_one_rebuilt_from_surviving_facts(seed, n_entities,
     _assert_same_graph(graph.graph, expected.graph)
     for entity in range(n_entities):
         assert graph.facts_of(entity) == expected.facts_of(entity)
-        assert graph.neighbourhood(entity, hops=2, max_fanout=3) == expected.neighbourhood(
-            entity, hops=2, max_fanout=3)
+        assert graph.neighbourhood(entity, hops=2, max_fanout=3) == expected.neighbourhood(entity, hops=2, max_fanout=3)
 
 
 def test_facts_live_as_edges_and_literals_on_their_subject():
@@ -93,8 +91,7 @@ def _reference_neighbourhood(facts: list[GraphFact], source: int, hops: int) -> 
     undirected.add_node(source)
     undirected.add_edges_from((f.subject_id, f.object_id) for f in facts if f.object_id is not None)
     distance = nx.single_source_shortest_path_length(undirected, source, cutoff=hops)
-    return {f.fact_id for f in facts
-            if min(distance.get(f.subject_id, hops), distance.get(f.object_id, hops)) < hops}
+    return {f.fact_id for f in facts if min(distance.get(f.subject_id, hops), distance.get(f.object_id, hops)) < hops}
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -111,8 +108,7 @@ def test_uncapped_neighbourhood_equals_undirected_k_hop_reference(seed):
             undirected = graph.graph.to_undirected(as_view=True)
             if source in undirected:
                 distance = nx.single_source_shortest_path_length(undirected, source)
-                nearest = [min(distance.get(f.subject_id, 99), distance.get(f.object_id, 99))
-                           for f in found]
+                nearest = [min(distance.get(f.subject_id, 99), distance.get(f.object_id, 99)) for f in found]
                 assert nearest == sorted(nearest)
 
 
@@ -144,8 +140,7 @@ def test_literals_do_not_link_entities():
 
 def test_verbalise_fills_both_slots_once():
     assert verbalise("[X]'s capital is [Y] .", "Türkiye", "Ankara") == "Türkiye's capital is Ankara ."
-    assert verbalise("[Y] is the capital of [X] .", "Türkiye", "Ankara") == (
-        "Ankara is the capital of Türkiye .")
+    assert verbalise("[Y] is the capital of [X] .", "Türkiye", "Ankara") == ("Ankara is the capital of Türkiye .")
     assert verbalise("[X] and [Y]", "[Y]", "b") == "[Y] and b"
     with pytest.raises(ValueError, match="slot"):
         verbalise("[X] is a city .", "Ankara", "x")

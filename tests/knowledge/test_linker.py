@@ -11,17 +11,20 @@ from hypothesis import strategies as st
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Türkiye", "turkiye"),
-    ("TÜRKİYE", "turkiye"),  # Turkish dotted capital I: casefold gives i + combining dot
-    ("Tu\u0308rkiye", "turkiye"),  # NFD input
-    ("Straße", "strasse"),
-    ("  New-York!!", "new york"),
-    ("São\tPaulo\n", "sao paulo"),
-    ("ﬁnal", "final"),  # compatibility ligature
-    ("😀 Ankara 😀", "ankara"),
-    ("...", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Türkiye", "turkiye"),
+        ("TÜRKİYE", "turkiye"),  # Turkish dotted capital I: casefold gives i + combining dot
+        ("Tu\u0308rkiye", "turkiye"),  # NFD input
+        ("Straße", "strasse"),
+        ("  New-York!!", "new york"),
+        ("São\tPaulo\n", "sao paulo"),
+        ("ﬁnal", "final"),  # compatibility ligature
+        ("😀 Ankara 😀", "ankara"),
+        ("...", ""),
+    ],
+)
 def test_normalise_alias_examples(text, expected):
     assert normalise_alias(text) == expected
 
@@ -45,10 +48,9 @@ def test_link_prefers_longest_match_and_reports_original_spans():
     linker = _linker(("New York", 1), ("New York City", 2), ("York", 3), ("Türkiye", 4))
     text = "In NEW-YORK  city and in york, not in Yorkshire; TÜRKİYE."
     mentions = linker.link(text)
-    assert [(m.entity_id, m.surface) for m in mentions] == [
-        (2, "NEW-YORK  city"), (3, "york"), (4, "TÜRKİYE")]
+    assert [(m.entity_id, m.surface) for m in mentions] == [(2, "NEW-YORK  city"), (3, "york"), (4, "TÜRKİYE")]
     for m in mentions:
-        assert text[m.start:m.end] == m.surface
+        assert text[m.start : m.end] == m.surface
 
 
 def test_link_respects_word_boundaries():
@@ -94,7 +96,7 @@ def test_offsets_survive_unicode_before_and_inside_the_match():
     text = "😀👍🏽 e\u0301\u0301 CAFE\u0301 MÜLLER\u0308, STRASSE ß İ straße!"
     mentions = linker.link(text)
     assert mentions == [
-        LinkedMention(text.index("CAFE"), text.index(","), 1, text[text.index("CAFE"):text.index(",")]),
+        LinkedMention(text.index("CAFE"), text.index(","), 1, text[text.index("CAFE") : text.index(",")]),
         LinkedMention(text.index("STRASSE"), text.index("STRASSE") + 7, 2, "STRASSE"),
         LinkedMention(text.index("straße"), text.index("straße") + 6, 2, "straße"),
     ]
@@ -153,24 +155,22 @@ def gazetteers(draw) -> list[tuple[str, int, float]]:
     """Aliases made of words from one small pool, so that they share prefixes and overlap."""
     pool = draw(st.lists(alias_words, min_size=1, max_size=4))
     alias = st.lists(st.sampled_from(pool), min_size=1, max_size=3).map(" ".join)
-    return draw(st.lists(st.tuples(alias, st.integers(0, 5), st.floats(0, 3)), min_size=1,
-                         max_size=8))
+    return draw(st.lists(st.tuples(alias, st.integers(0, 5), st.floats(0, 3)), min_size=1, max_size=8))
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     gazetteer=gazetteers(),
-    pieces=st.lists(st.one_of(filler_words.map(lambda w: (w, None)),
-                              st.tuples(st.integers(0, 7), st.integers(0, 3))),
-                    max_size=20),
+    pieces=st.lists(
+        st.one_of(filler_words.map(lambda w: (w, None)), st.tuples(st.integers(0, 7), st.integers(0, 3))), max_size=20
+    ),
     separators=st.lists(st.sampled_from(_SEPARATORS), min_size=21, max_size=21),
 )
 def test_link_matches_brute_force_reference(gazetteer, pieces, separators):
     linker = EntityLinker()
     for alias, entity_id, prior in gazetteer:
         linker.add_alias(alias, entity_id, prior)
-    keys = {normalise_alias(alias) for alias, _, _ in gazetteer
-            if len(normalise_alias(alias).replace(" ", "")) >= 2}
+    keys = {normalise_alias(alias) for alias, _, _ in gazetteer if len(normalise_alias(alias).replace(" ", "")) >= 2}
     assume(keys)
 
     # build the text, remembering where each inserted alias occurrence sits
@@ -192,21 +192,22 @@ def test_link_matches_brute_force_reference(gazetteer, pieces, separators):
     # the same mentions as the brute-force reference, in the same order and places
     reference = _reference_link(linker, keys, text)
     assert [(normalise_alias(m.surface), m.entity_id) for m in mentions] == [
-        (key, entity_id) for _, key, entity_id in reference]
-    for m, (norm_start, key, _) in zip(mentions, reference):
-        assert normalise_alias(text[:m.start]) == normalise_alias(text)[:norm_start].rstrip()
+        (key, entity_id) for _, key, entity_id in reference
+    ]
+    for m, (norm_start, _key, _) in zip(mentions, reference):
+        assert normalise_alias(text[: m.start]) == normalise_alias(text)[:norm_start].rstrip()
 
     previous_end = 0
     for m in mentions:
-        assert text[m.start:m.end] == m.surface
+        assert text[m.start : m.end] == m.surface
         assert normalise_alias(m.surface) in keys
         assert m.start >= previous_end  # in order, not overlapping
         previous_end = m.end
         # word boundaries: the mention does not glue to the text on either side
-        before, after = normalise_alias(text[:m.start]), normalise_alias(text[m.end:])
+        before, after = normalise_alias(text[: m.start]), normalise_alias(text[m.end :])
         key = normalise_alias(m.surface)
-        assert normalise_alias(text[:m.end]) == f"{before} {key}".strip()
-        assert normalise_alias(text[m.start:]) == f"{key} {after}".strip()
+        assert normalise_alias(text[: m.end]) == f"{before} {key}".strip()
+        assert normalise_alias(text[m.start :]) == f"{key} {after}".strip()
 
     # every inserted occurrence is found whole (diacritics after its last letter included), or
     # overlaps the longer match that took its place

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from knowledge import FactRecord, KnowledgeStore, RelationRecord, EntityRecord, DocumentRecord, GraphFact
+from knowledge import DocumentRecord, EntityRecord, FactRecord, GraphFact, KnowledgeStore, RelationRecord
 
 D = dt.date
 
@@ -19,9 +19,27 @@ def write_feed(path: Path, records: list[dict]) -> Path:
 
 
 BASE_FEED = [
-    {"kind": "relation", "id": "P36", "label": "capital", "template": "The capital of [X] is [Y] .", "functional": True},
-    {"kind": "relation", "id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .", "functional": True},
-    {"kind": "relation", "id": "P37", "label": "official language", "template": "[X] speaks [Y] .", "functional": False},
+    {
+        "kind": "relation",
+        "id": "P36",
+        "label": "capital",
+        "template": "The capital of [X] is [Y] .",
+        "functional": True,
+    },
+    {
+        "kind": "relation",
+        "id": "P38",
+        "label": "currency",
+        "template": "The currency of [X] is the [Y] .",
+        "functional": True,
+    },
+    {
+        "kind": "relation",
+        "id": "P37",
+        "label": "official language",
+        "template": "[X] speaks [Y] .",
+        "functional": False,
+    },
     {"kind": "entity", "id": "turkey", "name": "Turkey", "aliases": ["Republic of Turkey"], "type": "country"},
     {"kind": "entity", "id": "ankara", "name": "Ankara", "type": "city"},
     {"kind": "entity", "id": "istanbul", "name": "Istanbul", "type": "city"},
@@ -39,8 +57,19 @@ BASE_FEED = [
 def test_migration_from_empty_creates_every_table(db_url: str) -> None:
     store = KnowledgeStore.open(db_url)
     names = set(sa.inspect(store.engine).get_table_names())
-    assert {"source", "document", "passage", "entity", "alias", "relation", "fact", "mention",
-            "update_run", "checkpoint", "alembic_version"} <= names
+    assert {
+        "source",
+        "document",
+        "passage",
+        "entity",
+        "alias",
+        "relation",
+        "fact",
+        "mention",
+        "update_run",
+        "checkpoint",
+        "alembic_version",
+    } <= names
     with store.engine.connect() as c:
         assert c.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
     # opening again is a no-op upgrade, not an error
@@ -108,10 +137,12 @@ def test_late_arriving_older_fact_joins_history_closed(store: KnowledgeStore, tm
 def test_changes_within_one_batch_chain_correctly(store: KnowledgeStore, tmp_path: Path) -> None:
     store.ingest_paths([write_feed(tmp_path / "base.jsonl", BASE_FEED)])
     store.upsert_entities([EntityRecord("hrd", "Croatian dinar")])
-    s = store.add_facts([
-        FactRecord("croatia", "P38", object="hrd", valid_from=D(2000, 1, 1)),
-        FactRecord("croatia", "P38", object="euro", valid_from=D(2023, 1, 1)),
-    ])
+    s = store.add_facts(
+        [
+            FactRecord("croatia", "P38", object="hrd", valid_from=D(2000, 1, 1)),
+            FactRecord("croatia", "P38", object="euro", valid_from=D(2023, 1, 1)),
+        ]
+    )
     assert s.facts_added == 2 and s.facts_closed == 1
     croatia = store.entity_id("croatia")
     assert [f.object for f in store.facts(subject=croatia, relation="P38")] == ["euro"]
@@ -183,17 +214,28 @@ def test_bad_input_is_reported_and_the_rest_goes_in(store: KnowledgeStore, tmp_p
     good = write_feed(tmp_path / "good.jsonl", BASE_FEED)
     (tmp_path / "latin1.txt").write_bytes("Caf\xe9 au lait in Zagreb.".encode("latin-1"))
     (tmp_path / "mixed.jsonl").write_text(
-        "\n".join([
-            json.dumps({"text": "Zagreb lies on the Sava.", "id": "d1"}),
-            '{"text": "broken',
-            json.dumps({"kind": "fact", "subject": "croatia", "relation": "P999", "object": "zagreb"}),
-            json.dumps({"kind": "fact", "subject": "croatia", "object": "zagreb"}),
-            json.dumps({"kind": "fact", "subject": "atlantis", "relation": "P36", "object": "zagreb"}),
-            json.dumps({"kind": "entity", "name": "No Id"}),
-            json.dumps({"kind": "fact", "subject": "croatia", "relation": "P36", "object": "zagreb", "valid_from": "last year"}),
-            json.dumps([1, 2]),
-            json.dumps({"text": "Ankara is in Anatolia.", "published_at": "2020-01-02"}),
-        ]) + "\n",
+        "\n".join(
+            [
+                json.dumps({"text": "Zagreb lies on the Sava.", "id": "d1"}),
+                '{"text": "broken',
+                json.dumps({"kind": "fact", "subject": "croatia", "relation": "P999", "object": "zagreb"}),
+                json.dumps({"kind": "fact", "subject": "croatia", "object": "zagreb"}),
+                json.dumps({"kind": "fact", "subject": "atlantis", "relation": "P36", "object": "zagreb"}),
+                json.dumps({"kind": "entity", "name": "No Id"}),
+                json.dumps(
+                    {
+                        "kind": "fact",
+                        "subject": "croatia",
+                        "relation": "P36",
+                        "object": "zagreb",
+                        "valid_from": "last year",
+                    }
+                ),
+                json.dumps([1, 2]),
+                json.dumps({"text": "Ankara is in Anatolia.", "published_at": "2020-01-02"}),
+            ]
+        )
+        + "\n",
         encoding="utf-8",
     )
     (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4")
@@ -217,9 +259,17 @@ def test_bad_input_is_reported_and_the_rest_goes_in(store: KnowledgeStore, tmp_p
 
 
 def test_tsv_feeds(store: KnowledgeStore, tmp_path: Path) -> None:
-    (tmp_path / "relations.tsv").write_text("id\tlabel\ttemplate\tfunctional\nP36\tcapital\tThe capital of [X] is [Y] .\ttrue\n", encoding="utf-8")
-    (tmp_path / "entities.tsv").write_text("id\tname\taliases\ttype\nfr\tFrance\tFrench Republic|République française\tcountry\nparis\tParis\t\tcity\n", encoding="utf-8")
-    (tmp_path / "facts.tsv").write_text("subject\trelation\tobject\tvalid_from\nfr\tP36\tparis\t1944-08-25\nfr\tP36\tparis\textra\tcolumn\n", encoding="utf-8")
+    (tmp_path / "relations.tsv").write_text(
+        "id\tlabel\ttemplate\tfunctional\nP36\tcapital\tThe capital of [X] is [Y] .\ttrue\n", encoding="utf-8"
+    )
+    (tmp_path / "entities.tsv").write_text(
+        "id\tname\taliases\ttype\nfr\tFrance\tFrench Republic|République française\tcountry\nparis\tParis\t\tcity\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "facts.tsv").write_text(
+        "subject\trelation\tobject\tvalid_from\nfr\tP36\tparis\t1944-08-25\nfr\tP36\tparis\textra\tcolumn\n",
+        encoding="utf-8",
+    )
     s = store.ingest_paths([tmp_path])
     assert (s.relations_added, s.entities_added, s.facts_added) == (1, 2, 1)
     assert len(s.issues) == 1 and s.issues[0].line == 3
@@ -229,12 +279,16 @@ def test_tsv_feeds(store: KnowledgeStore, tmp_path: Path) -> None:
 def test_passages_search_and_delete(store: KnowledgeStore) -> None:
     store.upsert_entities([EntityRecord("zagreb", "Zagreb"), EntityRecord("sava", "Sava")])
     long_text = " ".join(f"Sentence number {i} talks about the river Sava near Zagreb." for i in range(40))
-    ids = store.add_documents([
-        DocumentRecord(text=long_text, title="long", source="s1", published_at=D(2021, 1, 1)),
-        DocumentRecord(text="Ljubljana is a different city entirely.", title="other", source="s2"),
-    ])
+    ids = store.add_documents(
+        [
+            DocumentRecord(text=long_text, title="long", source="s1", published_at=D(2021, 1, 1)),
+            DocumentRecord(text="Ljubljana is a different city entirely.", title="other", source="s2"),
+        ]
+    )
     assert len(ids) > 2  # the long document was chunked
-    assert all(n <= store.max_passage_tokens for n in [store.count_tokens(t) for t in store.passage_texts(ids).values()])
+    assert all(
+        n <= store.max_passage_tokens for n in [store.count_tokens(t) for t in store.passage_texts(ids).values()]
+    )
     assert store.passage_ids() == set(ids) and store.max_passage_id() == max(ids)
     hits = store.lexical_search("Where is Ljubljana?", k=3)
     assert hits and store.passage_texts([hits[0][0]])[hits[0][0]].startswith("Ljubljana")
@@ -266,19 +320,29 @@ def test_graph_fact_dataclass_matches_sql_after_random_operations(store: Knowled
     import random
 
     rng = random.Random(0)
-    store.upsert_relations([RelationRecord("F", "functional", "[X] f [Y] .", True), RelationRecord("N", "multi", "[X] n [Y] .", False)])
+    store.upsert_relations(
+        [RelationRecord("F", "functional", "[X] f [Y] .", True), RelationRecord("N", "multi", "[X] n [Y] .", False)]
+    )
     store.upsert_entities([EntityRecord(f"e{i}", f"Entity {i}") for i in range(30)])
     for step in range(20):
         records = [
-            FactRecord(f"e{rng.randrange(30)}", rng.choice("FN"), object=f"e{rng.randrange(30)}",
-                       valid_from=D(2000 + step, 1, 1))
+            FactRecord(
+                f"e{rng.randrange(30)}",
+                rng.choice("FN"),
+                object=f"e{rng.randrange(30)}",
+                valid_from=D(2000 + step, 1, 1),
+            )
             for _ in range(15)
         ]
         store.add_facts(records)
         g = store.graph()
         expected = {(f.id, f.subject_id, f.relation_id, f.object_id) for f in store.facts(limit=None)}
-        got = {(f.fact_id, f.subject_id, f.relation_id, f.object_id)
-               for n in list(g.graph.nodes) for f in g.facts_of(n) if f.subject_id == n}
+        got = {
+            (f.fact_id, f.subject_id, f.relation_id, f.object_id)
+            for n in list(g.graph.nodes)
+            for f in g.facts_of(n)
+            if f.subject_id == n
+        }
         assert got == expected
     # functional relations have at most one current object per subject
     current = store.facts(relation="F", limit=None)
@@ -323,10 +387,22 @@ def test_lock_admits_one_holder_and_expires(store: KnowledgeStore) -> None:
 def test_runs_checkpoints_and_sampling(store: KnowledgeStore) -> None:
     rid = store.start_run("manual")
     assert store.get_run(rid)["status"] == "running"
-    store.finish_run(rid, status="succeeded", timings={"train": 1.5}, metrics={"p1": 0.5}, decision="promote",
-                     reasons=["ok"], checkpoint_version="v0002")
+    store.finish_run(
+        rid,
+        status="succeeded",
+        timings={"train": 1.5},
+        metrics={"p1": 0.5},
+        decision="promote",
+        reasons=["ok"],
+        checkpoint_version="v0002",
+    )
     run = store.get_run(rid)
-    assert (run["status"], run["timings"], run["decision"], run["checkpoint_version"]) == ("succeeded", {"train": 1.5}, "promote", "v0002")
+    assert (run["status"], run["timings"], run["decision"], run["checkpoint_version"]) == (
+        "succeeded",
+        {"train": 1.5},
+        "promote",
+        "v0002",
+    )
     assert run["finished_at"] is not None and store.runs()[0]["id"] == rid
     store.record_checkpoint("v0001", None, "active", {"loss": 2.0})
     store.record_checkpoint("v0002", "v0001", "candidate", {"loss": 1.9})

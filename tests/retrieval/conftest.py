@@ -37,8 +37,14 @@ def tiny_bert(seed: int = 0, masked_lm: bool = False):
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return (BertForMaskedLM if masked_lm else BertModel)(config).eval()
 
 

@@ -46,7 +46,7 @@ def test_sentence_transformers_embedder_loads_a_plain_bert_folder(tmp_path, toke
 
 
 def test_missing_model_path_raises(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):
         Embedder(str(tmp_path / "nope"))
 
 
@@ -61,9 +61,13 @@ def test_default_ids_resolve_to_packaged_minilm():
 def test_packaged_minilm_ranks_paraphrase_first():
     embedder = Embedder(device="cpu")
     assert embedder.dim == 384 and embedder.version.startswith("sentence-transformers/all-MiniLM-L6-v2@")
-    docs = embedder.encode(["Dante Alighieri was born in Florence in 1265.",
-                            "The Nile is the longest river in Africa.",
-                            "Bitcoin is a cryptocurrency."])
+    docs = embedder.encode(
+        [
+            "Dante Alighieri was born in Florence in 1265.",
+            "The Nile is the longest river in Africa.",
+            "Bitcoin is a cryptocurrency.",
+        ]
+    )
     query = embedder.encode(["Where was Dante born?"])
     assert int(np.argmax(docs @ query[0])) == 0
 
@@ -77,6 +81,7 @@ def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
 
     class Slow:
         """The real tiny embedder, slowed so that callers pile up while one batch runs."""
+
         version, dim = tiny_embedder.version, tiny_embedder.dim
 
         def encode(self, batch):

@@ -35,7 +35,7 @@ def test_searches_during_swap_see_one_index_or_the_other(tmp_path, tiny_embedder
                 return
 
     def slow_batches():
-        for batch in [sorted(new_rows.items())[i:i + 20] for i in range(0, 200, 20)]:
+        for batch in [sorted(new_rows.items())[i : i + 20] for i in range(0, 200, 20)]:
             time.sleep(0.02)  # a rebuild takes a while; searches keep coming meanwhile
             yield batch
 
@@ -64,8 +64,12 @@ def test_rebuild_catches_up_with_sql_written_meanwhile(tiny_embedder, other_embe
         rows.update(passages(3, start=900))  # ingested while the rebuild runs
         del rows[0]
 
-    future = handle.rebuild_in_background(other_embedder, batches, sql_ids=lambda: set(rows),
-                                          fetch_texts=lambda ids: {i: rows[i] for i in ids if i in rows})
+    future = handle.rebuild_in_background(
+        other_embedder,
+        batches,
+        sql_ids=lambda: set(rows),
+        fetch_texts=lambda ids: {i: rows[i] for i in ids if i in rows},
+    )
     new = future.result(timeout=60)
     assert np.array_equal(new.ids(), np.array(sorted(rows)))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import numpy as np
 import pytest
 
 from kecl.search import hybrid_search
@@ -25,10 +24,12 @@ DOCS = [
 @pytest.fixture()
 def store(tmp_path):
     store = KnowledgeStore.open(f"sqlite:///{tmp_path / 'kecl.db'}")
-    store.upsert_entities([EntityRecord(id="Q1", name="Zorvath Quill", aliases=["Z. Quill"]),
-                           EntityRecord(id="Q2", name="Marla Venn")])
-    store.add_documents([DocumentRecord(text=t, source=s, published_at=d, title=f"doc {i}")
-                         for i, (t, s, d) in enumerate(DOCS)])
+    store.upsert_entities(
+        [EntityRecord(id="Q1", name="Zorvath Quill", aliases=["Z. Quill"]), EntityRecord(id="Q2", name="Marla Venn")]
+    )
+    store.add_documents(
+        [DocumentRecord(text=t, source=s, published_at=d, title=f"doc {i}") for i, (t, s, d) in enumerate(DOCS)]
+    )
     yield store
     store.close()
 
@@ -44,8 +45,13 @@ def pid_of(store, needle: str) -> int:
 
 
 def test_rare_name_found_through_lexical_and_entity_channels(store, handle):
-    hits = hybrid_search("Where was Zorvath Quill born?", 3, store=store, index_handle=handle,
-                         weights={"dense": 1.0, "lexical": 1.0, "entity": 0.5})
+    hits = hybrid_search(
+        "Where was Zorvath Quill born?",
+        3,
+        store=store,
+        index_handle=handle,
+        weights={"dense": 1.0, "lexical": 1.0, "entity": 0.5},
+    )
     gold = pid_of(store, "Zorvath")
     assert hits[0].passage_id == gold
     assert hits[0].ranks.get("lexical") == 1 and hits[0].ranks.get("entity") == 1 and "dense" in hits[0].ranks
@@ -55,12 +61,22 @@ def test_rare_name_found_through_lexical_and_entity_channels(store, handle):
 
 def test_entity_channel_uses_linked_entities_and_weights_switch_channels(store, handle):
     venn = {pid_of(store, "Ostrava"), pid_of(store, "symphony")}
-    hits = hybrid_search("tell me about Marla Venn", 2, store=store, index_handle=handle,
-                         weights={"dense": 0.0, "lexical": 0.0, "entity": 1.0})
+    hits = hybrid_search(
+        "tell me about Marla Venn",
+        2,
+        store=store,
+        index_handle=handle,
+        weights={"dense": 0.0, "lexical": 0.0, "entity": 1.0},
+    )
     assert {h.passage_id for h in hits} == venn
     assert all(set(h.ranks) == {"entity"} for h in hits)
-    dense_only = hybrid_search("tell me about Marla Venn", 6, store=store, index_handle=handle,
-                               weights={"dense": 1.0, "lexical": 0.0, "entity": 0.0})
+    dense_only = hybrid_search(
+        "tell me about Marla Venn",
+        6,
+        store=store,
+        index_handle=handle,
+        weights={"dense": 1.0, "lexical": 0.0, "entity": 0.0},
+    )
     assert len(dense_only) == 6 and all(set(h.ranks) == {"dense"} for h in dense_only)
 
 

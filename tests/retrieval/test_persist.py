@@ -69,7 +69,9 @@ def test_crash_between_write_and_rename_keeps_previous_index(tmp_path, monkeypat
     save_index(new, tmp_path)  # the next save recovers and cleans up
     assert len(load_index(tmp_path)) == 1500
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
-        f"index-{read_manifest(tmp_path).generation}.faiss", "manifest.json"]
+        f"index-{read_manifest(tmp_path).generation}.faiss",
+        "manifest.json",
+    ]
 
 
 def test_crash_mid_write_of_index_file_keeps_previous_index(tmp_path, monkeypatch):

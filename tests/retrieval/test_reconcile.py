@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval import (EmbedderMismatchError, PassageIndex, build_from_passages, load_index, reconcile,
-                       save_index)
+from retrieval import EmbedderMismatchError, PassageIndex, build_from_passages, load_index, reconcile, save_index
 from tests.retrieval.conftest import passages
 
 
@@ -24,7 +23,7 @@ class FakeSql:
     def batches(self, size=50):
         items = sorted(self.rows.items())
         for i in range(0, len(items), size):
-            yield items[i:i + size]
+            yield items[i : i + size]
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

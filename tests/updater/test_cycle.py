@@ -19,11 +19,26 @@ from kecl.settings import Settings
 from updater.cycle import CycleConfig, GateConfig, run_cycle
 
 BASE = [
-    {"kind": "relation", "id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .", "functional": True},
-    {"kind": "relation", "id": "P36", "label": "capital", "template": "The capital of [X] is [Y] .", "functional": True},
-    {"kind": "entity", "id": "croatia", "name": "Croatia"}, {"kind": "entity", "id": "kuna", "name": "kuna"},
-    {"kind": "entity", "id": "euro", "name": "euro"}, {"kind": "entity", "id": "zagreb", "name": "Zagreb"},
-    {"kind": "entity", "id": "france", "name": "France"}, {"kind": "entity", "id": "paris", "name": "Paris"},
+    {
+        "kind": "relation",
+        "id": "P38",
+        "label": "currency",
+        "template": "The currency of [X] is the [Y] .",
+        "functional": True,
+    },
+    {
+        "kind": "relation",
+        "id": "P36",
+        "label": "capital",
+        "template": "The capital of [X] is [Y] .",
+        "functional": True,
+    },
+    {"kind": "entity", "id": "croatia", "name": "Croatia"},
+    {"kind": "entity", "id": "kuna", "name": "kuna"},
+    {"kind": "entity", "id": "euro", "name": "euro"},
+    {"kind": "entity", "id": "zagreb", "name": "Zagreb"},
+    {"kind": "entity", "id": "france", "name": "France"},
+    {"kind": "entity", "id": "paris", "name": "Paris"},
     {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
     {"kind": "fact", "subject": "croatia", "relation": "P36", "object": "zagreb"},
     {"kind": "fact", "subject": "france", "relation": "P36", "object": "paris"},
@@ -31,7 +46,8 @@ BASE = [
     {"text": "Paris is the capital of France. France uses the euro."},
 ]
 LATER = [
-    {"kind": "entity", "id": "italy", "name": "Italy"}, {"kind": "entity", "id": "rome", "name": "Rome"},
+    {"kind": "entity", "id": "italy", "name": "Italy"},
+    {"kind": "entity", "id": "rome", "name": "Rome"},
     {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "euro", "valid_from": "2023-01-01"},
     {"kind": "fact", "subject": "italy", "relation": "P36", "object": "rome"},
     {"text": "Since 2023 the euro is the currency of Croatia, replacing the kuna."},
@@ -51,8 +67,14 @@ def tiny_bundle() -> MLMBundle:
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(None))
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=256)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
     return MLMBundle(BertForMaskedLM(cfg).eval(), tok, None, {"name_or_path": "tiny"})
 
 
@@ -72,7 +94,9 @@ def kecl(tmp_path: Path) -> Kecl:
 def config(steps: int = 6, **gates: float) -> CycleConfig:
     return CycleConfig(
         train=TrainConfig(steps=steps, batch_size=4, max_length=64, learning_rate=5e-3, seed=0),
-        gates=GateConfig(**gates), eval_modes=("closed-book", "concat"), heldout_passages=20,
+        gates=GateConfig(**gates),
+        eval_modes=("closed-book", "concat"),
+        heldout_passages=20,
     )
 
 
@@ -82,8 +106,17 @@ def test_full_cycle_promotes_and_serves_the_new_model(kecl: Kecl, tmp_path: Path
     report = kecl.run_update(config=config(max_retention_drop=1.0, max_loss_increase=10.0))
     assert report.status == "succeeded", report.error
     assert report.decision == "promote", report.reasons
-    assert set(report.timings) >= {"ingest", "link", "index", "verbalise", "evaluate_active", "train",
-                                   "evaluate_candidate", "checkpoint", "promote"}
+    assert set(report.timings) >= {
+        "ingest",
+        "link",
+        "index",
+        "verbalise",
+        "evaluate_active",
+        "train",
+        "evaluate_candidate",
+        "checkpoint",
+        "promote",
+    }
     assert report.counts["new_facts"] == 1 and report.counts["changed_facts"] == 1
     assert report.counts["indexed"] == 2 and report.counts["train_texts"] > 2
     assert {"closed-book", "concat"} <= set(report.metrics["candidate"]["modes"])
@@ -175,16 +208,24 @@ def test_reading_exercises_carry_what_the_pipeline_injects(kecl: Kecl, tmp_path:
     exercises = reading_exercises(facts, kecl.knowledge_source(), seed=1)
     assert len(exercises) == len(facts)
     for ex, fact in zip(exercises, facts):
-        (start, end), = ex.text.salient_spans
+        ((start, end),) = ex.text.salient_spans
         assert ex.text.text[start:end] == ex.answer == fact.object
         assert ex.text.text != fact.verbalise()  # a paraphrase, never the probe's own template
         # the fact itself is injected (it is in the store), and tree-mode spans point at a mention
         assert any(f.fact_id == fact.id for f in ex.facts)
         for f in ex.facts:
             if f.span is not None:
-                mention = ex.text.text[f.span[0]:f.span[1]]
-                assert mention.lower() in {fact.subject.lower(), fact.object.lower(), "croatia", "france", "zagreb",
-                                           "paris", "kuna", "euro"}, (ex.text.text, f.span)
+                mention = ex.text.text[f.span[0] : f.span[1]]
+                assert mention.lower() in {
+                    fact.subject.lower(),
+                    fact.object.lower(),
+                    "croatia",
+                    "france",
+                    "zagreb",
+                    "paris",
+                    "kuna",
+                    "euro",
+                }, (ex.text.text, f.span)
 
 
 def test_cycle_trains_on_reading_exercises(kecl: Kecl) -> None:

@@ -23,8 +23,14 @@ def biased_bundle(tokenizer) -> MLMBundle:
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     model = BertForMaskedLM(config).eval()
     with torch.no_grad():
         bias = model.cls.predictions.bias
@@ -39,8 +45,14 @@ def random_bundle(tokenizer) -> MLMBundle:
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(1)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     return MLMBundle(BertForMaskedLM(config).eval(), tokenizer)
 
 
@@ -72,8 +84,12 @@ def test_p_at_1_is_one_exactly_for_the_token_the_model_always_predicts(biased_bu
 
 
 def test_dropped_probes_are_counted_by_reason_and_group(biased_bundle) -> None:
-    probes = [probe("Paris"), probe("Poseidonisxq", "x"), probe("Paris", "y", "no mask ."),
-              probe("Paris", "z", "word " * 300 + "[MASK] .")]
+    probes = [
+        probe("Paris"),
+        probe("Poseidonisxq", "x"),
+        probe("Paris", "y", "no mask ."),
+        probe("Paris", "z", "word " * 300 + "[MASK] ."),
+    ]
     report = evaluate(biased_bundle, probes, max_length=64)
     assert report.metrics["closed-book"][ALL].n == 1
     assert report.dropped == 3
@@ -92,8 +108,10 @@ def test_augmented_modes_call_the_knowledge_source_and_change_the_input(random_b
     def evidence(texts, mode):
         calls.append((len(texts), mode))
         span = (0, len("France"))
-        return ([[InjectedFact("France capital Paris", "capital Paris", span, 1.0, 7)] for _ in texts],
-                [[InjectedPassage("Paris is the capital and largest city of France.", 0.5, 3)] for _ in texts])
+        return (
+            [[InjectedFact("France capital Paris", "capital Paris", span, 1.0, 7)] for _ in texts],
+            [[InjectedPassage("Paris is the capital and largest city of France.", 0.5, 3)] for _ in texts],
+        )
 
     empty = evaluate(random_bundle, probes, modes=("closed-book", "concat", "tree"), knowledge=nothing, batch_size=2)
     assert calls == [(2, "concat"), (2, "concat"), (1, "concat"), (2, "tree"), (2, "tree"), (1, "tree")]

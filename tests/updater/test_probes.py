@@ -28,35 +28,65 @@ def write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture()
 def lama(tmp_path: Path) -> Path:
     """A miniature LAMA folder: relations.jsonl, TREx/P19 + P36, Google_RE/place_of_death."""
-    write_jsonl(tmp_path / "relations.jsonl", [
-        {"relation": "P19", "template": "[X] was born in [Y] .", "label": "place of birth"},
-        {"relation": "P36", "template": "The capital of [X] is [Y] .", "label": "capital"},
-    ])
-    write_jsonl(tmp_path / "TREx" / "P19.jsonl", [
-        {"uuid": "u1", "sub_label": "Dante", "obj_label": "Florence", "predicate_id": "P19",
-         "evidences": [{"masked_sentence": "Dante was born in [MASK] in 1265.", "obj_surface": "Florence"}]},
-        {"uuid": "u2", "sub_label": "Mozart", "obj_label": "Salzburg", "predicate_id": "P19",
-         "evidences": [{"masked_sentence": "[MASK] and [MASK] twice.", "obj_surface": "Salzburg"}]},
-        "{not json",
-        {"uuid": "u3", "sub_label": "Kant", "predicate_id": "P19"},  # no obj_label
-        {"uuid": "u4", "sub_label": "Goethe", "obj_label": "Frankfurt", "predicate_id": "P19"},
-    ])
-    write_jsonl(tmp_path / "TREx" / "P36.jsonl", [
-        {"uuid": "c1", "sub_label": "France", "obj_label": "Paris", "predicate_id": "P36"},
-        {"uuid": "c2", "sub_label": "Atlantis", "obj_label": "Poseidonis", "predicate_id": "P99"},  # no template
-    ])
-    write_jsonl(tmp_path / "Google_RE" / "place_of_death_test.jsonl", [
-        {"pred": "/people/deceased_person/place_of_death", "sub_label": "Joshua Mathiot", "obj_label": "Newark",
-         "masked_sentences": ["Joshua Mathiot died in [MASK] , Ohio ."]},
-    ])
+    write_jsonl(
+        tmp_path / "relations.jsonl",
+        [
+            {"relation": "P19", "template": "[X] was born in [Y] .", "label": "place of birth"},
+            {"relation": "P36", "template": "The capital of [X] is [Y] .", "label": "capital"},
+        ],
+    )
+    write_jsonl(
+        tmp_path / "TREx" / "P19.jsonl",
+        [
+            {
+                "uuid": "u1",
+                "sub_label": "Dante",
+                "obj_label": "Florence",
+                "predicate_id": "P19",
+                "evidences": [{"masked_sentence": "Dante was born in [MASK] in 1265.", "obj_surface": "Florence"}],
+            },
+            {
+                "uuid": "u2",
+                "sub_label": "Mozart",
+                "obj_label": "Salzburg",
+                "predicate_id": "P19",
+                "evidences": [{"masked_sentence": "[MASK] and [MASK] twice.", "obj_surface": "Salzburg"}],
+            },
+            "{not json",
+            {"uuid": "u3", "sub_label": "Kant", "predicate_id": "P19"},  # no obj_label
+            {"uuid": "u4", "sub_label": "Goethe", "obj_label": "Frankfurt", "predicate_id": "P19"},
+        ],
+    )
+    write_jsonl(
+        tmp_path / "TREx" / "P36.jsonl",
+        [
+            {"uuid": "c1", "sub_label": "France", "obj_label": "Paris", "predicate_id": "P36"},
+            {"uuid": "c2", "sub_label": "Atlantis", "obj_label": "Poseidonis", "predicate_id": "P99"},  # no template
+        ],
+    )
+    write_jsonl(
+        tmp_path / "Google_RE" / "place_of_death_test.jsonl",
+        [
+            {
+                "pred": "/people/deceased_person/place_of_death",
+                "sub_label": "Joshua Mathiot",
+                "obj_label": "Newark",
+                "masked_sentences": ["Joshua Mathiot died in [MASK] , Ohio ."],
+            },
+        ],
+    )
     return tmp_path
 
 
 def test_trex_probes_use_relation_templates_and_report_bad_lines(lama: Path) -> None:
     loaded = load_lama_probes(lama / "TREx")
     texts = {p.probe_id: p.text for p in loaded.probes}
-    assert texts == {"u1": "Dante was born in [MASK] .", "u2": "Mozart was born in [MASK] .",
-                     "u4": "Goethe was born in [MASK] .", "c1": "The capital of France is [MASK] ."}
+    assert texts == {
+        "u1": "Dante was born in [MASK] .",
+        "u2": "Mozart was born in [MASK] .",
+        "u4": "Goethe was born in [MASK] .",
+        "c1": "The capital of France is [MASK] .",
+    }
     by_line = {(Path(i.path).name, i.line): i.reason for i in loaded.issues}
     assert set(by_line) == {("P19.jsonl", 3), ("P19.jsonl", 4), ("P36.jsonl", 2)}
     assert "not valid JSON" in by_line[("P19.jsonl", 3)]
@@ -116,10 +146,20 @@ def test_probes_from_facts_of_a_real_store(tmp_path: Path) -> None:
 
     store = KnowledgeStore.open(f"sqlite:///{tmp_path / 'k.db'}")
     try:
-        store.upsert_relations([RelationRecord("P36", "capital", "The capital of [X] is [Y] .", functional=True),
-                                RelationRecord("P38", "currency", None)])
-        store.upsert_entities([EntityRecord("Q142", "France"), EntityRecord("Q90", "Paris"),
-                               EntityRecord("Q224", "Croatia"), EntityRecord("Q4916", "euro")])
+        store.upsert_relations(
+            [
+                RelationRecord("P36", "capital", "The capital of [X] is [Y] .", functional=True),
+                RelationRecord("P38", "currency", None),
+            ]
+        )
+        store.upsert_entities(
+            [
+                EntityRecord("Q142", "France"),
+                EntityRecord("Q90", "Paris"),
+                EntityRecord("Q224", "Croatia"),
+                EntityRecord("Q4916", "euro"),
+            ]
+        )
         store.add_facts([FactRecord("Q142", "P36", "Q90"), FactRecord("Q224", "P38", "Q4916")])
         facts = store.facts()
     finally:
@@ -140,12 +180,12 @@ def test_probes_from_facts_of_a_real_store(tmp_path: Path) -> None:
 
 def test_single_token_filter_counts(tokenizer) -> None:
     probes = [
-        Probe("The capital of France is [MASK] .", "Paris"),          # "paris": one token (uncased)
-        Probe("Dante was born in [MASK] .", "Florence"),              # one token
-        Probe("The currency is the [MASK] .", "Poseidonisxq"),        # several word pieces
-        Probe("He speaks [MASK] .", "New Zealand English"),           # several words
-        Probe("No mask here .", "Paris"),                             # no [MASK]
-        Probe("[MASK] [MASK] .", "Paris"),                            # two masks
+        Probe("The capital of France is [MASK] .", "Paris"),  # "paris": one token (uncased)
+        Probe("Dante was born in [MASK] .", "Florence"),  # one token
+        Probe("The currency is the [MASK] .", "Poseidonisxq"),  # several word pieces
+        Probe("He speaks [MASK] .", "New Zealand English"),  # several words
+        Probe("No mask here .", "Paris"),  # no [MASK]
+        Probe("[MASK] [MASK] .", "Paris"),  # two masks
     ]
     kept, dropped = single_token_filter(probes, tokenizer)
     assert [p.obj_label for p in kept] == ["Paris", "Florence"]

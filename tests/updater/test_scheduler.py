@@ -99,7 +99,7 @@ def _set_stored_next_run(url: str, seconds_ago: float) -> None:
     jobs = SQLAlchemyJobStore(url=url)
     jobs.start(BackgroundScheduler(timezone="UTC"), "default")
     job = jobs.lookup_job(CYCLE_JOB_ID)
-    job.next_run_time = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds_ago)
+    job.next_run_time = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)
     jobs.update_job(job)
     jobs.shutdown()
 
@@ -157,7 +157,7 @@ def test_a_paused_job_stays_paused_and_a_new_trigger_replaces_the_schedule(tmp_p
     assert second.get_job(CYCLE_JOB_ID).next_run_time is None  # still paused after the restart
     second.shutdown(wait=False)
 
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     third = build_scheduler(url, cron="0 3 * * *", **options)  # settings changed: new schedule
     third.start(paused=True)
     job = third.get_job(CYCLE_JOB_ID)
@@ -274,9 +274,12 @@ def _run_two_schedulers(db_url: str, tables: tuple[str, str], tmp_path: Path, se
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c",
-             f"from {HERE} import _scheduler_process as p; "
-             f"p({db_url!r}, {table!r}, {str(log_path)!r}, {tag!r}, {str(go)!r}, {seconds})"],
+            [
+                sys.executable,
+                "-c",
+                f"from {HERE} import _scheduler_process as p; "
+                f"p({db_url!r}, {table!r}, {str(log_path)!r}, {tag!r}, {str(go)!r}, {seconds})",
+            ],
             cwd=REPO,
         )
         for tag, table in zip("AB", tables)
@@ -284,7 +287,8 @@ def _run_two_schedulers(db_url: str, tables: tuple[str, str], tmp_path: Path, se
     try:
         started = _wait_for(
             lambda: all(Path(f"{go}.{t}.ready").exists() for t in "AB") or any(p.poll() is not None for p in procs),
-            timeout=60, step=0.1,
+            timeout=60,
+            step=0.1,
         )
         assert started and all(p.poll() is None for p in procs), "a scheduler process failed to start"
         go.touch()  # both start scheduling at the same moment, after their (slow) imports
@@ -368,8 +372,16 @@ def test_inbox_watcher_hands_each_file_over_once(tmp_path: Path) -> None:
 
     scheduler.add_jobstore(MemoryJobStore(), "local")
     running = {"cycle": False}
-    watcher = InboxWatcher(scheduler, inbox, 0.0, f"{HERE}:record_run", {"log_path": "x"}, 60,
-                           is_cycle_running=lambda: running["cycle"], retry_seconds=0.5)
+    watcher = InboxWatcher(
+        scheduler,
+        inbox,
+        0.0,
+        f"{HERE}:record_run",
+        {"log_path": "x"},
+        60,
+        is_cycle_running=lambda: running["cycle"],
+        retry_seconds=0.5,
+    )
     assert not watcher()  # empty inbox
     (inbox / "a.txt").write_text("x")
     running["cycle"] = True
