@@ -1,10 +1,13 @@
-"""Shared fixtures: stores on a real SQLite file and on the real PostgreSQL server."""
+"""Shared fixtures: stores on a real SQLite file and on the real PostgreSQL server, the packaged
+tokenizer. Tests under ``tests/unit`` are marked ``unit`` and those under ``tests/integration``
+``integration`` (``pytest -m unit`` runs the fast tier alone)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+TESTS = Path(__file__).parent
 PG_ADMIN_URL = os.environ.get("KECL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -73,3 +77,27 @@ def store(db_url: str):  # type: ignore[no-untyped-def]
     s = KnowledgeStore.open(db_url)
     yield s
     s.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by its tier (the folder it lives in)."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if tier in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():  # type: ignore[no-untyped-def]
+    """The packaged model's fast tokenizer (shared; tokenizers hold no per-test state)."""
+    from tests.factories import packaged_tokenizer
+
+    return packaged_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random sentence encoder on disk, for homes whose index must not load the real one."""
+    from tests.factories import save_tiny_sentence_encoder
+
+    return save_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny-sentence-encoder"))

@@ -1,0 +1,42 @@
+"""The real packaged MiniLM: its embeddings rank a paraphrase first, and the encoder's SDPA and
+eager attention agree on injected inputs (the 4-D masks reach both backends in their form)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoder.injection import InjectedFact, build_injected_inputs
+from encoder.predict import fill_mask_encoded
+from retrieval import Embedder
+
+
+def test_packaged_minilm_ranks_paraphrase_first():
+    embedder = Embedder(device="cpu")
+    assert embedder.dim == 384 and embedder.version.startswith("sentence-transformers/all-MiniLM-L6-v2@")
+    docs = embedder.encode(
+        [
+            "Dante Alighieri was born in Florence in 1265.",
+            "The Nile is the longest river in Africa.",
+            "Bitcoin is a cryptocurrency.",
+        ]
+    )
+    query = embedder.encode(["Where was Dante born?"])
+    assert int(np.argmax(docs @ query[0])) == 0
+
+
+def test_real_packaged_model_sdpa_matches_eager_on_injected_inputs(tokenizer):
+    from encoder.model import load_mlm, set_attention
+
+    bundle = load_mlm(None, device="cpu", attn_implementation="sdpa")
+    text = "Tim Cook is the CEO of [MASK] ."
+    facts = [[InjectedFact("Tim Cook CEO Apple", "CEO Apple", (0, 8))]]
+    for strategy in ("concat", "tree"):
+        x = build_injected_inputs(bundle.tokenizer, [text, "Paris is in [MASK] ."], facts + [[]], strategy=strategy)
+        set_attention(bundle, "sdpa")
+        a = fill_mask_encoded(bundle, x.to_dict(), top_k=5)
+        set_attention(bundle, "eager")
+        b = fill_mask_encoded(bundle, x.to_dict(), top_k=5)
+        for ra, rb in zip(a, b):
+            assert [t.token_id for t in ra.masks[0].top_k] == [t.token_id for t in rb.masks[0].top_k]
+            assert ra.masks[0].top_k[0].score == pytest.approx(rb.masks[0].top_k[0].score, rel=1e-3, abs=1e-5)

@@ -1,0 +1,45 @@
+"""The first-run adaptation, on a tiny model and a few steps (the real run takes minutes)."""
+
+from dataclasses import replace
+
+import pytest
+
+from encoder.checkpoints import active_version, load_checkpoint
+from encoder.default import ADAPT_PHASES, adapt_default
+from tests.factories import tiny_bundle
+
+
+def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_path):
+    tiny = tiny_bundle(tokenizer)
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    phases = [
+        replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES
+    ]
+    version, bundle = adapt_default(
+        tmp_path / "ckpts",
+        str(tmp_path / "tiny"),
+        phases=phases,
+        eval_every=2,
+        heldout_passages=20,
+        progress=False,
+        device="cpu",
+    )
+    assert active_version(tmp_path / "ckpts") == version
+    metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
+    # one curve across both phases: plain MLM, then reading exercises
+    assert [p["step"] for p in metrics["curve"]] == [0, 2, 4, 6, 8] and metrics["steps"] == 8
+    assert [p["reading"] for p in metrics["phases"]] == [False, True]
+    assert metrics["heldout_top1"] == metrics["phases"][-1]["heldout_top1"]
+    assert metrics["train_seconds"] == pytest.approx(sum(p["train_seconds"] for p in metrics["phases"]), abs=0.2)
+    by_source = metrics["heldout_top1_by_source"]
+    assert set(by_source) <= {"everyday", "docstrings"} and by_source
+    assert all(0.0 <= v <= 1.0 for v in by_source.values())
+    assert set(metrics["reading_top1"]) == {"closed-book", "concat", "tree"}
+    again, _ = adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=phases, progress=False)
+    assert again == version  # an active checkpoint is reused, not trained again
+
+
+def test_adapt_default_refuses_no_phases(tmp_path):
+    with pytest.raises(ValueError, match="no phases"):
+        adapt_default(tmp_path / "ckpts", phases=[], progress=False)

@@ -1,0 +1,129 @@
+"""The knowledge-augmented query pipeline: what it links, selects, injects and reports.
+
+A tiny random encoder is enough here: these tests check the knowledge path (linking, facts as of
+a date, retrieval of a just-ingested passage, injected input, explanation, snapshot), not what
+the weights know.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kecl.pipeline import QueryOptions
+from kecl.services import Kecl
+from knowledge import DocumentRecord, EntityRecord, FactRecord, RelationRecord
+from tests.factories import activate_tiny_checkpoint, tiny_settings
+
+
+def populate(k: Kecl) -> Kecl:
+    """Four documents, two relations, Croatia's currency history and capital."""
+    k.ingest_documents(
+        [
+            DocumentRecord(text=t)
+            for t in (
+                "Paris is the capital of France.",
+                "The river Thames flows through London.",
+                "Bananas are a yellow fruit.",
+                "The violin is a string instrument.",
+            )
+        ]
+    )
+    store = k.store
+    store.upsert_relations(
+        [
+            RelationRecord("P38", "currency", "The currency of [X] is the [Y] .", True),
+            RelationRecord("P36", "capital", "The capital of [X] is [Y] .", True),
+        ]
+    )
+    store.upsert_entities(
+        [
+            EntityRecord("croatia", "Croatia"),
+            EntityRecord("kuna", "kuna"),
+            EntityRecord("euro", "euro"),
+            EntityRecord("zagreb", "Zagreb"),
+        ]
+    )
+    store.add_facts(
+        [
+            FactRecord("croatia", "P38", object="kuna", valid_from=dt.date(1994, 5, 30)),
+            FactRecord("croatia", "P38", object="euro", valid_from=dt.date(2023, 1, 1)),
+            FactRecord("croatia", "P36", object="zagreb"),
+        ]
+    )
+    return k
+
+
+@pytest.fixture()
+def kecl(tmp_path: Path, tiny_embedder_dir: Path) -> Kecl:
+    # Function scope: tests ingest documents and change settings, so each gets its own home.
+    k = Kecl(tiny_settings(tmp_path / "home", tiny_embedder_dir))
+    activate_tiny_checkpoint(k.settings)
+    yield populate(k)
+    k.close()
+
+
+def test_a_just_ingested_passage_is_evidence_at_once(kecl: Kecl) -> None:
+    query = "The mascot of the Zorvex festival is the [MASK] ."
+    before = kecl.answer([query], QueryOptions(mode="concat", k_passages=2))[0]
+    assert all("penguin" not in e["text"] for e in before.evidence)
+    kecl.ingest_documents([DocumentRecord(text="The mascot of the Zorvex festival is the penguin.", source="news")])
+    after = kecl.answer([query], QueryOptions(mode="concat", k_passages=2, explain=True))[0]
+    assert "penguin" in after.evidence[0]["text"] and after.evidence[0]["source"] == "news"
+    assert "penguin" in after.injected_input
+    assert after.snapshot["watermark"]["passage"] == before.snapshot["watermark"]["passage"] + 1
+    assert after.snapshot["index"]["vectors"] == before.snapshot["index"]["vectors"] + 1
+    # the explanation splits the mask's attention rollout over the text and each evidence segment
+    # (the rest goes to the [CLS]/[SEP] markers, which belong to no segment)
+    assert len(after.explanation) == 1 + len(after.evidence)
+    assert 0.5 < sum(s["weight"] for s in after.explanation) <= 1.0 + 1e-6
+    assert after.explanation[1]["text"].startswith("the mascot of the zorvex")
+    closed = kecl.answer([query], QueryOptions(mode="closed-book"))[0]
+    assert closed.evidence == [] and closed.facts == [] and "penguin" not in closed.injected_input
+
+
+def test_facts_are_linked_ranked_and_as_of(kecl: Kecl) -> None:
+    query = "The currency of Croatia is the [MASK] ."
+    now = kecl.answer([query], QueryOptions(mode="concat", k_passages=0))[0]
+    # both current facts of Croatia are used; the one whose relation matches the wording first
+    assert [f["object"] for f in now.facts] == ["euro", "Zagreb"]
+    assert now.facts[0]["relevance"] > now.facts[1]["relevance"]
+    assert "The currency of Croatia is the euro ." in now.injected_input
+    then = kecl.answer([query], QueryOptions(mode="tree", k_passages=0, as_of=dt.date(2010, 1, 1)))[0]
+    assert [f["object"] for f in then.facts] == ["kuna", "Zagreb"]
+    assert "Croatia {currency kuna}" in then.injected_input
+    assert len(then.predictions) == 1 and len(then.predictions[0]) == 5
+
+
+def test_batched_answers_equal_single_ones(kecl: Kecl) -> None:
+    queries = ["The currency of Croatia is the [MASK] .", "The capital of France is [MASK] ."]
+    batch = kecl.answer(queries, QueryOptions(mode="concat"))
+    for q, b in zip(queries, batch):
+        single = kecl.answer([q], QueryOptions(mode="concat"))[0]
+        assert [p["token"] for p in single.predictions[0]] == [p["token"] for p in b.predictions[0]]
+    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+        kecl.answer(["no mask here"], QueryOptions())
+
+
+def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kecl) -> None:
+    """The copy prior: with a large boost the top answers are words of the injected evidence that
+    the query lacks; 0 is the encoder alone; closed-book is never boosted; None takes the setting."""
+    query = "The river Thames flows through [MASK] ."
+    opts = QueryOptions(mode="concat", k_passages=1, top_k=3)
+    alone = kecl.answer([query], replace(opts, evidence_boost=0.0))[0]
+    boosted = kecl.answer([query], replace(opts, evidence_boost=40.0))[0]
+    assert "london" in boosted.injected_input.lower()
+    assert boosted.top == "london" and alone.top != "london"  # a random tiny model does not read
+    closed = [
+        kecl.answer([query], QueryOptions(mode="closed-book", evidence_boost=b))[0].predictions for b in (0.0, 40.0)
+    ]
+    assert closed[0] == closed[1]
+    default = kecl.answer([query], opts)[0]
+    assert kecl.settings.model.evidence_boost > 0
+    assert (
+        default.predictions
+        == kecl.answer([query], replace(opts, evidence_boost=kecl.settings.model.evidence_boost))[0].predictions
+    )

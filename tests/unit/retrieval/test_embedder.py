@@ -1,0 +1,115 @@
+"""Embedders: normalised float32 vectors, versions that change with the weights."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
+from tests.factories import tiny_bert
+
+
+def test_mean_pooling_is_normalised_and_ignores_padding(tiny_embedder):
+    texts = ["Paris is the capital of France .", "a much longer sentence about rivers " * 5]
+    batch = tiny_embedder.encode(texts)
+    assert batch.dtype == np.float32 and batch.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    alone = tiny_embedder.encode(texts[:1])
+    np.testing.assert_allclose(alone[0], batch[0], atol=1e-5)  # padding does not leak into the mean
+    assert tiny_embedder.encode([]).shape == (0, 32)
+
+
+def test_mean_pooling_accepts_masked_lm_and_versions_follow_weights(tokenizer, tiny_embedder):
+    mlm = tiny_bert(0, masked_lm=True)
+    mlm.bert.load_state_dict(tiny_embedder.model.state_dict(), strict=False)  # no pooler in the MLM
+    same = MeanPoolingEmbedder(mlm, tokenizer, version="tiny-0")
+    text = ["Dante was born in Florence ."]
+    np.testing.assert_allclose(same.encode(text), tiny_embedder.encode(text), atol=1e-5)
+    assert same.version == tiny_embedder.version
+    with torch.no_grad():
+        mlm.bert.embeddings.word_embeddings.weight[0, 0] += 1.0
+    assert MeanPoolingEmbedder(mlm, tokenizer, version="tiny-0").version != tiny_embedder.version
+
+
+def test_sentence_transformers_embedder_loads_a_plain_bert_folder(tmp_path, tokenizer):
+    tiny_bert(2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    embedder = Embedder(str(tmp_path), batch_size=4, device="cpu")
+    vectors = embedder.encode(["one", "two words", "three more words"])
+    assert vectors.shape == (3, 32) and embedder.dim == 32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.version.startswith(str(tmp_path) + "@") and len(embedder.version.split("@")[1]) == 16
+
+
+def test_missing_model_path_raises(tmp_path):
+    with pytest.raises(OSError):
+        Embedder(str(tmp_path / "nope"))
+
+
+def test_default_ids_resolve_to_packaged_minilm():
+    path = resolve_model_path(None)
+    assert resolve_model_path("all-MiniLM-L6-v2") == path
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == path
+    assert resolve_model_path("/some/other/model") == "/some/other/model"
+
+
+def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
+    """Concurrent one-text calls share forward passes and each gets its own row back; a large call
+    goes straight through; an error reaches every waiting caller; the idle worker exits."""
+    texts = [f"query number {i} about rivers and towns" for i in range(24)]
+    direct = tiny_embedder.encode(texts)
+    calls = []
+
+    class Slow:
+        """The real tiny embedder, slowed so that callers pile up while one batch runs."""
+
+        version, dim = tiny_embedder.version, tiny_embedder.dim
+
+        def encode(self, batch):
+            calls.append(len(batch))
+            threading.Event().wait(0.05)
+            return tiny_embedder.encode(batch)
+
+    co = CoalescingEmbedder(Slow(), max_batch=8)
+    assert co.version == tiny_embedder.version and co.dim == tiny_embedder.dim
+    out = [None] * len(texts)
+
+    def worker(i):
+        out[i] = co.encode([texts[i]])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(len(texts)):
+        np.testing.assert_allclose(out[i][0], direct[i], atol=1e-5)
+    assert co.batches < len(texts) and max(calls) <= 8 and sum(calls) == len(texts)
+
+    calls.clear()
+    assert co.encode(texts).shape == direct.shape and calls == [len(texts)]  # > max_batch: direct
+
+    class Broken:
+        version, dim = "broken", 4
+
+        def encode(self, batch):
+            raise RuntimeError("embedder down")
+
+    bad = CoalescingEmbedder(Broken())
+    with pytest.raises(RuntimeError, match="embedder down"):
+        bad.encode(["x"])
+    with pytest.raises(RuntimeError, match="embedder down"):  # the worker survives an error
+        bad.encode(["y"])
+    bad.close()
+    co.idle_seconds = 0.01
+    co.encode(["wake the worker with the short idle time"])
+    deadline = time.monotonic() + 5
+    while co._worker is not None and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert co._worker is None
+    np.testing.assert_allclose(co.encode([texts[0]])[0], direct[0], atol=1e-5)  # restarts on demand
+    co.close()
