@@ -1,9 +1,11 @@
 """The symbolic knowledge store: SQL (SQLAlchemy) with a networkx graph view and an entity linker.
 
-Knows no torch. Public names: the store, its readers' records, the linker and the graph view.
+Knows no torch. Public names: the store and its result views, its readers' records, the linker,
+the graph view, the engine and migration entry points, and the token count used for chunking.
 """
 
-from knowledge.chunking import chunk_text
+from knowledge.chunking import approximate_token_count, chunk_text
+from knowledge.db import make_engine, migrate
 from knowledge.graph import FactGraph, GraphFact, verbalise
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 from knowledge.readers import (
@@ -13,9 +15,11 @@ from knowledge.readers import (
     IngestIssue,
     ReadBatch,
     RelationRecord,
+    iter_input_files,
     read_paths,
 )
-from knowledge.store import EntityView, FactView, IngestSummary, KnowledgeStore, PassageInfo, make_engine, migrate
+from knowledge.store import KnowledgeStore
+from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 
 __all__ = [
     "KnowledgeStore",
@@ -30,7 +34,9 @@ __all__ = [
     "FactRecord",
     "ReadBatch",
     "read_paths",
+    "iter_input_files",
     "chunk_text",
+    "approximate_token_count",
     "EntityLinker",
     "LinkedMention",
     "normalise_alias",
