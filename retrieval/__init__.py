@@ -9,7 +9,7 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 from retrieval.embedder import DEFAULT_EMBEDDER, CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
-from retrieval.index import IndexConfig, PassageIndex, build_index, choose_kind, gpu_available
+from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
 from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index
 from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
 
@@ -20,6 +20,7 @@ __all__ = [
     "MeanPoolingEmbedder",
     "resolve_model_path",
     "PassageIndex",
+    "IndexState",
     "IndexConfig",
     "choose_kind",
     "build_index",
