@@ -11,12 +11,12 @@ KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
 
 @dataclass
 class IndexConfig:
-    """Tuning knobs of the index kinds (defaults measured in benchmarks/bench_index.py); the
-    field order is the order saved in a manifest's meta."""
+    """Tuning knobs of the index kinds. The defaults are the values users get (measured in
+    benchmarks/bench_index.py); the field order is the order saved in a manifest's meta."""
 
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 128
+    hnsw_ef_search: int = 192  # recall@10 0.958 at 1M vectors
     ivf_nlist: int | None = None  # None: 4·sqrt(n) at training time
     ivf_nprobe: int = 32
     pq_m: int | None = None  # sub-quantizers; None: dim/8 rounded to a divisor of dim
