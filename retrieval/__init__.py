@@ -1,9 +1,15 @@
 """retrieval: embed passages and keep a FAISS index keyed by SQL passage ids.
 
 Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
-``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``PassageIndex``, ``IndexConfig``, ``choose_kind``,
-``save_index``, ``load_index``, ``IndexLoadError``, ``reconcile``, ``ReconcileReport``,
-``build_from_passages``, ``IndexHandle``, ``reciprocal_rank_fusion``.
+
+- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``DEFAULT_EMBEDDER``,
+  ``resolve_model_path``;
+- the index: ``PassageIndex``, ``IndexState``, ``IndexConfig``, ``choose_kind``, ``build_index``,
+  ``gpu_available``;
+- on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``;
+- keeping it current: ``reconcile``, ``ReconcileReport``, ``EmbedderMismatchError``,
+  ``build_from_passages``, ``IndexHandle``;
+- fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
 from retrieval.embedder import DEFAULT_EMBEDDER, CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
