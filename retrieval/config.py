@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Kind = Literal["flat", "hnsw", "ivfpq"]
 KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
 
 
@@ -36,4 +35,4 @@ class IndexConfig:
         return cls(**{n: getattr(settings, n) for n in names if hasattr(settings, n)})
 
 
-__all__ = ["IndexConfig", "KINDS", "Kind"]
+__all__ = ["IndexConfig", "KINDS"]

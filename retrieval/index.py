@@ -86,7 +86,8 @@ class PassageIndex:
 
     @property
     def config(self) -> IndexConfig:
-        """The tuning knobs, read at every use (changing a field takes effect at the next search)."""
+        """The tuning knobs. Read at every use: a changed search knob (``hnsw_ef_search``,
+        ``ivf_nprobe``, ``exact_filter_max``) applies from the next search on."""
         return self._impl.config
 
     @config.setter
