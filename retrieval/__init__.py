@@ -1,15 +1,21 @@
 """retrieval: embed passages and keep a FAISS index keyed by SQL passage ids.
 
 Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
-``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``PassageIndex``, ``IndexConfig``, ``choose_kind``,
-``save_index``, ``load_index``, ``IndexLoadError``, ``reconcile``, ``ReconcileReport``,
-``build_from_passages``, ``IndexHandle``, ``reciprocal_rank_fusion``.
+
+- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``DEFAULT_EMBEDDER``,
+  ``resolve_model_path``;
+- the index: ``PassageIndex``, ``IndexState``, ``IndexConfig``, ``choose_kind``, ``build_index``,
+  ``gpu_available``;
+- on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``;
+- keeping it current: ``reconcile``, ``ReconcileReport``, ``EmbedderMismatchError``,
+  ``build_from_passages``, ``IndexHandle``;
+- fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
 from retrieval.embedder import DEFAULT_EMBEDDER, CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
-from retrieval.index import IndexConfig, PassageIndex, build_index, choose_kind, gpu_available
+from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
 from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index
 from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
 
@@ -20,6 +26,7 @@ __all__ = [
     "MeanPoolingEmbedder",
     "resolve_model_path",
     "PassageIndex",
+    "IndexState",
     "IndexConfig",
     "choose_kind",
     "build_index",

@@ -1,64 +1,33 @@
 """The passage index: FAISS vectors whose ids are SQL passage ids (int64).
 
-Three kinds, one interface (``add``, ``remove``, ``search``, ``ids``, ``len``):
+``PassageIndex`` is the one public class; it holds one of three kinds (``retrieval.kinds``) and
+delegates to it:
 
-- ``flat``  exact inner-product search. ``IndexIDMap2(IndexFlatIP)``: a plain flat index shifts the
-  positions of later vectors on ``remove_ids``; the id map keeps passage ids stable.
-- ``hnsw``  graph search for large stores. HNSW cannot remove vectors, so removed passages become
-  tombstones (a bitmap passed as an ``IDSelectorBitmap`` at search time) and ``compact()``
-  rebuilds the graph from the stored vectors without them.
-- ``ivfpq`` compressed vectors past memory. IVF stores passage ids itself and supports
-  ``remove_ids``. It is trained on a sample once enough vectors have arrived (until then they wait
-  in a small exact index) and reports ``needs_retrain`` once the data has grown past
-  ``retrain_factor`` times what it was trained on; retraining is a rebuild from SQL (the raw
-  vectors are not kept).
+- ``flat``  exact inner-product search, up to a few hundred thousand vectors.
+- ``hnsw``  graph search for large stores; removed passages are tombstones until ``compact()``.
+- ``ivfpq`` compressed vectors past memory; trained once enough vectors have arrived,
+  ``needs_retrain`` once the data has outgrown the training set.
 
 Vectors must be L2-normalised (inner product = cosine). Adding an id that is already present
 replaces its vector (an upsert never leaves a stale copy behind). Filters arrive as the allowed
 passage ids; small allowed sets are searched exactly (a graph walk restricted to a few nodes
 finds too few), large ones through an ``IDSelector``.
+
+``state()`` / ``from_state()`` take an index apart into what ``retrieval.persist`` writes (a
+JSON-able meta dict, the faiss index, numpy arrays) and put it back together.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-Kind = Literal["flat", "hnsw", "ivfpq"]
-KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-
-
-@dataclass
-class IndexConfig:
-    """Tuning knobs of the index kinds (defaults measured in benchmarks/bench_index.py)."""
-
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 128
-    ivf_nlist: int | None = None  # None: 4·sqrt(n) at training time
-    ivf_nprobe: int = 32
-    pq_m: int | None = None  # sub-quantizers; None: dim/8 rounded to a divisor of dim
-    pq_nbits: int = 8
-    ivf_train_min: int = 10_000  # vectors to collect before training
-    ivf_train_sample: int = 200_000
-    retrain_factor: float = 4.0
-    compact_ratio: float = 0.25  # tombstones / stored vectors above which compaction is due
-    exact_filter_max: int = 20_000  # allowed-id sets up to this size are searched exactly
-    use_gpu: bool | None = None  # None: use a GPU when faiss has GPU support and one is present
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> IndexConfig:
-        """Take the fields an ``IndexSettings``-like object has (hnsw_m, hnsw_ef_search, ...)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{n: getattr(settings, n) for n in names if hasattr(settings, n)})
+from retrieval.config import KINDS, IndexConfig
+from retrieval.kinds import KIND_CLASSES, KindIndex, as_ids, gpu_available
 
 
 def choose_kind(n: int, settings: Any = None) -> str:
@@ -78,17 +47,21 @@ def choose_kind(n: int, settings: Any = None) -> str:
     return "ivfpq"
 
 
-def gpu_available() -> bool:
-    """True when this faiss build has GPU support and sees at least one GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+@dataclass
+class IndexState:
+    """A ``PassageIndex`` taken apart, as ``retrieval.persist`` saves it.
 
+    ``meta``: JSON values, the manifest's ``meta`` (kind, dim, config, trained_count, pending,
+    max_added); ``faiss_index``: the faiss index (ivfpq waiting for training: the flat index of
+    the waiting vectors); ``extras``: arrays saved next to it (hnsw: ``labels``, ``alive``;
+    empty for the other kinds); ``embedder_version``: what made the vectors (the manifest keeps
+    it outside ``meta``).
+    """
 
-def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(
-        np.fromiter(ids, dtype=np.int64)
-        if not isinstance(ids, np.ndarray)
-        else ids.astype(np.int64, copy=False).ravel()
-    )
+    meta: dict[str, Any]
+    faiss_index: faiss.Index
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    embedder_version: str | None = None
 
 
 class PassageIndex:
@@ -98,60 +71,36 @@ class PassageIndex:
     the manifest on save and checked by reconcile. Raises ValueError for an unknown kind.
     """
 
-    def __init__(self, kind: str, dim: int, config: IndexConfig | None = None, embedder_version: str | None = None):
+    def __init__(
+        self, kind: str, dim: int, config: IndexConfig | None = None, embedder_version: str | None = None
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
         self.kind = kind
         self.dim = int(dim)
-        self.config = config or IndexConfig()
         self.embedder_version = embedder_version
-        self.trained_count = 0  # ivfpq: vectors seen when the quantizers were trained
-        self._labels = np.zeros(0, dtype=np.int64)  # hnsw: position -> passage id
-        self._alive = np.zeros(0, dtype=bool)  # hnsw: False = tombstone
-        self._n_alive = 0  # hnsw: kept as a count, not summed per search (1M-long mask)
-        self._alive_bitmap: np.ndarray | None = None  # hnsw: packed _alive, cached between mutations
-        self._pending: PassageIndex | None = None  # ivfpq before training
+        self._impl: KindIndex = KIND_CLASSES[kind](self.dim, config or IndexConfig())
         # Highest id ever added: SQL hands out increasing ids, so a batch above it cannot
         # overwrite anything and skips the upsert's O(n) removal scan.
         self._max_added = -1
-        self._warned_retrain = False
-        self._gpu_copy = None
-        self._use_gpu = gpu_available() if self.config.use_gpu is None else self.config.use_gpu
-        if kind == "flat":
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        elif kind == "hnsw":
-            self._index = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self._index.hnsw.efConstruction = self.config.hnsw_ef_construction
-        else:
-            self._index = None  # built at training time
-            self._pending = PassageIndex("flat", self.dim, IndexConfig(use_gpu=False))
+
+    @property
+    def config(self) -> IndexConfig:
+        """The tuning knobs. Read at every use: a changed search knob (``hnsw_ef_search``,
+        ``ivf_nprobe``, ``exact_filter_max``) applies from the next search on."""
+        return self._impl.config
+
+    @config.setter
+    def config(self, config: IndexConfig) -> None:
+        self._impl.config = config
 
     # ---- size and contents -------------------------------------------------------------------
     def __len__(self) -> int:
-        if self.kind == "hnsw":
-            return self._n_alive
-        if self._pending is not None:
-            return len(self._pending)
-        return int(self._index.ntotal)
+        return len(self._impl)
 
     def ids(self) -> np.ndarray:
         """The passage ids in the index, sorted (int64)."""
-        if self.kind == "flat":
-            n = self._index.ntotal
-            return (
-                np.sort(faiss.rev_swig_ptr(self._index.id_map.data(), n).copy()) if n else np.zeros(0, dtype=np.int64)
-            )
-        if self.kind == "hnsw":
-            return np.sort(self._labels[self._alive])
-        if self._pending is not None:
-            return self._pending.ids()
-        invlists = self._index.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-            for i in range(invlists.nlist)
-            if invlists.list_size(i)
-        ]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        return self._impl.ids()
 
     @property
     def max_id(self) -> int:
@@ -162,26 +111,28 @@ class PassageIndex:
     @property
     def tombstones(self) -> int:
         """hnsw: removed vectors still stored in the graph (0 for other kinds)."""
-        return len(self._alive) - self._n_alive if self.kind == "hnsw" else 0
+        return self._impl.tombstones
 
     @property
     def needs_compaction(self) -> bool:
-        return self.kind == "hnsw" and self.tombstones > self.config.compact_ratio * max(1, len(self._alive))
+        """hnsw: tombstones exceed ``compact_ratio`` of the stored vectors (call ``compact()``)."""
+        return self._impl.needs_compaction
 
     @property
     def needs_retrain(self) -> bool:
         """ivfpq: the data has grown past ``retrain_factor`` × the training set (rebuild it)."""
-        return (
-            self.kind == "ivfpq"
-            and self._pending is None
-            and len(self) > self.config.retrain_factor * max(1, self.trained_count)
-        )
+        return self._impl.needs_retrain
+
+    @property
+    def trained_count(self) -> int:
+        """ivfpq: vectors seen when the quantizers were trained (0 before that and for other kinds)."""
+        return self._impl.trained_count
 
     # ---- mutation ----------------------------------------------------------------------------
     def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Add (or replace) vectors under passage ids. ``vectors``: float32 [n, dim], normalised.
         Raises ValueError on a shape mismatch or an id repeated within the batch."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or vectors.shape[0] != len(ids):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
@@ -189,93 +140,21 @@ class PassageIndex:
             raise ValueError("duplicate passage ids in one add() batch")
         if len(ids) == 0:
             return
-        if self._pending is not None:
-            self._pending.add(ids, vectors)
-            if len(self._pending) >= self.config.ivf_train_min:
-                self._train_from_pending()
-            self._gpu_copy = None
-            return
         if ids.min() <= self._max_added:
-            self.remove(ids)  # upsert: an old vector under the same id must not survive
+            self._impl.remove(ids)  # upsert: an old vector under the same id must not survive
         self._max_added = max(self._max_added, int(ids.max()))
-        if self.kind == "hnsw":
-            self._index.add(vectors)
-            self._labels = np.concatenate([self._labels, ids])
-            self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
-            self._n_alive += len(ids)
-            self._alive_bitmap = None
-        else:
-            self._index.add_with_ids(vectors, ids)
-        self._gpu_copy = None
-        if self.needs_retrain and not self._warned_retrain:
-            self._warned_retrain = True  # once per index, not per batch
-            log.warning(
-                "IVF-PQ index holds %d vectors, trained on %d: rebuild it (kecl index build)",
-                len(self),
-                self.trained_count,
-            )
+        self._impl.add(ids, vectors)
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove passage ids (absent ids are ignored). Returns how many were removed."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return 0
-        self._gpu_copy = None
-        if self._pending is not None:
-            return self._pending.remove(ids)
-        if self.kind == "hnsw":
-            hit = self._alive & np.isin(self._labels, ids)
-            removed = int(hit.sum())
-            if removed:
-                self._alive[hit] = False
-                self._n_alive -= removed
-                self._alive_bitmap = None
-            return removed
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))))
+        return self._impl.remove(ids)
 
     def compact(self) -> None:
         """hnsw: rebuild the graph from the live vectors, dropping tombstones. No-op otherwise."""
-        if self.kind != "hnsw" or self.tombstones == 0:
-            return
-        keep = np.flatnonzero(self._alive)
-        vectors = self._reconstruct(keep)
-        labels = self._labels[keep]
-        self._index = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        self._index.hnsw.efConstruction = self.config.hnsw_ef_construction
-        self._labels = np.zeros(0, dtype=np.int64)
-        self._alive = np.zeros(0, dtype=bool)
-        self._n_alive = 0
-        self._alive_bitmap = None
-        self.add(labels, vectors)
-
-    def _reconstruct(self, positions: np.ndarray) -> np.ndarray:
-        # IndexHNSWFlat keeps the exact vectors in its flat storage.
-        if len(positions) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._index.reconstruct_batch(positions.astype(np.int64))
-
-    def _train_from_pending(self) -> None:
-        pending = self._pending
-        ids = pending.ids()
-        vectors = pending._index.reconstruct_batch(ids)
-        n = len(ids)
-        cfg = self.config
-        nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-        pq_m = cfg.pq_m or _largest_divisor_at_most(self.dim, max(1, self.dim // 8))
-        nbits = cfg.pq_nbits if n >= 39 * 2**cfg.pq_nbits else max(1, int(math.log2(max(2, n // 39))))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
-        index.own_fields = True
-        quantizer.this.disown()  # the IVF index owns (and frees) its coarse quantizer now
-        rng = np.random.default_rng(0)
-        sample = vectors if n <= cfg.ivf_train_sample else vectors[rng.choice(n, cfg.ivf_train_sample, replace=False)]
-        log.info("training IVF-PQ (nlist=%d, m=%d, nbits=%d) on %d of %d vectors", nlist, pq_m, nbits, len(sample), n)
-        index.train(sample)
-        index.add_with_ids(vectors, ids)
-        self._index = index
-        self._max_added = pending._max_added
-        self._pending = None
-        self.trained_count = n
+        self._impl.compact()
 
     # ---- search ------------------------------------------------------------------------------
     def search(
@@ -295,126 +174,58 @@ class PassageIndex:
         empty = (np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64))
         if k <= 0 or nq == 0 or len(self) == 0:
             return empty
-        if self._pending is not None:
-            return self._pending.search(queries, k, allowed_ids)
-        allowed = None if allowed_ids is None else np.unique(_as_ids(allowed_ids))
+        allowed = None if allowed_ids is None else np.unique(as_ids(allowed_ids))
         if allowed is not None and len(allowed) == 0:
             return empty
-        if allowed is not None and len(allowed) <= self.config.exact_filter_max and self.kind != "ivfpq":
-            return self._search_subset(queries, k, allowed)
-        scores, ids = self._search(queries, k, allowed)
+        scores, ids = self._impl.search(queries, k, allowed)
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def _search(self, queries, k, allowed):
-        if self.kind == "flat":
-            if allowed is None:
-                return self._searcher().search(queries, k)
-            selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
-            params = faiss.SearchParameters(sel=selector)  # the selector must outlive the search
-            return self._index.search(queries, k, params=params)
-        if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.config.hnsw_ef_search, k)
-            bitmap = None
-            if allowed is not None:
-                bitmap = np.packbits(self._alive & np.isin(self._labels, allowed), bitorder="little")
-            elif self.tombstones:
-                if self._alive_bitmap is None:
-                    self._alive_bitmap = np.packbits(self._alive, bitorder="little")
-                bitmap = self._alive_bitmap
-            if bitmap is not None:
-                # bitmap and selector are locals so they outlive the search call
-                selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-                params.sel = selector
-            scores, pos = self._index.search(queries, k, params=params)
-            return scores, np.where(pos >= 0, self._labels[np.maximum(pos, 0)], -1)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = min(self.config.ivf_nprobe, self._index.nlist)
-        if allowed is None:
-            if self._use_gpu:
-                return self._searcher().search(queries, k)  # GPU copy: selectors stay on the CPU
-            return self._index.search(queries, k, params=params)
-        selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
-        params.sel = selector
-        return self._index.search(queries, k, params=params)
-
-    def _search_subset(self, queries, k, allowed):
-        """Exact search over a small allowed set, from the stored vectors."""
-        if self.kind == "flat":
-            present = allowed[np.isin(allowed, self.ids())]
-            vectors = self._index.reconstruct_batch(present) if len(present) else np.zeros((0, self.dim), np.float32)
-        else:
-            positions = np.flatnonzero(self._alive & np.isin(self._labels, allowed))
-            present, vectors = self._labels[positions], self._reconstruct(positions)
-        scores_all = queries @ vectors.T
-        kk = min(k, len(present))
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        if kk:
-            top = np.argpartition(-scores_all, kk - 1, axis=1)[:, :kk]
-            top_scores = np.take_along_axis(scores_all, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            scores[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
-            ids[:, :kk] = present[np.take_along_axis(top, order, axis=1)]
-        return scores, ids
-
-    def _searcher(self):
-        """The index to run unfiltered searches on: a GPU copy when enabled (flat, ivfpq)."""
-        if not self._use_gpu or self.kind == "hnsw":
-            return self._index
-        if self._gpu_copy is None:
-            # Not exercised in CI (no GPU here): faiss-gpu clones flat and IVF-PQ indexes.
-            self._gpu_resources = getattr(self, "_gpu_resources", None) or faiss.StandardGpuResources()
-            self._gpu_copy = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-        return self._gpu_copy
-
-    # ---- persistence helpers (used by retrieval.persist) ---------------------------------------
-    def _faiss_index(self):
-        return self._pending._index if self._pending is not None else self._index
-
-    def _extras(self) -> dict[str, np.ndarray]:
-        return {"labels": self._labels, "alive": self._alive} if self.kind == "hnsw" else {}
-
-    def _meta(self) -> dict[str, Any]:
-        return {
+    # ---- taking apart and putting back together ----------------------------------------------
+    def state(self) -> IndexState:
+        """This index taken apart for saving (see ``IndexState``). Returns a view, not a copy:
+        the faiss index and arrays are the live ones, so save them before the next mutation
+        (``IndexHandle`` saves under its lock). Raises nothing."""
+        meta: dict[str, Any] = {
             "kind": self.kind,
             "dim": self.dim,
             "config": asdict(self.config),
-            "trained_count": self.trained_count,
-            "pending": self._pending is not None,
-            "max_added": max(self._max_added, self._pending._max_added if self._pending is not None else -1),
+            # Every kind's meta has these two (format 1); the kind overrides the ones it uses,
+            # keeping this key order (the manifest is written in it).
+            "trained_count": 0,
+            "pending": False,
+            **self._impl.meta(),
+            "max_added": self._max_added,
         }
+        return IndexState(meta, self._impl.faiss_index(), self._impl.extras(), self.embedder_version)
 
     @classmethod
-    def _restore(
-        cls, meta: dict[str, Any], faiss_index, extras: dict[str, np.ndarray], embedder_version: str | None
-    ) -> PassageIndex:
-        index = cls(meta["kind"], meta["dim"], IndexConfig(**meta["config"]), embedder_version)
-        index.trained_count = meta.get("trained_count", 0)
-        max_added = int(meta.get("max_added", -1))
-        if meta["kind"] == "ivfpq" and meta.get("pending"):
-            index._pending._index = faiss_index
-        else:
-            index._pending = None
-            index._index = faiss_index
-        if meta["kind"] == "hnsw":
-            index._labels = extras["labels"].astype(np.int64)
-            index._alive = extras["alive"].astype(bool)
-            index._n_alive = int(index._alive.sum())
-            index._index.hnsw.efConstruction = index.config.hnsw_ef_construction
+    def from_state(cls, state: IndexState, config: IndexConfig | None = None) -> PassageIndex:
+        """The index ``state`` describes (as ``state()`` or a saved manifest gave it), with
+        ``config`` instead of the recorded one when given. The new index takes over
+        ``state.faiss_index`` (no copy: pass it to one index only, and not back to the index it
+        came from); extras are copied. Raises ValueError when ``meta`` lacks kind, dim or config,
+        or names an unknown kind."""
+        meta = state.meta
+        missing = [key for key in ("kind", "dim", "config") if key not in meta]
+        if missing:
+            raise ValueError(f"index state meta lacks {', '.join(missing)}")
+        config = config or IndexConfig(**meta["config"])
+        index = cls(meta["kind"], meta["dim"], config, state.embedder_version)
+        index._impl = KIND_CLASSES[index.kind].from_parts(index.dim, config, state.faiss_index, state.extras, meta)
         # never below the highest id present, so an upsert after loading still replaces
-        index._max_added = max(max_added, index.max_id)
-        if index._pending is not None:
-            index._pending._max_added = index._max_added
+        index._max_added = max(int(meta.get("max_added", -1)), index.max_id)
         return index
+
+    # benchmarks/bench_index.py measures index size through these two; the rest of kecl uses state().
+    def _faiss_index(self) -> faiss.Index:
+        return self._impl.faiss_index()
+
+    def _extras(self) -> dict[str, np.ndarray]:
+        return self._impl.extras()
 
     def __repr__(self) -> str:
         return f"PassageIndex(kind={self.kind!r}, dim={self.dim}, n={len(self)}, embedder={self.embedder_version!r})"
-
-
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, cap + 1) if n % d == 0)
 
 
 def build_index(
@@ -425,7 +236,8 @@ def build_index(
     config: IndexConfig | None = None,
     embedder_version: str | None = None,
 ) -> PassageIndex:
-    """A new index holding ``vectors`` under ``ids``; the kind from ``choose_kind`` unless given."""
+    """A new index holding ``vectors`` under ``ids``; the kind from ``choose_kind`` unless given.
+    Raises ValueError for an unknown kind or vectors that do not match ``ids``."""
     kind = kind or choose_kind(len(ids), settings)
     index = PassageIndex(
         kind, vectors.shape[1], config or (IndexConfig.from_settings(settings) if settings else None), embedder_version
@@ -434,4 +246,4 @@ def build_index(
     return index
 
 
-__all__ = ["IndexConfig", "PassageIndex", "choose_kind", "build_index", "gpu_available"]
+__all__ = ["IndexConfig", "IndexState", "PassageIndex", "choose_kind", "build_index", "gpu_available"]

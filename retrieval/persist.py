@@ -22,7 +22,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.index import PassageIndex
+from retrieval.index import IndexState, PassageIndex
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +94,18 @@ def save_index(index: PassageIndex, folder: str | Path) -> Manifest:
         generation = 1
     files: dict[str, str] = {}
 
+    state = index.state()
     name = f"index-{generation}.faiss"
     tmp = folder / f".{name}.tmp"
-    faiss.write_index(index._faiss_index(), str(tmp))
+    faiss.write_index(state.faiss_index, str(tmp))
     files[name] = _sha256(tmp)
     _replace(tmp, folder / name)
 
-    extras = index._extras()
-    if extras:
+    if state.extras:
         name = f"extras-{generation}.npz"
         tmp = folder / f".{name}.tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, **extras)
+            np.savez(f, **state.extras)
         files[name] = _sha256(tmp)
         _replace(tmp, folder / name)
 
@@ -114,12 +114,12 @@ def save_index(index: PassageIndex, folder: str | Path) -> Manifest:
         format_version=FORMAT_VERSION,
         kind=index.kind,
         dim=index.dim,
-        embedder_version=index.embedder_version,
+        embedder_version=state.embedder_version,
         count=len(ids),
         max_id=int(ids[-1]) if len(ids) else -1,
         generation=generation,
         files=files,
-        meta=index._meta(),
+        meta=state.meta,
         created_at=time.time(),
     )
     tmp = folder / f".{MANIFEST}.tmp"
@@ -158,7 +158,7 @@ def load_index(folder: str | Path, verify_checksum: bool = True) -> PassageIndex
     if extras_name in manifest.files:
         with np.load(folder / extras_name) as data:
             extras = {k: data[k] for k in data.files}
-    index = PassageIndex._restore(manifest.meta, faiss_index, extras, manifest.embedder_version)
+    index = PassageIndex.from_state(IndexState(manifest.meta, faiss_index, extras, manifest.embedder_version))
     ids = index.ids()
     max_id = int(ids[-1]) if len(ids) else -1
     if len(ids) != manifest.count or max_id != manifest.max_id:

@@ -1,15 +1,17 @@
-"""save_index / load_index: round trip, crash before the rename, corruption detected."""
+"""save_index / load_index: round trip, crash before the rename, corruption detected, format-1 folders load."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
+import faiss
 import numpy as np
 import pytest
 
 from retrieval import IndexConfig, IndexLoadError, PassageIndex, load_index, read_manifest, save_index
-from tests.factories import unit_vectors
+from tests.factories import exact_topk, unit_vectors
 
 DIM = 24
 
@@ -112,3 +114,101 @@ def test_load_detects_corruption_missing_files_and_count_mismatch(tmp_path):
     data.unlink()
     with pytest.raises(IndexLoadError, match="missing"):
         load_index(tmp_path)
+
+
+# A manifest's config exactly as format 1 recorded it (before IndexConfig's hnsw_ef_search default became 192).
+FORMAT_1_CONFIG = {
+    "hnsw_m": 32,
+    "hnsw_ef_construction": 64,
+    "hnsw_ef_search": 128,
+    "ivf_nlist": None,
+    "ivf_nprobe": 32,
+    "pq_m": None,
+    "pq_nbits": 8,
+    "ivf_train_min": 1000,
+    "ivf_train_sample": 200000,
+    "retrain_factor": 4.0,
+    "compact_ratio": 0.25,
+    "exact_filter_max": 20000,
+    "use_gpu": None,
+}
+
+
+def write_format_1(folder, case: str, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray):
+    """A folder laid out as format 1, built from faiss and numpy directly (not through
+    PassageIndex): the faiss index, for HNSW ``extras-1.npz`` (labels, alive), the manifest.
+    Returns the faiss index written."""
+    kind = "ivfpq" if case.startswith("ivfpq") else case
+    extras = {}
+    trained_count = 0
+    if case in ("flat", "ivfpq-pending"):
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+        index.add_with_ids(vectors, ids)
+        index.remove_ids(faiss.IDSelectorBatch(len(removed), faiss.swig_ptr(removed)))
+    elif case == "hnsw":
+        index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+        index.add(vectors)
+        extras = {"labels": ids, "alive": ~np.isin(ids, removed)}
+    else:
+        quantizer = faiss.IndexFlatIP(DIM)
+        index = faiss.IndexIVFPQ(quantizer, DIM, 8, 3, 4, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.add_with_ids(vectors, ids)
+        index.remove_ids(faiss.IDSelectorBatch(len(removed), faiss.swig_ptr(removed)))
+        trained_count = len(ids)
+    faiss.write_index(index, str(folder / "index-1.faiss"))
+    files = {"index-1.faiss": hashlib.sha256((folder / "index-1.faiss").read_bytes()).hexdigest()}
+    if extras:
+        with open(folder / "extras-1.npz", "wb") as f:
+            np.savez(f, **extras)
+        files["extras-1.npz"] = hashlib.sha256((folder / "extras-1.npz").read_bytes()).hexdigest()
+    live = np.setdiff1d(ids, removed)
+    manifest = {
+        "format_version": 1,
+        "kind": kind,
+        "dim": DIM,
+        "embedder_version": "emb@old",
+        "count": len(live),
+        "max_id": int(live.max()),
+        "generation": 1,
+        "files": files,
+        "meta": {
+            "kind": kind,
+            "dim": DIM,
+            "config": FORMAT_1_CONFIG,
+            "trained_count": trained_count,
+            "pending": case == "ivfpq-pending",
+            "max_added": int(ids.max()),
+        },
+        "created_at": 0.0,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return index
+
+
+@pytest.mark.parametrize("case", ["flat", "hnsw", "ivfpq", "ivfpq-pending"])
+def test_folder_written_in_format_1_loads(tmp_path, case):
+    n = 300
+    vectors = unit_vectors(n, DIM, seed=9)
+    ids = np.arange(n, dtype=np.int64) * 3 + 2
+    removed = ids[:5]
+    written = write_format_1(tmp_path, case, ids, vectors, removed)
+    loaded = load_index(tmp_path)
+    live = ~np.isin(ids, removed)
+    assert loaded.kind == ("ivfpq" if case.startswith("ivfpq") else case) and loaded.embedder_version == "emb@old"
+    assert np.array_equal(loaded.ids(), ids[live]) and loaded.tombstones == (5 if case == "hnsw" else 0)
+    assert loaded.config.hnsw_ef_search == 128  # the recorded config, not today's default
+    assert loaded.trained_count == (n if case == "ivfpq" else 0)
+    queries = vectors[:20]
+    _, got = loaded.search(queries, 5)
+    if case == "ivfpq":
+        params = faiss.SearchParametersIVF()
+        params.nprobe = 8  # every list, as the loaded index probes min(ivf_nprobe, nlist)
+        assert np.array_equal(got, written.search(queries, 5, params=params)[1])
+    else:
+        _, want = exact_topk(vectors[live], ids[live], queries, 5)
+        assert (got == want).mean() > 0.95
+    loaded.add([ids[10]], vectors[:1])  # an upsert after loading replaces, never duplicates
+    assert len(loaded) == n - 5 and (loaded.ids() == ids[10]).sum() == 1
+    save_index(loaded, tmp_path)  # and saves again in the same format
+    assert load_index(tmp_path).state().meta["config"] == FORMAT_1_CONFIG
