@@ -1,8 +1,8 @@
 """Every error the API sends, and its OpenAPI documentation: ``{"error": {"status", "message", "details"?}}``.
 
-The exception handlers in :mod:`kecl.api.app` send this shape for every failure (FastAPI's own
-``{"detail": ...}`` never reaches a client), so routes document their errors with the dicts below
-in ``responses=`` and the document matches the wire.
+The handlers in :mod:`kecl.api.app` send this shape for every HTTP error, validation error and
+oversized body (FastAPI's own ``{"detail": ...}`` never reaches a client), so routes document their
+errors with the dicts below in ``responses=`` and the document matches the wire.
 """
 
 from __future__ import annotations
