@@ -1,0 +1,67 @@
+"""Dependencies of the routes: the app's :class:`Kecl`, its limits, the API key, and the checks
+that need the limits or the store (raised as ``HTTPException``, sent as :mod:`kecl.api.errors`)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader
+
+from kecl.services import Kecl
+from kecl.settings import ApiSettings
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required by mutating endpoints")
+
+
+async def get_kecl(request: Request) -> Kecl:
+    """The app's :class:`Kecl` (set by :func:`kecl.api.create_app`)."""
+    return request.app.state.kecl
+
+
+async def get_limits(request: Request) -> ApiSettings:
+    """The app's ``api`` settings: key, body size, ``k`` and text limits."""
+    return request.app.state.settings.api
+
+
+KeclDep = Annotated[Kecl, Depends(get_kecl)]
+LimitsDep = Annotated[ApiSettings, Depends(get_limits)]
+
+
+async def require_key(limits: LimitsDep, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    """Let the request through only with the configured API key.
+
+    Raises 403 when no key is configured (mutations disabled), 401 when the header is missing or wrong.
+    """
+    if not limits.api_key:
+        raise HTTPException(403, "mutating endpoints are disabled: set api.api_key (KECL_API__API_KEY)")
+    if key is None:
+        raise HTTPException(401, "missing API key: send it in the X-API-Key header")
+    # constant time: the comparison must not tell an attacker how much of a guess was right
+    if not secrets.compare_digest(key, limits.api_key):
+        raise HTTPException(401, "wrong API key")
+
+
+def check_text(text: str, limits: ApiSettings, name: str = "text") -> None:
+    """Raise 422 if ``text`` is longer than ``api.max_text_chars``."""
+    if len(text) > limits.max_text_chars:
+        raise HTTPException(422, f"{name} has {len(text)} characters; the limit is {limits.max_text_chars}")
+
+
+def check_k(k: int, limits: ApiSettings) -> None:
+    """Raise 422 if ``k`` is over ``api.max_k``."""
+    if k > limits.max_k:
+        raise HTTPException(422, f"k={k} exceeds the limit of {limits.max_k}")
+
+
+def entity_or_404(kecl: Kecl, ref: str) -> int:
+    """The id of the entity ``ref`` names (numeric id, external id, name or alias); 404 if none.
+
+    A plain call in the route body, not a dependency: dependencies run before the route's
+    parameters are validated, and a bad parameter must still answer 422 for an unknown entity.
+    """
+    eid = kecl.store.resolve_entity(ref)
+    if eid is None:
+        raise HTTPException(404, f"no entity {ref!r} (try GET /v1/entities?q=…)")
+    return eid
