@@ -24,8 +24,8 @@ from kecl.api import create_app, schemas
 from kecl.api.errors import ErrorBody
 from kecl.pipeline import QueryOptions
 from kecl.settings import Settings
-from tests.servers import LiveServer
 from tests.integration.test_api import FEED, KEY
+from tests.servers import LiveServer
 from updater.locking import CYCLE_LOCK_NAME
 
 OPERATIONS = {
