@@ -56,11 +56,12 @@ def test_heartbeat_keeps_the_lock_past_its_lease(store) -> None:  # type: ignore
 
 
 def test_expired_lease_of_a_crashed_holder_is_taken_over(store) -> None:  # type: ignore[no-untyped-def]
-    assert store.try_lock(CYCLE_LOCK_NAME, "crashed-host:1:dead", 0.3)  # never renewed, never released
+    # A lease long enough that a loaded machine still tries within it, short enough to wait out.
+    assert store.try_lock(CYCLE_LOCK_NAME, "crashed-host:1:dead", 2.0)  # never renewed, never released
     with pytest.raises(CycleBusy):
         with cycle_lock(store):
             pass
-    time.sleep(0.5)
+    time.sleep(2.2)
     with cycle_lock(store, lease_seconds=30) as lock:
         assert store.lock_holder(CYCLE_LOCK_NAME) == lock.holder
 
