@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-unit test-integration lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Both tiers: tests/unit (tiny models, ~2 min) then tests/integration (real model, servers, processes).
 test: install
 	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q -m unit
+
+test-integration: install
+	$(PY) -m pytest -q -m integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: install
 	$(VENV)/bin/kecl demo
