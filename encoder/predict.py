@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from encoder.bundle import MLMBundle
 from encoder.injection import InjectedInputs
-from encoder.model import MLMBundle
 from encoder.packing import to_backend_mask
 
 

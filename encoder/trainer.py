@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
+from encoder.bundle import MLMBundle, bf16_supported
 from encoder.injection import injected_training_batch
 from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
 from encoder.masking import IGNORE_INDEX, mask_tokens
-from encoder.model import MLMBundle
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
 from encoder.reading_corpus import ReadingExample
 
@@ -128,19 +128,6 @@ BatchHook = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 
 LossHook = Callable[[torch.nn.Module], torch.Tensor]
 """Extra loss term on the model (e.g. an L2 pull towards the previous weights)."""
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 runs natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
 
 
 def _param_groups(named: list[tuple[str, torch.nn.Parameter]], config: TrainConfig) -> list[dict[str, Any]]:

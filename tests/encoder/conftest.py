@@ -7,12 +7,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from encoder.model import MLMBundle, _load_tokenizer, resolve_model_path
+from encoder.bundle import MLMBundle, load_tokenizer
+from encoder.model import resolve_model_path
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return _load_tokenizer(resolve_model_path(None))
+    return load_tokenizer(resolve_model_path(None))
 
 
 def make_tiny(tokenizer, attn="sdpa", seed=0, dropout=0.1) -> MLMBundle:
