@@ -15,6 +15,7 @@ from encoder.checkpoints import (
 )
 from encoder.default import adapt_default
 from encoder.masking import mask_tokens
+from encoder.metrics import masked_lm_loss
 from encoder.model import MLMBundle, ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch
 from encoder.packing import SpanText, TrainText
 from encoder.predict import (
@@ -24,7 +25,8 @@ from encoder.predict import (
     masked_token_ranks,
     score_candidates,
 )
-from encoder.trainer import TrainConfig, TrainResult, masked_lm_loss, train_mlm
+from encoder.train_config import TrainConfig
+from encoder.trainer import TrainResult, train_mlm
 
 __all__ = [
     "CheckpointError",

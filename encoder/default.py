@@ -17,9 +17,11 @@ from typing import Any
 from encoder.bundle import MLMBundle
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
 from encoder.default_corpus import EVERYDAY_PASSAGES, default_corpus, everyday_sentences
+from encoder.metrics import masked_lm_loss, masked_token_accuracy, reading_accuracy
 from encoder.model import load_mlm
 from encoder.reading_corpus import reading_examples
-from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, reading_accuracy, train_mlm
+from encoder.train_config import TrainConfig
+from encoder.trainer import train_mlm
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,41 @@ def new_mlm_from_scratch(
 def set_attention(bundle: MLMBundle, attn_implementation: str) -> None:
     """Switch the attention backend (``"sdpa"`` or ``"eager"``) in place; weights are unchanged."""
     bundle.model.set_attn_implementation(attn_implementation)
+
+
+@contextlib.contextmanager
+def attention_implementation(model: torch.nn.Module, implementation: str) -> Iterator[None]:
+    """The model's attention backend switched to ``implementation`` inside, the previous one restored
+    afterwards (weights are unchanged; a backend only computes attention differently)."""
+    previous = model.config._attn_implementation
+    if implementation == previous:
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+@contextlib.contextmanager
+def dropout_probabilities(model: torch.nn.Module, attention: float | None, hidden: float | None) -> Iterator[None]:
+    """Inside, every self-attention module drops attention probabilities at ``attention`` and every
+    other dropout (hidden states) at ``hidden`` (``None``: leave that kind as it is); the model's
+    own probabilities are restored afterwards."""
+    changed = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Dropout):
+            continue
+        p = attention if name.endswith("attention.self.dropout") else hidden
+        if p is not None:
+            changed.append((module, module.p))
+            module.p = p
+    try:
+        yield
+    finally:
+        for dropout, old in changed:
+            dropout.p = old
 
 
 def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:

@@ -34,11 +34,12 @@ from typing import Any
 import torch
 
 from encoder.checkpoints import save_checkpoint, set_active
+from encoder.metrics import masked_lm_loss
 from encoder.model import MLMBundle
 from encoder.packing import SpanText
 from encoder.predict import score_candidates
 from encoder.reading_corpus import ReadingExample, fill_slots
-from encoder.trainer import TrainConfig, masked_lm_loss, train_mlm
+from encoder.trainer import TrainConfig, train_mlm
 from knowledge import FactView, IngestSummary, KnowledgeStore
 from knowledge.readers import iter_input_files
 from updater.evaluation import ALL, EvalReport, KnowledgeSource, evaluate
