@@ -48,6 +48,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from knowledge import KnowledgeStore, make_engine
+from updater.inbox import inbox_ready
 from updater.locking import CYCLE_LOCK_NAME
 
 log = logging.getLogger(__name__)
@@ -57,43 +58,6 @@ INBOX_WATCH_JOB_ID = "kecl-inbox-watch"
 INBOX_CYCLE_JOB_ID = "kecl-inbox-cycle"
 DEFAULT_JOB_REF = "kecl.jobs:run_scheduled_cycle"
 LOCAL_JOBSTORE = "local"  # process-local jobs (the inbox watch); never pickled
-
-# names of files still being written by common tools; never picked up
-_PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
-
-
-# ----------------------------------------------------------------------------- the inbox
-
-
-def inbox_ready(inbox_dir: str | Path, quiet_seconds: float, now: float | None = None) -> list[Path]:
-    """Files directly in ``inbox_dir`` ready for a cycle, sorted by name; [] while any is still changing.
-
-    Ready means: the inbox has at least one candidate file and none was written within the last
-    ``quiet_seconds`` (a batch being copied in is taken whole, not half). Candidates are plain
-    files directly in the folder: subfolders (``processed/``), dotfiles and partial downloads
-    (``*.tmp``, ``*.part`` …) are ignored. "Written" is the later of mtime and ctime, so a file
-    copied with its old mtime preserved (``cp -p``, ``rsync -t``) still counts as fresh. ``now``
-    (seconds since the epoch) defaults to the current time. A missing folder has nothing ready.
-    """
-    folder = Path(inbox_dir)
-    if not folder.is_dir():
-        return []
-    now = time.time() if now is None else now
-    ready: list[Path] = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.startswith(".") or name.lower().endswith(_PARTIAL_SUFFIXES):
-            continue
-        try:
-            st = entry.stat()
-            if not entry.is_file():
-                continue
-        except FileNotFoundError:  # moved away (by a running cycle) while we looked
-            continue
-        if now - max(st.st_mtime, st.st_ctime) < quiet_seconds:
-            return []
-        ready.append(entry)
-    return sorted(ready)
 
 
 class InboxWatcher:
