@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    import updater.cycle as cycle_module
+    import updater.texts as cycle_module
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.verbalisations:

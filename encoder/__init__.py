@@ -3,6 +3,8 @@
 Public names are listed in ``__all__``; the modules behind them are private to the package.
 """
 
+from encoder.augmented import InjectedPrediction, InjectedRanks, predict_injected, rank_injected
+from encoder.bundle import MLMBundle, bf16_supported
 from encoder.checkpoints import (
     CheckpointError,
     active_version,
@@ -13,23 +15,40 @@ from encoder.checkpoints import (
     set_active,
     verify_checkpoint,
 )
-from encoder.default import adapt_default
+from encoder.default import ADAPT_RECIPE, adapt_default
+from encoder.default_corpus import default_corpus
+from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
 from encoder.masking import mask_tokens
-from encoder.model import MLMBundle, ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch
-from encoder.packing import SpanText, TrainText
+from encoder.metrics import masked_lm_loss
+from encoder.model import ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch, resolve_model_path
+from encoder.packing import SpanText, TrainText, build_blocks
 from encoder.predict import (
     FillMaskResult,
+    RankResult,
+    evidence_bias,
     fill_mask,
     fill_mask_encoded,
     masked_token_ranks,
     score_candidates,
+    to_dict,
 )
-from encoder.trainer import TrainConfig, TrainResult, masked_lm_loss, train_mlm
+from encoder.reading_corpus import ReadingExample, fill_slots
+from encoder.train_config import TrainConfig
+from encoder.trainer import TrainResult, heap_reuse, train_mlm
 
 __all__ = [
+    "ADAPT_RECIPE",
+    "STRATEGIES",
     "CheckpointError",
     "FillMaskResult",
+    "InjectedFact",
+    "InjectedInputs",
+    "InjectedPassage",
+    "InjectedPrediction",
+    "InjectedRanks",
     "MLMBundle",
+    "RankResult",
+    "ReadingExample",
     "ScratchConfig",
     "SpanText",
     "TrainConfig",
@@ -37,9 +56,16 @@ __all__ = [
     "TrainText",
     "active_version",
     "adapt_default",
+    "bf16_supported",
+    "build_blocks",
+    "build_injected_inputs",
+    "default_corpus",
+    "evidence_bias",
     "fill_mask",
     "fill_mask_encoded",
+    "fill_slots",
     "grow_vocabulary",
+    "heap_reuse",
     "list_checkpoints",
     "load_active",
     "load_checkpoint",
@@ -48,9 +74,13 @@ __all__ = [
     "masked_lm_loss",
     "masked_token_ranks",
     "new_mlm_from_scratch",
+    "predict_injected",
+    "rank_injected",
+    "resolve_model_path",
     "save_checkpoint",
     "score_candidates",
     "set_active",
+    "to_dict",
     "train_mlm",
     "verify_checkpoint",
 ]

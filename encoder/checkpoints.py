@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import BertForMaskedLM
 
-from encoder.model import MLMBundle, _load_tokenizer, resolve_device
+from encoder.bundle import MLMBundle, load_tokenizer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def load_checkpoint(
     manifest = verify_checkpoint(folder)
     try:
         model = BertForMaskedLM.from_pretrained(folder, attn_implementation=attn_implementation)
-        tokenizer = _load_tokenizer(str(folder))
+        tokenizer = load_tokenizer(str(folder))
     except Exception as exc:  # a verified folder that still fails to load is damaged in kind
         raise CheckpointError(f"{folder}: could not load the checkpoint: {exc}") from exc
     model.to(resolve_device(device)).eval()

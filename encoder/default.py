@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from encoder.bundle import MLMBundle
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
 from encoder.default_corpus import EVERYDAY_PASSAGES, default_corpus, everyday_sentences
-from encoder.model import MLMBundle, load_mlm
+from encoder.metrics import masked_lm_loss, masked_token_accuracy, reading_accuracy
+from encoder.model import load_mlm
 from encoder.reading_corpus import reading_examples
-from encoder.trainer import TrainConfig, masked_lm_loss, masked_token_accuracy, reading_accuracy, train_mlm
+from encoder.train_config import TrainConfig
+from encoder.trainer import train_mlm
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +53,22 @@ ADAPT_PHASES = (
 
 1. Plain MLM on the default corpus without dropout (the trainer's fastest step), documents packed
    best-fit without attention across them (as the held-out passages and fill-mask queries are
-   read), learning rate 3.5e-4: the fresh head and the encoder learn to predict words — held-out
-   masked top-1 0.503-0.508 after 530 steps (282-289 s here, three runs; BENCHMARKS.md, recipe 5).
+   read): the fresh head and the encoder learn to predict words.
 2. 60% reading exercises (:mod:`encoder.reading_corpus`; shorter sequences, so cheaper), 40% MLM
-   grouped as run_mlm.py does, the model's dropout: without them the model never learns to use
-   injected knowledge. From phase 1's model 300 steps (160 s) take held-out reading (concat) to
-   0.70-0.72 while top-1 falls to 0.47-0.48. The same phase on packed blocks (or at 3.5e-4)
-   keeps top-1 at 0.49-0.50 but reads only 0.40-0.41: attending across documents in the MLM
-   blocks is what the reading exercises build on, so reading wins.
+   grouped as run_mlm.py does, with the model's dropout: without the exercises the model never
+   learns to use injected knowledge. The phase gives up a little masked top-1 for much better
+   reading. On packed blocks (or at phase 1's learning rate) it would keep more top-1 but read far
+   worse: attending across documents in the MLM blocks is what the reading exercises build on.
 
-Mixing reading in from the first step (recipe 3: 500 steps, 283 s) ended at masked top-1 0.33 with the
-same reading accuracy (BENCHMARKS.md). The fresh head learns at 10x the encoder's rate. Bounded by
-steps, not seconds: under a time budget a busy machine got 19 steps and a head that predicted only
-"the" and "." (the quality of the first checkpoint must not depend on load)."""
+Plain MLM comes first because mixing reading in from the first step leaves the head much worse at
+predicting words, for the same reading accuracy. The fresh head learns at 10x the encoder's rate:
+it starts random while the encoder is pretrained. Bounded by steps, not seconds: under a time budget
+a busy machine would run only a few steps and leave a head that predicts "the" and "." everywhere
+(the quality of the first checkpoint must not depend on load)."""
 ADAPT_RECIPE = 5
-"""Bumped whenever the recipe changes, so a cached adaptation of an older recipe is not reused
-(2: reading exercises added; 3: the head's own learning rate; 4: plain MLM first, then reading;
-5: phase 1 packed best-fit at learning rate 3.5e-4, 530 steps)."""
+"""Version of the adaptation recipe (:data:`ADAPT_PHASES`, its corpus and exercises), recorded in the
+checkpoint's metrics and part of the key under which an adapted checkpoint is cached: bump it
+whenever the recipe changes, so an adaptation made by an older recipe is not reused."""
 READING_EXERCISES = 8000
 HELDOUT_READING = 200
 
@@ -106,8 +108,8 @@ def adapt_default(
     reading_held, reading = [], []
     reading_length = max(c.injection_max_length for c in phases)
     if any(c.injection_probability > 0 for c in phases):
-        # No filler passages: with them reading is learned more slowly (held-out 0.26 vs 0.30 after 500
-        # steps here) and the freshness facts were not answered better with distractors injected.
+        # No filler passages: with them reading is learned more slowly, and facts are not answered
+        # better with distractors injected.
         exercises = reading_examples(READING_EXERCISES + HELDOUT_READING, seed=seed, tokenizer=bundle.tokenizer)
         reading_held, reading = exercises[:HELDOUT_READING], exercises[HELDOUT_READING:]
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from encoder.masking import mask_tokens
 from encoder.packing import SpanText, as_span_text, to_backend_mask
@@ -145,7 +146,9 @@ class _Row:
         self.is_text.extend([is_text] * len(ids))
 
 
-def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str]
+) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
     if not texts:
         return [], []
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
@@ -196,7 +199,7 @@ def _render_passage(passage: InjectedPassage, offsets: Sequence[tuple[int, int]]
 
 
 def build_injected_inputs(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     facts: Sequence[Sequence[InjectedFact]] | None = None,
     passages: Sequence[Sequence[InjectedPassage]] | None = None,
@@ -363,7 +366,7 @@ def _visible_matrix(row: _Row, length: int) -> torch.Tensor:
 
 
 def injected_training_batch(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str | SpanText],
     facts: Sequence[Sequence[InjectedFact]] | None = None,
     passages: Sequence[Sequence[InjectedPassage]] | None = None,

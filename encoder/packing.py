@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,14 @@ class Blocks:
         return self.input_ids.shape[0]
 
     def select(self, index: torch.Tensor) -> Blocks:
+        """The blocks at ``index`` (a 1-D index tensor), in that order."""
         return Blocks(
             *(t[index] for t in (self.input_ids, self.position_ids, self.segment_ids, self.unit_ids, self.salient))
         )
 
     @staticmethod
     def cat(parts: Sequence[Blocks]) -> Blocks:
+        """All blocks of ``parts``, one after the other (they must share a block length)."""
         return Blocks(
             *(
                 torch.cat(ts)
@@ -79,7 +82,9 @@ def as_span_text(item: TrainText, where: str = "") -> SpanText:
     raise TypeError(f"{where}: expected str or SpanText, got {type(item).__name__}")
 
 
-def _encode(tokenizer, texts: Sequence[SpanText], whole_word: bool) -> list[tuple[list[int], list[int], list[bool]]]:
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[SpanText], whole_word: bool
+) -> list[tuple[list[int], list[int], list[bool]]]:
     """Per text: token ids (no specials), unit ids (0-based within the text), salient flags."""
     # verbose=False: long documents are split into blocks below, the length warning does not apply
     encodings = tokenizer([t.text for t in texts], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
@@ -123,7 +128,7 @@ def _best_fit(pieces: list[Piece], capacity: int) -> list[list[Piece]]:
 
 
 def build_blocks(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[TrainText],
     max_length: int,
     packing: str = "packed",
@@ -161,7 +166,7 @@ def build_blocks(
             rows.append(cur)
         cur = ([], [], [], [], [])
 
-    def append(ids, units, salient, positions, segment) -> None:
+    def append(ids: list[int], units: list[int], salient: list[bool], positions: list[int], segment: int) -> None:
         nonlocal unit_base
         cur[0].extend(ids)
         cur[1].extend(positions)

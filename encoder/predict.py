@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from encoder.bundle import MLMBundle
 from encoder.injection import InjectedInputs
-from encoder.model import MLMBundle
 from encoder.packing import to_backend_mask
 
 
 @dataclass
 class TokenScore:
+    """One candidate filler of a [MASK]."""
+
     token: str
     token_id: int
     score: float  # softmax probability over the vocabulary
@@ -41,6 +43,8 @@ class AttentionExplanation:
 
 @dataclass
 class MaskPrediction:
+    """The top-k fillers of one [MASK] (and, with ``explain``, where its attention went)."""
+
     position: int  # index of the [MASK] token in the input ids
     top_k: list[TokenScore]
     explanation: AttentionExplanation | None = None
@@ -329,6 +333,4 @@ def score_candidates(bundle: MLMBundle, text: str, candidates: Sequence[str]) ->
 
 def to_dict(result: FillMaskResult) -> dict[str, Any]:
     """A JSON-ready view of a result (for the API and CLI)."""
-    from dataclasses import asdict
-
     return asdict(result)

@@ -3,8 +3,9 @@ injected into its input.
 
 An MLM trained only on plain text has no reason to look at a second segment: asked
 "The mascot of the Zorvex festival is the [MASK] ." with "The mascot of the Zorvex festival is the
-penguin ." injected right after it, the adapted default model ranked "penguin" ~17,000th. Knowledge
-injection only helps once the model has learned that the answer may be written in the context.
+penguin ." injected right after it, a model adapted on plain text ranks "penguin" nowhere near the
+top. Knowledge injection only helps once the model has learned that the answer may be written in
+the context.
 
 Each exercise is a query sentence whose answer (the object of an invented fact) is marked as a
 salient span, plus injected facts and passages that state the fact, often in other words, among
@@ -18,8 +19,8 @@ Everything is generated here from templates written for kecl (no data set is dow
 deterministic for a seed. The relations and wordings are kept apart from those the benchmarks
 probe with invented facts (``benchmarks/bench_query.py`` freshness: mascots, bridges, official
 colours, rivers, "was born in"), so those measure reading of unseen wordings. Several relations
-(birthplace, capital, occupation, …) do overlap LAMA's *relations* (not its wordings or facts);
-BENCHMARKS.md says so where LAMA is reported.
+(birthplace, capital, occupation, …) do overlap LAMA's *relations* (not its wordings or facts),
+which matters when reading LAMA results.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
 
 from encoder.injection import InjectedFact, InjectedPassage
 from encoder.packing import SpanText
@@ -476,7 +479,7 @@ def _subject(rng: random.Random, kind: str) -> str:
     return _name(rng, 2 if kind == "person" else 1)
 
 
-def _vocab_words(tokenizer) -> list[str]:
+def _vocab_words(tokenizer: PreTrainedTokenizerBase | None) -> list[str]:
     """Whole, alphabetic, lower-case words of the tokenizer's vocabulary (the open-relation pool)."""
     if tokenizer is None:
         return sorted(set(_ANIMALS + _FOODS + _MATERIALS + _COLOURS + _JOBS + _SPORTS))
@@ -498,7 +501,12 @@ def _fill(template: str, subject: str, obj: str) -> tuple[str, tuple[int, int]]:
 
 
 def reading_examples(
-    n: int, seed: int = 0, tokenizer=None, max_distractors: int = 4, filler: Sequence[str] = (), max_filler: int = 3
+    n: int,
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_distractors: int = 4,
+    filler: Sequence[str] = (),
+    max_filler: int = 3,
 ) -> list[ReadingExample]:
     """``n`` reading exercises, deterministic for ``seed``.
 

@@ -1,35 +1,54 @@
 """The loop that keeps the encoder current: update cycles, evaluation probes and gates, scheduling.
 
-Components meet here (encoder, retrieval, knowledge); ``kecl`` wires it from settings.
+Components meet here (encoder, retrieval, knowledge); ``kecl`` wires it from settings. Public names
+are listed in ``__all__``.
 """
 
-from updater.cycle import CycleConfig, CycleContext, CycleReport, GateConfig, decide, run_cycle, verbalise_fact
-from updater.evaluation import EvalReport, Metrics, evaluate
-from updater.locking import CycleBusy, CycleLock, CycleLockLost, cycle_lock
-from updater.probes import Probe, load_lama_probes, probes_from_facts, single_token_filter
-from updater.scheduler import CYCLE_JOB_ID, build_scheduler, inbox_ready, run_daemon
+from updater.cycle import CycleConfig, CycleContext, CycleReport, run_cycle
+from updater.evaluation import EvalReport, KnowledgeSource, Metrics, evaluate
+from updater.gates import GateConfig, decide
+from updater.inbox import inbox_ready
+from updater.locking import CYCLE_LOCK_NAME, CycleBusy, CycleLock, CycleLockLost, cycle_lock
+from updater.probes import (
+    GOOGLE_RE_TEMPLATES,
+    Probe,
+    fill_template,
+    gold_token_id,
+    load_lama_probes,
+    probes_from_facts,
+    read_relation_templates,
+    single_token_filter,
+)
+from updater.scheduler import CYCLE_JOB_ID, build_scheduler, run_daemon
+from updater.texts import verbalise_fact
 
 __all__ = [
-    "run_cycle",
+    "CYCLE_JOB_ID",
+    "CYCLE_LOCK_NAME",
+    "GOOGLE_RE_TEMPLATES",
+    "CycleBusy",
     "CycleConfig",
     "CycleContext",
+    "CycleLock",
+    "CycleLockLost",
     "CycleReport",
-    "GateConfig",
-    "decide",
-    "verbalise_fact",
-    "evaluate",
     "EvalReport",
+    "GateConfig",
+    "KnowledgeSource",
     "Metrics",
     "Probe",
+    "build_scheduler",
+    "cycle_lock",
+    "decide",
+    "evaluate",
+    "fill_template",
+    "gold_token_id",
+    "inbox_ready",
     "load_lama_probes",
     "probes_from_facts",
-    "single_token_filter",
-    "cycle_lock",
-    "CycleLock",
-    "CycleBusy",
-    "CycleLockLost",
-    "build_scheduler",
+    "read_relation_templates",
+    "run_cycle",
     "run_daemon",
-    "inbox_ready",
-    "CYCLE_JOB_ID",
+    "single_token_filter",
+    "verbalise_fact",
 ]

@@ -1,16 +1,19 @@
-"""One update cycle: ingest → link → verbalise → index → train → evaluate → gate → promote.
+"""One update cycle: ingest → link → index → verbalise → reading → evaluate the active model → train
+→ evaluate the candidate → decide → promote or reject.
 
-``run_cycle`` is the whole loop as one function. The serving model and index are never touched
-until the very end: training happens on a fresh copy of the active checkpoint, the candidate is
-saved as a new version and only a passing gate moves the ``ACTIVE`` pointer. Any failure leaves
-the active model serving and the run recorded as failed, with the error. Every cycle is a row in
-``update_run`` with the timing of each stage, counts, metrics, the decision and its reasons.
+:func:`run_cycle` takes the lock and :func:`_run_stages` reads top to bottom as that list: each stage
+is a function returning a typed result, timed under its name in ``update_run.timings``; what each
+stage counted and measured goes into the run's ``counts`` and ``metrics`` as soon as it finishes,
+so a failed run records how far it got. The serving model and index are never touched until the
+very end: training happens on a fresh copy of the active checkpoint, the candidate is saved as a
+new version and only a passing gate moves the ``ACTIVE`` pointer. Any failure leaves the active
+model serving and the run recorded as failed, with the error.
 
 Continual-learning choices (named as in CKL, Jang et al. 2022, and REALM):
 - new text = passages of the new documents + verbalised new and changed facts (several
   templates each), with salient-span masking on the mentions of the entities they concern;
 - replay = a random sample of earlier passages and verbalised unchanged facts, mixed into every
-  batch at ``replay_ratio`` (the guard against forgetting; its effect is measured, not assumed);
+  batch at ``replay_ratio`` (the guard against forgetting; the retention gate checks it worked);
 - optional L2 pull of the weights towards the active model's (``l2_pull``, as in RecAdam / EWC
   without the Fisher term);
 - reading (K-BERT / REALM): with ``train.injection_probability`` a step trains on the new,
@@ -22,44 +25,49 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from encoder.checkpoints import save_checkpoint, set_active
-from encoder.model import MLMBundle
-from encoder.packing import SpanText
-from encoder.predict import score_candidates
-from encoder.reading_corpus import ReadingExample, fill_slots
-from encoder.trainer import TrainConfig, masked_lm_loss, train_mlm
+from encoder import (
+    MLMBundle,
+    ReadingExample,
+    SpanText,
+    TrainConfig,
+    TrainResult,
+    save_checkpoint,
+    set_active,
+    train_mlm,
+)
 from knowledge import FactView, IngestSummary, KnowledgeStore
 from knowledge.readers import iter_input_files
-from updater.evaluation import ALL, EvalReport, KnowledgeSource, evaluate
-from updater.probes import gold_token_id, probes_from_facts
+from updater.evaluation import KnowledgeSource
+from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
+from updater.inbox import take_inbox
+from updater.locking import CycleBusy, CycleLock, cycle_lock
+from updater.probes import probes_from_facts
+from updater.texts import (
+    HELDOUT_MODULO,
+    FactChanges,
+    changed_facts,
+    reading_exercises,
+    training_texts,
+    verbalise_fact,
+)
 
 log = logging.getLogger("updater.cycle")
-
-HELDOUT_MODULO = 10  # passages whose id is divisible by this are never trained on: held-out loss
-
-
-@dataclass
-class GateConfig:
-    """When a candidate may replace the active model (all must hold)."""
-
-    max_retention_drop: float = 0.02  # absolute P@1 drop on unchanged facts, closed-book
-    max_loss_increase: float = 0.10  # relative held-out MLM loss increase
-    min_acquisition: float = 0.0  # closed-book P@1 on new and changed facts
 
 
 @dataclass
 class CycleConfig:
+    """Settings of a cycle: training, gates, and how much replay, probing and held-out text it uses."""
+
     train: TrainConfig = field(default_factory=TrainConfig)
     gates: GateConfig = field(default_factory=GateConfig)
     replay_passages: int = 2000
@@ -92,6 +100,8 @@ class CycleContext:
 
 @dataclass
 class CycleReport:
+    """What a cycle did, as recorded in its ``update_run`` row (``run_id`` 0 when skipped)."""
+
     run_id: int
     status: str  # "succeeded" | "failed" | "skipped"
     decision: str | None = None  # "promote" | "reject" | "no-op"
@@ -103,210 +113,46 @@ class CycleReport:
     error: str | None = None
 
 
-# ----------------------------------------------------------------------------- stages
+# ----------------------------------------------------------------------------- stage results
 
 
-def take_inbox(inbox_dir: Path, run_id: int) -> list[Path]:
-    """Move the files waiting in the inbox into ``inbox/processed/run-<id>/`` and return them.
+@dataclass
+class Ingested:
+    """The files the cycle took in (moved out of the inbox) and what they added to the store."""
 
-    Moving first means a file dropped during the cycle waits for the next one, and a file is
-    never ingested twice by two cycles.
-    """
-    from updater.scheduler import inbox_ready
+    files: list[Path]
+    summary: IngestSummary
 
-    waiting = inbox_ready(inbox_dir, quiet_seconds=0)  # the scheduler's rule for what is a candidate
-    if not waiting:
-        return []
-    target = inbox_dir / "processed" / f"run-{run_id:05d}"
-    target.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for p in waiting:
-        dest = target / p.name
-        shutil.move(str(p), dest)
-        moved.append(dest)
-    return moved
+    def counts(self) -> dict[str, Any]:
+        """The run row's counts: what the store added (non-zero only), files read, the first issues."""
+        return {
+            **{k: v for k, v in self.summary.counts().items() if v},
+            "files": len(self.files),
+            "issues": [str(i) for i in self.summary.issues][:100],
+        }
 
 
-VERBALISATIONS = (
-    "{template}",
-    "The {label} of [X] is [Y] .",
-    "[X]'s {label} is [Y] .",
-    "[Y] is the {label} of [X] .",
-)
+@dataclass
+class TrainingData:
+    """The text to learn (``texts``), the replay mixed into every batch, and the unchanged facts in
+    this cycle's seeded order (replay, reading and retention probes take from the front)."""
 
+    changes: FactChanges
+    texts: list[SpanText]
+    replay: list[SpanText]
+    unchanged: list[FactView]
 
-def verbalise_fact(fact: FactView) -> list[SpanText]:
-    """Several sentences stating ``fact`` (its relation's template and paraphrases of the label),
-    each with the object's character span as a salient span for entity-span masking."""
-    out, seen = [], set()
-    for pattern in VERBALISATIONS:
-        template = pattern.format(template=fact.template or "[X] {label} [Y] .", label=fact.relation)
-        if "[X]" not in template or "[Y]" not in template:
-            continue
-        text, span = fill_slots(template, fact.subject, fact.object)
-        if text not in seen:
-            seen.add(text)
-            out.append(SpanText(text, [span]))
-    return out
-
-
-def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities: set[int]) -> list[SpanText]:
-    """New passages (entity mentions of the focus entities as salient spans) + verbalised facts."""
-    mentions = store.passage_mentions(summary.new_passage_ids)
-    texts = store.passage_texts(summary.new_passage_ids)
-    out = []
-    for pid in sorted(texts):
-        if pid % HELDOUT_MODULO == 0:
-            continue  # kept aside: the held-out MLM loss of later cycles is measured on these
-        spans = [(a, b) for a, b, eid in mentions.get(pid, []) if eid in focus_entities] or [
-            (a, b) for a, b, _ in mentions.get(pid, [])
-        ]
-        out.append(SpanText(texts[pid], spans))
-    for fact in store.facts(ids=summary.new_fact_ids, include_closed=False, limit=None):
-        out.extend(verbalise_fact(fact))
-    return out
-
-
-def reading_exercises(
-    facts: Sequence[FactView], knowledge: KnowledgeSource, seed: int = 0, mode: str = "concat"
-) -> list[ReadingExample]:
-    """Reading exercises from the store's own facts, with exactly the knowledge the query pipeline
-    injects (``knowledge``): the query states the fact in one of its paraphrases (never the
-    relation's own template, which the acquisition probes use), the object masked. Where retrieval
-    misses the fact, the exercise still counts: the model then learns to fall back on memory.
-    """
-    rng = random.Random(seed)
-    queries, items = [], []
-    for fact in facts:
-        forms = verbalise_fact(fact)
-        if not forms:
-            continue
-        form = rng.choice(forms[1:] or forms)
-        ((start, end),) = form.salient_spans
-        queries.append(form.text[:start] + "[MASK]" + form.text[end:])
-        items.append((form, start, end - start - len("[MASK]"), fact.object))
-    if not queries:
-        return []
-    fact_lists, passage_lists = knowledge(queries, mode)
-    out = []
-    for (form, at, shift, answer), facts_i, passages_i in zip(items, fact_lists, passage_lists):
-        # The pipeline's fact spans are offsets in the query with "[MASK]"; move those after it.
-        moved = tuple(
-            f if f.span is None or f.span[0] < at else replace(f, span=(f.span[0] + shift, f.span[1] + shift))
-            for f in facts_i
-        )
-        out.append(ReadingExample(form, moved, tuple(passages_i), answer))
-    return out
-
-
-def changed_pairs(
-    store: KnowledgeStore, summary: IngestSummary
-) -> tuple[list[FactView], list[FactView], list[tuple[FactView, FactView]]]:
-    """Split this cycle's current new facts into brand-new and changed (with the fact they closed)."""
-    closed = {
-        (f.subject_id, f.relation_id): f
-        for f in store.facts(ids=summary.closed_fact_ids, include_closed=True, limit=None)
-    }
-    new, changed, pairs = [], [], []
-    for f in store.facts(ids=summary.new_fact_ids, limit=None):
-        old = closed.get((f.subject_id, f.relation_id))
-        if old is not None and old.object != f.object:
-            changed.append(f)
-            pairs.append((old, f))
-        else:
-            new.append(f)
-    return new, changed, pairs
-
-
-def outranks(bundle: MLMBundle, pairs: Sequence[tuple[FactView, FactView]]) -> dict[str, Any]:
-    """For changed facts: how often the model scores the new object above the old one."""
-    wins, n = 0, 0
-    for old, new in pairs:
-        if (
-            not new.template
-            or gold_token_id(bundle.tokenizer, new.object) is None
-            or gold_token_id(bundle.tokenizer, old.object) is None
-        ):
-            continue
-        text = new.template.replace("[X]", new.subject).replace("[Y]", "[MASK]")
-        scores = score_candidates(bundle, text, [new.object, old.object])
-        wins += scores[new.object] > scores[old.object]
-        n += 1
-    return {"n": n, "new_outranks_old": wins / n if n else None}
-
-
-def evaluate_model(
-    bundle: MLMBundle,
-    probes: dict[str, list],
-    modes: Sequence[str],
-    knowledge: KnowledgeSource | None,
-    heldout: list[str],
-    evidence_boost: float = 0.0,
-) -> dict[str, Any]:
-    """P@1/P@10/MRR per group and mode, and held-out MLM loss."""
-    all_probes = [p for group in probes.values() for p in group]
-    modes = [m for m in modes if m == "closed-book" or knowledge is not None]
-    report: EvalReport = evaluate(bundle, all_probes, modes=modes, knowledge=knowledge, evidence_boost=evidence_boost)
-    out: dict[str, Any] = {"modes": {}}
-    for mode in modes:
-        out["modes"][mode] = {g: vars(m) for g, m in report.metrics[mode].items()}
-    out["dropped"] = report.dropped
-    out["heldout_loss"] = masked_lm_loss(bundle, heldout) if heldout else None
-    return out
-
-
-def _p1(metrics: dict[str, Any], mode: str, group: str) -> float | None:
-    m = metrics["modes"].get(mode, {}).get(group)
-    return m["p_at_1"] if m and m["n"] else None
-
-
-def decide(gates: GateConfig, active: dict[str, Any], candidate: dict[str, Any]) -> tuple[str, list[str]]:
-    """The gate: promote only if retention, held-out loss and acquisition all hold."""
-    reasons, ok = [], True
-    ret_a, ret_c = _p1(active, "closed-book", "unchanged"), _p1(candidate, "closed-book", "unchanged")
-    if ret_a is not None and ret_c is not None:
-        drop = ret_a - ret_c
-        passed = drop <= gates.max_retention_drop
-        ok &= passed
-        reasons.append(
-            f"retention P@1 {ret_a:.3f} → {ret_c:.3f} (drop {drop:+.3f}, allowed {gates.max_retention_drop:.3f})"
-            + ("" if passed else ": FAILED")
-        )
-    la, lc = active.get("heldout_loss"), candidate.get("heldout_loss")
-    if la is not None and lc is not None:
-        rise = (lc - la) / la if la else 0.0
-        passed = rise <= gates.max_loss_increase
-        ok &= passed
-        reasons.append(
-            f"held-out MLM loss {la:.3f} → {lc:.3f} ({rise:+.1%}, allowed +{gates.max_loss_increase:.0%})"
-            + ("" if passed else ": FAILED")
-        )
-    acq = [x for x in (_p1(candidate, "closed-book", "new"), _p1(candidate, "closed-book", "changed")) if x is not None]
-    if acq:
-        value = sum(acq) / len(acq)
-        passed = value >= gates.min_acquisition
-        ok &= passed
-        reasons.append(
-            f"acquisition P@1 {value:.3f} (needed {gates.min_acquisition:.3f})" + ("" if passed else ": FAILED")
-        )
-    return ("promote" if ok else "reject"), reasons
+    def counts(self) -> dict[str, int]:
+        """The run row's counts of facts and texts."""
+        return {
+            "new_facts": len(self.changes.new),
+            "changed_facts": len(self.changes.changed),
+            "train_texts": len(self.texts),
+            "replay_texts": len(self.replay),
+        }
 
 
 # ----------------------------------------------------------------------------- the cycle
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        log.info("cycle stage: %s", name)
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.perf_counter() - t0, 3)
 
 
 def run_cycle(
@@ -321,175 +167,243 @@ def run_cycle(
     status "skipped" and records nothing. Never raises for a failed stage: the report (and the
     ``update_run`` row) says "failed" with the error, and the active model keeps serving.
     """
-    from updater.locking import CycleBusy, cycle_lock
-
     config = config or CycleConfig()
-    store = ctx.store
     try:
-        with cycle_lock(store, holder=ctx.holder, lease_seconds=config.lease_seconds) as lock:
+        with cycle_lock(ctx.store, holder=ctx.holder, lease_seconds=config.lease_seconds) as lock:
             return _run_locked(ctx, config, paths, trigger, lock)
     except CycleBusy as busy:
         log.info("update cycle skipped: %s", busy)
         return CycleReport(run_id=0, status="skipped", reasons=[str(busy)])
 
 
+class _Run:
+    """The ``update_run`` row as the stages fill it: timings, counts, metrics, the candidate."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.timings: dict[str, float] = {}
+        self.counts: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.candidate: str | None = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the stage under ``name``, also when it fails (the row shows where a run stopped)."""
+        t0 = time.perf_counter()
+        log.info("cycle stage: %s", name)
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 3)
+
+
 def _run_locked(
-    ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, trigger: str, lock: Any
+    ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, trigger: str, lock: CycleLock
 ) -> CycleReport:
     store = ctx.store
-    run_id = store.start_run(trigger)
-    timer = _Timer()
-    report = CycleReport(run_id=run_id, status="running")
-    counts: dict[str, Any] = {}
-    metrics: dict[str, Any] = {}
+    run = _Run(store.start_run(trigger))
+    decision: str | None = None
+    reasons: list[str] = []
+    error: str | None = None
     try:
-        watermark = store.max_passage_id()
-        with timer.stage("ingest"):
-            files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
-            summary = store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
-            counts.update({k: v for k, v in summary.counts().items() if v})
-            counts["files"] = len(files)
-            counts["issues"] = [str(i) for i in summary.issues][:100]
-        with timer.stage("link"):
-            # New names (new entities, renames) may occur in text ingested earlier: relink it.
-            if (summary.entities_added or summary.entities_updated) and watermark:
-                if watermark <= config.relink_max_passages:
-                    earlier = [p for batch in store.iter_passages() for p, _ in batch if p <= watermark]
-                    counts["mentions_relinked"] = store.relink_passages(earlier)
-                else:
-                    log.warning(
-                        "store too large to relink every passage in a cycle (%d); new names link in new text only",
-                        watermark,
-                    )
-        with timer.stage("index"):
-            if ctx.add_to_index is not None and summary.new_passage_ids:
-                ctx.add_to_index(summary.new_passage_ids)
-                counts["indexed"] = len(summary.new_passage_ids)
-
-        new, changed, pairs = changed_pairs(store, summary)
-        focus = {f.subject_id for f in new + changed} | {f.object_id for f in new + changed if f.object_id}
-        with timer.stage("verbalise"):
-            new_texts = training_texts(store, summary, focus)
-            this_cycle = set(summary.new_fact_ids)
-            unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
-            rng = random.Random(run_id)
-            rng.shuffle(unchanged)
-            replay = [
-                SpanText(t)
-                for _, t in store.sample_passages(
-                    config.replay_passages, max_id=watermark or None, exclude_modulo=HELDOUT_MODULO, seed=run_id
-                )
-            ]
-            for f in unchanged[: config.replay_facts]:
-                replay.extend(verbalise_fact(f)[:1])
-            counts.update(
-                new_facts=len(new), changed_facts=len(changed), train_texts=len(new_texts), replay_texts=len(replay)
-            )
-        reading: list[ReadingExample] = []
-        if config.train.injection_probability > 0 and ctx.knowledge is not None and new_texts:
-            with timer.stage("reading"):
-                reading = reading_exercises(
-                    new + changed + unchanged[: config.reading_unchanged], ctx.knowledge, seed=run_id
-                )
-                counts["reading_exercises"] = len(reading)
-
-        def sample(facts: list[FactView], n: int) -> list[FactView]:
-            facts = [f for f in facts if f.template]
-            return facts if len(facts) <= n else random.Random(run_id).sample(facts, n)
-
-        probes = {
-            "new": probes_from_facts(sample(new, config.acquisition_probes), group="new"),
-            "changed": probes_from_facts(sample(changed, config.acquisition_probes), group="changed"),
-            "unchanged": probes_from_facts(
-                [f for f in unchanged[: config.retention_probes] if f.template], group="unchanged"
-            ),
-        }
-        heldout = [
-            t for _, t in store.heldout_passages(config.heldout_passages, HELDOUT_MODULO, max_id=watermark or None)
-        ]
-
-        with timer.stage("evaluate_active"):
-            active = ctx.load_active()
-            parent = active.version
-            metrics["active"] = evaluate_model(
-                active, probes, config.eval_modes, ctx.knowledge, heldout, config.evidence_boost
-            )
-            metrics["active"]["changed_outranks"] = outranks(active, pairs)
-
-        if len(new_texts) < config.min_train_texts:
-            report.decision, report.reasons = "no-op", ["nothing new to learn"]
-        else:
-            with timer.stage("train"):
-                candidate = active  # trained in place: ``active`` is our own fresh copy, not the serving model
-                extra_loss = _l2_pull(candidate, config.l2_pull) if config.l2_pull > 0 else None
-                result = train_mlm(
-                    candidate,
-                    new_texts,
-                    replay,
-                    config.train,
-                    progress=False,
-                    on_step=lambda step, m: _keep_lock(lock),
-                    extra_loss=extra_loss,
-                    reading=reading,
-                )
-                metrics["train"] = {
-                    "steps": result.steps,
-                    "final_loss": result.final_loss,
-                    "tokens_per_second": result.tokens_per_second,
-                    "bf16": result.bf16,
-                }
-            with timer.stage("evaluate_candidate"):
-                metrics["candidate"] = evaluate_model(
-                    candidate, probes, config.eval_modes, ctx.knowledge, heldout, config.evidence_boost
-                )
-                metrics["candidate"]["changed_outranks"] = outranks(candidate, pairs)
-            decision, reasons = decide(config.gates, metrics["active"], metrics["candidate"])
-            with timer.stage("checkpoint"):
-                version = save_checkpoint(
-                    candidate, ctx.checkpoints_dir, parent=parent, metrics=_flat_metrics(metrics["candidate"])
-                )
-                store.record_checkpoint(
-                    version,
-                    parent,
-                    "candidate",
-                    _flat_metrics(metrics["candidate"]),
-                    str(Path(ctx.checkpoints_dir) / version),
-                )
-                report.candidate = version
-            if decision == "promote":
-                with timer.stage("promote"):
-                    set_active(ctx.checkpoints_dir, version)
-                    store.set_checkpoint_status(version, "active")
-                    if ctx.on_promote is not None:
-                        ctx.on_promote(version)
-            else:
-                store.set_checkpoint_status(version, "rejected")
-            report.decision, report.reasons = decision, reasons
-        report.status = "succeeded"
+        decision, reasons = _run_stages(ctx, config, paths, run, lock)
+        status = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded, never raised: the active model keeps serving
-        log.exception("update cycle %d failed", run_id)
-        report.status = "failed"
-        report.error = f"{type(exc).__name__}: {exc}"
-        metrics["traceback"] = traceback.format_exc(limit=8)
-    report.timings, report.counts, report.metrics = timer.timings, counts, metrics
+        log.exception("update cycle %d failed", run.run_id)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        run.metrics["traceback"] = traceback.format_exc(limit=8)
+    report = CycleReport(
+        run.run_id, status, decision, reasons, run.timings, run.counts, run.metrics, run.candidate, error
+    )
     store.finish_run(
-        run_id,
+        run.run_id,
         status=report.status,
         timings=report.timings,
-        counts=counts,
-        metrics=_jsonable(metrics),
+        counts=report.counts,
+        metrics=_jsonable(report.metrics),
         decision=report.decision,
         reasons=report.reasons,
         error=report.error,
         checkpoint_version=report.candidate,
     )
-    log.info("update cycle %d %s: %s %s", run_id, report.status, report.decision, "; ".join(report.reasons))
+    log.info("update cycle %d %s: %s %s", run.run_id, report.status, report.decision, "; ".join(report.reasons))
     return report
 
 
-def _keep_lock(lock: Any) -> None:
-    """Stop training if another process took the lock over (our lease ran out)."""
-    lock.check()
+def _run_stages(
+    ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, run: _Run, lock: CycleLock
+) -> tuple[str, list[str]]:
+    """Every stage in order; returns the decision and its reasons. Raises whatever a stage raises."""
+    store = ctx.store
+    watermark = store.max_passage_id()  # passages up to here are earlier text (replay, relinking)
+    with run.stage("ingest"):
+        ingested = ingest(ctx, paths, run.run_id)
+    run.counts.update(ingested.counts())
+    with run.stage("link"):
+        relinked = relink_earlier_text(store, ingested.summary, watermark, config.relink_max_passages)
+    if relinked is not None:
+        run.counts["mentions_relinked"] = relinked
+    with run.stage("index"):
+        indexed = index_new_passages(ctx, ingested.summary)
+    if indexed:
+        run.counts["indexed"] = indexed
+
+    changes = changed_facts(store, ingested.summary)
+    with run.stage("verbalise"):
+        data = verbalise(store, ingested.summary, changes, watermark, config, run.run_id)
+    run.counts.update(data.counts())
+    reading: list[ReadingExample] = []
+    if config.train.injection_probability > 0 and ctx.knowledge is not None and data.texts:
+        with run.stage("reading"):
+            fresh = changes.new + changes.changed
+            reading = reading_exercises(fresh + data.unchanged[: config.reading_unchanged], ctx.knowledge, run.run_id)
+        run.counts["reading_exercises"] = len(reading)
+    eval_set = build_eval_set(store, data, watermark, config, run.run_id)
+
+    with run.stage("evaluate_active"):
+        model = ctx.load_active()  # our own fresh copy, not the serving model: trained in place below
+        parent = model.version
+        active = evaluate_version(model, eval_set, ctx.knowledge, config.eval_modes, config.evidence_boost)
+    run.metrics["active"] = active.to_dict()
+    if len(data.texts) < config.min_train_texts:
+        return "no-op", ["nothing new to learn"]
+
+    with run.stage("train"):
+        trained = train_candidate(model, data, reading, config, lock)
+    run.metrics["train"] = _train_metrics(trained)
+    with run.stage("evaluate_candidate"):
+        candidate = evaluate_version(model, eval_set, ctx.knowledge, config.eval_modes, config.evidence_boost)
+    run.metrics["candidate"] = candidate.to_dict()
+    decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])
+    with run.stage("checkpoint"):
+        run.candidate = save_candidate(ctx, model, parent, candidate)
+    if decision == "promote":
+        with run.stage("promote"):
+            promote(ctx, run.candidate)
+    else:
+        store.set_checkpoint_status(run.candidate, "rejected")
+    return decision, reasons
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def ingest(ctx: CycleContext, paths: Sequence[Path] | None, run_id: int) -> Ingested:
+    """Read ``paths`` (default: take the inbox's files) into the store. Returns :class:`Ingested`;
+    raises what reading or storing raises (a bad record is an issue in the summary, not an error)."""
+    files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
+    summary = ctx.store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
+    return Ingested(files, summary)
+
+
+def relink_earlier_text(
+    store: KnowledgeStore, summary: IngestSummary, watermark: int | None, max_passages: int
+) -> int | None:
+    """New names (new entities, renames) may occur in text ingested earlier: relink the passages up to
+    ``watermark``. Returns the mentions written, or ``None`` when nothing was relinked (no new names,
+    no earlier text, or a store above ``max_passages``, where new names link in new text only)."""
+    if not ((summary.entities_added or summary.entities_updated) and watermark):
+        return None
+    if watermark > max_passages:
+        log.warning(
+            "store too large to relink every passage in a cycle (%d); new names link in new text only", watermark
+        )
+        return None
+    earlier = [p for batch in store.iter_passages() for p, _ in batch if p <= watermark]
+    return store.relink_passages(earlier)
+
+
+def index_new_passages(ctx: CycleContext, summary: IngestSummary) -> int:
+    """Embed the new passages into the index (``ctx.add_to_index``); returns how many (0: none, or
+    no index to keep current)."""
+    if ctx.add_to_index is None or not summary.new_passage_ids:
+        return 0
+    ctx.add_to_index(summary.new_passage_ids)
+    return len(summary.new_passage_ids)
+
+
+def verbalise(
+    store: KnowledgeStore,
+    summary: IngestSummary,
+    changes: FactChanges,
+    watermark: int | None,
+    config: CycleConfig,
+    run_id: int,
+) -> TrainingData:
+    """The text to learn (:func:`training_texts`) and the replay: a seeded sample of earlier passages
+    (never held-out ones) plus one statement of each of the first ``replay_facts`` unchanged facts."""
+    texts = training_texts(store, summary, changes.focus)
+    this_cycle = set(summary.new_fact_ids)
+    unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
+    random.Random(run_id).shuffle(unchanged)
+    replay = [
+        SpanText(t)
+        for _, t in store.sample_passages(
+            config.replay_passages, max_id=watermark or None, exclude_modulo=HELDOUT_MODULO, seed=run_id
+        )
+    ]
+    for f in unchanged[: config.replay_facts]:
+        replay.extend(verbalise_fact(f)[:1])
+    return TrainingData(changes, texts, replay, unchanged)
+
+
+def build_eval_set(
+    store: KnowledgeStore, data: TrainingData, watermark: int | None, config: CycleConfig, run_id: int
+) -> EvalSet:
+    """Probes of new and changed facts (acquisition, a seeded sample) and of unchanged ones
+    (retention), and the held-out passages that existed before this cycle."""
+
+    def sample(facts: list[FactView], n: int) -> list[FactView]:
+        facts = [f for f in facts if f.template]
+        return facts if len(facts) <= n else random.Random(run_id).sample(facts, n)
+
+    probes = {
+        "new": probes_from_facts(sample(data.changes.new, config.acquisition_probes), group="new"),
+        "changed": probes_from_facts(sample(data.changes.changed, config.acquisition_probes), group="changed"),
+        "unchanged": probes_from_facts(
+            [f for f in data.unchanged[: config.retention_probes] if f.template], group="unchanged"
+        ),
+    }
+    heldout = [t for _, t in store.heldout_passages(config.heldout_passages, HELDOUT_MODULO, max_id=watermark or None)]
+    return EvalSet(probes, heldout, data.changes.pairs)
+
+
+def train_candidate(
+    bundle: MLMBundle, data: TrainingData, reading: Sequence[ReadingExample], config: CycleConfig, lock: CycleLock
+) -> TrainResult:
+    """Train ``bundle`` in place on the new text with replay (and reading exercises), checking after
+    every step that the lock is still ours. Raises ``CycleLockLost`` if another process took it
+    over, and what :func:`encoder.train_mlm` raises."""
+    return train_mlm(
+        bundle,
+        data.texts,
+        data.replay,
+        config.train,
+        progress=False,
+        on_step=lambda step, m: lock.check(),  # stop before promoting over another cycle's work
+        extra_loss=_l2_pull(bundle, config.l2_pull) if config.l2_pull > 0 else None,
+        reading=reading,
+    )
+
+
+def save_candidate(ctx: CycleContext, bundle: MLMBundle, parent: str | None, evaluation: Evaluation) -> str:
+    """Save the trained model as a new version with its flat metrics and record it as a candidate;
+    returns the version."""
+    metrics = checkpoint_metrics(evaluation)
+    version = save_checkpoint(bundle, ctx.checkpoints_dir, parent=parent, metrics=metrics)
+    ctx.store.record_checkpoint(version, parent, "candidate", metrics, str(Path(ctx.checkpoints_dir) / version))
+    return version
+
+
+def promote(ctx: CycleContext, version: str) -> None:
+    """Make ``version`` the active checkpoint and let the serving side reload it."""
+    set_active(ctx.checkpoints_dir, version)
+    ctx.store.set_checkpoint_status(version, "active")
+    if ctx.on_promote is not None:
+        ctx.on_promote(version)
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def _l2_pull(bundle: MLMBundle, strength: float) -> Callable[[torch.nn.Module], torch.Tensor]:
@@ -506,16 +420,17 @@ def _l2_pull(bundle: MLMBundle, strength: float) -> Callable[[torch.nn.Module], 
     return loss
 
 
-def _flat_metrics(m: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"heldout_loss": m.get("heldout_loss")}
-    for mode, groups in m.get("modes", {}).items():
-        for group, values in groups.items():
-            if values["n"]:
-                out[f"{mode}/{group}/p_at_1"] = round(values["p_at_1"], 4)
-    return out
+def _train_metrics(result: TrainResult) -> dict[str, Any]:
+    return {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "tokens_per_second": result.tokens_per_second,
+        "bf16": result.bf16,
+    }
 
 
 def _jsonable(x: Any) -> Any:
+    """JSON-safe for the run row: string keys, lists for tuples, NaN as null."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -523,6 +438,3 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and x != x:
         return None
     return x
-
-
-__all__ = ["run_cycle", "CycleConfig", "CycleContext", "CycleReport", "GateConfig", "verbalise_fact", "decide", "ALL"]

@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from encoder.injection import STRATEGIES, InjectedFact, InjectedPassage, build_injected_inputs
-from encoder.model import MLMBundle
-from encoder.predict import evidence_bias, masked_token_ranks
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from encoder import STRATEGIES, InjectedFact, InjectedPassage, MLMBundle, rank_injected
 from updater.probes import Probe, gold_token_id
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ class EvalReport:
     def table(self, title: str | None = None) -> Any:
         """A ``rich.table.Table``: rows are groups, one column per mode holding "P@1 / P@10 / MRR"
         (compact enough for three modes side by side in an 80-column terminal)."""
-        from rich.table import Table
-
         table = Table(
             title=title,
             caption=f"{self.dropped} probes dropped (object not one token)"
@@ -190,7 +189,7 @@ def evaluate(
     supplies facts and passages for the augmented modes. ``label`` is appended to each mode's
     column name ("concat passages-only"), so reports of different knowledge sources can be
     :meth:`EvalReport.merge`-d. ``evidence_boost``: the augmented modes' copy prior
-    (:func:`encoder.predict.evidence_bias`), as the query pipeline applies it; 0 = off.
+    (:func:`encoder.evidence_bias`), as the query pipeline applies it; 0 = off.
     Returns an :class:`EvalReport`. Raises ``ValueError`` for an unknown mode, or an augmented
     mode without ``knowledge``.
     """
@@ -229,8 +228,6 @@ def evaluate(
     results: list[ProbeResult] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(kept) * len(modes), desc="eval", unit="probe", dynamic_ncols=True)
     try:
         for mode, name in zip(modes, names):
@@ -242,12 +239,10 @@ def evaluate(
                 facts = passages = None
                 if mode != "closed-book":
                     facts, passages = knowledge(texts, mode)  # type: ignore[misc]
-                inputs = build_injected_inputs(tokenizer, texts, facts, passages, strategy=mode, max_length=max_length)
-                bias = evidence_bias(tokenizer, inputs, evidence_boost)
-                ranked = masked_token_ranks(
-                    bundle, inputs.to_dict(), [g for _, g in chunk], top_k=1, batch_size=len(chunk), logit_bias=bias
+                ranked = rank_injected(
+                    bundle, texts, [g for _, g in chunk], facts, passages, mode, max_length, evidence_boost, top_k=1
                 )
-                for (p, _), r in zip(chunk, ranked):
+                for (p, _), r in zip(chunk, ranked.ranks):
                     ranks_by_group.setdefault(p.group, []).append(r.rank)
                     results.append(
                         ProbeResult(p.probe_id, p.group, name, r.rank, r.top_k[0].token if r.top_k else "", p.obj_label)

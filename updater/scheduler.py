@@ -5,7 +5,8 @@ Two jobs:
 - **the periodic cycle** (id ``kecl-update-cycle``) — cron or interval from settings, kept in a
   ``SQLAlchemyJobStore`` in the same database as the knowledge store, so the schedule (including
   the next run time, or a pause) survives restarts. Jobs there are pickled, so the cycle is named
-  by an importable ``module:function`` reference with plain-data kwargs.
+  by an importable ``module:function`` reference with plain-data kwargs; the caller (the layer
+  that wires the cycle) passes that reference, and the job keeps a stable id across restarts.
 - **the inbox watch** (id ``kecl-inbox-watch``) — polls ``KECL_HOME/inbox`` every few seconds and,
   once new files have sat unchanged for the quiet period, runs the cycle now as a one-shot job
   (id ``kecl-inbox-cycle``). It watches a local folder and holds a reference to its scheduler, so
@@ -46,8 +47,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import DatabaseError
 
 from knowledge import KnowledgeStore, make_engine
+from updater.inbox import inbox_ready
 from updater.locking import CYCLE_LOCK_NAME
 
 log = logging.getLogger(__name__)
@@ -55,45 +58,7 @@ log = logging.getLogger(__name__)
 CYCLE_JOB_ID = "kecl-update-cycle"
 INBOX_WATCH_JOB_ID = "kecl-inbox-watch"
 INBOX_CYCLE_JOB_ID = "kecl-inbox-cycle"
-DEFAULT_JOB_REF = "kecl.jobs:run_scheduled_cycle"
 LOCAL_JOBSTORE = "local"  # process-local jobs (the inbox watch); never pickled
-
-# names of files still being written by common tools; never picked up
-_PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
-
-
-# ----------------------------------------------------------------------------- the inbox
-
-
-def inbox_ready(inbox_dir: str | Path, quiet_seconds: float, now: float | None = None) -> list[Path]:
-    """Files directly in ``inbox_dir`` ready for a cycle, sorted by name; [] while any is still changing.
-
-    Ready means: the inbox has at least one candidate file and none was written within the last
-    ``quiet_seconds`` (a batch being copied in is taken whole, not half). Candidates are plain
-    files directly in the folder: subfolders (``processed/``), dotfiles and partial downloads
-    (``*.tmp``, ``*.part`` …) are ignored. "Written" is the later of mtime and ctime, so a file
-    copied with its old mtime preserved (``cp -p``, ``rsync -t``) still counts as fresh. ``now``
-    (seconds since the epoch) defaults to the current time. A missing folder has nothing ready.
-    """
-    folder = Path(inbox_dir)
-    if not folder.is_dir():
-        return []
-    now = time.time() if now is None else now
-    ready: list[Path] = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.startswith(".") or name.lower().endswith(_PARTIAL_SUFFIXES):
-            continue
-        try:
-            st = entry.stat()
-            if not entry.is_file():
-                continue
-        except FileNotFoundError:  # moved away (by a running cycle) while we looked
-            continue
-        if now - max(st.st_mtime, st.st_ctime) < quiet_seconds:
-            return []
-        ready.append(entry)
-    return sorted(ready)
 
 
 class InboxWatcher:
@@ -193,8 +158,6 @@ def cycle_trigger(
 
 def _peek_jobstore(engine: Any, tablename: str, timezone: Any) -> SQLAlchemyJobStore:
     """The job table as the previous run left it, readable without starting a scheduler."""
-    from sqlalchemy.exc import DatabaseError
-
     peek = SQLAlchemyJobStore(engine=engine, tablename=tablename)
     try:
         peek.start(BackgroundScheduler(timezone=timezone), "default")  # creates the table if missing
@@ -216,7 +179,7 @@ def _stored_cycle_job(peek: SQLAlchemyJobStore) -> Job | None:
 def build_scheduler(
     db_url: str,
     *,
-    job_ref: str = DEFAULT_JOB_REF,
+    job_ref: str,
     job_kwargs: dict[str, Any] | None = None,
     interval_minutes: float | None = None,
     cron: str | None = None,
@@ -231,7 +194,8 @@ def build_scheduler(
 ) -> BaseScheduler:
     """A scheduler (not started) for update cycles, its jobs persisted in ``db_url``.
 
-    ``job_ref`` is the cycle as an importable ``"module:function"``; it is called with
+    ``job_ref`` is the cycle as an importable ``"module:function"`` (the caller's: updater names no
+    module of the layers above it); it is called with
     ``**job_kwargs`` (plain data only: it is pickled into the job table) and must take
     :func:`updater.locking.cycle_lock` itself. The periodic job uses ``cron`` if given, else
     ``interval_minutes``; with neither there is no periodic job (and a stored one is removed).
@@ -340,16 +304,16 @@ def _check_plain_data(value: Any, where: str = "job_kwargs") -> None:
     )
 
 
-def run_daemon(db_url: str, **options: Any) -> None:
+def run_daemon(db_url: str, *, job_ref: str, **options: Any) -> None:
     """Run the scheduler in the foreground until SIGINT or SIGTERM (``kecl schedule``).
 
-    ``options`` are :func:`build_scheduler`'s keywords (``blocking`` is forced on). The first
+    ``job_ref`` and ``options`` are :func:`build_scheduler`'s keywords (``blocking`` is forced on). The first
     signal stops scheduling new runs; a cycle already running is left to finish (its lock is
     released normally) before the process exits. A second signal interrupts at once.
     Raises what :func:`build_scheduler` raises.
     """
     options["blocking"] = True
-    scheduler = build_scheduler(db_url, **options)
+    scheduler = build_scheduler(db_url, job_ref=job_ref, **options)
     previous: dict[int, Any] = {}
 
     def stop(signum: int, _frame: Any) -> None:

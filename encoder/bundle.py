@@ -1,0 +1,70 @@
+"""The model bundle (a masked-LM with its tokenizer) and the device facts everything else needs.
+
+Both ``encoder.model`` (loading, building) and ``encoder.checkpoints`` (saving, verified loading)
+need these; they live here so those two import one way (model → checkpoints → bundle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
+
+
+@dataclass
+class MLMBundle:
+    """A masked-LM model with its tokenizer and where it came from.
+
+    ``version`` is the checkpoint version (``None`` for a model not saved yet); ``metadata`` holds
+    the source (``name_or_path``), parent lineage and metrics of a loaded checkpoint.
+    """
+
+    model: BertForMaskedLM
+    tokenizer: PreTrainedTokenizerFast
+    version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Inference (fill-mask, ranks) under bf16 autocast: ~1.7x faster on a CPU with AVX512-BF16;
+    # set by whoever serves the model, only where bf16 is native.
+    inference_bf16: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (inputs are moved there)."""
+        return next(self.model.parameters()).device
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 runs natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX.
+
+    Elsewhere bf16 autocast is emulated and slower than float32, so callers fall back to float32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
+    """The fast tokenizer saved at ``path`` (a model folder, a checkpoint or a Hugging Face id).
+
+    Raises ``ValueError`` for a slow tokenizer: masking and injection need its offsets and word ids.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets and word ids")
+    return tokenizer
