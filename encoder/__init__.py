@@ -4,7 +4,7 @@ Public names are listed in ``__all__``; the modules behind them are private to t
 """
 
 from encoder.augmented import InjectedPrediction, InjectedRanks, predict_injected, rank_injected
-from encoder.bundle import MLMBundle, bf16_supported
+from encoder.bundle import MLMBundle, bf16_supported, resolve_device
 from encoder.checkpoints import (
     CheckpointError,
     active_version,
@@ -20,7 +20,7 @@ from encoder.default_corpus import default_corpus
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
-from encoder.model import ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch, resolve_model_path
+from encoder.model import ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch
 from encoder.packing import SpanText, TrainText, build_blocks
 from encoder.predict import (
     FillMaskResult,
@@ -57,6 +57,7 @@ __all__ = [
     "active_version",
     "adapt_default",
     "bf16_supported",
+    "resolve_device",
     "build_blocks",
     "build_injected_inputs",
     "default_corpus",
@@ -76,7 +77,6 @@ __all__ = [
     "new_mlm_from_scratch",
     "predict_injected",
     "rank_injected",
-    "resolve_model_path",
     "save_checkpoint",
     "score_candidates",
     "set_active",

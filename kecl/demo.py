@@ -20,9 +20,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kecl.home import ensure_home
+from kecl.pipeline import QueryOptions
+from kecl.plots import plot_history
+from kecl.reports import print_report
+from kecl.services import Kecl
 from kecl.settings import Settings
-from kecl.wiring import ensure_home
+from kecl.wiring import ensure_default_checkpoint, make_scheduler
 from knowledge import KnowledgeStore, read_paths
+from updater import gold_token_id
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 MARKER = ".kecl-demo"
@@ -52,8 +58,6 @@ class DemoProbe:
 
 
 def _one_token(tokenizer: Any, label: str) -> bool:
-    from updater.probes import gold_token_id
-
     return gold_token_id(tokenizer, label) is not None
 
 
@@ -110,10 +114,8 @@ def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> li
     return kept
 
 
-def ask(kecl: Any, probes: list[DemoProbe]) -> dict[str, list[str]]:
+def ask(kecl: Kecl, probes: list[DemoProbe]) -> dict[str, list[str]]:
     """Top-1 answers closed-book and augmented (concat: facts + 4 passages)."""
-    from kecl.pipeline import QueryOptions
-
     texts = [p.text for p in probes]
     closed = kecl.answer(texts, QueryOptions(mode="closed-book"))
     augmented = kecl.answer(texts, QueryOptions(mode="concat", k_passages=4))
@@ -157,12 +159,6 @@ def accuracy(
 
 def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet_seconds: float = 2.0) -> dict:
     """Run the whole story in ``home`` (rebuilt from scratch); returns what it measured."""
-    from kecl.commands.updater_cmds import print_report, scheduler_kwargs
-    from kecl.plots import plot_history
-    from kecl.services import Kecl
-    from kecl.wiring import ensure_default_checkpoint
-    from updater.scheduler import build_scheduler
-
     console = console or Console()
     t_start = time.perf_counter()
     settings = prepare_home(
@@ -171,18 +167,16 @@ def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet
     console.rule("[bold]1. set up: the first usable checkpoint")
     ensure_default_checkpoint(settings)
     kecl = Kecl(settings)
-    kecl.register_active()
+    kecl.register_serving()
 
     console.rule("[bold]2. update cycle over the base slice (2020)")
     base_report = kecl.run_update(paths=[DEMO_DATA / "base"], trigger="demo-base")
-    print_report(base_report)
+    print_report(base_report, console)
     console.print(f"store: {kecl.store.stats()}")
 
     console.rule("[bold]3. questions before the world changes")
     probes = demo_probes(kecl.store, kecl.encoder.tokenizer)
     before = ask(kecl, probes)
-    from kecl.pipeline import QueryOptions
-
     example = kecl.answer([probes[0].text], QueryOptions(mode="concat", k_passages=4))[0]
     console.print(f"example: {example.text!r} → {example.top!r}")
     console.print(f"  facts used: {[f['text'] for f in example.facts][:3]}")
@@ -193,7 +187,7 @@ def run_demo(home: Path, console: Console | None = None, steps: int = 150, quiet
     for f in sorted((DEMO_DATA / "later").iterdir()):
         if f.suffix == ".jsonl":
             shutil.copy(f, settings.inbox_dir / f.name)
-    scheduler = build_scheduler(settings.db_url, **scheduler_kwargs(settings), blocking=False)
+    scheduler = make_scheduler(settings)
     scheduler.start()
     try:
         deadline = time.monotonic() + 1800

@@ -4,25 +4,23 @@ with plain keyword arguments, so they rebuild everything from settings on each r
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from typing import Any
+
+from kecl.services import Kecl, serving_kecl
+from kecl.settings import Settings
 
 log = logging.getLogger("kecl.jobs")
 
 
-def run_scheduled_cycle(home: str | None = None, trigger: str = "schedule") -> dict:
+def run_scheduled_cycle(home: str | None = None, trigger: str = "schedule") -> dict[str, Any]:
     """Run one update cycle for the kecl home ``home`` (default: settings). Returns the report."""
-    from dataclasses import asdict
-
-    from kecl.services import Kecl, active_kecl
-    from kecl.settings import Settings
-
-    kecl = active_kecl(home)  # the serving process's own Kecl, when the scheduler runs inside it
+    kecl = serving_kecl(home)  # the serving process's own Kecl, when the scheduler runs inside it
     owned = kecl is None
     if kecl is None:
-        settings = Settings(home=home) if home else Settings()
-        kecl = Kecl(settings)
+        kecl = Kecl(Settings(home=home) if home else Settings())
     try:
-        report = kecl.run_update(trigger=trigger)
-        return asdict(report)
+        return asdict(kecl.run_update(trigger=trigger))
     finally:
         if owned:
             kecl.close()

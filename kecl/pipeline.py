@@ -3,8 +3,8 @@
 ``answer_queries`` runs the whole path for a batch of texts and returns one :class:`Answer` each:
 the predictions, the facts used (with sources), the evidence passages (with documents and
 scores), the injected input as text, the snapshot that answered, and on request the attention
-explanation summarised over the evidence. :class:`MicroBatcher` lets concurrent API requests share
-one forward pass (requests that arrive within a few milliseconds are batched).
+explanation summarised over the evidence. It works on any :class:`KnowledgeAccess` (the running
+:class:`kecl.services.Kecl` is one); :mod:`kecl.batching` lets concurrent requests share a forward pass.
 """
 
 from __future__ import annotations
@@ -12,26 +12,42 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import re
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    from kecl.services import Kecl
-    from knowledge import FactView
+from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected
+from kecl.search import SearchHit
+from kecl.settings import Settings
+from knowledge import FactView, KnowledgeStore
 
 log = logging.getLogger("kecl.pipeline")
 
 Mode = Literal["closed-book", "concat", "tree"]
 MODES: tuple[str, ...] = ("closed-book", "concat", "tree")
 _WORD = re.compile(r"\w+")
-_MASK_WORD = re.compile(r"\[MASK\]", re.IGNORECASE)
+MASK_PATTERN = re.compile(r"\[MASK\]", re.IGNORECASE)
+"""A [MASK] in any letter case (users type [mask] too)."""
 _STOP = frozenset("the a an of is was in on at to and by for [x] [y] x y".split())
+
+
+class KnowledgeAccess(Protocol):
+    """What the query pipeline reads: the settings, the store, the serving encoder, hybrid search
+    and the snapshot that answers (:class:`kecl.services.Kecl` provides all of them)."""
+
+    settings: Settings
+
+    @property
+    def store(self) -> KnowledgeStore: ...
+
+    @property
+    def encoder(self) -> MLMBundle: ...
+
+    def search(self, query: str, k: int = 4) -> list[SearchHit]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -77,19 +93,17 @@ def _relevance(query: str, fact: FactView) -> float:
     query phrased like a relation's template ("The currency of Croatia is the [MASK] .") ranks that
     relation's facts first; all linked facts stay eligible.
     """
-    q = {w for w in _WORD.findall(_MASK_WORD.sub(" ", query.lower())) if w not in _STOP}
+    q = {w for w in _WORD.findall(MASK_PATTERN.sub(" ", query.lower())) if w not in _STOP}
     r = {w for w in _WORD.findall(f"{fact.template or ''} {fact.relation}".lower()) if w not in _STOP}
     return 1.0 + (len(q & r) / len(q | r) if q and r else 0.0)
 
 
-def select_facts(kecl: Kecl, text: str, opts: QueryOptions) -> tuple[list[Any], list[FactView]]:
+def select_facts(system: KnowledgeAccess, text: str, opts: QueryOptions) -> tuple[list[InjectedFact], list[FactView]]:
     """Link ``text``, then collect the facts within ``opts.hops`` of its entities, best first.
 
     Returns the ``InjectedFact``s (for the encoder) and the matching ``FactView``s (for the answer).
     """
-    from encoder.injection import InjectedFact
-
-    store = kecl.store
+    store = system.store
     mentions = store.link(text)
     spans: dict[int, tuple[int, int]] = {}
     for m in mentions:
@@ -124,17 +138,17 @@ def select_facts(kecl: Kecl, text: str, opts: QueryOptions) -> tuple[list[Any], 
     return [s[2] for s in top], [s[3] for s in top]
 
 
-def select_passages(kecl: Kecl, text: str, opts: QueryOptions) -> list[Any]:
+def select_passages(system: KnowledgeAccess, text: str, opts: QueryOptions) -> list[SearchHit]:
     """The ``k_passages`` best passages by hybrid search (the [MASK] token itself is not searched)."""
     if opts.k_passages <= 0:
         return []
-    return kecl.search(_MASK_WORD.sub(" ", text), opts.k_passages)
+    return system.search(MASK_PATTERN.sub(" ", text), opts.k_passages)
 
 
 # ----------------------------------------------------------------------------- the query
 
 
-def answer_queries(kecl: Kecl, texts: Sequence[str], opts: QueryOptions) -> list[Answer]:
+def answer_queries(system: KnowledgeAccess, texts: Sequence[str], opts: QueryOptions) -> list[Answer]:
     """Answer a batch of cloze queries (each with at least one ``[MASK]``) in one forward pass.
 
     Raises ``ValueError`` for an unknown mode or a text without ``[MASK]``.
@@ -142,10 +156,10 @@ def answer_queries(kecl: Kecl, texts: Sequence[str], opts: QueryOptions) -> list
     if opts.mode not in MODES:
         raise ValueError(f"unknown mode {opts.mode!r}; expected one of {MODES}")
     for t in texts:
-        if not _MASK_WORD.search(t):
+        if not MASK_PATTERN.search(t):
             raise ValueError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
-    prepared = [retrieve(kecl, t, opts) for t in texts]
-    return predict_prepared(kecl, prepared, opts)
+    prepared = [retrieve(system, t, opts) for t in texts]
+    return predict_prepared(system, prepared, opts)
 
 
 @dataclass
@@ -153,14 +167,14 @@ class Prepared:
     """A query with its knowledge selected, ready for the encoder."""
 
     text: str
-    facts: list[Any]
-    fact_views: list[Any]
-    passages: list[Any]
-    hits: list[Any]
+    facts: list[InjectedFact]
+    fact_views: list[FactView]
+    passages: list[InjectedPassage]
+    hits: list[SearchHit]
     retrieve_ms: float
 
 
-def within_margin(hits: list[Any], margin: float | None) -> list[Any]:
+def within_margin(hits: list[SearchHit], margin: float | None) -> list[SearchHit]:
     """The hits whose dense similarity is at most ``margin`` below the highest dense similarity
     among them (the first hit, best by fused rank, is always kept; a hit outside the dense
     channel's candidates counts as too far). The encoder is
@@ -175,16 +189,14 @@ def within_margin(hits: list[Any], margin: float | None) -> list[Any]:
     return [h for i, (h, d) in enumerate(zip(hits, dense)) if i == 0 or (d is not None and d >= best - margin)]
 
 
-def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
+def retrieve(system: KnowledgeAccess, text: str, opts: QueryOptions) -> Prepared:
     """Link, select facts and passages for one query (nothing for closed-book)."""
-    from encoder.injection import InjectedPassage
-
     t0 = time.perf_counter()
-    text = _MASK_WORD.sub("[MASK]", text)
+    text = MASK_PATTERN.sub("[MASK]", text)
     if opts.mode == "closed-book":
         return Prepared(text, [], [], [], [], 0.0)
-    facts, views = select_facts(kecl, text, opts)
-    hits = within_margin(select_passages(kecl, text, opts), kecl.settings.retrieval.passage_margin)
+    facts, views = select_facts(system, text, opts)
+    hits = within_margin(select_passages(system, text, opts), system.settings.retrieval.passage_margin)
     # The injection budget compares fact and passage scores directly, and their own scores live on
     # different scales (relevance ≈ 1–2, fused RRF ≈ 0.01–0.03): share the budget by rank instead,
     # interleaving the best fact, the best passage, the second fact, … (facts first at a tie).
@@ -193,36 +205,27 @@ def retrieve(kecl: Kecl, text: str, opts: QueryOptions) -> Prepared:
     return Prepared(text, facts, views, passages, hits, (time.perf_counter() - t0) * 1000)
 
 
-def predict_prepared(kecl: Kecl, prepared: Sequence[Prepared], opts: QueryOptions) -> list[Answer]:
-    """Inject and fill-mask a batch of prepared queries with the active encoder."""
-    from encoder.injection import build_injected_inputs
-    from encoder.predict import evidence_bias, fill_mask_encoded
-
+def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts: QueryOptions) -> list[Answer]:
+    """Inject and fill-mask a batch of prepared queries with the serving encoder."""
     if not prepared:
         return []
     t0 = time.perf_counter()
-    bundle = kecl.encoder
-    strategy = opts.mode
-    inputs = build_injected_inputs(
-        bundle.tokenizer,
+    bundle = system.encoder
+    boost = system.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
+    predicted = predict_injected(
+        bundle,
         [p.text for p in prepared],
         [p.facts for p in prepared],
         [p.passages for p in prepared],
-        strategy=strategy,
-        max_length=kecl.settings.model.max_injected_length,
-    )
-    boost = kecl.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
-    bias = evidence_bias(bundle.tokenizer, inputs, boost)
-    results = fill_mask_encoded(
-        bundle,
-        inputs.to_dict(),
+        strategy=opts.mode,
+        max_length=system.settings.model.max_injected_length,
+        evidence_boost=boost,
         top_k=opts.top_k,
         explain=opts.explain,
-        texts=[p.text for p in prepared],
-        logit_bias=bias,
     )
+    inputs, results = predicted.inputs, predicted.results
     predict_ms = (time.perf_counter() - t0) * 1000
-    snapshot = kecl.snapshot()
+    snapshot = system.snapshot()
     answers = []
     for row, (p, r) in enumerate(zip(prepared, results)):
         used_f = inputs.used_facts[row]
@@ -276,72 +279,3 @@ def explain_over_evidence(explanation: Any) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-# ----------------------------------------------------------------------------- batching concurrent requests
-
-
-class MicroBatcher:
-    """Runs the encoder for concurrent requests together.
-
-    Each request does its own retrieval in its own thread, then queues its prepared query; one
-    worker thread takes whatever is queued (waiting at most ``max_wait_ms`` for company, at most
-    ``max_batch`` at once, only requests with the same options), runs one batched forward pass and
-    resolves every request's future. On 2 CPU cores a batch of 8 costs far less than 8 forwards.
-    """
-
-    def __init__(self, kecl: Kecl, max_batch: int = 16, max_wait_ms: float = 5.0) -> None:
-        self.kecl = kecl
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self._queue: queue.Queue[tuple[Prepared, QueryOptions, Future] | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name="kecl-batcher", daemon=True)
-        self._worker.start()
-
-    def submit(self, text: str, opts: QueryOptions) -> Answer:
-        """Answer one query (blocking), batched with whatever else is in flight."""
-        if not _MASK_WORD.search(text):
-            raise ValueError(f"no [MASK] in {text!r}: write the word to predict as [MASK]")
-        prepared = retrieve(self.kecl, text, opts)
-        future: Future = Future()
-        self._queue.put((prepared, opts, future))
-        return future.result()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    nxt = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            # one forward pass per distinct option set (explain, mode and top_k change the work)
-            groups: dict[tuple, list] = {}
-            for prepared, opts, future in batch:
-                key = (opts.mode, opts.top_k, opts.explain, opts.evidence_boost)
-                groups.setdefault(key, []).append((prepared, opts, future))
-            for items in groups.values():
-                try:
-                    answers = predict_prepared(self.kecl, [p for p, _, _ in items], items[0][1])
-                    for (_, _, future), answer in zip(items, answers):
-                        answer.timings_ms["batch_size"] = len(items)
-                        future.set_result(answer)
-                except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                    for _, _, future in items:
-                        if not future.done():
-                            future.set_exception(exc)

@@ -2,8 +2,7 @@
 (passages mentioning the query's linked entities) rankings fused by reciprocal rank fusion.
 
 Dense search alone misses rare names (a MiniLM vector of "X was born in [MASK]" says little
-about X); full-text search and the mention table find them. Also here: making the embedder and
-opening the index (load, verify, reconcile with SQL, or build) from settings.
+about X); full-text search and the mention table find them.
 """
 
 from __future__ import annotations
@@ -12,26 +11,12 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrieval import (
-    CoalescingEmbedder,
-    Embedder,
-    EmbedderMismatchError,
-    IndexConfig,
-    IndexHandle,
-    IndexLoadError,
-    MeanPoolingEmbedder,
-    build_from_passages,
-    choose_kind,
-    load_index,
-    reciprocal_rank_fusion,
-    reconcile,
-    save_index,
-)
+from knowledge import KnowledgeStore
+from retrieval import IndexHandle, TextEmbedder, reciprocal_rank_fusion
 
 log = logging.getLogger("kecl.search")
 
@@ -75,9 +60,9 @@ def channel_rankings(
     query: str,
     depth: int,
     *,
-    store,
+    store: KnowledgeStore,
     index_handle: IndexHandle | None,
-    embedder=None,
+    embedder: TextEmbedder | None = None,
     entity_ids: Sequence[int] | None = None,
     allowed_ids: Iterable[int] | None = None,
     channels: Iterable[str] = CHANNELS,
@@ -111,9 +96,9 @@ def hybrid_search(
     query: str,
     k: int,
     *,
-    store,
+    store: KnowledgeStore,
     index_handle: IndexHandle | None,
-    embedder=None,
+    embedder: TextEmbedder | None = None,
     weights: Any = None,
     entity_ids: Sequence[int] | None = None,
     allowed_ids: Iterable[int] | None = None,
@@ -169,68 +154,3 @@ def hybrid_search(
         if len(hits) == k:
             break
     return hits
-
-
-# ---------------------------------------------------------------------------- wiring from settings
-
-
-def make_embedder(settings: Any, encoder: tuple[Any, Any, str] | None = None):
-    """The embedder ``settings.index.embedder`` names: a sentence-transformers id/path, or
-    ``"encoder"`` for mean pooling over an MLM encoder. For ``"encoder"``, pass
-    ``(model, tokenizer, version)`` of the active checkpoint; without it the base model of
-    ``settings.model.name_or_path`` is loaded. Either is wrapped in a :class:`CoalescingEmbedder`,
-    so concurrent queries embed together."""
-    name = settings.index.embedder
-    if name != "encoder":
-        return CoalescingEmbedder(Embedder(name, batch_size=settings.index.batch_size, device=settings.model.device))
-    if encoder is None:
-        from transformers import AutoModel, AutoTokenizer
-
-        from retrieval import resolve_model_path
-
-        path = resolve_model_path(settings.model.name_or_path)
-        encoder = (AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), settings.model.name_or_path)
-    model, tokenizer, version = encoder
-    return CoalescingEmbedder(
-        MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=settings.index.batch_size)
-    )
-
-
-def open_index(settings: Any, store, embedder, folder: Path | None = None, save: bool = True) -> IndexHandle:
-    """Load the index in ``folder`` (default ``settings.index_dir``), reconcile it with the
-    store's passages and save it if that changed anything. Builds a new index (the kind from
-    ``settings.index``) when there is none, when it fails verification, or when it was made by
-    another embedder. Returns an IndexHandle serving it."""
-    folder = Path(folder or settings.index_dir)
-    index = None
-    try:
-        index = load_index(folder)
-        report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
-        if report.needs_retrain:
-            log.info("the IVF-PQ index outgrew its training sample; rebuilding it")
-            index = None
-        elif report.changed and save:
-            save_index(index, folder)
-    except (IndexLoadError, EmbedderMismatchError) as why:
-        log.info("building the index: %s", why)
-        index = None
-    if index is None:
-        index = build_index_from_store(settings, store, embedder)
-        if save:
-            save_index(index, folder)
-    return IndexHandle(index, embedder, folder)
-
-
-def build_index_from_store(settings: Any, store, embedder, kind: str | None = None):
-    """A new index over every passage in the store (kind by size unless given)."""
-    n = store.passage_count()
-    kind = kind or choose_kind(n, settings.index)
-    index = build_from_passages(
-        embedder,
-        lambda: store.iter_passages(batch_size=1000),
-        kind=kind,
-        config=IndexConfig.from_settings(settings.index),
-    )
-    # passages committed while we embedded
-    reconcile(index, embedder, store.passage_ids(), store.passage_texts)
-    return index

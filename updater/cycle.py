@@ -45,8 +45,7 @@ from encoder import (
     set_active,
     train_mlm,
 )
-from knowledge import FactView, IngestSummary, KnowledgeStore
-from knowledge.readers import iter_input_files
+from knowledge import FactView, IngestSummary, KnowledgeStore, iter_input_files
 from updater.evaluation import KnowledgeSource
 from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
 from updater.inbox import take_inbox
@@ -54,6 +53,7 @@ from updater.locking import CycleBusy, CycleLock, cycle_lock
 from updater.probes import probes_from_facts
 from updater.texts import (
     HELDOUT_MODULO,
+    VERBALISATIONS,
     FactChanges,
     changed_facts,
     reading_exercises,
@@ -82,6 +82,9 @@ class CycleConfig:
     relink_max_passages: int = 200_000  # relink earlier text for new names up to this store size
     reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
     evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
+    # Patterns new facts are stated in for training, replayed facts in (the first) and reading
+    # exercises in (see updater.VERBALISATIONS); fewer patterns: fewer sentences per fact.
+    verbalisations: tuple[str, ...] = VERBALISATIONS
 
 
 @dataclass
@@ -256,7 +259,12 @@ def _run_stages(
     if config.train.injection_probability > 0 and ctx.knowledge is not None and data.texts:
         with run.stage("reading"):
             fresh = changes.new + changes.changed
-            reading = reading_exercises(fresh + data.unchanged[: config.reading_unchanged], ctx.knowledge, run.run_id)
+            reading = reading_exercises(
+                fresh + data.unchanged[: config.reading_unchanged],
+                ctx.knowledge,
+                run.run_id,
+                patterns=config.verbalisations,
+            )
         run.counts["reading_exercises"] = len(reading)
     eval_set = build_eval_set(store, data, watermark, config, run.run_id)
 
@@ -332,7 +340,7 @@ def verbalise(
 ) -> TrainingData:
     """The text to learn (:func:`training_texts`) and the replay: a seeded sample of earlier passages
     (never held-out ones) plus one statement of each of the first ``replay_facts`` unchanged facts."""
-    texts = training_texts(store, summary, changes.focus)
+    texts = training_texts(store, summary, changes.focus, config.verbalisations)
     this_cycle = set(summary.new_fact_ids)
     unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
     random.Random(run_id).shuffle(unchanged)
@@ -343,7 +351,7 @@ def verbalise(
         )
     ]
     for f in unchanged[: config.replay_facts]:
-        replay.extend(verbalise_fact(f)[:1])
+        replay.extend(verbalise_fact(f, config.verbalisations)[:1])
     return TrainingData(changes, texts, replay, unchanged)
 
 

@@ -7,8 +7,8 @@ import datetime as dt
 import typer
 from rich.console import Console
 
+from kecl.logs import configure_logging
 from kecl.settings import Settings
-from kecl.wiring import configure_logging
 
 console = Console()
 

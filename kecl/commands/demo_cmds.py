@@ -14,7 +14,7 @@ def demo(
     home: Annotated[Path, typer.Option(help="demo home folder (rebuilt on every run)")] = Path("kecl-demo"),
 ) -> None:
     """Run the demo story on the shipped demo data in a fresh home folder."""
-    from kecl.demo import run_demo
+    from kecl.demo import run_demo  # deferred: the demo loads every model; --help should not
 
     load_settings()
     run_demo(home, console=console)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.table import Table
+
+from kecl.commands.common import console, load_settings
+from kecl.settings import Settings
+
+if TYPE_CHECKING:  # torch-heavy: annotations only, the modules load when a command runs
+    from encoder import MLMBundle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,13 +45,17 @@ def _read_corpus(paths: list[Path]) -> list[str]:
     return texts
 
 
-def _load_bundle(settings, model: str | None):
+def _load_bundle(settings: Settings, model: str | None) -> MLMBundle:
+    """``--model`` if given, else the active checkpoint, else the configured base model."""
+    # deferred: torch and the models load only when a command runs, not for --help
     import encoder
+    from kecl.home import resolve_model_path
+    from kecl.wiring import device_for, load_base_model
 
     if model:
-        return encoder.load_mlm(model, device=settings.model.device)
-    bundle = encoder.load_active(settings.checkpoints_dir, device=settings.model.device)
-    return bundle or encoder.load_mlm(settings.model.name_or_path, device=settings.model.device)
+        return encoder.load_mlm(resolve_model_path(model), device=device_for(settings), name=model)
+    bundle = encoder.load_active(settings.checkpoints_dir, device=device_for(settings))
+    return bundle or load_base_model(settings)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,26 +69,20 @@ def register(app: typer.Typer) -> None:
         activate: bool = typer.Option(True, help="make the new checkpoint active"),
     ) -> None:
         """Continue MLM training on CORPUS and save the result as a new checkpoint."""
-        from rich.console import Console
-
+        # deferred: torch and the models load only when a command runs, not for --help
         import encoder
-        from kecl.settings import Settings
+        from kecl.wiring import ensure_default_checkpoint, train_config
 
-        console = Console()
-        settings = Settings()
+        settings = load_settings()
         texts = _read_corpus(corpus)
         if not texts:
             raise typer.BadParameter("the corpus files hold no text")
         if from_model is None and encoder.active_version(settings.checkpoints_dir) is None:
-            # MiniLM's MLM head starts untrained: the first training adapts it first (point 6).
+            # MiniLM's MLM head starts untrained: the first training adapts it first.
             console.print("[yellow]no active checkpoint: adapting the default model's MLM head first[/yellow]")
-            version, _ = encoder.adapt_default(
-                settings.checkpoints_dir, settings.model.name_or_path, device=settings.model.device
-            )
+            version = ensure_default_checkpoint(settings)
             console.print(f"[green]default checkpoint {version} is active[/green]")
         bundle = _load_bundle(settings, from_model)
-        from kecl.wiring import train_config
-
         config = train_config(settings, steps)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         result = encoder.train_mlm(bundle, texts, config=config, progress=True)
@@ -106,15 +112,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     ) -> None:
         """Fill in each [MASK] (uses the active checkpoint, else the configured model)."""
-        from rich.console import Console
-        from rich.table import Table
+        import encoder  # deferred: torch and the model load only when a command runs, not for --help
 
-        import encoder
-        from encoder.predict import to_dict
-        from kecl.settings import Settings
-
-        console = Console()
-        settings = Settings()
+        settings = load_settings()
         bundle = _load_bundle(settings, model)
         if model is None and bundle.version is None:
             console.print(
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
             )
         results = encoder.fill_mask(bundle, texts, top_k=top_k, explain=explain)
         if as_json:
-            console.print_json(json.dumps([to_dict(r) for r in results]))
+            console.print_json(json.dumps([encoder.to_dict(r) for r in results]))
             return
         for text, result in zip(texts, results):
             if not result.masks:

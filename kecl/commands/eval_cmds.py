@@ -3,87 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from kecl.commands.common import console, load_settings
-
-if TYPE_CHECKING:
-    from kecl.pipeline import QueryOptions
-    from kecl.services import Kecl
-
-KNOWLEDGE_KINDS = ("all", "passages", "facts")
-_MASK = re.compile(r"\[MASK\]", re.IGNORECASE)
-
-
-class _Precomputed:
-    """An embedder that answers from vectors computed beforehand in one batch."""
-
-    def __init__(self, vectors: dict[str, Any]) -> None:
-        self.vectors = vectors
-
-    def encode(self, texts):  # noqa: ANN001, ANN201 - the Embedder.encode signature
-        import numpy as np
-
-        return np.stack([self.vectors[t] for t in texts])
-
-
-def pipeline_knowledge(
-    kecl: Kecl, opts: QueryOptions | None = None, kind: str = "all", cache: dict[str, Any] | None = None
-) -> Any:
-    """A ``updater.evaluation.KnowledgeSource`` backed by the query pipeline's retrieval.
-
-    ``kind``: ``"all"`` (facts and passages, as ``kecl query`` injects them), ``"passages"``
-    (retrieved text only: the honest open-book setting when the store holds the probed facts
-    themselves) or ``"facts"``. Facts come from ``kecl.pipeline.select_facts``; passages from the
-    same hybrid search as ``kecl query``, except that a batch's queries are embedded in one call
-    (one forward pass instead of one per probe). Retrieval does not depend on the mode or the
-    MLM, so each text is retrieved once and kept in ``cache`` (share one dict between sources of
-    different ``kind`` to retrieve once for all). Raises ``ValueError`` for an unknown ``kind``.
-    """
-    from encoder.injection import InjectedPassage
-    from kecl.pipeline import QueryOptions, select_facts
-    from kecl.search import hybrid_search
-
-    if kind not in KNOWLEDGE_KINDS:
-        raise ValueError(f"knowledge kind {kind!r}: expected one of {KNOWLEDGE_KINDS}")
-    opts = replace(opts or QueryOptions(), mode="concat")
-    cache = {} if cache is None else cache
-
-    def fetch(texts: list[str]) -> None:
-        queries = {t: _MASK.sub(" ", t) for t in texts}
-        vectors: dict[str, Any] = {}
-        if opts.k_passages > 0:
-            handle = kecl.index
-            unique = sorted(set(queries.values()))
-            vectors = dict(zip(unique, handle.embedder.encode(unique)))
-        for text, query in queries.items():
-            facts, _ = select_facts(kecl, text, opts)
-            hits = []
-            if opts.k_passages > 0 and query.strip():
-                hits = hybrid_search(
-                    query,
-                    opts.k_passages,
-                    store=kecl.store,
-                    index_handle=kecl.index,
-                    embedder=_Precomputed(vectors),
-                    weights=kecl.settings.retrieval,
-                )
-            cache[text] = (facts, [InjectedPassage(h.text, h.score, h.passage_id) for h in hits])
-
-    def source(texts, mode):  # noqa: ANN001, ANN202 - the KnowledgeSource signature
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
-        if missing:
-            fetch(missing)
-        facts = [cache[t][0] if kind != "passages" else [] for t in texts]
-        passages = [cache[t][1] if kind != "facts" else [] for t in texts]
-        return facts, passages
-
-    return source
 
 
 def eval_probes(
@@ -111,10 +36,11 @@ def eval_probes(
     ] = None,
 ) -> None:
     """Score probes (P@1, P@10, MRR; one-token objects only, as LAMA) in each mode side by side."""
+    # deferred: evaluation loads torch and the models; --help answers without them
+    from kecl.evidence import KNOWLEDGE_KINDS, cached_source
     from kecl.pipeline import MODES, QueryOptions
     from kecl.services import Kecl
-    from updater.evaluation import evaluate
-    from updater.probes import load_lama_probes, probes_from_facts
+    from updater import evaluate, load_lama_probes, probes_from_facts
 
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     bad = [m for m in wanted if m not in MODES]
@@ -167,7 +93,7 @@ def eval_probes(
             raise typer.Exit(2)
         source = None
         if any(m != "closed-book" for m in wanted):
-            source = pipeline_knowledge(kecl, QueryOptions(k_passages=k, hops=hops), knowledge)
+            source = cached_source(kecl, QueryOptions(k_passages=k, hops=hops), knowledge)
         report = evaluate(
             kecl.encoder,
             items,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from kecl.commands.common import console, load_settings
+from kecl.commands.common import console, load_settings, parse_date_option
 
 
 def serve(
@@ -17,16 +18,18 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the HTTP API with uvicorn (OpenAPI docs at /docs)."""
+    # deferred: the server loads the models; the other commands of this module start without them
     import uvicorn
 
     from kecl.api import create_app
+    from kecl.wiring import make_scheduler
 
     settings = load_settings()
     app = create_app(settings)
     if scheduler:
-        from kecl.commands.updater_cmds import attach_scheduler
-
-        attach_scheduler(app, settings)
+        # One scheduler per process, never per worker; scheduled cycles update this process's model.
+        app.state.kecl.register_serving()
+        app.state.scheduler = make_scheduler(settings)
     console.print(f"serving on http://{host or settings.api.host}:{port or settings.api.port} (docs at /docs)")
     uvicorn.run(
         app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower()
@@ -52,9 +55,7 @@ def query(
     ] = None,
 ) -> None:
     """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
-    from rich.table import Table
-
-    from kecl.commands.common import parse_date_option
+    # deferred: torch and the models load only when a query is answered, not for --help
     from kecl.pipeline import MODES, QueryOptions
     from kecl.services import Kecl
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Annotated
 
@@ -10,11 +11,12 @@ import typer
 from rich.table import Table
 
 from kecl.commands.common import console, load_settings, parse_date_option
+from kecl.home import open_store
 
 
 def _quiet_model_loading() -> None:
     # transformers draws a "Loading weights" bar on every model load; noise in a CLI answer
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # deferred: imported with the models anyway
 
     hf_logging.disable_progress_bar()
 
@@ -29,8 +31,8 @@ def index_build(
     kind: Annotated[str | None, typer.Option(help="flat, hnsw or ivfpq (default: settings, else by size)")] = None,
 ) -> None:
     """Embed every passage in the database and write a new index (replacing the old one atomically)."""
-    from kecl.search import build_index_from_store, make_embedder
-    from kecl.wiring import open_store
+    # deferred: embedding loads torch and the embedder; `index status` does without them
+    from kecl.wiring import build_index_from_store, make_embedder
     from retrieval import save_index
 
     settings = load_settings()
@@ -52,8 +54,7 @@ def index_build(
 @index_app.command("status")
 def index_status() -> None:
     """The saved index's manifest compared with the database (no embedding, no changes)."""
-    from kecl.wiring import open_store
-    from retrieval import IndexLoadError, read_manifest
+    from retrieval import IndexLoadError, read_manifest  # deferred: FAISS, for reading the manifest only
 
     settings = load_settings()
     store = open_store(settings)
@@ -87,8 +88,8 @@ def index_status() -> None:
 @index_app.command("reconcile")
 def index_reconcile() -> None:
     """Embed passages the index lacks, drop ids the database no longer has, save (builds if needed)."""
-    from kecl.search import make_embedder
-    from kecl.wiring import open_store
+    # deferred: embedding loads torch and the embedder
+    from kecl.wiring import build_index_from_store, make_embedder
     from retrieval import EmbedderMismatchError, IndexLoadError, load_index, reconcile, save_index
 
     settings = load_settings()
@@ -100,8 +101,6 @@ def index_reconcile() -> None:
         report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
     except (IndexLoadError, EmbedderMismatchError) as e:
         console.print(f"[yellow]{e}[/yellow]\nrebuilding")
-        from kecl.search import build_index_from_store
-
         index = build_index_from_store(settings, store, embedder)
         save_index(index, settings.index_dir)
         console.print(f"built {index.kind} index with {len(index)} passages")
@@ -131,10 +130,9 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Hybrid passage search (dense + full-text + entity mentions, fused): passages with scores and documents."""
-    import json
-
-    from kecl.search import hybrid_search, make_embedder, open_index
-    from kecl.wiring import open_store
+    # deferred: search loads torch, FAISS and the embedder
+    from kecl.search import hybrid_search
+    from kecl.wiring import make_embedder, open_index
 
     settings = load_settings()
     if k <= 0:

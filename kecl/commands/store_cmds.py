@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kecl.commands.common import console, load_settings, parse_date_option
+from kecl.home import ensure_home, open_store
 from kecl.settings import default_toml
-from kecl.wiring import ensure_home, open_store
+from knowledge import iter_input_files
 
 inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, facts, documents.", no_args_is_help=True)
 
@@ -33,6 +34,7 @@ def init(
     console.print(f"database ready: {settings.db_url}")
     store.close()
     if adapt:
+        # deferred: the models (torch) load only when the first checkpoint is made
         from kecl.wiring import ensure_default_checkpoint
 
         ensure_default_checkpoint(settings)
@@ -42,8 +44,6 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="corpus files, fact feeds or folders (recursive)")],
 ) -> None:
     """Ingest corpora (.txt/.md/.jsonl) and fact feeds (.jsonl/.tsv); report what was skipped and why."""
-    from knowledge.readers import iter_input_files
-
     settings = load_settings()
     store = open_store(settings)
     files = list(iter_input_files(paths))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from kecl.commands.common import console, load_settings
+from kecl.home import ensure_home, open_store
 
 models_app = typer.Typer(help="Encoder checkpoints: list them, roll back or forward.", no_args_is_help=True)
 
@@ -18,6 +19,8 @@ def update(
     steps: Annotated[int | None, typer.Option(help="training steps (default: train.steps)")] = None,
 ) -> None:
     """Run one update cycle now: ingest → link → index → train → evaluate → promote or reject."""
+    # deferred: the cycle loads torch and the models; other commands of this module do not
+    from kecl.reports import print_report
     from kecl.services import Kecl
 
     settings = load_settings()
@@ -25,55 +28,16 @@ def update(
         settings.train.steps = steps
     kecl = Kecl(settings)
     report = kecl.run_update(paths=paths, trigger="cli")
-    print_report(report)
+    print_report(report, console)
     kecl.close()
     if report.status == "failed":
         raise typer.Exit(1)
 
 
-def print_report(report: Any) -> None:
-    """A run's outcome, stage timings and metrics as tables."""
-    colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(report.status, "white")
-    console.print(
-        f"run {report.run_id}: [{colour}]{report.status}[/{colour}]  decision: {report.decision or '-'}"
-        f"  candidate: {report.candidate or '-'}"
-    )
-    for reason in report.reasons:
-        console.print(f"  • {reason}")
-    if report.error:
-        console.print(f"[red]{report.error}[/red]")
-    if report.timings:
-        console.print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
-    for name in ("active", "candidate"):
-        m = report.metrics.get(name)
-        if not m:
-            continue
-        table = Table(title=f"{name} model")
-        table.add_column("group")
-        modes = list(m["modes"])
-        for mode in modes:
-            table.add_column(f"{mode} P@1", justify="right")
-        groups = sorted({g for per in m["modes"].values() for g in per})
-        for g in groups:
-            table.add_row(
-                g,
-                *[
-                    f"{m['modes'][mode][g]['p_at_1']:.3f} (n={m['modes'][mode][g]['n']})"
-                    if g in m["modes"][mode]
-                    else "-"
-                    for mode in modes
-                ],
-            )
-        console.print(table)
-        if m.get("heldout_loss") is not None:
-            console.print(f"  held-out MLM loss {m['heldout_loss']:.3f}")
-
-
 @models_app.command("list")
 def models_list() -> None:
     """Checkpoints with status (active / candidate / rejected / retired), parent and metrics."""
-    from encoder.checkpoints import active_version, list_checkpoints
-    from kecl.wiring import open_store
+    from encoder import active_version, list_checkpoints  # deferred: torch, for reading manifests only
 
     settings = load_settings()
     rows = {c["version"]: c for c in open_store(settings).checkpoints()}
@@ -92,8 +56,7 @@ def models_list() -> None:
 @models_app.command("activate")
 def models_activate(version: Annotated[str, typer.Argument(help="checkpoint version, e.g. v0002")]) -> None:
     """Make VERSION the active model (manual rollback or roll-forward)."""
-    from encoder.checkpoints import CheckpointError, set_active, verify_checkpoint
-    from kecl.wiring import open_store
+    from encoder import CheckpointError, set_active, verify_checkpoint  # deferred: torch
 
     settings = load_settings()
     try:
@@ -109,35 +72,12 @@ def models_activate(version: Annotated[str, typer.Argument(help="checkpoint vers
 def schedule() -> None:
     """Run the update scheduler daemon (interval or cron from settings, inbox watch); Ctrl-C stops
     it after any running cycle."""
-    from kecl.wiring import ensure_home, open_store
-    from updater.scheduler import run_daemon
+    from kecl.wiring import run_scheduler  # deferred: the scheduler's process loads the models
 
     settings = load_settings()
     ensure_home(settings)
-    open_store(settings).close()  # migrate before the job store touches the database
     console.print(f"scheduler running for {settings.home} (Ctrl-C stops)")
-    run_daemon(settings.db_url, **scheduler_kwargs(settings))
-
-
-def scheduler_kwargs(settings: Any) -> dict[str, Any]:
-    s = settings.scheduler
-    return dict(
-        job_ref="kecl.jobs:run_scheduled_cycle",
-        job_kwargs={"home": str(settings.home.resolve())},
-        interval_minutes=s.interval_minutes,
-        cron=s.cron,
-        inbox_dir=settings.inbox_dir,
-        inbox_quiet_seconds=s.inbox_quiet_seconds,
-        misfire_grace_seconds=s.misfire_grace_seconds,
-    )
-
-
-def attach_scheduler(app: Any, settings: Any) -> None:
-    """Run the scheduler inside the API process (one scheduler per process, never per worker)."""
-    from updater.scheduler import build_scheduler
-
-    app.state.kecl.register_active()  # scheduled cycles update this process's serving model
-    app.state.scheduler = build_scheduler(settings.db_url, **scheduler_kwargs(settings), blocking=False)
+    run_scheduler(settings)
 
 
 def register(app: typer.Typer) -> None:

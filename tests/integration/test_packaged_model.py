@@ -8,11 +8,13 @@ import pytest
 
 from encoder.injection import InjectedFact, build_injected_inputs
 from encoder.predict import fill_mask_encoded
+from kecl.home import resolve_model_path
+from kecl.settings import DEFAULT_MODEL
 from retrieval import Embedder
 
 
 def test_packaged_minilm_ranks_paraphrase_first():
-    embedder = Embedder(device="cpu")
+    embedder = Embedder(resolve_model_path(DEFAULT_MODEL), device="cpu", name=DEFAULT_MODEL)
     assert embedder.dim == 384 and embedder.version.startswith("sentence-transformers/all-MiniLM-L6-v2@")
     docs = embedder.encode(
         [
@@ -28,7 +30,7 @@ def test_packaged_minilm_ranks_paraphrase_first():
 def test_real_packaged_model_sdpa_matches_eager_on_injected_inputs(tokenizer):
     from encoder.model import load_mlm, set_attention
 
-    bundle = load_mlm(None, device="cpu", attn_implementation="sdpa")
+    bundle = load_mlm(resolve_model_path(DEFAULT_MODEL), device="cpu", attn_implementation="sdpa")
     text = "Tim Cook is the CEO of [MASK] ."
     facts = [[InjectedFact("Tim Cook CEO Apple", "CEO Apple", (0, 8))]]
     for strategy in ("concat", "tree"):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from kecl.api.deps import KeclDep, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
 from kecl.api.schemas import Run, RunList, RunStarted
+from updater import CYCLE_LOCK_NAME
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -54,9 +55,6 @@ def start_run(kecl: KeclDep, request: Request) -> RunStarted:
     Needs the `X-API-Key` header: 401 without it or with a wrong one, 403 when the server has no key.
     Raises 409 while another cycle (from any process) holds the cycle lock, 413 for a body over
     `api.max_body_bytes` (the endpoint takes none)."""
-    # imported here: `updater` pulls in torch, and `import kecl.api` (the OpenAPI document, the CLI) stays light
-    from updater.locking import CYCLE_LOCK_NAME
-
     holder = kecl.store.lock_holder(CYCLE_LOCK_NAME)
     if holder is not None:
         raise HTTPException(409, f"an update cycle is already running ({holder})")

@@ -42,4 +42,4 @@ def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_
 
 def test_adapt_default_refuses_no_phases(tmp_path):
     with pytest.raises(ValueError, match="no phases"):
-        adapt_default(tmp_path / "ckpts", phases=[], progress=False)
+        adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=[], progress=False)

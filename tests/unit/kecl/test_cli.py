@@ -123,9 +123,8 @@ def test_ingest_then_inspect(home: Path, tmp_path: Path) -> None:
 def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """train.* dropouts go into the trainer's config and model.evidence_boost into the update cycle's
     evaluation, from the defaults and from KECL_* variables."""
-    from kecl.services import Kecl
     from kecl.settings import Settings
-    from kecl.wiring import train_config
+    from kecl.wiring import cycle_config, train_config
 
     config = train_config(Settings())
     assert (config.attention_dropout, config.hidden_dropout) == (0.0, 0.0)
@@ -133,8 +132,5 @@ def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypat
     monkeypatch.setenv("KECL_MODEL__EVIDENCE_BOOST", "2.5")
     settings = Settings()
     assert train_config(settings).hidden_dropout == 0.05
-    kecl = Kecl(settings)
-    try:
-        assert kecl.cycle_config().evidence_boost == 2.5
-    finally:
-        kecl.close()
+    assert cycle_config(settings).evidence_boost == 2.5
+    assert cycle_config(settings).train == train_config(settings)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, resolve_model_path
+from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder
 from tests.factories import tiny_bert
 
 
@@ -48,13 +48,6 @@ def test_sentence_transformers_embedder_loads_a_plain_bert_folder(tmp_path, toke
 def test_missing_model_path_raises(tmp_path):
     with pytest.raises(OSError):
         Embedder(str(tmp_path / "nope"))
-
-
-def test_default_ids_resolve_to_packaged_minilm():
-    path = resolve_model_path(None)
-    assert resolve_model_path("all-MiniLM-L6-v2") == path
-    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == path
-    assert resolve_model_path("/some/other/model") == "/some/other/model"
 
 
 def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):

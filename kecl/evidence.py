@@ -1,0 +1,100 @@
+"""Knowledge sources for evaluation: what the query pipeline would inject, per probe text.
+
+:func:`updater.evaluate` and the update cycle take a :data:`updater.KnowledgeSource`
+(``(texts, mode) → (facts, passages)``), so that updater knows nothing of kecl; these build one
+from the running system's retrieval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from encoder import InjectedFact, InjectedPassage
+from kecl.pipeline import MASK_PATTERN, KnowledgeAccess, QueryOptions, retrieve, select_facts
+from kecl.search import hybrid_search
+from retrieval import IndexHandle
+from updater import KnowledgeSource
+
+KNOWLEDGE_KINDS = ("all", "passages", "facts")
+
+
+class IndexedKnowledge(KnowledgeAccess, Protocol):
+    """The pipeline's view of the system, plus the passage index (searched in batches here)."""
+
+    @property
+    def index(self) -> IndexHandle: ...
+
+
+def pipeline_source(system: KnowledgeAccess) -> KnowledgeSource:
+    """Facts and passages exactly as a query in ``mode`` retrieves them (``retrieval.k`` passages)."""
+
+    def source(texts: Sequence[str], mode: str) -> tuple[list[list[InjectedFact]], list[list[InjectedPassage]]]:
+        opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
+        prepared = [retrieve(system, t, opts) for t in texts]
+        return [p.facts for p in prepared], [p.passages for p in prepared]
+
+    return source
+
+
+class _Precomputed:
+    """An embedder that answers from vectors computed beforehand in one batch."""
+
+    def __init__(self, vectors: dict[str, Any]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def cached_source(
+    system: IndexedKnowledge, opts: QueryOptions | None = None, kind: str = "all", cache: dict[str, Any] | None = None
+) -> KnowledgeSource:
+    """A :data:`updater.KnowledgeSource` backed by the query pipeline's retrieval.
+
+    ``kind``: ``"all"`` (facts and passages, as ``kecl query`` injects them), ``"passages"``
+    (retrieved text only: the honest open-book setting when the store holds the probed facts
+    themselves) or ``"facts"``. Facts come from ``kecl.pipeline.select_facts``; passages from the
+    same hybrid search as ``kecl query``, except that a batch's queries are embedded in one call
+    (one forward pass instead of one per probe). Retrieval does not depend on the mode or the
+    MLM, so each text is retrieved once and kept in ``cache`` (share one dict between sources of
+    different ``kind`` to retrieve once for all). Raises ``ValueError`` for an unknown ``kind``.
+    """
+    if kind not in KNOWLEDGE_KINDS:
+        raise ValueError(f"knowledge kind {kind!r}: expected one of {KNOWLEDGE_KINDS}")
+    opts = replace(opts or QueryOptions(), mode="concat")
+    cache = {} if cache is None else cache
+
+    def fetch(texts: list[str]) -> None:
+        queries = {t: MASK_PATTERN.sub(" ", t) for t in texts}
+        vectors: dict[str, Any] = {}
+        if opts.k_passages > 0:
+            handle = system.index
+            unique = sorted(set(queries.values()))
+            vectors = dict(zip(unique, handle.embedder.encode(unique)))
+        for text, query in queries.items():
+            facts, _ = select_facts(system, text, opts)
+            hits = []
+            if opts.k_passages > 0 and query.strip():
+                hits = hybrid_search(
+                    query,
+                    opts.k_passages,
+                    store=system.store,
+                    index_handle=system.index,
+                    embedder=_Precomputed(vectors),
+                    weights=system.settings.retrieval,
+                )
+            cache[text] = (facts, [InjectedPassage(h.text, h.score, h.passage_id) for h in hits])
+
+    def source(texts: Sequence[str], mode: str) -> tuple[list[list[InjectedFact]], list[list[InjectedPassage]]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            fetch(missing)
+        facts = [cache[t][0] if kind != "passages" else [] for t in texts]
+        passages = [cache[t][1] if kind != "facts" else [] for t in texts]
+        return facts, passages
+
+    return source
