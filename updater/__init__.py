@@ -20,12 +20,13 @@ from updater.probes import (
     single_token_filter,
 )
 from updater.scheduler import CYCLE_JOB_ID, build_scheduler, run_daemon
-from updater.texts import verbalise_fact
+from updater.texts import VERBALISATIONS, verbalise_fact
 
 __all__ = [
     "CYCLE_JOB_ID",
     "CYCLE_LOCK_NAME",
     "GOOGLE_RE_TEMPLATES",
+    "VERBALISATIONS",
     "CycleBusy",
     "CycleConfig",
     "CycleContext",

@@ -3,7 +3,8 @@ stated in words, and reading exercises with the knowledge the query pipeline inj
 
 Facts are stated several ways (:data:`VERBALISATIONS`: the relation's own template and paraphrases
 of its label), so the model learns the fact rather than one sentence; the acquisition probes use
-the relation's template, the reading exercises only the paraphrases.
+the relation's template, the reading exercises only the paraphrases. A cycle takes its patterns
+from ``CycleConfig.verbalisations`` (default :data:`VERBALISATIONS`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from updater.evaluation import KnowledgeSource
 
 HELDOUT_MODULO = 10  # passages whose id is divisible by this are never trained on: held-out loss
 
-VERBALISATIONS = (
+VERBALISATIONS: tuple[str, ...] = (
     "{template}",
     "The {label} of [X] is [Y] .",
     "[X]'s {label} is [Y] .",
     "[Y] is the {label} of [X] .",
 )
+"""Patterns a fact is stated in: ``{template}`` (the relation's cloze template) or a sentence with
+``{label}`` (the relation's label) and the slots ``[X]`` (subject) and ``[Y]`` (object). The first
+is the form replay uses; reading exercises use the others when there are any."""
 
 
 @dataclass
@@ -59,11 +63,12 @@ def changed_facts(store: KnowledgeStore, summary: IngestSummary) -> FactChanges:
     return changes
 
 
-def verbalise_fact(fact: FactView) -> list[SpanText]:
-    """Several sentences stating ``fact`` (its relation's template and paraphrases of the label),
-    each with the object's character span as a salient span for entity-span masking."""
+def verbalise_fact(fact: FactView, patterns: Sequence[str] = VERBALISATIONS) -> list[SpanText]:
+    """Sentences stating ``fact``, one per pattern (see :data:`VERBALISATIONS`; duplicates and
+    patterns without both slots left out), each with the object's character span as a salient span
+    for entity-span masking."""
     out, seen = [], set()
-    for pattern in VERBALISATIONS:
+    for pattern in patterns:
         template = pattern.format(template=fact.template or "[X] {label} [Y] .", label=fact.relation)
         if "[X]" not in template or "[Y]" not in template:
             continue
@@ -74,8 +79,14 @@ def verbalise_fact(fact: FactView) -> list[SpanText]:
     return out
 
 
-def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities: set[int]) -> list[SpanText]:
-    """New passages (entity mentions of the focus entities as salient spans) + verbalised facts."""
+def training_texts(
+    store: KnowledgeStore,
+    summary: IngestSummary,
+    focus_entities: set[int],
+    patterns: Sequence[str] = VERBALISATIONS,
+) -> list[SpanText]:
+    """New passages (entity mentions of the focus entities as salient spans) + the new facts stated
+    in each of ``patterns``."""
     mentions = store.passage_mentions(summary.new_passage_ids)
     texts = store.passage_texts(summary.new_passage_ids)
     out = []
@@ -87,22 +98,27 @@ def training_texts(store: KnowledgeStore, summary: IngestSummary, focus_entities
         ]
         out.append(SpanText(texts[pid], spans))
     for fact in store.facts(ids=summary.new_fact_ids, include_closed=False, limit=None):
-        out.extend(verbalise_fact(fact))
+        out.extend(verbalise_fact(fact, patterns))
     return out
 
 
 def reading_exercises(
-    facts: Sequence[FactView], knowledge: KnowledgeSource, seed: int = 0, mode: str = "concat"
+    facts: Sequence[FactView],
+    knowledge: KnowledgeSource,
+    seed: int = 0,
+    mode: str = "concat",
+    patterns: Sequence[str] = VERBALISATIONS,
 ) -> list[ReadingExample]:
     """Reading exercises from the store's own facts, with exactly the knowledge the query pipeline
     injects (``knowledge``): the query states the fact in one of its paraphrases (never the
-    relation's own template, which the acquisition probes use), the object masked. Where retrieval
+    relation's own template, which the acquisition probes use, unless ``patterns`` has no other),
+    the object masked. Where retrieval
     misses the fact, the exercise still counts: the model then learns to fall back on memory.
     """
     rng = random.Random(seed)
     queries, items = [], []
     for fact in facts:
-        forms = verbalise_fact(fact)
+        forms = verbalise_fact(fact, patterns)
         if not forms:
             continue
         form = rng.choice(forms[1:] or forms)
