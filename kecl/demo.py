@@ -61,6 +61,13 @@ def _one_token(tokenizer: Any, label: str) -> bool:
     return gold_token_id(tokenizer, label) is not None
 
 
+def _stored_name(store: KnowledgeStore, key: str) -> str | None:
+    """The stored name of the entity with external id ``key``, if the store has it."""
+    entity_id = store.entity_id(key)
+    view = store.get_entity(entity_id) if entity_id is not None else None
+    return view.name if view is not None else None
+
+
 def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> list[DemoProbe]:
     """Probes for the later slice's changed and new facts (read from its feed) and for unchanged
     base facts; only one-token answers (what fill-mask can say at one [MASK])."""
@@ -75,17 +82,11 @@ def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> li
         if not rel or not rel["template"]:
             continue
         touched.add((rec.subject, rec.relation))
-        subject = names.get(rec.subject) or (
-            store.get_entity(store.entity_id(rec.subject)).name if store.entity_id(rec.subject) else None
-        )
+        subject = names.get(rec.subject) or _stored_name(store, rec.subject)
         gold = (
             rec.object_literal
             or names.get(rec.object or "")
-            or (
-                store.get_entity(store.entity_id(rec.object)).name
-                if rec.object and store.entity_id(rec.object)
-                else None
-            )
+            or (_stored_name(store, rec.object) if rec.object else None)
         )
         if not subject or not gold or not _one_token(tokenizer, gold):
             continue
@@ -95,18 +96,18 @@ def demo_probes(store: KnowledgeStore, tokenizer: Any, per_group: int = 8) -> li
         out.append(DemoProbe(group, subject, rel["label"], text, before.object if before else None, gold))
     kept = [p for g in ("changed", "new") for p in [q for q in out if q.group == g][:per_group]]
     unchanged = [
-        f
+        (f, f.template)
         for (s, r), f in sorted(current.items())
         if (s, r) not in touched and f.template and _one_token(tokenizer, f.object)
     ]
     step = max(len(unchanged) // per_group, 1)
-    for f in unchanged[::step][:per_group]:
+    for f, template in unchanged[::step][:per_group]:
         kept.append(
             DemoProbe(
                 "unchanged",
                 f.subject,
                 f.relation,
-                f.template.replace("[X]", f.subject).replace("[Y]", "[MASK]"),
+                template.replace("[X]", f.subject).replace("[Y]", "[MASK]"),
                 f.object,
                 f.object,
             )

@@ -16,17 +16,21 @@ import numpy as np
 from encoder import InjectedFact, InjectedPassage
 from kecl.pipeline import MASK_PATTERN, KnowledgeAccess, QueryOptions, retrieve, select_facts
 from kecl.search import hybrid_search
-from retrieval import IndexHandle
+from retrieval import CoalescingEmbedder, IndexHandle
 from updater import KnowledgeSource
 
 KNOWLEDGE_KINDS = ("all", "passages", "facts")
 
 
 class IndexedKnowledge(KnowledgeAccess, Protocol):
-    """The pipeline's view of the system, plus the passage index (searched in batches here)."""
+    """The pipeline's view of the system, plus the passage index and its embedder (queries are
+    embedded in batches here)."""
 
     @property
     def index(self) -> IndexHandle: ...
+
+    @property
+    def embedder(self) -> CoalescingEmbedder: ...
 
 
 def pipeline_source(system: KnowledgeAccess) -> KnowledgeSource:
@@ -43,8 +47,10 @@ def pipeline_source(system: KnowledgeAccess) -> KnowledgeSource:
 class _Precomputed:
     """An embedder that answers from vectors computed beforehand in one batch."""
 
-    def __init__(self, vectors: dict[str, Any]) -> None:
+    def __init__(self, vectors: dict[str, Any], version: str, dim: int) -> None:
         self.vectors = vectors
+        self.version = version
+        self.dim = dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self.vectors[t] for t in texts])
@@ -72,9 +78,9 @@ def cached_source(
         queries = {t: MASK_PATTERN.sub(" ", t) for t in texts}
         vectors: dict[str, Any] = {}
         if opts.k_passages > 0:
-            handle = system.index
+            embedder = system.embedder
             unique = sorted(set(queries.values()))
-            vectors = dict(zip(unique, handle.embedder.encode(unique)))
+            vectors = dict(zip(unique, embedder.encode(unique)))
         for text, query in queries.items():
             facts, _ = select_facts(system, text, opts)
             hits = []
@@ -84,7 +90,7 @@ def cached_source(
                     opts.k_passages,
                     store=system.store,
                     index_handle=system.index,
-                    embedder=_Precomputed(vectors),
+                    embedder=_Precomputed(vectors, system.embedder.version, system.embedder.dim),
                     weights=system.settings.retrieval,
                 )
             cache[text] = (facts, [InjectedPassage(h.text, h.score, h.passage_id) for h in hits])

@@ -177,7 +177,10 @@ class Kecl:
             # Embed with the embedder of the index we add to: if a re-embedding swap happened
             # meanwhile (its reconcile already covers SQL's passages), embed again for the new one.
             generation = handle.generation
-            vectors = handle.embedder.encode([text for _, text in items])
+            embedder = handle.embedder
+            if embedder is None:  # open_index always gives one; a hand-built handle might not
+                raise RuntimeError("the passage index has no embedder to embed new passages with")
+            vectors = embedder.encode([text for _, text in items])
             if handle.generation == generation:
                 handle.add(ids, vectors)
                 break

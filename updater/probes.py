@@ -69,14 +69,21 @@ class LoadedProbes:
 
 
 class FactLike(Protocol):
-    """What :func:`probes_from_facts` needs of a fact (``knowledge.FactView`` has it)."""
+    """What :func:`probes_from_facts` needs of a fact (``knowledge.FactView`` has it); read-only,
+    so frozen dataclasses qualify."""
 
-    id: int
-    subject: str
-    relation_id: str
-    relation: str
-    template: str | None
-    object: str
+    @property
+    def id(self) -> int: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def relation_id(self) -> str: ...
+    @property
+    def relation(self) -> str: ...
+    @property
+    def template(self) -> str | None: ...
+    @property
+    def object(self) -> str: ...
 
 
 # ----------------------------------------------------------------------------- templates
@@ -324,7 +331,8 @@ def single_token_filter(probes: Iterable[Probe], tokenizer: Any) -> tuple[list[P
 
     Also drops probes whose text does not hold exactly one ``[MASK]``.
     """
-    kept, dropped = [], []
+    kept: list[Probe] = []
+    dropped: list[Probe] = []
     for p in probes:
         ok = gold_token_id(tokenizer, p.obj_label) is not None and p.text.count(MASK) == 1
         (kept if ok else dropped).append(p)

@@ -314,7 +314,7 @@ def run_daemon(db_url: str, *, job_ref: str, **options: Any) -> None:
     """
     options["blocking"] = True
     scheduler = build_scheduler(db_url, job_ref=job_ref, **options)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("%s received: stopping the scheduler after any running cycle", signal.Signals(signum).name)

@@ -77,7 +77,8 @@ def eval_probes(
                 console.print(f"[yellow]… and {len(loaded.issues) - 20} more skipped lines[/yellow]")
             items += loaded.probes
         if from_store:
-            facts = [f for rel in (relation or [None]) for f in kecl.store.facts(relation=rel, limit=None)]
+            wanted_relations: list[str | None] = list(relation) if relation else [None]
+            facts = [f for rel in wanted_relations for f in kecl.store.facts(relation=rel, limit=None)]
             store_probes = probes_from_facts(facts)
             if limit is not None:
                 counts: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
@@ -56,19 +56,19 @@ def query(
 ) -> None:
     """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
     # deferred: torch and the models load only when a query is answered, not for --help
-    from kecl.pipeline import MODES, QueryOptions
+    from kecl.pipeline import MODES, Mode, QueryOptions
     from kecl.services import Kecl
 
     if mode not in MODES:
         raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
     kecl = Kecl(load_settings())
     opts = QueryOptions(
-        mode=mode,
+        mode=cast(Mode, mode),  # checked against MODES just above
         k_passages=k,
         hops=hops,
         as_of=parse_date_option(as_of),
         top_k=top_k,
-        explain=explain,  # type: ignore[arg-type]
+        explain=explain,
         evidence_boost=evidence_boost,
     )
     try:

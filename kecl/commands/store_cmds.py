@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from kecl.commands.common import console, load_settings, parse_date_option
 from kecl.home import ensure_home, open_store
 from kecl.settings import default_toml
-from knowledge import iter_input_files
+from knowledge import FactView, iter_input_files
 
 inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, facts, documents.", no_args_is_help=True)
 
@@ -152,7 +153,7 @@ def inspect_documents(limit: Annotated[int, typer.Option(help="at most this many
     console.print(table)
 
 
-def _print_facts(title: str, facts) -> None:  # type: ignore[no-untyped-def]
+def _print_facts(title: str, facts: Sequence[FactView]) -> None:
     table = Table(title=title)
     for col in ("id", "subject", "relation", "object", "valid from", "valid to", "source"):
         table.add_column(col)

@@ -21,6 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,6 +30,8 @@ def _load_tables():
     # This folder is package data, not a package: load the sibling file by path, under a name
     # that cannot shadow an installed module called "tables".
     spec = importlib.util.spec_from_file_location("kecl_demo_data_tables", HERE / "tables.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {HERE / 'tables.py'}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -144,14 +147,24 @@ NEW = {  # a dated fact with no earlier object
 }
 
 
+# Letters that NFKD does not split into base letter + accent.
+_UNSPLIT_LETTERS: dict[str, str | int | None] = {
+    "ø": "o",
+    "Ø": "O",
+    "æ": "ae",
+    "ð": "d",
+    "þ": "th",
+    "ł": "l",
+    "Ł": "L",
+    "đ": "d",
+    "ß": "ss",
+    "ı": "i",
+}
+
+
 def slugify(name: str) -> str:
     """Readable lowercase id: accents dropped, anything else that is not a letter/digit → '-'."""
-    # Letters that NFKD does not split into base letter + accent.
-    name = name.translate(
-        str.maketrans(
-            {"ø": "o", "Ø": "O", "æ": "ae", "ð": "d", "þ": "th", "ł": "l", "Ł": "L", "đ": "d", "ß": "ss", "ı": "i"}
-        )
-    )
+    name = name.translate(str.maketrans(_UNSPLIT_LETTERS))
     ascii_ = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_.lower()).strip("-")
 
@@ -332,9 +345,9 @@ def renamed_in_later(key) -> bool:
 
 def build_feeds(specs, info, ids):
     """{slice: [feed records]} and {slice: [entity keys defined there]}."""
-    feeds = {s: [] for s in SLICES}
+    feeds: dict[str, list[dict[str, Any]]] = {s: [] for s in SLICES}
     feeds["base"] += [{"kind": "relation", **r} for r in RELATIONS]
-    defined = {s: [] for s in SLICES}
+    defined: dict[str, list[str]] = {s: [] for s in SLICES}
     seen: set = set()
 
     def define(key, slice_):
@@ -443,7 +456,7 @@ def build_corpus(specs, info, rng: random.Random):
             i += n
         return out
 
-    corpus = {s: [] for s in SLICES}
+    corpus: dict[str, list[dict[str, Any]]] = {s: [] for s in SLICES}
     base_start = dt.date.fromisoformat(T.BASE_DATE) - dt.timedelta(days=180)
 
     def add(slice_, title, sentences, published):
