@@ -60,14 +60,13 @@ class TrainSettings(BaseModel):
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
         0.0,
-        description="attention dropout while training (None: the model's own); 0 saves its random masks and, "
-        "in float32 on CPU, lets SDPA use its fused kernel: 1.3x faster at equal loss (BENCHMARKS.md)",
+        description="attention dropout while training (None: the model's own); 0 saves its random masks and "
+        "lets SDPA use its fused kernel, at equal held-out loss",
     )
     hidden_dropout: float | None = Field(
         0.0,
-        description="hidden-state dropout while training (None: the model's own, 0.1 for BERT); 0 made "
-        "160-step update cycles' training 1.3x faster with the same acquisition and retention when replay is on (without "
-        "replay it forgot more: BENCHMARKS.md)",
+        description="hidden-state dropout while training (None: the model's own, 0.1 for BERT); 0 trains "
+        "faster with the same acquisition and retention as long as replay is on (without replay it forgets more)",
     )
     injection_strategy: Literal["concat", "tree", "mixed"] = Field(
         "concat", description="layout of the injected training input; 'mixed' picks one per step"
@@ -82,7 +81,7 @@ class IndexSettings(BaseModel):
     embedder: str = Field(DEFAULT_MODEL, description="sentence-transformers model id/path, or 'encoder'")
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = Field(192, description="recall@10 0.958 at 1M vectors (benchmarks/bench_index.py)")
+    hnsw_ef_search: int = Field(192, description="candidates an HNSW search examines: higher is more exact and slower")
     ivf_nprobe: int = 32
     flat_max: int = Field(200_000, description="'auto' uses exact search up to this many vectors")
     hnsw_max: int = Field(5_000_000, description="'auto' uses HNSW up to this many, IVF-PQ beyond")
@@ -95,12 +94,14 @@ class RetrievalSettings(BaseModel):
     k: int = 4
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
-    entity_weight: float = Field(1.0, description="fused recall@4 on LAMA 0.960 at 0.5, 0.965 at 1.0 (bench_hybrid)")
+    entity_weight: float = Field(
+        1.0, description="weight of the channel of passages that mention the query's linked entities"
+    )
     rrf_k: int = 60
     passage_margin: float | None = Field(
         0.3,
         description="inject only passages whose dense similarity is within this of the best passage's "
-        "(unrelated passages mislead the encoder; LAMA augmented acquisition 0.42 -> 0.55); None: all k",
+        "(unrelated passages mislead the encoder); None: all k",
     )
 
 

@@ -20,7 +20,7 @@ call). High-degree nodes are capped deterministically: from each visited node at
 time, and a newer fact is more likely still relevant). Each node keeps its fact ids in a sorted
 list for this, so the cap costs O(max_fanout), not O(degree).
 
-Memory is a few hundred bytes per fact (see BENCHMARKS.md); past ~10M facts query
+Memory is a few hundred bytes per fact (measured by benchmarks/bench_graph.py); past ~10M facts query
 the SQL edge table instead of holding the graph in memory.
 """
 
