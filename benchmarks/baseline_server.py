@@ -22,8 +22,7 @@ class Query(BaseModel):
 def make_app(home: str) -> FastAPI:
     from transformers import pipeline
 
-    from encoder.checkpoints import active_version
-    from encoder.injection import build_injected_inputs
+    from encoder import active_version, build_injected_inputs
     from kecl.pipeline import QueryOptions, retrieve
     from kecl.services import Kecl
     from kecl.settings import Settings

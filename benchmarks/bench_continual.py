@@ -1,7 +1,8 @@
 """Continual learning, measured: acquisition and retention after one update cycle, with and without replay.
 
 Per dataset and per arm, everything goes through the product's own update cycle
-(``Kecl.run_update`` → ``updater.cycle.run_cycle``):
+(``Kecl.run_update`` → ``updater.run_cycle``), configured as kecl configures it
+(``kecl.wiring.cycle_config`` over settings made from the arguments):
 
 1. a fresh kecl home whose active checkpoint is the adapted default model (``encoder.adapt_default``,
    as ``kecl init`` makes it; adapted once per benchmark run — or reused from ``--base-dir`` — and
@@ -40,6 +41,7 @@ import random
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ def lama_slices(
     pairs, e.g. languages spoken).
     """
     from benchmarks.bench_lama import GOOGLE_RE_LABELS, load_facts
-    from updater.probes import GOOGLE_RE_TEMPLATES
+    from updater import GOOGLE_RE_TEMPLATES
 
     facts = load_facts(lama, per_relation, google_per_relation, evidences, tokenizer)
     by_relation: dict[str, list[dict]] = defaultdict(list)
@@ -155,15 +157,18 @@ def lama_slices(
 
 def base_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
     """The adapted default checkpoint folder (made once in ``--base-dir``, reused by later runs)."""
-    from encoder.checkpoints import active_version
-    from encoder.default import adapt_default
+    from encoder import active_version, adapt_default
+    from kecl.home import resolve_model_path
+    from kecl.settings import DEFAULT_MODEL
 
     if args.base_checkpoint:
         return Path(args.base_checkpoint), f"given checkpoint {args.base_checkpoint}"
     root = Path(args.base_dir) / "checkpoints"
     t = time.perf_counter()
     reused = active_version(root) is not None
-    version, _ = adapt_default(root, progress=False, device="cpu")
+    version, _ = adapt_default(
+        root, resolve_model_path(DEFAULT_MODEL), progress=False, device="cpu", name=DEFAULT_MODEL
+    )
     made = time.perf_counter() - t
     meta = json.loads((root / version / "metrics.json").read_text())
     note = (
@@ -176,10 +181,10 @@ def base_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
 
 def new_home(home: Path, checkpoint: Path) -> Any:
     """A fresh kecl home whose active checkpoint is a copy of ``checkpoint``; returns ``Kecl``."""
-    from encoder.checkpoints import set_active
+    from encoder import set_active
+    from kecl.home import ensure_home
     from kecl.services import Kecl
     from kecl.settings import Settings
-    from kecl.wiring import ensure_home
 
     if home.exists():
         shutil.rmtree(home)
@@ -197,31 +202,38 @@ def open_home(home: Path) -> Any:
     return Kecl(Settings(home=home, database_url=None, index={"kind": "flat"}, model={"device": "cpu"}))
 
 
-def cycle_config(args: argparse.Namespace, replay: bool) -> Any:
-    from encoder.trainer import TrainConfig
-    from kecl.settings import TrainSettings
-    from updater.cycle import CycleConfig, GateConfig
+def cycle_config(args: argparse.Namespace, replay: bool, home: Path) -> Any:
+    """The cycle's configuration as kecl makes it from settings (``kecl.wiring.cycle_config``): the
+    arguments as ``train``/``model``/``gates`` settings of the home, everything else kecl's defaults
+    (the training log goes to the home's ``runs/train.jsonl``, as in ``kecl update``)."""
+    from kecl.settings import Settings
+    from kecl.wiring import cycle_config as kecl_cycle_config
+    from updater import VERBALISATIONS
 
-    train = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        learning_rate=args.lr,
-        replay_ratio=args.replay_ratio if replay else 0.0,
-        seed=args.seed,
-        injection_probability=args.injection_probability,
-        injection_max_length=256,
-        attention_dropout=TrainSettings().attention_dropout,
-        hidden_dropout=args.hidden_dropout,
+    settings = Settings(
+        home=home,
+        database_url=None,
+        model={"device": "cpu", "max_length": args.max_length, "evidence_boost": args.evidence_boost},
+        train={
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "replay_ratio": args.replay_ratio if replay else 0.0,
+            "seed": args.seed,
+            "injection_probability": args.injection_probability,
+            "hidden_dropout": args.hidden_dropout,
+        },
+        gates=PERMISSIVE,  # every candidate through, so it can be measured (summarise applies the default gates)
     )
-    return CycleConfig(
-        train=train,
-        gates=GateConfig(**PERMISSIVE),
-        evidence_boost=args.evidence_boost,
+    # What settings do not hold: the replay arm's sizes (none without replay), the retention
+    # sample, the modes measured and --verbalisations.
+    return replace(
+        kecl_cycle_config(settings),
         replay_passages=args.replay_passages if replay else 0,
         replay_facts=args.replay_facts if replay else 0,
         retention_probes=args.retention_probes,
         eval_modes=("closed-book", "concat"),
+        verbalisations=VERBALISATIONS[: args.verbalisations or None],
     )
 
 
@@ -247,7 +259,7 @@ def last_name_probes(store: Any, tokenizer: Any, fact_watermark: int) -> list[An
     """Probes for facts whose object is a multi-word name ending in one wordpiece: the first names
     stay in the sentence, the last name is masked. Groups as the cycle's: new / changed (facts
     after ``fact_watermark``, changed when they closed an earlier fact) / unchanged."""
-    from updater.probes import Probe, gold_token_id
+    from updater import Probe, gold_token_id
 
     closed = {(f.subject_id, f.relation_id) for f in store.facts(include_closed=True, limit=None) if f.valid_to}
     out = []
@@ -275,8 +287,8 @@ def last_name_probes(store: Any, tokenizer: Any, fact_watermark: int) -> list[An
 
 
 def eval_last_names(kecl: Any, report: Any, fact_watermark: int, evidence_boost: float) -> dict[str, Any]:
-    from encoder.checkpoints import load_checkpoint
-    from updater.evaluation import evaluate
+    from encoder import load_checkpoint
+    from updater import evaluate
 
     ck = kecl.settings.checkpoints_dir
     manifest = json.loads((ck / report.candidate / "checkpoint.json").read_text())
@@ -317,7 +329,7 @@ def pooled(metrics: dict, mode: str, groups: tuple[str, ...]) -> tuple[float | N
 
 
 def summarise(report: Any) -> dict[str, Any]:
-    from updater.cycle import GateConfig, decide
+    from updater import GateConfig, decide
 
     act, cand = report.metrics["active"], report.metrics["candidate"]
     row: dict[str, Any] = {}
@@ -425,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--verbalisations",
         type=int,
         default=None,
-        help="use only the first N of updater.cycle.VERBALISATIONS (default: all)",
+        help="state facts in only the first N of updater.VERBALISATIONS (CycleConfig.verbalisations; default: all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed and LAMA split seed")
     from kecl.settings import ModelSettings, TrainSettings
@@ -470,11 +482,9 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    import updater.texts as cycle_module
+    from updater import VERBALISATIONS
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if args.verbalisations:
-        cycle_module.VERBALISATIONS = cycle_module.VERBALISATIONS[: args.verbalisations]
     started = time.perf_counter()
     load_start = os.getloadavg()
     timings: dict[str, float] = {}
@@ -507,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"unknown dataset {dataset!r}: expected demo or lama")
         home1 = work / f"{dataset}-cycle1"
         kecl = new_home(home1, checkpoint)
-        first = run(kecl, base_paths, cycle_config(args, replay=False), f"{dataset}-base")
+        first = run(kecl, base_paths, cycle_config(args, False, home1), f"{dataset}-base")
         fact_watermark = kecl.store.max_fact_id()
         kecl.close()
         timings[f"{dataset} cycle 1"] = time.perf_counter() - t
@@ -518,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(home)
             shutil.copytree(home1, home)
             kecl = open_home(home)
-            report = run(kecl, fresh_paths, cycle_config(args, replay=replay), f"{dataset}-fresh-replay-{arm}")
+            report = run(kecl, fresh_paths, cycle_config(args, replay, home), f"{dataset}-fresh-replay-{arm}")
             row = {
                 "dataset": dataset,
                 "arm": arm,
@@ -569,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
             "evidences",
         )
     }
-    settings["verbalisations"] = len(cycle_module.VERBALISATIONS)
+    settings["verbalisations"] = len(VERBALISATIONS[: args.verbalisations or None])
     print(f"\nbase model: {base_note}")
     print(f"settings: {settings}")
     print(f"load average at start {load_start[0]:.1f}, at end {load_end[0]:.1f} (on {os.cpu_count()} cores)\n")

@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 10 if args.quick else args.repeats
 
     from encoder import fill_mask, load_mlm
+    from kecl.home import resolve_model_path
+    from kecl.settings import DEFAULT_MODEL
 
-    bundle = load_mlm(args.model, device="cpu")
+    name = args.model or DEFAULT_MODEL
+    bundle = load_mlm(resolve_model_path(name), device="cpu", name=name)
     fill_mask(bundle, SENTENCES[:1])  # warm-up
     single = []
     for i in range(repeats):

@@ -34,8 +34,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from knowledge.graph import FactGraph, GraphFact
-from knowledge.linker import EntityLinker, normalise_alias
+from knowledge import EntityLinker, FactGraph, GraphFact, normalise_alias
 
 log = logging.getLogger(__name__)
 

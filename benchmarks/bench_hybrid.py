@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from kecl.home import resolve_model_path, token_counter
     from kecl.search import channel_rankings
-    from kecl.settings import RetrievalSettings
-    from kecl.wiring import token_counter
+    from kecl.settings import DEFAULT_MODEL, RetrievalSettings
     from retrieval import Embedder, IndexHandle, build_from_passages, reciprocal_rank_fusion
 
     limits = {"place_of_birth": None, "date_of_birth": args.google_max, "place_of_death": args.google_max}
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         limits = {"place_of_birth": 300, "date_of_birth": 50, "place_of_death": 50}
         args.trex_per_relation = 20
     facts = load_lama(Path(args.lama), limits, args.trex_per_relation, args.trex_evidences)
-    embedder = Embedder(args.embedder, device="cpu")
+    name = args.embedder or DEFAULT_MODEL
+    embedder = Embedder(resolve_model_path(name), device="cpu", name=name)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         store = build_store(facts, Path(tmp), token_counter(embedder.name))

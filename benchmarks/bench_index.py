@@ -65,8 +65,9 @@ def timed_search(index: PassageIndex, queries: np.ndarray, k: int, single: int) 
 def index_bytes(index: PassageIndex) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "i.faiss")
-        faiss.write_index(index._faiss_index(), path)
-        extras = sum(a.nbytes for a in index._extras().values())
+        state = index.state()
+        faiss.write_index(state.faiss_index, path)
+        extras = sum(a.nbytes for a in state.extras.values())
         return os.path.getsize(path) + extras
 
 
@@ -200,10 +201,12 @@ def lama_sentences(lama: Path, limit: int) -> tuple[list[str], list[str]]:
 
 
 def bench_real(args) -> tuple[list[dict], dict]:
+    from kecl.home import resolve_model_path
+    from kecl.settings import DEFAULT_MODEL
     from retrieval import Embedder
 
     texts, queries = lama_sentences(Path(args.lama), args.real_n)
-    embedder = Embedder(None, batch_size=64, device="cpu")
+    embedder = Embedder(resolve_model_path(DEFAULT_MODEL), batch_size=64, device="cpu", name=DEFAULT_MODEL)
     embedder.encode(texts[:64])  # warm-up
     t = time.perf_counter()
     vectors = embedder.encode(texts)
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.n, args.queries, args.real_n, args.single = 50_000, 200, 1000, 50
         args.ivf_train = 20_000
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with kecl.home in bench_real
     t = time.perf_counter()
     data = clustered_vectors(args.n + args.queries, args.dim, seed=0)
     vectors, queries = data[: args.n], data[args.n :]

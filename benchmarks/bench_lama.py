@@ -5,7 +5,7 @@ FAISS): the evidence text (T-REx evidence sentences with [MASK] filled by the ob
 form, Google-RE Wikipedia snippets) as documents, subjects and objects as entities (labels and
 surface forms as aliases), and the facts subject–relation–object under LAMA's templates. Probes
 are LAMA's template sentences ("Allan Peiper was born in [MASK] ."), scored with P@1, P@10 and
-MRR on one-token objects (``updater.evaluation``).
+MRR on one-token objects (``updater.evaluate``).
 
 Columns:
 - ``closed-book``: the weights alone;
@@ -66,7 +66,7 @@ def _spans(text: str, needles: list[str]) -> list[tuple[int, int]]:
 
 def load_facts(lama: Path, per_relation: int, google_per_relation: int, evidences: int, tokenizer: Any) -> list[dict]:
     """LAMA facts with one-token objects: probe, subject/object entities, evidence texts with salient spans."""
-    from updater.probes import GOOGLE_RE_TEMPLATES, fill_template, gold_token_id, read_relation_templates
+    from updater import GOOGLE_RE_TEMPLATES, fill_template, gold_token_id, read_relation_templates
 
     templates = read_relation_templates(lama / "relations.jsonl")
     facts: list[dict] = []
@@ -150,7 +150,7 @@ def build_home(facts: list[dict], lama: Path, home: Path):
     from kecl.services import Kecl
     from kecl.settings import Settings
     from knowledge import DocumentRecord, EntityRecord, FactRecord, RelationRecord
-    from updater.probes import GOOGLE_RE_TEMPLATES
+    from updater import GOOGLE_RE_TEMPLATES
 
     settings = Settings(home=home, index={"kind": "flat"})
     kecl = Kecl(settings)
@@ -206,21 +206,29 @@ def build_home(facts: list[dict], lama: Path, home: Path):
 def base_bundle(args: argparse.Namespace) -> tuple[Any, str]:
     """The starting encoder and a sentence saying what it is.
 
-    ``--checkpoint``: that model. Otherwise the product's default checkpoint, made as ``kecl init``
-    makes it (``encoder.default.adapt_default``: MiniLM's fresh MLM head adapted on the default
-    corpus) in ``--base-dir``, and reused from there by later runs.
+    ``--checkpoint``: that model (a checkpoint folder, a model folder or a model name). Otherwise
+    the product's default checkpoint, made as ``kecl init`` makes it (``encoder.adapt_default``:
+    MiniLM's fresh MLM head adapted on the default corpus) in ``--base-dir``, and reused from there
+    by later runs.
     """
-    from encoder.model import load_mlm
+    from encoder import adapt_default, load_mlm
+    from kecl.home import resolve_model_path
+    from kecl.settings import DEFAULT_MODEL
 
     if args.checkpoint:
-        return load_mlm(args.checkpoint, device="cpu"), f"checkpoint {args.checkpoint}"
-    from encoder.default import adapt_default
-
+        bundle = load_mlm(resolve_model_path(args.checkpoint), device="cpu", name=args.checkpoint)
+        return bundle, f"checkpoint {args.checkpoint}"
     t = time.perf_counter()
-    version, bundle = adapt_default(Path(args.base_dir) / "checkpoints", progress=False, device="cpu")
+    version, bundle = adapt_default(
+        Path(args.base_dir) / "checkpoints",
+        resolve_model_path(DEFAULT_MODEL),
+        progress=False,
+        device="cpu",
+        name=DEFAULT_MODEL,
+    )
     made = time.perf_counter() - t
     return bundle, (
-        f"the default checkpoint {version} (encoder.default.adapt_default, as `kecl init` makes it; "
+        f"the default checkpoint {version} (encoder.adapt_default, as `kecl init` makes it; "
         f"{'made' if made > 30 else 'reused from ' + str(args.base_dir)} in {made:.0f}s)"
     )
 
@@ -260,12 +268,10 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
-    from encoder.packing import SpanText
-    from encoder.trainer import TrainConfig, train_mlm
-    from kecl.commands.eval_cmds import pipeline_knowledge
+    from encoder import SpanText, TrainConfig, train_mlm
+    from kecl.evidence import cached_source
     from kecl.pipeline import QueryOptions
-    from updater.evaluation import evaluate
-    from updater.probes import Probe
+    from updater import Probe, evaluate
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.perf_counter()
@@ -302,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
         opts = QueryOptions(k_passages=args.k, hops=1, max_facts=8)
         # One retrieval per probe, shared by both evaluations (the retriever is frozen).
         cache: dict[str, Any] = {}
-        passages_only = pipeline_knowledge(kecl, opts, "passages", cache)
-        with_facts = pipeline_knowledge(kecl, opts, "all", cache)
+        passages_only = cached_source(kecl, opts, "passages", cache)
+        with_facts = cached_source(kecl, opts, "all", cache)
         max_length = kecl.settings.model.max_injected_length
 
         def run_all(tag: str) -> Any:

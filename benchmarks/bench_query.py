@@ -51,7 +51,7 @@ def prepare_home(home: Path, checkpoint: Path | None) -> None:
     settings = Settings(home=home)
     kecl = Kecl(settings)
     if checkpoint is not None:
-        from encoder.checkpoints import set_active
+        from encoder import set_active
 
         settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(checkpoint, settings.checkpoints_dir / checkpoint.name)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         import torch
 
-        from encoder.trainer import bf16_supported
+        from encoder import bf16_supported
 
         bf16 = bf16_supported(torch.device("cpu"))
         # kecl answers under bf16 autocast where the CPU has it (settings.model.bf16); then it is also

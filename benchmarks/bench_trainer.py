@@ -38,19 +38,28 @@ def load_texts(data: str | None, limit: int = 20000) -> tuple[list[str], str]:
                         texts.append(s.replace("[MASK]", ev.get("obj_surface", row.get("obj_label", ""))))
         random.Random(0).shuffle(texts)
         return texts[:limit], f"LAMA T-REx evidence ({data})"
-    from encoder.default_corpus import default_corpus
+    from encoder import default_corpus
 
     return default_corpus(max_chars=1_000_000)[:limit], "default corpus (stdlib docstrings + everyday sentences)"
+
+
+def load_packaged_model():
+    """The default model (the packaged MiniLM) on the CPU, with its fresh MLM head (seed it first)."""
+    from encoder import load_mlm
+    from kecl.home import resolve_model_path
+    from kecl.settings import DEFAULT_MODEL
+
+    return load_mlm(resolve_model_path(DEFAULT_MODEL), device="cpu", name=DEFAULT_MODEL)
 
 
 def run_ours(texts, heldout, steps, lr, batch, length, packing, bf16, **options):
     """Our loop; ``options`` are further ``TrainConfig`` fields (dropouts, attention, heap reuse)."""
     import torch
 
-    from encoder import TrainConfig, load_mlm, masked_lm_loss, train_mlm
+    from encoder import TrainConfig, masked_lm_loss, train_mlm
 
     torch.manual_seed(0)
-    bundle = load_mlm(None, device="cpu")
+    bundle = load_packaged_model()
     config = TrainConfig(
         steps=steps,
         batch_size=batch,
@@ -90,11 +99,10 @@ def run_trainer(texts, heldout, steps, lr, batch, length, bf16, out_dir):
     from torch.utils.data import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from encoder import load_mlm, masked_lm_loss
-    from encoder.packing import build_blocks
+    from encoder import build_blocks, masked_lm_loss
 
     torch.manual_seed(0)
-    bundle = load_mlm(None, device="cpu")
+    bundle = load_packaged_model()
     blocks = build_blocks(bundle.tokenizer, texts, length, packing="grouped")
 
     class Blocks(Dataset):
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = Path(args.out).parent / "trainer-tmp"
     theirs = run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.trainer_bf16, tmp)
     # The same allocator setting given to the Trainer, so that the ratio is not the allocator's alone.
-    from encoder.trainer import heap_reuse
+    from encoder import heap_reuse
 
     with heap_reuse() as applied:
         theirs_heap = (
