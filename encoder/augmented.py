@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from encoder.bundle import MLMBundle
-from encoder.injection import InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
+from encoder.injection import InjectedFact, InjectedInputs, InjectedPassage, as_strategy, build_injected_inputs
 from encoder.predict import FillMaskResult, RankResult, evidence_bias, fill_mask_encoded, masked_token_ranks
 
 FactRows = Sequence[Sequence[InjectedFact]] | None
@@ -99,5 +99,7 @@ def _inject(
     max_length: int,
     evidence_boost: float,
 ) -> tuple[InjectedInputs, torch.Tensor | None]:
-    inputs = build_injected_inputs(bundle.tokenizer, texts, facts, passages, strategy=strategy, max_length=max_length)
+    inputs = build_injected_inputs(
+        bundle.tokenizer, texts, facts, passages, strategy=as_strategy(strategy), max_length=max_length
+    )
     return inputs, evidence_bias(bundle.tokenizer, inputs, evidence_boost)

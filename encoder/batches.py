@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from encoder.injection import injected_training_batch
+from encoder.injection import Strategy, injected_training_batch
 from encoder.masking import mask_tokens
 from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
 from encoder.reading_corpus import ReadingExample
 from encoder.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+_MIXED: tuple[Strategy, Strategy] = ("concat", "tree")
+"""The layouts an injected step of ``injection_strategy="mixed"`` picks from."""
 
 
 def epoch_rows(n: int, per_step: int, seed: int, step: int) -> list[int]:
@@ -62,10 +65,11 @@ class Streams:
 
 @dataclass
 class StepBatch:
-    """One micro-batch on the device: the model's inputs with ``labels``, the real (non-padding)
-    tokens in it, for throughput, and next-sentence labels (``None``: no NSP in this batch)."""
+    """One micro-batch on the device: the model's inputs with ``labels`` (a plain batch's
+    ``attention_mask`` is ``None`` when its blocks need none), the real (non-padding) tokens in it,
+    for throughput, and next-sentence labels (``None``: no NSP in this batch)."""
 
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor | None]
     tokens: int
     nsp_labels: torch.Tensor | None = None
 
@@ -90,7 +94,7 @@ def prepare_streams(
     )
     n_replay = round(config.batch_size * config.replay_ratio) if replay_blocks is not None and len(replay_blocks) else 0
     plain = [Stream(new_blocks, config.batch_size - n_replay, config.seed)]
-    if n_replay:
+    if replay_blocks is not None and n_replay:
         plain.append(Stream(replay_blocks, n_replay, config.seed + 1))
     if config.injection_probability > 0 and not reading:  # e.g. `kecl train` on plain files: expected
         log.debug(
@@ -121,9 +125,8 @@ def draw_batch(
     backend the masks are built for."""
     p = streams.injection_probability
     if p and float(torch.rand(1, generator=gen)) < p:
-        strategy = config.injection_strategy
-        if strategy == "mixed":
-            strategy = ("concat", "tree")[int(torch.randint(2, (1,), generator=gen))]
+        configured = config.injection_strategy
+        strategy: Strategy = _MIXED[int(torch.randint(2, (1,), generator=gen))] if configured == "mixed" else configured
         rows = epoch_rows(len(streams.reading), config.batch_size, config.seed + 2, draw)
         batch = _reading_batch(tokenizer, [streams.reading[i] for i in rows], strategy, config, gen, attn)
         tokens = int((batch["input_ids"] != tokenizer.pad_token_id).sum())
@@ -176,7 +179,7 @@ def _plain_batch(
 def _reading_batch(
     tokenizer: PreTrainedTokenizerFast,
     examples: Sequence[ReadingExample],
-    strategy: str,
+    strategy: Strategy,
     config: TrainConfig,
     generator: torch.Generator,
     attn: str,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
 
 
 @dataclass
@@ -43,6 +43,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def move_to(model: PreTrainedModel, device: torch.device) -> None:
+    """``model.to(device)``, in place.
+
+    transformers wraps ``PreTrainedModel.to`` in ``functools.wraps(nn.Module.to)``, which typeshed
+    types as an unbound function (it asks for ``self`` again); called through ``nn.Module``'s
+    signature the call still dispatches to transformers' override.
+    """
+    module: torch.nn.Module = model
+    module.to(device)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """True where bf16 runs natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX.
 
@@ -65,6 +76,6 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     Raises ``ValueError`` for a slow tokenizer: masking and injection need its offsets and word ids.
     """
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    if not tokenizer.is_fast:
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets and word ids")
     return tokenizer

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import BertForMaskedLM
 
-from encoder.bundle import MLMBundle, load_tokenizer, resolve_device
+from encoder.bundle import MLMBundle, load_tokenizer, move_to, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def load_checkpoint(
         tokenizer = load_tokenizer(str(folder))
     except Exception as exc:  # a verified folder that still fails to load is damaged in kind
         raise CheckpointError(f"{folder}: could not load the checkpoint: {exc}") from exc
-    model.to(resolve_device(device)).eval()
+    move_to(model, resolve_device(device))
+    model.eval()
     metadata = {"name_or_path": str(folder), **{k: v for k, v in manifest.items() if k != "files"}}
     return MLMBundle(model, tokenizer, manifest["version"], metadata)
 

@@ -49,7 +49,7 @@ from encoder.packing import SpanText, as_span_text, to_backend_mask
 log = logging.getLogger(__name__)
 
 Strategy = Literal["closed-book", "concat", "tree"]
-STRATEGIES = ("closed-book", "concat", "tree")
+STRATEGIES: tuple[Strategy, ...] = ("closed-book", "concat", "tree")
 MIN_PASSAGE_TOKENS = 4
 """A passage is cut to fit the budget only if at least this many of its tokens would remain."""
 
@@ -172,14 +172,14 @@ def _choose(
     ``fact_costs[k]`` is ``None`` for a fact that cannot be injected. Returns the chosen fact
     indices and ``(passage index, tokens kept incl. its [SEP])`` pairs, both in choice order.
     """
-    items = [(-f.score, 0, k) for k, f in enumerate(facts) if fact_costs[k] is not None]
-    items += [(-p.score, 1, k) for k, p in enumerate(passages)]
+    # (-score, kind, index, cost): (kind, index) is unique, so the cost never decides the order
+    items = [(-f.score, 0, k, cost) for k, f in enumerate(facts) if (cost := fact_costs[k]) is not None]
+    items += [(-p.score, 1, k, passage_costs[k]) for k, p in enumerate(passages)]
     chosen_facts: list[int] = []
     chosen_passages: list[tuple[int, int]] = []
-    for _, kind, k in sorted(items):
+    for _, kind, k, cost in sorted(items):
         if room <= 0:
             break
-        cost = fact_costs[k] if kind == 0 else passage_costs[k]
         if cost <= room:
             room -= cost
             if kind == 0:
@@ -196,6 +196,17 @@ def _render_passage(passage: InjectedPassage, offsets: Sequence[tuple[int, int]]
     if kept >= len(offsets):
         return passage.text
     return passage.text[: offsets[kept - 1][1]] + " …" if kept else "…"
+
+
+def as_strategy(name: str) -> Strategy:
+    """``name`` as a :data:`Strategy`, for a layout named in settings or on a command line.
+
+    Raises ``ValueError`` for any other name.
+    """
+    for strategy in STRATEGIES:
+        if name == strategy:
+            return strategy
+    raise ValueError(f"strategy={name!r}: expected one of {STRATEGIES}")
 
 
 def build_injected_inputs(

@@ -13,7 +13,10 @@ transformers' own modules and attention functions do the arithmetic: only the ch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from transformers import BertForMaskedLM
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import BertLayer, eager_attention_forward
@@ -22,17 +25,22 @@ from transformers.models.bert.modeling_bert import BertLayer, eager_attention_fo
 def supports_masked_forward(model: torch.nn.Module) -> bool:
     """True for a BERT encoder (``model.bert``) whose layers are transformers' ``BertLayer`` and
     which is not a decoder (no cross-attention or cache to carry)."""
+    return _bert_layers(model) is not None
+
+
+def _bert_layers(model: torch.nn.Module) -> list[BertLayer] | None:
+    """``model.bert``'s layers when :func:`supports_masked_forward` accepts the model, else ``None``."""
     bert = getattr(model, "bert", None)
     layers = getattr(getattr(bert, "encoder", None), "layer", None)
-    return (
-        layers is not None
-        and len(layers) > 0
-        and all(isinstance(layer, BertLayer) for layer in layers)
-        and not bert.config.is_decoder
-    )
+    if bert is None or layers is None or len(layers) == 0:
+        return None
+    bert_layers = [layer for layer in layers if isinstance(layer, BertLayer)]
+    if len(bert_layers) != len(layers) or bert.config.is_decoder:
+        return None
+    return bert_layers
 
 
-def last_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
+def last_hidden(model: BertForMaskedLM, batch: Mapping[str, torch.Tensor | None]) -> torch.Tensor:
     """``model.bert``'s final hidden states at every position: the plain forward pass."""
     return model.bert(
         input_ids=batch["input_ids"],
@@ -42,7 +50,9 @@ def last_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -
     ).last_hidden_state
 
 
-def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], predicted: torch.Tensor) -> torch.Tensor:
+def hidden_at(
+    model: BertForMaskedLM, batch: Mapping[str, torch.Tensor | None], predicted: torch.Tensor
+) -> torch.Tensor:
     """Final hidden states ``(N, hidden)`` at the positions where ``predicted`` ``(B, L)`` is true,
     in row-major order — what ``model.bert(...).last_hidden_state[predicted]`` gives, computed
     with the last layer at those positions only (its keys and values at every position).
@@ -51,7 +61,8 @@ def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], pre
     ``position_ids`` and ``token_type_ids``. Falls back to the full forward pass for a model
     :func:`supports_masked_forward` rejects.
     """
-    if not supports_masked_forward(model):
+    layers = _bert_layers(model)
+    if layers is None:
         return last_hidden(model, batch)[predicted]
     bert = model.bert
     hidden = bert.embeddings(
@@ -60,7 +71,7 @@ def hidden_at(model: torch.nn.Module, batch: dict[str, torch.Tensor | None], pre
     mask = create_bidirectional_mask(
         config=bert.config, inputs_embeds=hidden, attention_mask=batch.get("attention_mask")
     )
-    *lower, last = bert.encoder.layer
+    *lower, last = layers
     for layer in lower:
         hidden = layer(hidden, mask)
     return _last_layer_at(last, hidden, mask, predicted)

@@ -7,26 +7,41 @@ is predicted, and the last layer only there too (:func:`encoder.masked_forward.h
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
+from transformers import BertForMaskedLM
 
 from encoder.bundle import MLMBundle
-from encoder.injection import injected_training_batch
+from encoder.injection import Strategy, injected_training_batch
 from encoder.masked_forward import hidden_at
 from encoder.masking import IGNORE_INDEX, mask_tokens
 from encoder.packing import TrainText, block_attention_mask, build_blocks
 from encoder.reading_corpus import ReadingExample
 
+if TYPE_CHECKING:
+    from typing import Unpack
+
+
+class _ReplaceSplit(TypedDict, total=False):
+    """How :func:`encoder.masking.mask_tokens` replaces the chosen tokens (its defaults when left out)."""
+
+    mask_replace_prob: float
+    random_replace_prob: float
+
 
 def _labelled_logits(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor | None]
+    model: BertForMaskedLM, batch: Mapping[str, torch.Tensor | None]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The MLM head's logits at the labelled positions of ``batch`` (the head runs nowhere else),
     and the gold ids there."""
-    predicted = batch["labels"] != IGNORE_INDEX
-    return model.cls(hidden_at(model, batch, predicted)), batch["labels"][predicted]
+    labels = batch["labels"]
+    if labels is None:
+        raise ValueError("_labelled_logits: the batch has no labels")
+    predicted = labels != IGNORE_INDEX
+    return model.cls(hidden_at(model, batch, predicted)), labels[predicted]
 
 
 def _heldout_predictions(
@@ -37,7 +52,7 @@ def _heldout_predictions(
     mlm_probability: float,
     seed: int,
     who: str,
-    **mask_options: float,
+    **mask_options: Unpack[_ReplaceSplit],
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(logits, gold)`` at the masked positions of ``texts``, batch by batch, under a fixed
     seeded masking (the shared loop of the held-out metrics). Raises ``ValueError`` without text."""
@@ -128,7 +143,7 @@ def masked_token_accuracy(
 def reading_accuracy(
     bundle: MLMBundle,
     examples: Sequence[ReadingExample],
-    strategy: str = "concat",
+    strategy: Strategy = "concat",
     max_length: int = 128,
     batch_size: int = 32,
 ) -> float:

@@ -8,13 +8,15 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
+import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from encoder.bundle import MLMBundle, load_tokenizer, resolve_device
+from encoder.bundle import MLMBundle, load_tokenizer, move_to, resolve_device
 from encoder.checkpoints import MANIFEST, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -63,18 +65,22 @@ def load_mlm(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = BertForMaskedLM.from_pretrained(
+        loaded = BertForMaskedLM.from_pretrained(
             path, config=config, attn_implementation=attn_implementation, output_loading_info=True
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    # from_pretrained is annotated as returning the model alone; output_loading_info=True makes it
+    # (model, info), and info's values are lists or sets depending on the transformers version.
+    model, info = cast(tuple[BertForMaskedLM, dict[str, Any]], loaded)
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("cls.")]
     if missing:
         raise ValueError(f"{path}: encoder weights missing from the checkpoint: {missing[:5]}")
     if any(k.startswith("cls.") for k in info.get("missing_keys", [])):
         log.info("%s has no MLM head: initialised one, decoder tied to the word embeddings", path)
     tokenizer = load_tokenizer(path)
-    model.to(resolve_device(device)).eval()
+    move_to(model, resolve_device(device))
+    model.eval()
     return MLMBundle(model, tokenizer, None, {"name_or_path": name or path})
 
 
@@ -107,7 +113,9 @@ def new_mlm_from_scratch(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     backend.decoder = decoders.WordPiece()
-    tokenizer = BertTokenizerFast(
+    # transformers 5 keeps BertTokenizerFast as a lazily resolved alias of BertTokenizer, outside its
+    # typed exports (transformers 4 has it as a class of its own)
+    tokenizer = transformers.BertTokenizerFast(  # type: ignore[attr-defined]
         tokenizer_object=backend,
         unk_token="[UNK]",
         sep_token="[SEP]",
@@ -128,7 +136,9 @@ def new_mlm_from_scratch(
         tie_word_embeddings=True,
     )
     bert_config._attn_implementation = attn_implementation
-    model = BertForMaskedLM(bert_config).to(resolve_device(device)).eval()
+    model = BertForMaskedLM(bert_config)
+    move_to(model, resolve_device(device))
+    model.eval()
     return MLMBundle(model, tokenizer, None, {"name_or_path": "scratch", "scratch_config": vars(config)})
 
 
@@ -138,7 +148,7 @@ def set_attention(bundle: MLMBundle, attn_implementation: str) -> None:
 
 
 @contextlib.contextmanager
-def attention_implementation(model: torch.nn.Module, implementation: str) -> Iterator[None]:
+def attention_implementation(model: PreTrainedModel, implementation: str) -> Iterator[None]:
     """The model's attention backend switched to ``implementation`` inside, the previous one restored
     afterwards (weights are unchanged; a backend only computes attention differently)."""
     previous = model.config._attn_implementation
@@ -196,13 +206,14 @@ def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:
     added = tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in pieces])
     if added != len(pieces):
         log.warning("grow_vocabulary: asked for %d tokens, tokenizer added %d", len(pieces), added)
-    old_size = model.get_input_embeddings().weight.shape[0]
+    old_size = _input_embedding(model).weight.shape[0]
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    embeddings = model.get_input_embeddings().weight
+    embeddings = _input_embedding(model).weight
     bias = model.cls.predictions.bias
     with torch.no_grad():
         for token, ids in pieces.items():
-            new_id = tokenizer.convert_tokens_to_ids(token)
+            # annotated ``int | list[int]`` for either argument; one token gives one id
+            new_id = cast(int, tokenizer.convert_tokens_to_ids(token))
             if new_id < old_size:
                 continue
             index = torch.tensor(ids, device=embeddings.device)
@@ -211,6 +222,14 @@ def grow_vocabulary(bundle: MLMBundle, words: Iterable[str]) -> list[str]:
     model.tie_weights()
     log.info("grow_vocabulary: added %d tokens (vocab %d → %d)", len(pieces), old_size, len(tokenizer))
     return list(pieces)
+
+
+def _input_embedding(model: BertForMaskedLM) -> torch.nn.Embedding:
+    """The word embedding table (transformers annotates it as any module)."""
+    embedding = model.get_input_embeddings()
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise TypeError(f"grow_vocabulary: expected an nn.Embedding word table, got {type(embedding).__name__}")
+    return embedding
 
 
 def num_threads_hint() -> int:

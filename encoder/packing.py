@@ -230,10 +230,10 @@ def build_blocks(
     segment_ids = torch.full((n, max_length), -1, dtype=torch.long)
     unit_ids = torch.full((n, max_length), -1, dtype=torch.long)
     salient_t = torch.zeros((n, max_length), dtype=torch.bool)
-    for r, (ids, pos, seg, units, sal) in enumerate(rows):
+    for r, (ids, positions, seg, units, sal) in enumerate(rows):
         k = len(ids)
         input_ids[r, :k] = torch.tensor(ids)
-        position_ids[r, :k] = torch.tensor(pos)
+        position_ids[r, :k] = torch.tensor(positions)
         segment_ids[r, :k] = torch.tensor(seg)
         unit_ids[r, :k] = torch.tensor(units)
         salient_t[r, :k] = torch.tensor(sal)

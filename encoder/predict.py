@@ -9,9 +9,10 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from encoder.bundle import MLMBundle
 from encoder.injection import InjectedInputs
@@ -59,9 +60,12 @@ class FillMaskResult:
     masks: list[MaskPrediction] = field(default_factory=list)
 
 
-def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool) -> tuple[torch.Tensor, tuple | None]:
-    """Encoder output ``(hidden_states, attentions)``; the MLM head is applied by the caller only
-    at [MASK] positions (the 30k-word head over every token would dominate the cost)."""
+def _forward(
+    bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Encoder output ``(hidden_states, attentions)``, the attentions (one per layer) only with
+    ``explain``; the MLM head is applied by the caller only at [MASK] positions (the 30k-word head
+    over every token would dominate the cost)."""
     model = bundle.model
     device = bundle.device
     inputs = {
@@ -82,6 +86,10 @@ def _forward(bundle: MLMBundle, batch: Mapping[str, torch.Tensor], explain: bool
         model.eval()
         with torch.inference_mode(), _autocast(bundle):
             out = model.bert(**inputs, output_attentions=explain)
+        if not explain:
+            return out.last_hidden_state, None
+        if out.attentions is None:
+            raise RuntimeError("the encoder returned no attention weights to explain")
         return out.last_hidden_state, out.attentions
     finally:
         if explain and previous != "eager":
@@ -101,6 +109,8 @@ def _rollout(attentions: Sequence[torch.Tensor], row: int, keep: torch.Tensor) -
         a = a + torch.eye(a.shape[0], device=a.device)  # the residual connection
         a = a / a.sum(-1, keepdim=True)
         result = a if result is None else a @ result
+    if result is None:
+        raise ValueError("attention rollout needs at least one layer's attentions")
     return result
 
 
@@ -122,6 +132,18 @@ def _vocab_kinds(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
         )
         _VOCAB_KINDS[tokenizer] = cached
     return cached[1], cached[2]
+
+
+def _token(tokenizer: PreTrainedTokenizerFast, token_id: int) -> str:
+    # convert_ids_to_tokens is annotated ``str | list[str]`` whatever it is given; an int gives one
+    # token. (For an id past the tokenizer's vocabulary it gives None, which the annotation omits:
+    # a model whose head is wider than its tokenizer can rank such an id.)
+    return cast(str, tokenizer.convert_ids_to_tokens(token_id))
+
+
+def _tokens(tokenizer: PreTrainedTokenizerFast, token_ids: list[int]) -> list[str]:
+    # a list of ids (the tokenizer's own, so each has a token) gives a list of tokens
+    return cast(list[str], tokenizer.convert_ids_to_tokens(token_ids))
 
 
 def evidence_bias(tokenizer: Any, inputs: InjectedInputs, boost: float) -> torch.Tensor | None:
@@ -201,18 +223,17 @@ def fill_mask_encoded(
     for row in range(input_ids.shape[0]):
         keep = keep_all[row].cpu()
         ids = input_ids[row][keep].tolist()
-        tokens = tokenizer.convert_ids_to_tokens(ids)
+        tokens = _tokens(tokenizer, ids)
         result = FillMaskResult(texts[row] if texts else None, tokens)
         positions = (input_ids[row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-        rollout = _rollout(attentions, row, keep.to(attentions[0].device)) if explain else None
+        # _forward returns attentions exactly when explaining
+        rollout = _rollout(attentions, row, keep.to(attentions[0].device)) if attentions is not None else None
         kept_index = keep.nonzero().flatten()
         for pos in positions:
             scores, top_ids = mask_probs[where[(row, pos)]].topk(k)
-            top = [
-                TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)
-            ]
+            top = [TokenScore(_token(tokenizer, int(i)), int(i), float(s)) for s, i in zip(scores, top_ids)]
             explanation = None
-            if explain:
+            if attentions is not None and rollout is not None:
                 local = int((kept_index == pos).nonzero().flatten()[0])
                 per_head = [layer[row][:, pos][:, kept_index.to(layer.device)].float().tolist() for layer in attentions]
                 explanation = AttentionExplanation(tokens, per_head, rollout[local].tolist())
@@ -303,9 +324,7 @@ def masked_token_ranks(
         ranks = (probs > gold_p[:, None]).sum(1) + 1
         scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         for r in range(stop - start):
-            top = [
-                TokenScore(tokenizer.convert_ids_to_tokens(int(i)), int(i), float(s)) for s, i in zip(scores[r], ids[r])
-            ]
+            top = [TokenScore(_token(tokenizer, int(i)), int(i), float(s)) for s, i in zip(scores[r], ids[r])]
             out.append(RankResult(int(ranks[r]), float(gold_p[r]), top))
     return out
 

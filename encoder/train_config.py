@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from encoder.packing import TrainText
 
@@ -53,7 +53,7 @@ class TrainConfig:
     # exercises (``reading=`` of train_mlm) laid out by ``injection_strategy`` ("concat", "tree" or
     # "mixed": each injected step picks one), so the model learns to read injected knowledge.
     injection_probability: float = 0.0
-    injection_strategy: str = "concat"
+    injection_strategy: Literal["concat", "tree", "mixed"] = "concat"
     injection_max_length: int = 128
     # Attention-probability dropout while training (None: the model's own, 0.1 for BERT). With any
     # dropout there, PyTorch's CPU SDPA cannot use its fused flash kernel and falls back to the

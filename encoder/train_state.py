@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LRScheduler
+from transformers import PreTrainedModel
 
 from encoder.train_config import TrainConfig
 
@@ -52,7 +53,7 @@ def save_state(
 
 def load_state(
     folder: Path,
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler,
     nsp_head: torch.nn.Module | None,

@@ -29,7 +29,7 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import BertForMaskedLM, PreTrainedModel, get_linear_schedule_with_warmup
 
 from encoder.batches import Streams, draw_batch, prepare_streams
 from encoder.bundle import MLMBundle, bf16_supported
@@ -70,8 +70,9 @@ class TrainResult:
 StepHook = Callable[[int, dict[str, float]], None]
 """Called after every optimizer step with ``(step, metrics)``; may raise to stop the run."""
 
-BatchHook = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
-"""Rewrites a masked batch before the forward pass (knowledge injection plugs in here)."""
+BatchHook = Callable[[dict[str, torch.Tensor | None], int], dict[str, torch.Tensor | None]]
+"""Rewrites a masked batch before the forward pass (knowledge injection plugs in here); a plain
+batch's ``attention_mask`` is ``None`` when its blocks need none."""
 
 LossHook = Callable[[torch.nn.Module], torch.Tensor]
 """Extra loss term on the model (e.g. an L2 pull towards the previous weights)."""
@@ -131,7 +132,7 @@ def train_mlm(
 
 
 def build_optimizer(
-    model: torch.nn.Module, config: TrainConfig, device: torch.device, resume_from: str | Path | None = None
+    model: BertForMaskedLM, config: TrainConfig, device: torch.device, resume_from: str | Path | None = None
 ) -> Optimization:
     """AdamW over the model's trainable parameters (and a fresh NSP head with ``config.nsp``), with
     warm-up then linear decay; with ``resume_from`` the weights, optimizer and schedule of a saved
@@ -218,7 +219,9 @@ def run_steps(
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
             done = step + 1
-            metrics = {"step": done, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+            # torch annotates learning rates as float | Tensor (an optimizer may hold tensor ones); ours are floats
+            lr = float(scheduler.get_last_lr()[0])
+            metrics = {"step": done, "loss": step_loss, "lr": lr, "grad_norm": float(grad_norm)}
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{metrics['lr']:.2e}")
@@ -239,8 +242,8 @@ def run_steps(
 
 
 def _mlm_loss(
-    model: torch.nn.Module,
-    batch: dict[str, torch.Tensor],
+    model: BertForMaskedLM,
+    batch: Mapping[str, torch.Tensor | None],
     nsp_labels: torch.Tensor | None,
     nsp_head: torch.nn.Module | None,
     sparse_last_layer: bool,
@@ -249,8 +252,11 @@ def _mlm_loss(
 ) -> torch.Tensor:
     """Cross-entropy at the masked positions, plus next-sentence prediction's on [CLS] when the
     batch has NSP labels."""
+    labels = batch["labels"]
+    if labels is None:
+        raise ValueError("train_mlm: the batch's labels are None (a batch_hook must keep them)")
     # The MLM head only where a token is masked: ~7x less head compute than at every position.
-    predicted = batch["labels"] != IGNORE_INDEX
+    predicted = labels != IGNORE_INDEX
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):  # bf16 matmuls, float32 weights
         if sparse_last_layer and nsp_labels is None:
             # The last layer only there too (keys and values everywhere): same loss, ~12% less compute.
@@ -258,7 +264,7 @@ def _mlm_loss(
         else:
             hidden = last_hidden(model, batch)
             logits = model.cls(hidden[predicted])
-    loss = F.cross_entropy(logits.float(), batch["labels"][predicted])  # softmax over 30k words in float32
+    loss = F.cross_entropy(logits.float(), labels[predicted])  # softmax over 30k words in float32
     if nsp_head is not None and nsp_labels is not None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             nsp_logits = nsp_head(hidden[:, 0])
@@ -321,7 +327,7 @@ def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 @contextlib.contextmanager
 def _training_mode(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     config: TrainConfig,
     use_bf16: bool,
     device: torch.device,
@@ -347,7 +353,7 @@ def _training_mode(
         yield bar, log_file
 
 
-def _training_attention(config: TrainConfig, model: torch.nn.Module, use_bf16: bool, device: torch.device) -> str:
+def _training_attention(config: TrainConfig, model: PreTrainedModel, use_bf16: bool, device: torch.device) -> str:
     """``config.train_attention``, or when unset: eager under bf16 autocast on CPU, else the model's own."""
     if config.train_attention:
         return config.train_attention
