@@ -50,13 +50,13 @@ class FactGraph:
     """The current facts as a MultiDiGraph plus the per-node indexes that keep queries fast."""
 
     def __init__(self) -> None:
-        self._graph = nx.MultiDiGraph()
+        self._graph: nx.MultiDiGraph[int] = nx.MultiDiGraph()
         self._facts: dict[int, GraphFact] = {}
         # entity id -> sorted ids of the facts it takes part in (as subject or object)
         self._fact_ids_by_entity: dict[int, list[int]] = {}
 
     @property
-    def graph(self) -> nx.MultiDiGraph:
+    def graph(self) -> nx.MultiDiGraph[int]:
         """The live graph (not a copy): read it, do not mutate it."""
         return self._graph
 

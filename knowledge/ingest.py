@@ -12,9 +12,9 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from knowledge.chunking import chunk_text
@@ -32,6 +32,17 @@ from knowledge.readers import (
     read_file,
 )
 from knowledge.views import IngestSummary
+
+
+class _PassageRow(TypedDict):
+    """One passage as inserted (``Passage`` columns)."""
+
+    document_id: int
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    token_count: int
 
 
 def read_in_order(paths: Iterable[Path]) -> list[tuple[Path, ReadBatch]]:
@@ -198,7 +209,7 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
             "object_literal": r.object_literal,
             "valid_from": r.valid_from,
             "valid_to": None,
-            "source_id": sources.get(r.source),
+            "source_id": sources.get(r.source) if r.source else None,
             "confidence": r.confidence,
             "closed_at": None,
         }
@@ -222,7 +233,9 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
     if pending:
         # Core insert, RETURNING without ordering: only the set of new ids is needed, and
         # asking SQLite for parameter order makes SQLAlchemy send one row per statement.
-        result = s.execute(insert(Fact.__table__).returning(Fact.__table__.c.id), pending)
+        # DeclarativeBase annotates __table__ as any FromClause (a class may map a join); Fact maps a Table
+        fact_table = cast(Table, Fact.__table__)
+        result = s.execute(insert(fact_table).returning(fact_table.c.id), pending)
         new_ids = sorted(result.scalars())
         summary.facts_added += len(new_ids)
         summary.new_fact_ids += new_ids
@@ -258,12 +271,12 @@ def add_documents(
             "title": r.title,
             "external_id": r.external_id,
             "published_at": r.published_at,
-            "source_id": sources.get(r.source),
+            "source_id": sources.get(r.source) if r.source else None,
         }
         for h, r in todo
     ]
     doc_ids = list(s.execute(insert(Document).returning(Document.id, sort_by_parameter_order=True), doc_rows).scalars())
-    passage_rows = []
+    passage_rows: list[_PassageRow] = []
     for doc_id, (_, r) in zip(doc_ids, todo):
         for ordinal, chunk in enumerate(chunk_text(r.text, max_passage_tokens, count_tokens)):
             passage_rows.append(

@@ -8,8 +8,9 @@ the caller's session and transaction.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import CursorResult, delete, insert, update
 from sqlalchemy.orm import Session
 
 from knowledge.db import utcnow
@@ -34,11 +35,16 @@ def acquire(s: Session, name: str, holder: str, lease_seconds: float) -> None:
 def renew(s: Session, name: str, holder: str, lease_seconds: float) -> bool:
     """Extend ``holder``'s lease on ``name`` to ``lease_seconds`` from now; False if it does not hold it
     (it never did, or the lease expired and was taken over)."""
-    n = s.execute(
-        update(UpdateLock)
-        .where(UpdateLock.name == name, UpdateLock.holder == holder)
-        .values(expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
-    ).rowcount
+    # Session.execute is annotated Result for every statement; an UPDATE without RETURNING gives a CursorResult
+    result = cast(
+        CursorResult[Any],
+        s.execute(
+            update(UpdateLock)
+            .where(UpdateLock.name == name, UpdateLock.holder == holder)
+            .values(expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+        ),
+    )
+    n = result.rowcount
     return bool(n)
 
 

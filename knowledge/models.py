@@ -38,7 +38,7 @@ IdType = BigInteger().with_variant(Integer(), "sqlite")
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Leave autogenerate's hands off what the models don't declare on purpose: the full-text
     tables and column made by migration 0001, and APScheduler's job table in the same database."""
-    if type_ == "table" and (name.startswith("passage_fts") or name.startswith("apscheduler")):
+    if type_ == "table" and name is not None and (name.startswith("passage_fts") or name.startswith("apscheduler")):
         return False
     if (type_ == "column" and name == "tsv") or (type_ == "index" and name == "ix_passage_tsv"):
         return False

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from knowledge.db import select_rows
@@ -45,11 +45,10 @@ def passage_texts(s: Session, ids: Sequence[int]) -> dict[int, str]:
     return dict(select_rows(s, select(Passage.id, Passage.text), Passage.id, list(ids)))
 
 
-def passages_after(s: Session, after_id: int, limit: int) -> list[Row[int, str]]:
-    """Up to ``limit`` ``(passage id, text)`` rows with an id above ``after_id``, in id order."""
-    return list(
-        s.execute(select(Passage.id, Passage.text).where(Passage.id > after_id).order_by(Passage.id).limit(limit)).all()
-    )
+def passages_after(s: Session, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` ``(passage id, text)`` pairs with an id above ``after_id``, in id order."""
+    rows = s.execute(select(Passage.id, Passage.text).where(Passage.id > after_id).order_by(Passage.id).limit(limit))
+    return [(passage_id, text) for passage_id, text in rows]
 
 
 def passage_info(s: Session, ids: Sequence[int]) -> dict[int, PassageInfo]:

@@ -6,9 +6,9 @@ Each function works inside the caller's session and transaction.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from knowledge.db import utcnow
@@ -95,7 +95,10 @@ def set_checkpoint_status(s: Session, version: str, status: str) -> None:
             .where(Checkpoint.status == "active", Checkpoint.version != version)
             .values(status="retired")
         )
-    n = s.execute(update(Checkpoint).where(Checkpoint.version == version).values(status=status)).rowcount
+    # Session.execute is annotated Result for every statement; an UPDATE without RETURNING gives a CursorResult
+    n = cast(
+        CursorResult[Any], s.execute(update(Checkpoint).where(Checkpoint.version == version).values(status=status))
+    ).rowcount
     if not n:
         s.add(Checkpoint(version=version, status=status, metrics={}))
 

@@ -1,6 +1,7 @@
 """Alembic environment: run by :func:`knowledge.store.migrate` with a live connection."""
 
 from alembic import context
+from sqlalchemy import Connection
 
 from knowledge.models import Base, include_object
 
@@ -13,14 +14,17 @@ def run_migrations_online() -> None:
     if connection is None:
         from sqlalchemy import create_engine  # deferred: only the standalone `alembic` command gets here
 
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic: no sqlalchemy.url in the configuration to migrate")
+        engine = create_engine(url)
         with engine.connect() as connection:
             _run(connection)
     else:
         _run(connection)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     # SQLite barely supports ALTER TABLE: batch mode copies the table instead.
     context.configure(
         connection=connection, target_metadata=target_metadata, render_as_batch=True, include_object=include_object
