@@ -18,10 +18,13 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # transformers costs seconds to import: the caller has loaded the model with it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,11 @@ log = logging.getLogger(__name__)
 class TextEmbedder(Protocol):
     """What the index and reconcile need from an embedder."""
 
-    version: str
-    dim: int
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -95,9 +101,16 @@ class MeanPoolingEmbedder:
     ``version`` should name the checkpoint (e.g. its id); the weights hash is appended.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, version: str, batch_size: int = 64, max_length: int = 256):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        version: str,
+        batch_size: int = 64,
+        max_length: int = 256,
+    ):
         # BertForMaskedLM.base_model is its BertModel: skip the vocabulary-sized MLM head.
-        self.model = getattr(model, "base_model", model)
+        self.model: PreTrainedModel = getattr(model, "base_model", model)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length

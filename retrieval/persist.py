@@ -105,7 +105,8 @@ def save_index(index: PassageIndex, folder: str | Path) -> Manifest:
         name = f"extras-{generation}.npz"
         tmp = folder / f".{name}.tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, **state.extras)
+            # each key of extras names an array, never savez's allow_pickle: bool, which mypy cannot tell
+            np.savez(f, **state.extras)  # type: ignore[arg-type]
         files[name] = _sha256(tmp)
         _replace(tmp, folder / name)
 

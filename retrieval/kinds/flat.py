@@ -65,7 +65,8 @@ class FlatIndex:
             vectors = self._index.reconstruct_batch(present) if len(present) else np.zeros((0, self.dim), np.float32)
             return exact_top_k(queries, present, vectors, k)
         selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
-        params = faiss.SearchParameters(sel=selector)  # the selector must outlive the search
+        # the selector must outlive the search; faiss's stubs leave out the keyword arguments its wrapper adds
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         return self._index.search(queries, k, params=params)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ class HnswIndex:
             # A graph walk restricted to a few nodes finds too few of them: search those exactly.
             positions = np.flatnonzero(self._alive & np.isin(self._labels, allowed))
             return exact_top_k(queries, self._labels[positions], self._reconstruct(positions), k)
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # faiss's stubs omit it
         params.efSearch = max(self.config.hnsw_ef_search, k)
         bitmap = None
         if allowed is not None:

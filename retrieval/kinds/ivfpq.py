@@ -77,6 +77,8 @@ class IvfPqIndex:
         if isinstance(self._index, FlatIndex):
             return self._index.ids()
         invlists = self._index.invlists
+        if invlists is None:  # faiss's constructor and read_index always attach the lists
+            raise RuntimeError("ivfpq index has no inverted lists")
         parts = [
             faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
             for i in range(invlists.nlist)
@@ -161,7 +163,8 @@ class IvfPqIndex:
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True
-        quantizer.this.disown()  # the IVF index owns (and frees) its coarse quantizer now
+        # the IVF index owns (and frees) its coarse quantizer now; faiss's stubs leave out SWIG's ownership handle
+        quantizer.this.disown()  # type: ignore[attr-defined]
         rng = np.random.default_rng(0)
         sample = vectors if n <= cfg.ivf_train_sample else vectors[rng.choice(n, cfg.ivf_train_sample, replace=False)]
         log.info("training IVF-PQ (nlist=%d, m=%d, nbits=%d) on %d of %d vectors", nlist, pq_m, nbits, len(sample), n)
