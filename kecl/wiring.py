@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from apscheduler.schedulers.base import BaseScheduler
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from encoder import (
     ADAPT_RECIPE,
@@ -190,7 +190,7 @@ def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> Coale
     if name != "encoder":
         path = resolve_model_path(name)
         return CoalescingEmbedder(Embedder(path, batch_size=batch, device=str(device_for(settings)), name=name))
-    model: torch.nn.Module
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     if encoder is not None:
         model, tokenizer, version = encoder.model.bert, encoder.tokenizer, encoder.version or "base"
