@@ -3,14 +3,15 @@
     .venv/bin/python -m benchmarks.run_all [--quick] [--only ingest graph ...] [--lama PATH]
 
 Results go to ``bench-out/<topic>.json``; BENCHMARKS.md records the numbers and commands.
-Benchmarks that need the LAMA data read it from ``--lama`` (default ``../shared/data/lama``) and
-are skipped when it is absent (users' clones don't have it).
+Benchmarks that need the LAMA data read it from ``--lama`` (default: the ``KECL_LAMA`` environment
+variable) and are skipped without it: the data set is not part of the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import time
 import traceback
 from pathlib import Path
@@ -33,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", help="topics to run")
-    ap.add_argument("--lama", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "lama"))
+    ap.add_argument("--lama", default=os.environ.get("KECL_LAMA", ""), help="LAMA folder (default: $KECL_LAMA)")
     args = ap.parse_args(argv)
     failed = []
     for topic, module, needs_lama in BENCHMARKS:
         if args.only and topic not in args.only:
             continue
-        if needs_lama and not Path(args.lama).is_dir():
-            print(f"== {topic}: skipped (no LAMA data at {args.lama})")
+        if needs_lama and not (args.lama and Path(args.lama).is_dir()):
+            print(f"== {topic}: skipped (no LAMA data: give --lama PATH or set KECL_LAMA)")
             continue
         try:
             mod = importlib.import_module(module)
