@@ -68,12 +68,18 @@ def save_checkpoint(
     checkpoints_dir: str | Path,
     parent: str | None = None,
     metrics: dict[str, Any] | None = None,
+    watermark: dict[str, Any] | None = None,
 ) -> str:
     """Write ``bundle`` as a new version; returns the version name (``v0001``, ``v0002``, ...).
 
-    ``parent`` records lineage (the version it was trained from). The bundle's ``version`` is set
-    to the new name. Raises ``TypeError`` if metrics are not JSON-serialisable.
+    ``parent`` records lineage (the version it was trained from). ``watermark`` is how far into the
+    knowledge store the weights were trained (``knowledge.Watermark.to_dict()``); without it the
+    bundle's own watermark carries over, since a model trained further still knows what its parent
+    knew. The bundle's ``version`` is set to the new name. Raises ``TypeError`` if metrics are not
+    JSON-serialisable.
     """
+    if watermark is None:
+        watermark = bundle.metadata.get("watermark")
     root = Path(checkpoints_dir)
     root.mkdir(parents=True, exist_ok=True)
     metrics_text = json.dumps(metrics or {}, indent=2, default=float)
@@ -93,6 +99,7 @@ def save_checkpoint(
                 "source": bundle.metadata.get("name_or_path"),
                 "files": files,
                 "metrics": metrics or {},
+                "watermark": watermark,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
             try:
@@ -105,7 +112,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     bundle.version = version
-    bundle.metadata.update(parent=parent, version=version)
+    bundle.metadata.update(parent=parent, version=version, watermark=watermark)
     log.info("saved checkpoint %s (parent %s) in %s", version, parent, root)
     return version
 

@@ -20,6 +20,7 @@ from knowledge.readers import (
 )
 from knowledge.store import KnowledgeStore
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
+from knowledge.watermark import Watermark
 
 __all__ = [
     "KnowledgeStore",
@@ -28,6 +29,7 @@ __all__ = [
     "FactView",
     "EntityView",
     "PassageInfo",
+    "Watermark",
     "DocumentRecord",
     "EntityRecord",
     "RelationRecord",

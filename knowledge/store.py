@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import ingest, lease, passages, queries, registry
+from knowledge import ingest, lease, passages, queries, registry, watermark
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
 from knowledge.graph import FactGraph
@@ -37,6 +37,7 @@ from knowledge.linker import EntityLinker, LinkedMention
 from knowledge.models import Base
 from knowledge.readers import DocumentRecord, EntityRecord, FactRecord, ReadBatch, RelationRecord
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
+from knowledge.watermark import Watermark
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -291,6 +292,14 @@ class KnowledgeStore:
     def max_fact_id(self) -> int:
         """The highest fact id, 0 for no facts."""
         return self._read(queries.max_fact_id)
+
+    def watermark(self) -> Watermark:
+        """How far the store reaches now (highest passage, fact and entity ids, latest closure)."""
+        return self._read(watermark.current_watermark)
+
+    def changes_between(self, since: Watermark, until: Watermark) -> IngestSummary:
+        """What entered the store above ``since`` up to ``until`` (new passages and facts, closures)."""
+        return self._read(watermark.changes_between, since, until)
 
     def stats(self) -> dict[str, int]:
         """Row counts of every table (facts split into current and closed)."""

@@ -126,10 +126,12 @@ def tiny_settings(home: Path, embedder_dir: Path, **overrides: Any) -> Settings:
     return Settings(home=home, index=index, **overrides)
 
 
-def activate_tiny_checkpoint(settings: Settings, **config: Any) -> str:
-    """Save a tiny random MLM as the home's first checkpoint and make it active; its version."""
+def activate_tiny_checkpoint(settings: Settings, watermark: dict[str, Any] | None = None, **config: Any) -> str:
+    """Save a tiny random MLM as the home's first checkpoint and make it active; its version.
+    ``watermark``: the store watermark it counts as trained through (default: none of the store)."""
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    version = save_checkpoint(tiny_bundle(max_positions=256, **config), settings.checkpoints_dir)
+    bundle = tiny_bundle(max_positions=256, **config)
+    version = save_checkpoint(bundle, settings.checkpoints_dir, watermark=watermark)
     set_active(settings.checkpoints_dir, version)
     return version
 

@@ -45,7 +45,7 @@ from encoder import (
     set_active,
     train_mlm,
 )
-from knowledge import FactView, IngestSummary, KnowledgeStore, iter_input_files
+from knowledge import FactView, IngestSummary, KnowledgeStore, Watermark, iter_input_files
 from updater.evaluation import KnowledgeSource
 from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
 from updater.inbox import take_inbox
@@ -132,6 +132,28 @@ class Ingested:
             **{k: v for k, v in self.summary.counts().items() if v},
             "files": len(self.files),
             "issues": [str(i) for i in self.summary.issues][:100],
+        }
+
+
+@dataclass
+class Taken:
+    """What the cycle learns from: the store's changes between the active model's watermark
+    (``since``) and the store's watermark when the cycle looked (``until``, recorded with the
+    candidate)."""
+
+    since: Watermark
+    until: Watermark
+    summary: IngestSummary
+
+    def counts(self) -> dict[str, Any]:
+        """The run row's account of what was taken: the two watermarks and what lies between."""
+        return {
+            "since": self.since.to_dict(),
+            "until": self.until.to_dict(),
+            "passages": len(self.summary.new_passage_ids),
+            "facts": len(self.summary.new_fact_ids),
+            "closed_facts": len(self.summary.closed_fact_ids),
+            "entities": self.summary.entities_added,
         }
 
 
@@ -238,12 +260,12 @@ def _run_stages(
 ) -> tuple[str, list[str]]:
     """Every stage in order; returns the decision and its reasons. Raises whatever a stage raises."""
     store = ctx.store
-    watermark = store.max_passage_id()  # passages up to here are earlier text (replay, relinking)
+    before_ingest = store.max_passage_id()  # passages up to here were linked before this cycle's names
     with run.stage("ingest"):
         ingested = ingest(ctx, paths, run.run_id)
     run.counts.update(ingested.counts())
     with run.stage("link"):
-        relinked = relink_earlier_text(store, ingested.summary, watermark, config.relink_max_passages)
+        relinked = relink_earlier_text(store, ingested.summary, before_ingest, config.relink_max_passages)
     if relinked is not None:
         run.counts["mentions_relinked"] = relinked
     with run.stage("index"):
@@ -251,9 +273,18 @@ def _run_stages(
     if indexed:
         run.counts["indexed"] = indexed
 
-    changes = changed_facts(store, ingested.summary)
+    with run.stage("load_active"):
+        model = ctx.load_active()  # our own fresh copy, not the serving model: trained in place below
+        parent = model.version
+    # Everything that entered the store since the active model was trained, by whatever path.
+    taken = take_since(store, model.metadata.get("watermark"))
+    run.counts["taken"] = taken.counts()
+    summary = taken.summary
+    watermark = taken.since.passage  # passages up to here are earlier text (replay, held-out)
+
+    changes = changed_facts(store, summary)
     with run.stage("verbalise"):
-        data = verbalise(store, ingested.summary, changes, watermark, config, run.run_id)
+        data = verbalise(store, summary, changes, watermark, config, run.run_id)
     run.counts.update(data.counts())
     reading: list[ReadingExample] = []
     if config.train.injection_probability > 0 and ctx.knowledge is not None and data.texts:
@@ -269,8 +300,6 @@ def _run_stages(
     eval_set = build_eval_set(store, data, watermark, config, run.run_id)
 
     with run.stage("evaluate_active"):
-        model = ctx.load_active()  # our own fresh copy, not the serving model: trained in place below
-        parent = model.version
         active = evaluate_version(model, eval_set, ctx.knowledge, config.eval_modes, config.evidence_boost)
     run.metrics["active"] = active.to_dict()
     if len(data.texts) < config.min_train_texts:
@@ -284,7 +313,7 @@ def _run_stages(
     run.metrics["candidate"] = candidate.to_dict()
     decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])
     with run.stage("checkpoint"):
-        run.candidate = save_candidate(ctx, model, parent, candidate)
+        run.candidate = save_candidate(ctx, model, parent, candidate, taken.until)
     if decision == "promote":
         with run.stage("promote"):
             promote(ctx, run.candidate)
@@ -302,6 +331,14 @@ def ingest(ctx: CycleContext, paths: Sequence[Path] | None, run_id: int) -> Inge
     files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
     summary = ctx.store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
     return Ingested(files, summary)
+
+
+def take_since(store: KnowledgeStore, recorded: dict[str, Any] | None) -> Taken:
+    """What entered the store between the active model's watermark (``recorded``, as its checkpoint
+    holds it; none: the model learned nothing of the store yet) and the store's watermark now.
+    Raises ValueError on a malformed recorded watermark."""
+    since, until = Watermark.from_dict(recorded), store.watermark()
+    return Taken(since, until, store.changes_between(since, until))
 
 
 def relink_earlier_text(
@@ -394,11 +431,15 @@ def train_candidate(
     )
 
 
-def save_candidate(ctx: CycleContext, bundle: MLMBundle, parent: str | None, evaluation: Evaluation) -> str:
-    """Save the trained model as a new version with its flat metrics and record it as a candidate;
-    returns the version."""
+def save_candidate(
+    ctx: CycleContext, bundle: MLMBundle, parent: str | None, evaluation: Evaluation, watermark: Watermark
+) -> str:
+    """Save the trained model as a new version with its flat metrics and the store watermark it was
+    trained through, and record it as a candidate; returns the version."""
     metrics = checkpoint_metrics(evaluation)
-    version = save_checkpoint(bundle, ctx.checkpoints_dir, parent=parent, metrics=metrics)
+    version = save_checkpoint(
+        bundle, ctx.checkpoints_dir, parent=parent, metrics=metrics, watermark=watermark.to_dict()
+    )
     ctx.store.record_checkpoint(version, parent, "candidate", metrics, str(Path(ctx.checkpoints_dir) / version))
     return version
 

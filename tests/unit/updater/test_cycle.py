@@ -12,9 +12,10 @@ from encoder.checkpoints import active_version, list_checkpoints
 from encoder.predict import fill_mask
 from encoder.trainer import TrainConfig
 from kecl.services import Kecl
-from knowledge import read_paths
+from knowledge import DocumentRecord, read_paths
 from tests.factories import activate_tiny_checkpoint, tiny_settings, write_jsonl
 from updater.cycle import CycleConfig, GateConfig, run_cycle
+from updater.texts import VERBALISATIONS
 
 BASE = [
     {
@@ -57,9 +58,10 @@ LATER = [
 def kecl(tmp_path: Path, tiny_embedder_dir: Path) -> Kecl:
     settings = tiny_settings(tmp_path / "home", tiny_embedder_dir)
     k = Kecl(settings)
-    v = activate_tiny_checkpoint(settings)
-    k.store.record_checkpoint(v, None, "active", {})
     k.ingest_batch(read_paths([write_jsonl(tmp_path / "base.jsonl", BASE)]))
+    # the active model counts as trained through the base: cycles learn what comes after it
+    v = activate_tiny_checkpoint(settings, watermark=k.store.watermark().to_dict())
+    k.store.record_checkpoint(v, None, "active", {})
     yield k
     k.close()
 
@@ -210,3 +212,44 @@ def test_cycle_trains_on_reading_exercises(kecl: Kecl) -> None:
     assert "reading" in report.timings
     # the two new facts and the two unchanged current ones (croatia's kuna was closed by the change)
     assert report.counts["reading_exercises"] == 4
+
+
+def test_cycle_learns_what_came_through_the_store_api_and_records_its_watermark(kecl: Kecl) -> None:
+    """Knowledge added without the inbox (as POST /v1/documents and /v1/facts, `kecl ingest` do)
+    is trained on by the next cycle; the candidate records the watermark it was trained through,
+    and a cycle with nothing above that watermark is a no-op."""
+    from encoder.checkpoints import verify_checkpoint
+    from knowledge import FactRecord, ReadBatch
+
+    kecl.ingest_documents([DocumentRecord(text="Rome has been the capital of Italy since 1871.")])
+    kecl.ingest_batch(ReadBatch(facts=[FactRecord(subject="croatia", relation="P38", object="euro")]))
+    assert not list(kecl.settings.inbox_dir.glob("*.jsonl"))  # nothing in the inbox
+    cfg = config(max_retention_drop=1.0, max_loss_increase=10.0)
+    report = kecl.run_update(config=cfg)
+    assert report.status == "succeeded", report.error
+    assert report.decision == "promote", report.reasons
+    taken = report.counts["taken"]
+    assert taken["passages"] == 1 and taken["facts"] == 1 and taken["closed_facts"] == 1
+    assert report.counts["changed_facts"] == 1 and report.counts["new_facts"] == 0
+    # the document's passage and the changed fact's statements are among the texts trained on
+    assert report.counts["train_texts"] >= 1 + len(VERBALISATIONS)
+    manifest = verify_checkpoint(kecl.settings.checkpoints_dir / report.candidate)
+    assert manifest["watermark"] == kecl.store.watermark().to_dict() == taken["until"]
+
+    again = kecl.run_update(config=cfg)
+    assert again.decision == "no-op" and again.reasons == ["nothing new to learn"]
+    assert again.counts["taken"]["passages"] == again.counts["taken"]["facts"] == 0
+
+
+def test_a_rejected_cycle_leaves_its_knowledge_for_the_next(kecl: Kecl) -> None:
+    """The watermark moves only with the active model: what a rejected candidate learned is
+    taken again by the next cycle."""
+    from knowledge import FactRecord, ReadBatch
+
+    kecl.ingest_documents([DocumentRecord(text="France uses the euro.")])
+    kecl.ingest_batch(ReadBatch(facts=[FactRecord(subject="france", relation="P38", object="euro")]))
+    rejected = kecl.run_update(config=config(min_acquisition=1.01))
+    assert rejected.decision == "reject" and rejected.counts["taken"]["passages"] == 1
+    retried = kecl.run_update(config=config(min_acquisition=0.0, max_retention_drop=1.0, max_loss_increase=10.0))
+    assert retried.counts["taken"]["passages"] == 1 and retried.counts["taken"]["facts"] == 1
+    assert retried.decision == "promote", retried.reasons
