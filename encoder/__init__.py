@@ -17,6 +17,7 @@ from encoder.checkpoints import (
 )
 from encoder.default import ADAPT_RECIPE, adapt_default
 from encoder.default_corpus import default_corpus
+from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
@@ -38,6 +39,10 @@ from encoder.trainer import TrainResult, heap_reuse, train_mlm
 
 __all__ = [
     "ADAPT_RECIPE",
+    "NORMALISATIONS",
+    "EntityPrediction",
+    "decode_free",
+    "score_entities",
     "STRATEGIES",
     "CheckpointError",
     "FillMaskResult",

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected
+from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities
 from kecl.search import SearchHit
 from kecl.settings import Settings
-from knowledge import FactView, KnowledgeStore
+from knowledge import Candidate, FactView, KnowledgeStore, LinkedMention
 
 log = logging.getLogger("kecl.pipeline")
 
@@ -67,6 +67,7 @@ class Answer:
     text: str
     mode: str
     predictions: list[list[dict[str, Any]]]  # per [MASK]: [{token, score}, ...]
+    entities: list[dict[str, Any]] = field(default_factory=list)  # [{text, entity_id, score, source}, ...]
     facts: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     injected_input: str = ""
@@ -78,6 +79,11 @@ class Answer:
     def top(self) -> str | None:
         """The best token at the first [MASK]."""
         return self.predictions[0][0]["token"] if self.predictions and self.predictions[0] else None
+
+    @property
+    def top_entity(self) -> str | None:
+        """The best entity-level answer (a whole name, however many word-pieces), else the best token."""
+        return self.entities[0]["text"] if self.entities else self.top
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -98,13 +104,16 @@ def _relevance(query: str, fact: FactView) -> float:
     return 1.0 + (len(q & r) / len(q | r) if q and r else 0.0)
 
 
-def select_facts(system: KnowledgeAccess, text: str, opts: QueryOptions) -> tuple[list[InjectedFact], list[FactView]]:
-    """Link ``text``, then collect the facts within ``opts.hops`` of its entities, best first.
+def select_facts(
+    system: KnowledgeAccess, text: str, opts: QueryOptions, mentions: list[LinkedMention] | None = None
+) -> tuple[list[InjectedFact], list[FactView]]:
+    """Link ``text`` (unless its ``mentions`` are given), then collect the facts within
+    ``opts.hops`` of its entities, best first.
 
     Returns the ``InjectedFact``s (for the encoder) and the matching ``FactView``s (for the answer).
     """
     store = system.store
-    mentions = store.link(text)
+    mentions = store.link(text) if mentions is None else mentions
     spans: dict[int, tuple[int, int]] = {}
     for m in mentions:
         spans.setdefault(m.entity_id, (m.start, m.end))
@@ -172,6 +181,7 @@ class Prepared:
     passages: list[InjectedPassage]
     hits: list[SearchHit]
     retrieve_ms: float
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 def within_margin(hits: list[SearchHit], margin: float | None) -> list[SearchHit]:
@@ -193,16 +203,35 @@ def retrieve(system: KnowledgeAccess, text: str, opts: QueryOptions) -> Prepared
     """Link, select facts and passages for one query (nothing for closed-book)."""
     t0 = time.perf_counter()
     text = MASK_PATTERN.sub("[MASK]", text)
+    answers = system.settings.answers
+    mentions = system.store.link(text) if answers.entities or opts.mode != "closed-book" else []
     if opts.mode == "closed-book":
-        return Prepared(text, [], [], [], [], 0.0)
-    facts, views = select_facts(system, text, opts)
+        # Closed-book: candidates of a fitting type only, never the subject's own facts or passages.
+        candidates = _candidates(system, text, mentions, [], [])
+        return Prepared(text, [], [], [], [], (time.perf_counter() - t0) * 1000, candidates)
+    facts, views = select_facts(system, text, opts, mentions)
     hits = within_margin(select_passages(system, text, opts), system.settings.retrieval.passage_margin)
     # The injection budget compares fact and passage scores directly, and their own scores live on
     # different scales (relevance ≈ 1–2, fused RRF ≈ 0.01–0.03): share the budget by rank instead,
     # interleaving the best fact, the best passage, the second fact, … (facts first at a tie).
     facts = [dataclasses.replace(f, score=1.0 / (rank + 1)) for rank, f in enumerate(facts)]
     passages = [InjectedPassage(h.text, 1.0 / (rank + 1), h.passage_id) for rank, h in enumerate(hits)]
-    return Prepared(text, facts, views, passages, hits, (time.perf_counter() - t0) * 1000)
+    candidates = _candidates(system, text, mentions, views, [h.passage_id for h in hits])
+    return Prepared(text, facts, views, passages, hits, (time.perf_counter() - t0) * 1000, candidates)
+
+
+def _candidates(
+    system: KnowledgeAccess, text: str, mentions: list[LinkedMention], views: list[FactView], passage_ids: list[int]
+) -> list[Candidate]:
+    """The graph's candidates for the query's [MASK] (see ``knowledge.candidates``); none when
+    entity-level answers are off or the query has several masks."""
+    answers = system.settings.answers
+    if not answers.entities or text.count("[MASK]") != 1:
+        return []
+    subject_words = [w for m in mentions for w in _WORD.findall(m.surface)]
+    return system.store.answer_candidates(
+        text, sorted({m.entity_id for m in mentions}), subject_words, views, passage_ids, answers.max_candidates
+    )
 
 
 def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts: QueryOptions) -> list[Answer]:
@@ -225,6 +254,9 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     )
     inputs, results = predicted.inputs, predicted.results
     predict_ms = (time.perf_counter() - t0) * 1000
+    t1 = time.perf_counter()
+    entities = entity_answers(system, prepared, opts.mode, boost)
+    entities_ms = (time.perf_counter() - t1) * 1000
     snapshot = system.snapshot()
     answers = []
     for row, (p, r) in enumerate(zip(prepared, results)):
@@ -234,6 +266,7 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
             text=p.text,
             mode=opts.mode,
             predictions=[[{"token": t.token, "score": round(t.score, 6)} for t in m.top_k] for m in r.masks],
+            entities=[e.to_dict() for e in entities[row]],
             facts=[
                 {**p.fact_views[i].to_dict(), "relevance": round(_relevance(p.text, p.fact_views[i]), 4)}
                 for i in used_f
@@ -241,12 +274,38 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
             evidence=[{**p.hits[i].to_dict(), "score": round(p.hits[i].score, 6)} for i in used_p],
             injected_input=inputs.texts[row],
             snapshot=snapshot,
-            timings_ms={"retrieve": round(p.retrieve_ms, 2), "predict": round(predict_ms, 2)},
+            timings_ms={
+                "retrieve": round(p.retrieve_ms, 2),
+                "predict": round(predict_ms, 2),
+                "entities": round(entities_ms, 2),
+            },
         )
         if opts.explain and r.masks and r.masks[0].explanation is not None:
             answer.explanation = explain_over_evidence(r.masks[0].explanation)
         answers.append(answer)
     return answers
+
+
+def entity_answers(system: KnowledgeAccess, prepared: Sequence[Prepared], mode: str, boost: float) -> list[list[Any]]:
+    """Ranked entity-level answers for each prepared query (``encoder.score_entities``), all in one
+    batch, the knowledge injected as for the per-token predictions; empty lists when turned off."""
+    answers = system.settings.answers
+    if not answers.entities:
+        return [[] for _ in prepared]
+    return score_entities(
+        system.encoder,
+        [p.text for p in prepared],
+        [p.candidates for p in prepared],
+        [p.facts for p in prepared],
+        [p.passages for p in prepared],
+        strategy=mode,
+        max_length=system.settings.model.max_injected_length,
+        evidence_boost=boost,
+        normalisation=answers.normalisation,
+        max_pieces=answers.max_pieces,
+        decode_pieces=answers.decode_pieces,
+        top_k=answers.top_k,
+    )
 
 
 def explain_over_evidence(explanation: Any) -> list[dict[str, Any]]:

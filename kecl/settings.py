@@ -105,6 +105,19 @@ class RetrievalSettings(BaseModel):
     )
 
 
+class AnswerSettings(BaseModel):
+    """Entity-level answers: candidates from the graph scored with one [MASK] per word-piece."""
+
+    entities: bool = Field(True, description="rank entity-level answers beside the per-token predictions")
+    normalisation: Literal["mean", "sqrt", "sum"] = Field(
+        "mean", description="how a candidate's summed log-probability is normalised by its number of pieces"
+    )
+    max_pieces: int = Field(6, description="candidates with more word-pieces than this are not scored")
+    decode_pieces: int = Field(3, description="free decoding tries 1..this many masks when no candidate fits")
+    max_candidates: int = Field(2000, description="entities proposed per query at most")
+    top_k: int = Field(10, description="entity-level answers listed per query")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -146,6 +159,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     index: IndexSettings = IndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    answers: AnswerSettings = AnswerSettings()
     api: ApiSettings = ApiSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     gates: GateSettings = GateSettings()

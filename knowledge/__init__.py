@@ -4,6 +4,7 @@ Knows no torch. Public names: the store and its result views, its readers' recor
 the graph view, the engine and migration entry points, and the token count used for chunking.
 """
 
+from knowledge.candidates import Candidate, fitting_relations
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
 from knowledge.graph import FactGraph, GraphFact, verbalise
@@ -24,6 +25,8 @@ from knowledge.watermark import Watermark
 
 __all__ = [
     "KnowledgeStore",
+    "Candidate",
+    "fitting_relations",
     "IngestSummary",
     "IngestIssue",
     "FactView",

@@ -29,7 +29,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import ingest, lease, passages, queries, registry, watermark
+from knowledge import candidates, ingest, lease, passages, queries, registry, watermark
+from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
 from knowledge.graph import FactGraph
@@ -284,6 +285,23 @@ class KnowledgeStore:
         with self.session() as s:
             ids = queries.neighbourhood_ids_as_of(s, entity_id, hops, as_of, max_fanout, max_facts)
             return queries.facts_in_order(s, ids)
+
+    def answer_candidates(
+        self,
+        query: str,
+        subject_ids: Sequence[int],
+        subject_words: Iterable[str] = (),
+        facts: Sequence[FactView] = (),
+        passage_ids: Sequence[int] = (),
+        limit: int = 2000,
+    ) -> list[Candidate]:
+        """Entities that may fill the ``[MASK]`` of ``query`` (see :mod:`knowledge.candidates`);
+        ``facts`` and ``passage_ids``: the knowledge injected with it (none: closed-book)."""
+        relations = self.relations()
+        with self.session() as s:
+            return candidates.answer_candidates(
+                s, relations, query, subject_ids, subject_words, facts, passage_ids, limit
+            )
 
     def relations(self) -> list[dict[str, Any]]:
         """Every relation as a dict with ``id``, ``label``, ``template`` and ``functional``, by id."""

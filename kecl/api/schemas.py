@@ -312,6 +312,18 @@ class TokenScore(BaseModel):
     score: float = Field(description="probability")
 
 
+class EntityAnswer(BaseModel):
+    """A whole answer for the query's [MASK]: a name, however many word-pieces it has."""
+
+    text: str = Field(description="the surface form (an entity's name or alias, or a decoded string)")
+    entity_id: int | None = Field(description="the entity it names; null for a freely decoded string")
+    score: float = Field(description="length-normalised log-likelihood, plus the evidence prior")
+    source: Literal["fact", "passage", "type", "alias", "decoded"] = Field(
+        description="where the candidate came from: the linked entities' facts, the injected passages, "
+        "the entities of a fitting type, another surface of one of those, or free decoding"
+    )
+
+
 class UsedFact(Fact):
     relevance: float = Field(description="how well the relation matches the query's wording (1–2)")
 
@@ -353,6 +365,7 @@ class Snapshot(BaseModel):
 class Timings(BaseModel):
     retrieve: float = Field(description="milliseconds linking and retrieving")
     predict: float = Field(description="milliseconds of the (batched) forward pass")
+    entities: float = Field(0.0, description="milliseconds scoring entity-level answers (batched)")
     batch_size: int = Field(description="queries that shared the forward pass")
 
 
@@ -360,6 +373,9 @@ class Answer(BaseModel):
     text: str = Field(description="the query, [MASK] normalised")
     mode: Literal["closed-book", "concat", "tree"]
     predictions: list[list[TokenScore]] = Field(description="per [MASK], best first")
+    entities: list[EntityAnswer] = Field(
+        description="entity-level answers for the one [MASK], best first (empty for several masks)"
+    )
     facts: list[UsedFact] = Field(description="the facts injected")
     evidence: list[SearchHit] = Field(description="the passages injected")
     injected_input: str = Field(description="the encoder's input as text")

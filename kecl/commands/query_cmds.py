@@ -76,8 +76,15 @@ def query(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if answer.entities:
+        table = Table(title=f"answers ({answer.mode}): whole names, best first")
+        for col in ("answer", "entity", "score", "source"):
+            table.add_column(col, justify="right" if col == "score" else "left")
+        for e in answer.entities[:top_k]:
+            table.add_row(e["text"], str(e["entity_id"] or "-"), f"{e['score']:.3f}", e["source"])
+        console.print(table)
     for i, preds in enumerate(answer.predictions):
-        table = Table(title=f"[MASK] #{i + 1} ({answer.mode})")
+        table = Table(title=f"[MASK] #{i + 1} ({answer.mode}): word-pieces")
         table.add_column("token")
         table.add_column("score", justify="right")
         for p in preds:

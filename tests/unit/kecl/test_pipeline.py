@@ -127,3 +127,29 @@ def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kec
         default.predictions
         == kecl.answer([query], replace(opts, evidence_boost=kecl.settings.model.evidence_boost))[0].predictions
     )
+
+
+def test_answers_rank_whole_entities_beside_the_word_pieces(kecl: Kecl) -> None:
+    """Augmented: the linked fact's object is a candidate (source "fact"); closed-book: the
+    subject's own facts propose nothing, so with no other subject of the relation and no entity
+    types the answer is decoded freely."""
+    query = "The currency of Croatia is the [MASK] ."
+    (augmented,) = kecl.answer([query], QueryOptions(mode="concat", k_passages=2))
+    assert augmented.predictions and augmented.entities
+    euro = kecl.store.entity_id("euro")
+    assert {"text": "euro", "entity_id": euro, "source": "fact"}.items() <= next(
+        e for e in augmented.entities if e["entity_id"] == euro
+    ).items()
+    assert [e["score"] for e in augmented.entities] == sorted((e["score"] for e in augmented.entities), reverse=True)
+    assert augmented.top_entity == augmented.entities[0]["text"]
+    assert "entities" in augmented.timings_ms
+    (closed,) = kecl.answer([query], QueryOptions(mode="closed-book"))
+    assert closed.entities and {e["source"] for e in closed.entities} == {"decoded"}
+    # a second subject of the relation puts its object in the closed-book candidates, by type
+    kecl.store.upsert_entities([EntityRecord("france", "France")])
+    kecl.store.add_facts([FactRecord("france", "P38", object="euro")])
+    (closed,) = kecl.answer([query], QueryOptions(mode="closed-book"))
+    assert [(e["entity_id"], e["source"]) for e in closed.entities] == [(euro, "type")]
+    kecl.settings.answers.entities = False
+    (off,) = kecl.answer([query], QueryOptions(mode="concat"))
+    assert off.entities == [] and off.predictions

@@ -1,0 +1,326 @@
+"""Entity-level answers: a ``[MASK]`` stands for a whole name, however many word-pieces it has.
+
+Candidates (from the knowledge graph, see ``knowledge.candidates``) are scored by the MLM with one
+``[MASK]`` per word-piece: the query is asked once per candidate *length* n with n masks, and a
+candidate of n pieces scores the sum of its pieces' log-probabilities at those masks (the masked
+pseudo-log-likelihood with every piece masked at once, so all candidates of one length share one
+forward pass and every candidate of every query is scored in one batch). Lengths differ, so the
+sum is normalised: ``"mean"`` (per piece), ``"sqrt"`` (by √n) or ``"sum"`` (none) —
+``benchmarks/bench_lama.py --entity`` compares them.
+
+With no candidate, the answer is decoded freely (X-FACTR, Jiang et al. 2020): for each length
+1…N, fill the masks one at a time, the most confident position first, each step a forward pass
+over every query still decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from encoder.bundle import MLMBundle
+from encoder.injection import InjectedFact, InjectedPassage, as_strategy, build_injected_inputs
+from encoder.predict import _forward, _vocab_kinds
+
+Normalisation = Literal["mean", "sqrt", "sum"]
+NORMALISATIONS: tuple[str, ...] = ("mean", "sqrt", "sum")
+MASK = "[MASK]"
+
+
+class CandidateLike(Protocol):
+    """What a candidate answer must have (``knowledge.Candidate`` has it)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def entity_id(self) -> int | None: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class EntityPrediction:
+    """One ranked answer: the surface form, the entity it names (None for a decoded string), its
+    score (normalised log-likelihood, plus the evidence prior) and where it came from."""
+
+    text: str
+    entity_id: int | None
+    score: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (score rounded)."""
+        return {"text": self.text, "entity_id": self.entity_id, "score": round(self.score, 4), "source": self.source}
+
+
+_PIECES: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+
+
+def word_pieces(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, ...]]:
+    """The word-piece ids of each text (cached per tokenizer object: candidate names recur)."""
+    cache = _PIECES.setdefault(tokenizer, {})
+    missing = sorted({t for t in texts if t not in cache})
+    if missing:
+        if len(cache) > 200_000:
+            cache.clear()
+        for t, ids in zip(missing, tokenizer(missing, add_special_tokens=False)["input_ids"]):
+            cache[t] = tuple(ids)
+    return [cache[t] for t in texts]
+
+
+def normalise(total: torch.Tensor | float, n: int, normalisation: str) -> Any:
+    """A length-``n`` log-likelihood ``total`` normalised as ``normalisation`` says.
+    Raises ValueError for an unknown normalisation."""
+    if normalisation == "mean":
+        return total / n
+    if normalisation == "sqrt":
+        return total / math.sqrt(n)
+    if normalisation == "sum":
+        return total
+    raise ValueError(f"normalisation={normalisation!r}: expected one of {NORMALISATIONS}")
+
+
+def _expand(text: str, n: int, facts: Sequence[InjectedFact]) -> tuple[str, list[InjectedFact]]:
+    """``text`` with its one [MASK] as ``n`` masks, and fact spans after it moved along."""
+    at = text.index(MASK)
+    masks = " ".join([MASK] * n)
+    shift = len(masks) - len(MASK)
+    moved = [
+        f if f.span is None or f.span[0] < at else dataclasses.replace(f, span=(f.span[0] + shift, f.span[1] + shift))
+        for f in facts
+    ]
+    return text[:at] + masks + text[at + len(MASK) :], moved
+
+
+def _knowledge_text(
+    facts: Sequence[InjectedFact], passages: Sequence[InjectedPassage], used: tuple[list[int], list[int]]
+) -> str:
+    used_f, used_p = used
+    return " ".join([facts[i].text for i in used_f] + [passages[i].text for i in used_p]).lower()
+
+
+def _masked_log_probs(
+    bundle: MLMBundle,
+    texts: list[str],
+    facts: list[list[InjectedFact]],
+    passages: list[list[InjectedPassage]],
+    strategy: str,
+    max_length: int,
+    batch_size: int,
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Per row: ``(masks, vocab)`` log-probabilities at its masks, and the injected knowledge it
+    read (lower-cased, for the evidence prior). Rows go through the encoder ``batch_size`` at a time."""
+    out: list[torch.Tensor] = []
+    knowledge: list[str] = []
+    mask_id = bundle.tokenizer.mask_token_id
+    for start in range(0, len(texts), batch_size):
+        stop = start + batch_size
+        inputs = build_injected_inputs(
+            bundle.tokenizer,
+            texts[start:stop],
+            facts[start:stop],
+            passages[start:stop],
+            strategy=as_strategy(strategy),
+            max_length=max_length,
+        )
+        hidden, _ = _forward(bundle, inputs.to_dict(), explain=False)
+        is_mask = (inputs.input_ids == mask_id).to(hidden.device)
+        with torch.inference_mode():
+            logp = bundle.model.cls(hidden[is_mask]).float().log_softmax(-1).cpu()
+        counts = is_mask.sum(1).tolist()
+        offset = 0
+        for r, c in enumerate(counts):
+            out.append(logp[offset : offset + c])
+            offset += c
+            i = start + r
+            knowledge.append(
+                _knowledge_text(facts[i], passages[i], (inputs.used_facts[r], inputs.used_passages[r]))
+                if strategy != "closed-book"
+                else ""
+            )
+    return out, knowledge
+
+
+def score_entities(
+    bundle: MLMBundle,
+    texts: Sequence[str],
+    candidates: Sequence[Sequence[CandidateLike]],
+    facts: Sequence[Sequence[InjectedFact]] | None = None,
+    passages: Sequence[Sequence[InjectedPassage]] | None = None,
+    strategy: str = "closed-book",
+    max_length: int = 256,
+    evidence_boost: float = 0.0,
+    normalisation: str = "mean",
+    max_pieces: int = 6,
+    decode_pieces: int = 3,
+    top_k: int = 10,
+    batch_size: int = 64,
+) -> list[list[EntityPrediction]]:
+    """Ranked entity-level answers for the one ``[MASK]`` of each of ``texts``.
+
+    ``candidates[i]`` are scored with as many masks as they have pieces (at most ``max_pieces``;
+    longer ones are left out), all of a query and all queries in one batch, with ``facts[i]`` /
+    ``passages[i]`` injected by ``strategy`` as :func:`encoder.predict_injected` does.
+    ``evidence_boost`` is the copy prior at entity level: a candidate that occurs in the knowledge
+    the row read gains that much. The surfaces of one entity count once (its best). A query with no
+    scorable candidate is decoded freely for 1…``decode_pieces`` masks. A text without exactly one
+    ``[MASK]`` gets no answers. Returns up to ``top_k`` answers per text, best first.
+
+    Raises ValueError for an unknown normalisation, and as :func:`encoder.build_injected_inputs` does.
+    """
+    normalise(0.0, 1, normalisation)  # validate early
+    n_texts = len(texts)
+    fact_rows = [list(facts[i]) if facts is not None else [] for i in range(n_texts)]
+    passage_rows = [list(passages[i]) if passages is not None else [] for i in range(n_texts)]
+    tokenizer = bundle.tokenizer
+    pieces = [word_pieces(tokenizer, [c.text for c in cands]) for cands in candidates]
+    rows: list[tuple[int, int]] = []  # (query, length)
+    to_decode: list[int] = []
+    for i, text in enumerate(texts):
+        if text.count(MASK) != 1:
+            continue
+        lengths = sorted({len(p) for p in pieces[i] if 0 < len(p) <= max_pieces})
+        if lengths:
+            rows.extend((i, n) for n in lengths)
+        elif decode_pieces > 0:
+            to_decode.append(i)
+    expanded = [_expand(texts[i], n, fact_rows[i]) for i, n in rows]
+    logps, knowledge = _masked_log_probs(
+        bundle,
+        [t for t, _ in expanded],
+        [f for _, f in expanded],
+        [passage_rows[i] for i, _ in rows],
+        strategy,
+        max_length,
+        batch_size,
+    )
+    by_row = {key: (lp, kn) for key, lp, kn in zip(rows, logps, knowledge)}
+    results: list[list[EntityPrediction]] = [[] for _ in range(n_texts)]
+    for i in range(n_texts):
+        best: dict[Any, EntityPrediction] = {}
+        for cand, ids in zip(candidates[i], pieces[i]):
+            found = by_row.get((i, len(ids)))
+            if found is None:
+                continue
+            logp, read = found
+            total = float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum())
+            score = float(normalise(total, len(ids), normalisation))
+            if evidence_boost > 0 and read and _occurs(cand.text.lower(), read):
+                score += evidence_boost
+            key = cand.entity_id if cand.entity_id is not None else ("text", cand.text.lower())
+            if key not in best or score > best[key].score:
+                best[key] = EntityPrediction(cand.text, cand.entity_id, score, cand.source)
+        results[i] = sorted(best.values(), key=lambda p: -p.score)[:top_k]
+    if to_decode:
+        decoded = decode_free(
+            bundle,
+            [texts[i] for i in to_decode],
+            [fact_rows[i] for i in to_decode],
+            [passage_rows[i] for i in to_decode],
+            strategy,
+            max_length,
+            normalisation,
+            decode_pieces,
+        )
+        for i, answers in zip(to_decode, decoded):
+            results[i] = answers[:top_k]
+    return results
+
+
+def _occurs(needle: str, haystack: str) -> bool:
+    """``needle`` occurs in ``haystack`` as whole words."""
+    at = haystack.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if (at == 0 or not haystack[at - 1].isalnum()) and (end == len(haystack) or not haystack[end].isalnum()):
+            return True
+        at = haystack.find(needle, at + 1)
+    return False
+
+
+def decode_free(
+    bundle: MLMBundle,
+    texts: Sequence[str],
+    facts: Sequence[Sequence[InjectedFact]],
+    passages: Sequence[Sequence[InjectedPassage]],
+    strategy: str = "closed-book",
+    max_length: int = 256,
+    normalisation: str = "mean",
+    max_pieces: int = 3,
+) -> list[list[EntityPrediction]]:
+    """Free answers for the one ``[MASK]`` of each text (X-FACTR's confidence order): for every
+    length n in 1…``max_pieces`` start from n masks and fill, one position per step, the masked
+    position whose best piece is most probable; the answer's score is the normalised sum of the
+    log-probabilities its pieces had when filled. Special tokens are never chosen, nor a word
+    continuation (``##…``) in the first position. Returns each text's answers, best first (one per
+    length; lengths that decode to the same string count once)."""
+    tokenizer = bundle.tokenizer
+    _, continuation = _vocab_kinds(tokenizer)
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    # (query, n) -> the pieces so far (None: still masked) and the log-probabilities they had
+    state: dict[tuple[int, int], tuple[list[int | None], list[float]]] = {
+        (i, n): ([None] * n, []) for i in range(len(texts)) for n in range(1, max_pieces + 1)
+    }
+    for _ in range(max_pieces):
+        active = [key for key, (filled, _) in state.items() if None in filled]
+        if not active:
+            break
+        rendered = [_render(tokenizer, texts[i], facts[i], state[(i, n)][0]) for i, n in active]
+        logps, _ = _masked_log_probs(
+            bundle,
+            [t for t, _ in rendered],
+            [f for _, f in rendered],
+            [list(passages[i]) for i, _ in active],
+            strategy,
+            max_length,
+            64,
+        )
+        for key, logp in zip(active, logps):
+            filled, chosen = state[key]
+            open_slots = [j for j, p in enumerate(filled) if p is None]
+            logp = logp.clone()
+            logp[:, special[special < logp.shape[1]]] = -math.inf
+            if open_slots and open_slots[0] == 0:
+                width = min(logp.shape[1], continuation.shape[0])
+                logp[0, :width][continuation[:width]] = -math.inf
+            best_p, best_id = logp.max(-1)
+            slot = int(best_p.argmax())
+            filled[open_slots[slot]] = int(best_id[slot])
+            chosen.append(float(best_p[slot]))
+    out: list[list[EntityPrediction]] = [[] for _ in texts]
+    for (i, n), (filled, chosen) in state.items():
+        text = str(tokenizer.decode([p for p in filled if p is not None])).strip()
+        if not text:
+            continue
+        score = float(normalise(sum(chosen), n, normalisation))
+        if all(a.text != text for a in out[i]):
+            out[i].append(EntityPrediction(text, None, score, "decoded"))
+    return [sorted(a, key=lambda p: -p.score) for a in out]
+
+
+def _render(
+    tokenizer: Any, text: str, facts: Sequence[InjectedFact], filled: list[int | None]
+) -> tuple[str, list[InjectedFact]]:
+    """``text`` with its [MASK] replaced by the pieces filled so far and masks for the rest."""
+    expanded, moved = _expand(text, len(filled), facts)
+    if all(p is None for p in filled):
+        return expanded, moved
+    parts = [MASK if p is None else str(tokenizer.convert_ids_to_tokens(p)) for p in filled]
+    # word-pieces joined as the tokenizer would read them back ("el ##on" -> "elon")
+    rendered = " ".join(parts).replace(" ##", "")
+    at = text.index(MASK)
+    new_text = text[:at] + rendered + text[at + len(MASK) :]
+    shift = len(rendered) - len(MASK)
+    moved = [
+        f if f.span is None or f.span[0] < at else dataclasses.replace(f, span=(f.span[0] + shift, f.span[1] + shift))
+        for f in facts
+    ]
+    return new_text, moved

@@ -1,0 +1,148 @@
+"""Entity-level scoring against references computed directly with the Hugging Face model: the
+masked pseudo-log-likelihood of a candidate, batching, normalisation, the evidence prior and
+X-FACTR-style free decoding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from encoder import InjectedPassage, MLMBundle, decode_free, score_entities
+from encoder.entity_scoring import normalise, word_pieces
+
+
+@dataclass(frozen=True)
+class Cand:
+    text: str
+    entity_id: int | None
+    source: str = "type"
+
+
+def reference_log_likelihood(bundle: MLMBundle, text: str, candidate: str) -> float:
+    """Sum over the candidate's pieces of log p(piece) with every piece masked at once."""
+    tok = bundle.tokenizer
+    ids = tok(candidate, add_special_tokens=False)["input_ids"]
+    masked = text.replace("[MASK]", " ".join(["[MASK]"] * len(ids)))
+    enc = tok([masked], return_tensors="pt")
+    with torch.no_grad():
+        logits = bundle.model(**enc).logits[0].float()
+    positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
+    logp = logits[positions].log_softmax(-1)
+    return float(sum(logp[j, i] for j, i in enumerate(ids)))
+
+
+TEXT = "The chief executive of Tesla is [MASK] ."
+CANDIDATES = [Cand("Elon Musk", 1), Cand("musk", 1, "alias"), Cand("Paris", 2), Cand("Jean-Claude Juncker", 3)]
+
+
+@pytest.mark.parametrize("normalisation", ["mean", "sqrt", "sum"])
+def test_scores_equal_the_masked_log_likelihood_of_every_piece(tiny: MLMBundle, normalisation: str) -> None:
+    (answers,) = score_entities(tiny, [TEXT], [CANDIDATES], normalisation=normalisation, top_k=10)
+    by_entity = {a.entity_id: a for a in answers}
+    assert set(by_entity) == {1, 2, 3}  # the two surfaces of entity 1 count once
+    for cand in CANDIDATES:
+        n = len(tiny.tokenizer(cand.text, add_special_tokens=False)["input_ids"])
+        expected = normalise(reference_log_likelihood(tiny, TEXT, cand.text), n, normalisation)
+        if cand.entity_id == 1:
+            continue  # checked below: the better of its two surfaces
+        assert by_entity[cand.entity_id].score == pytest.approx(expected, abs=1e-4)
+    best_of_1 = max(
+        normalise(
+            reference_log_likelihood(tiny, TEXT, c.text), len(word_pieces(tiny.tokenizer, [c.text])[0]), normalisation
+        )
+        for c in CANDIDATES[:2]
+    )
+    assert by_entity[1].score == pytest.approx(best_of_1, abs=1e-4)
+    assert [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
+
+
+def test_a_batch_of_queries_scores_as_each_alone(tiny: MLMBundle) -> None:
+    texts = [TEXT, "[MASK] is the capital of France .", "No mask here .", "Two [MASK] masks [MASK] ."]
+    cands = [CANDIDATES, [Cand("Paris", 2), Cand("Lyon", 4), Cand("Saint-Étienne", 5)], CANDIDATES, CANDIDATES]
+    together = score_entities(tiny, texts, cands, batch_size=3)
+    assert together[2] == [] and together[3] == []  # entity answers need exactly one [MASK]
+    for i in (0, 1):
+        (alone,) = score_entities(tiny, [texts[i]], [cands[i]])
+        assert [(a.entity_id, a.source) for a in together[i]] == [(a.entity_id, a.source) for a in alone]
+        assert [a.score for a in together[i]] == pytest.approx([a.score for a in alone], abs=1e-4)
+
+
+def test_candidates_longer_than_max_pieces_are_left_out(tiny: MLMBundle) -> None:
+    (answers,) = score_entities(tiny, [TEXT], [CANDIDATES], max_pieces=2)
+    short = {
+        c.entity_id
+        for c, ids in zip(CANDIDATES, word_pieces(tiny.tokenizer, [c.text for c in CANDIDATES]))
+        if len(ids) <= 2
+    }
+    assert {a.entity_id for a in answers} == short and 2 in short and 3 not in short
+
+
+def test_the_evidence_prior_lifts_candidates_the_row_read_in_augmented_modes_only(tiny: MLMBundle) -> None:
+    passages = [[InjectedPassage("Jean-Claude Juncker led the company for years.", 1.0, 7)]]
+    plain = {
+        a.entity_id: a.score
+        for a in score_entities(tiny, [TEXT], [CANDIDATES], passages=passages, strategy="concat")[0]
+    }
+    boosted = {
+        a.entity_id: a.score
+        for a in score_entities(tiny, [TEXT], [CANDIDATES], passages=passages, strategy="concat", evidence_boost=5.0)[0]
+    }
+    assert boosted[3] == pytest.approx(plain[3] + 5.0, abs=1e-4)
+    assert boosted[2] == pytest.approx(plain[2], abs=1e-4) and boosted[1] == pytest.approx(plain[1], abs=1e-4)
+    closed = score_entities(tiny, [TEXT], [CANDIDATES], passages=passages, strategy="closed-book", evidence_boost=5.0)
+    assert {a.entity_id: a.score for a in closed[0]}[3] < plain[3] + 1.0
+
+
+def reference_decode(bundle: MLMBundle, text: str, n: int) -> tuple[list[int], list[float]]:
+    """Confidence-ordered filling of n masks, step by step with the plain model."""
+    tok = bundle.tokenizer
+    special = set(tok.all_special_ids)
+    continuation = {i for t, i in tok.get_vocab().items() if t.startswith("##")}
+    filled: list[int | None] = [None] * n
+    chosen: list[float] = []
+    for _ in range(n):
+        parts = ["[MASK]" if p is None else tok.convert_ids_to_tokens(p) for p in filled]
+        enc = tok([text.replace("[MASK]", " ".join(parts).replace(" ##", ""))], return_tensors="pt")
+        with torch.no_grad():
+            logp = bundle.model(**enc).logits[0].float().log_softmax(-1)
+        positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
+        open_slots = [j for j, p in enumerate(filled) if p is None]
+        best = None
+        for slot, pos in zip(open_slots, positions):
+            row = logp[pos].clone()
+            row[sorted(special)] = -math.inf
+            if slot == 0:
+                row[sorted(continuation)] = -math.inf
+            value, idx = row.max(-1)
+            if best is None or float(value) > best[0]:
+                best = (float(value), int(idx), slot)
+        assert best is not None
+        filled[best[2]] = best[1]
+        chosen.append(best[0])
+    return [p for p in filled if p is not None], chosen
+
+
+def test_free_decoding_fills_the_most_confident_mask_first(tiny: MLMBundle) -> None:
+    (answers,) = decode_free(tiny, [TEXT], [[]], [[]], max_pieces=3)
+    assert all(a.source == "decoded" and a.entity_id is None for a in answers)
+    expected = {}
+    for n in (1, 2, 3):
+        ids, chosen = reference_decode(tiny, TEXT, n)
+        text = tiny.tokenizer.decode(ids).strip()
+        expected.setdefault(text, sum(chosen) / n)
+    assert {a.text: a.score for a in answers} == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_query_without_candidates_is_decoded_freely(tiny: MLMBundle) -> None:
+    (answers,) = score_entities(tiny, [TEXT], [[]], decode_pieces=2)
+    assert answers and {a.source for a in answers} == {"decoded"}
+    (none,) = score_entities(tiny, [TEXT], [[]], decode_pieces=0)
+    assert none == []
+
+
+def test_an_unknown_normalisation_is_refused(tiny: MLMBundle) -> None:
+    with pytest.raises(ValueError, match="normalisation"):
+        score_entities(tiny, [TEXT], [CANDIDATES], normalisation="max")
