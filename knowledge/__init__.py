@@ -18,11 +18,14 @@ from knowledge.readers import (
     iter_input_files,
     read_paths,
 )
+from knowledge.snapshots import GenerationView, PassageEventView
 from knowledge.store import KnowledgeStore
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 
 __all__ = [
     "KnowledgeStore",
+    "GenerationView",
+    "PassageEventView",
     "IngestSummary",
     "IngestIssue",
     "FactView",
