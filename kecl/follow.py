@@ -195,6 +195,7 @@ class IndexFollower:
 
     def _notify_waiter(self) -> Callable[[float], None]:
         """A wait that returns early on a PostgreSQL notification; plain sleeping elsewhere."""
+
         def sleep(seconds: float) -> None:
             self._stop.wait(seconds)
 
