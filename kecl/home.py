@@ -68,3 +68,10 @@ def open_store(settings: Settings, run_migrations: bool = True) -> KnowledgeStor
         run_migrations=run_migrations,
         count_tokens=token_counter(settings.model.name_or_path),
     )
+
+
+def current_index_folder(settings: Settings, store: KnowledgeStore) -> Path:
+    """The folder of the newest published generation (SQL names it), or ``index_dir`` itself,
+    where a kecl from before published generations saved its one index."""
+    generation = store.latest_generation()
+    return settings.index_dir / generation.folder if generation is not None else settings.index_dir

@@ -3,7 +3,12 @@
 The API server, the scheduler job and the CLI each build one :class:`Kecl` from settings.
 Components are built on first use by :mod:`kecl.wiring` (a process that only reads the store never
 loads a model), and an ingest goes to SQL first, then to the index, so a document is searchable the
-moment it is stored.
+moment it is stored (read-your-writes).
+
+A long-running process also *follows* SQL (:meth:`Kecl.follow`): passages other processes add or
+remove reach its index through the event log (:mod:`kecl.follow`), a newly active checkpoint or a
+rebuilt index generation is loaded in the background and swapped in, and the process may become
+the one index publisher (:mod:`kecl.publish`). Nothing on the request path writes index files.
 """
 
 from __future__ import annotations
@@ -17,18 +22,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_source
+from kecl.follow import IndexFollower, embed_into
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_queries
+from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
-from knowledge import DocumentRecord, IngestSummary, KnowledgeStore, ReadBatch
-from retrieval import CoalescingEmbedder, IndexHandle
+from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch
+from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
 
 log = logging.getLogger("kecl")
@@ -56,6 +61,11 @@ class Kecl:
         self._index_dirty = False
         self._encoder: MLMBundle | None = None
         self._batcher: MicroBatcher | None = None
+        self._start_watermark = 0  # every passage event up to it is in the index as loaded
+        self.follower: IndexFollower | None = None
+        self.publisher: IndexPublisher | None = None
+        self._background: threading.Thread | None = None  # a checkpoint reload or generation swap
+        self._seen_generation: int | None = None
 
     # ---------------------------------------------------------------- components
 
@@ -75,7 +85,7 @@ class Kecl:
         """The passage index: loaded, verified and reconciled with SQL on first use."""
         with self._lock:
             if self._index is None:
-                self._index = wiring.open_index(self.settings, self.store, self.embedder)
+                self._index, self._start_watermark = wiring.load_current_index(self.settings, self.store, self.embedder)
             return self._index
 
     @property
@@ -87,13 +97,13 @@ class Kecl:
         """The active checkpoint's encoder (or the configured base model before any training)."""
         with self._lock:
             if self._encoder is None:
-                self._encoder = wiring.load_encoder(self.settings)
+                self._encoder = wiring.load_encoder(self.settings, self.store)
             return self._encoder
 
     def reload_encoder(self) -> MLMBundle:
         """Swap in the active checkpoint (after a promotion or rollback). In-flight queries finish
         on the model they started with; the next ones use the new one."""
-        bundle = wiring.load_encoder(self.settings)
+        bundle = wiring.load_encoder(self.settings, self.store)
         with self._lock:
             self._encoder = bundle
         return bundle
@@ -106,12 +116,22 @@ class Kecl:
                 self._batcher = MicroBatcher(self)
             return self._batcher
 
+    def serving_checkpoint(self) -> str | None:
+        """The checkpoint this process answers with (None before the encoder is loaded, or the
+        base model's name before any checkpoint)."""
+        enc = self._encoder
+        return (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None
+
     def snapshot(self) -> dict[str, Any]:
         """Which state answered: encoder version, index (embedder, size, generation), SQL watermark."""
         enc = self._encoder
         out: dict[str, Any] = {
             "checkpoint": (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None,
-            "watermark": {"passage": self.store.max_passage_id(), "fact": self.store.max_fact_id()},
+            "watermark": {
+                "passage": self.store.max_passage_id(),
+                "fact": self.store.max_fact_id(),
+                "event": self.watermark(),
+            },
         }
         if self._index is not None:
             idx = self._index.index
@@ -168,23 +188,9 @@ class Kecl:
         return summary
 
     def _index_new_passages(self, passage_ids: list[int]) -> None:
-        if not passage_ids:
-            return
-        handle = self.index
-        items = sorted(self.store.passage_texts(passage_ids).items())
-        ids = np.array([pid for pid, _ in items], dtype=np.int64)
-        while True:
-            # Embed with the embedder of the index we add to: if a re-embedding swap happened
-            # meanwhile (its reconcile already covers SQL's passages), embed again for the new one.
-            generation = handle.generation
-            embedder = handle.embedder
-            if embedder is None:  # open_index always gives one; a hand-built handle might not
-                raise RuntimeError("the passage index has no embedder to embed new passages with")
-            vectors = embedder.encode([text for _, text in items])
-            if handle.generation == generation:
-                handle.add(ids, vectors)
-                break
-        self._index_dirty = True
+        if passage_ids:
+            embed_into(self.index, self.store.passage_texts(passage_ids))
+            self._index_dirty = True
 
     def delete_document(self, document_id: int) -> list[int]:
         """Delete a document and its passages from SQL, then from the index; returns the passage ids."""
@@ -195,11 +201,83 @@ class Kecl:
         return removed
 
     def flush(self) -> None:
-        """Persist the index if it changed. A crash before this is healed by start-up reconcile."""
-        with self._lock:
-            if self._index is not None and self._index_dirty:
-                self._index.save()
-                self._index_dirty = False
+        """Make the index's changes durable: a following process leaves that to the publisher's
+        background thread; a one-shot command publishes a generation itself if the lease is free
+        (another holder publishes otherwise). A crash before this loses nothing: SQL has it all."""
+        if self.publisher is not None or self._index is None or not self._index_dirty:
+            return
+        if publish_once(self.settings, self.store, self._index, self.watermark):
+            self._index_dirty = False
+
+    def watermark(self) -> int:
+        """The passage event this process's index is complete through."""
+        return self.follower.watermark if self.follower is not None else self._start_watermark
+
+    # ---------------------------------------------------------------- following other processes
+
+    def follow(self, publish: bool = True) -> None:
+        """Keep this process in step with SQL from now on (see :mod:`kecl.follow`); with
+        ``publish``, also take the index publisher's lease whenever it is free."""
+        handle = self.index
+        if self.follower is None:
+            p = self.settings.processes
+            self.follower = IndexFollower(
+                self.store,
+                handle,
+                self._start_watermark,
+                poll_seconds=p.poll_seconds,
+                snapshot_poll_seconds=p.snapshot_poll_seconds,
+                gap_seconds=p.gap_seconds,
+                on_tick=self.check_snapshot,
+            )
+            self._seen_generation = g.id if (g := self.store.latest_generation()) is not None else None
+            self.follower.start()
+        if publish and self.publisher is None:
+            self.publisher = IndexPublisher(self.settings, self.store, lambda: self.index, self.watermark)
+            self.publisher.start()
+
+    def check_snapshot(self) -> None:
+        """Load, in the background, a checkpoint SQL made active or an index generation another
+        process rebuilt (another embedder or kind) since this process loaded its own."""
+        if self._background is not None and self._background.is_alive():
+            return
+        active = self.store.active_checkpoint()
+        if self._encoder is not None and active is not None and active != self._encoder.version:
+            log.info("checkpoint %s is active in SQL; loading it (serving %s meanwhile)", active, self._encoder.version)
+            self._in_background(self.reload_encoder)
+            return
+        generation = self.store.latest_generation()
+        if generation is None or generation.id == self._seen_generation or self._index is None:
+            return
+        self._seen_generation = generation.id
+        current = self._index.index
+        if (generation.embedder, generation.kind) != (current.embedder_version, current.kind):
+            self._in_background(lambda: self._swap_generation(generation))
+
+    def _in_background(self, job: Any) -> None:
+        self._background = threading.Thread(target=job, name="kecl-snapshot-load", daemon=True)
+        self._background.start()
+
+    def _swap_generation(self, generation: GenerationView) -> None:
+        handle = self.index
+        embedder: Any = handle.embedder
+        if getattr(embedder, "version", None) != generation.embedder and self.settings.index.embedder == "encoder":
+            embedder = wiring.make_embedder(self.settings, encoder=self.encoder)
+        if getattr(embedder, "version", None) != generation.embedder:
+            log.warning(
+                "index generation %d was made by %s, this process embeds with %s; not loading it",
+                generation.id,
+                generation.embedder,
+                getattr(embedder, "version", None),
+            )
+            return
+        new = wiring.load_generation(self.settings, self.store, generation.folder, embedder)
+        assert self.follower is not None  # generations are checked by the follower's thread
+        with self.follower.lock:
+            # Final catch-up while no event is applied to the old index: nothing falls between.
+            reconcile(new, embedder, self.store.passage_ids(), self.store.passage_texts)
+            handle.swap(new, embedder)
+        log.info("serving index generation %d (%s, %d vectors)", generation.id, new.kind, len(new))
 
     # ---------------------------------------------------------------- the update cycle
 
@@ -218,7 +296,7 @@ class Kecl:
         return CycleContext(
             store=self.store,
             checkpoints_dir=self.settings.checkpoints_dir,
-            load_active=lambda: wiring.load_training_copy(self.settings),
+            load_active=lambda: wiring.load_training_copy(self.settings, self.store),
             add_to_index=self._index_new_passages,
             knowledge=self.knowledge_source(),
             on_promote=on_promote,
@@ -249,6 +327,10 @@ class Kecl:
 
     def close(self) -> None:
         """Stop the batcher and the embedder's worker, save the index if it changed, close the store."""
+        if self.follower is not None:
+            self.follower.stop()
+        if self.publisher is not None:
+            self.publisher.stop(publish=True)
         if self._batcher is not None:
             self._batcher.close()
         self.flush()

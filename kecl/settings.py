@@ -134,6 +134,37 @@ class SchedulerSettings(BaseModel):
     misfire_grace_seconds: int = 3600
 
 
+class ProcessSettings(BaseModel):
+    """Several processes on one store: following SQL, publishing index files, readiness."""
+
+    poll_seconds: float = Field(
+        0.2, gt=0, description="how often a process reads new passage events (PostgreSQL also wakes it by NOTIFY)"
+    )
+    snapshot_poll_seconds: float = Field(
+        1.0, gt=0, description="how often a process checks SQL for a newly active checkpoint or index generation"
+    )
+    gap_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how long a missing event id is waited for (a transaction still open) before it is skipped",
+    )
+    publish_interval_seconds: float = Field(
+        10.0, gt=0, description="the index publisher writes a new generation at most this often, when it changed"
+    )
+    publisher_lease_seconds: float = Field(30.0, gt=0, description="lease of the index publisher's lock in SQL")
+    worker_lease_seconds: float = Field(30.0, gt=0, description="lease of the one-worker-per-deployment lock")
+    keep_generations: int = Field(2, ge=1, description="published index generations kept on disk")
+    gc_grace_seconds: float = Field(
+        60.0, ge=0, description="an unreferenced generation folder is deleted only once it is this old"
+    )
+    publish: bool = Field(
+        True, description="serving processes may become the index publisher when no other process holds the lease"
+    )
+    ready_max_lag_passages: int = Field(
+        100, ge=0, description="/readyz: how far the in-memory index may trail SQL's passage count"
+    )
+
+
 class GateSettings(BaseModel):
     max_retention_drop: float = Field(0.02, description="absolute P@1 drop allowed on unchanged facts")
     max_loss_increase: float = Field(0.10, description="relative held-out MLM loss increase allowed")
@@ -163,6 +194,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     gates: GateSettings = GateSettings()
+    processes: ProcessSettings = ProcessSettings()
 
     @classmethod
     def settings_customise_sources(

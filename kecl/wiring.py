@@ -20,19 +20,20 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from encoder import (
     ADAPT_RECIPE,
+    CheckpointError,
     MLMBundle,
     TrainConfig,
     active_version,
     adapt_default,
     bf16_supported,
     list_checkpoints,
-    load_active,
+    load_checkpoint,
     load_mlm,
     resolve_device,
     set_active,
     verify_checkpoint,
 )
-from kecl.home import open_store, resolve_model_path
+from kecl.home import current_index_folder, open_store, resolve_model_path
 from kecl.settings import Settings
 from knowledge import KnowledgeStore
 from retrieval import (
@@ -48,7 +49,6 @@ from retrieval import (
     choose_kind,
     load_index,
     reconcile,
-    save_index,
 )
 from updater import CycleConfig, GateConfig, build_scheduler, run_daemon
 
@@ -72,10 +72,51 @@ def load_base_model(settings: Settings) -> MLMBundle:
     return load_mlm(resolve_model_path(name), device=device_for(settings), name=name)
 
 
-def load_encoder(settings: Settings) -> MLMBundle:
-    """The active checkpoint's encoder, or the base model before any training (with a warning:
-    its MLM head may be untrained), set to answer under bf16 where settings and hardware allow."""
-    bundle = load_active(settings.checkpoints_dir, device=device_for(settings))
+def active_checkpoint(settings: Settings, store: KnowledgeStore) -> str | None:
+    """The active version as SQL records it: the one answer. The ``ACTIVE`` file is a cache written
+    after SQL commits; it is read only to adopt a home from before SQL recorded checkpoints (no
+    checkpoint row at all), and never outvotes SQL."""
+    version = store.active_checkpoint()
+    if version is not None or store.checkpoints():
+        if version is not None and active_version(settings.checkpoints_dir) != version:
+            _cache_active(settings, version)
+        return version
+    cached = active_version(settings.checkpoints_dir)
+    if cached is not None and (settings.checkpoints_dir / cached).is_dir():
+        log.info("recording checkpoint %s (named by the ACTIVE file) as active in SQL", cached)
+        store.record_checkpoint(cached, None, "active", {}, str(settings.checkpoints_dir / cached))
+    return cached
+
+
+def promote_checkpoint(settings: Settings, store: KnowledgeStore, version: str) -> None:
+    """Make ``version`` the active checkpoint: verify its files, commit the row (the commit point:
+    one transaction retires the previous one), then refresh the ``ACTIVE`` cache. Raises
+    :class:`encoder.CheckpointError` for a missing or damaged checkpoint, changing nothing."""
+    verify_checkpoint(settings.checkpoints_dir / version)
+    store.set_checkpoint_status(version, "active")
+    _cache_active(settings, version)
+
+
+def _cache_active(settings: Settings, version: str) -> None:
+    try:
+        set_active(settings.checkpoints_dir, version)
+    except (OSError, CheckpointError) as exc:  # only a cache: SQL has already decided
+        log.warning("could not update the ACTIVE cache file for %s: %s", version, exc)
+
+
+def load_encoder(settings: Settings, store: KnowledgeStore | None = None) -> MLMBundle:
+    """The active checkpoint's encoder (as SQL records it), or the base model before any training
+    (with a warning: its MLM head may be untrained), set to answer under bf16 where settings and
+    hardware allow. Raises :class:`encoder.CheckpointError` when the active version's files are
+    missing or damaged."""
+    owned = store is None
+    store = store or open_store(settings)
+    try:
+        version = active_checkpoint(settings, store)
+    finally:
+        if owned:
+            store.close()
+    bundle = load_checkpoint(settings.checkpoints_dir / version, device=device_for(settings)) if version else None
     if bundle is None:
         log.warning(
             "no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
@@ -87,9 +128,12 @@ def load_encoder(settings: Settings) -> MLMBundle:
     return bundle
 
 
-def load_training_copy(settings: Settings) -> MLMBundle:
+def load_training_copy(settings: Settings, store: KnowledgeStore) -> MLMBundle:
     """A fresh copy of the active (or base) model for a cycle to train."""
-    return load_active(settings.checkpoints_dir, device=device_for(settings)) or load_base_model(settings)
+    version = active_checkpoint(settings, store)
+    if version is None:
+        return load_base_model(settings)
+    return load_checkpoint(settings.checkpoints_dir / version, device=device_for(settings))
 
 
 def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None = None) -> str:
@@ -100,8 +144,12 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
     model and :data:`encoder.ADAPT_RECIPE`) and copied into later fresh homes instead of training again.
     """
     checkpoints = settings.checkpoints_dir
-    current = active_version(checkpoints)
+    owned = store is None
+    store = store or open_store(settings)
+    current = active_checkpoint(settings, store)
     if current:
+        if owned:
+            store.close()
         return current
     checkpoints.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", settings.model.name_or_path)
@@ -111,7 +159,6 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
         try:
             manifest = verify_checkpoint(cached)
             shutil.copytree(cached, checkpoints / manifest["version"])
-            set_active(checkpoints, manifest["version"])
             version = manifest["version"]
             log.info("default checkpoint %s copied from the cache %s", version, cached)
         except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
@@ -121,9 +168,8 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
         name = settings.model.name_or_path
         version, _ = adapt_default(checkpoints, resolve_model_path(name), device=str(device_for(settings)), name=name)
         _cache_checkpoint(checkpoints / version, cached)
-    owned = store is None
-    store = store or open_store(settings)
     store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
+    _cache_active(settings, version)
     if owned:
         store.close()
     return version
@@ -218,30 +264,41 @@ def build_index_from_store(
     return index
 
 
-def open_index(
-    settings: Settings, store: KnowledgeStore, embedder: Any, folder: Path | None = None, save: bool = True
-) -> IndexHandle:
-    """Load the index in ``folder`` (default ``settings.index_dir``), reconcile it with the store's
-    passages and save it if that changed anything. Builds a new index when there is none, when it
-    fails verification, or when another embedder made it. Returns an :class:`IndexHandle` serving it."""
-    folder = Path(folder or settings.index_dir)
+def open_index(settings: Settings, store: KnowledgeStore, embedder: Any) -> IndexHandle:
+    """The current index, reconciled with the store's passages (see :func:`load_current_index`)."""
+    return load_current_index(settings, store, embedder)[0]
+
+
+def load_current_index(settings: Settings, store: KnowledgeStore, embedder: Any) -> tuple[IndexHandle, int]:
+    """Load the newest published index generation (else an index saved by an older kecl in
+    ``settings.index_dir``, else build one), reconcile it with SQL's passages and return it with
+    the event id to follow from: every passage event up to it is in the index. Writes no file:
+    publishing is the index publisher's job (:mod:`kecl.publish`)."""
+    # Read before the reconcile, and far enough back that no transaction open then is still open.
+    start = store.settled_passage_event_id(settings.processes.gap_seconds)
     index: PassageIndex | None = None
+    folder = current_index_folder(settings, store)
     try:
         index = load_index(folder)
         report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
         if report.needs_retrain:
             log.info("the IVF-PQ index outgrew its training sample; rebuilding it")
             index = None
-        elif report.changed and save:
-            save_index(index, folder)
     except (IndexLoadError, EmbedderMismatchError) as why:
         log.info("building the index: %s", why)
         index = None
     if index is None:
         index = build_index_from_store(settings, store, embedder)
-        if save:
-            save_index(index, folder)
-    return IndexHandle(index, embedder, folder)
+    return IndexHandle(index, embedder), start
+
+
+def load_generation(settings: Settings, store: KnowledgeStore, folder: str, embedder: Any) -> PassageIndex:
+    """A published generation's index, brought up to SQL's passages with ``embedder``. Raises
+    :class:`retrieval.IndexLoadError` for missing or damaged files, and
+    :class:`retrieval.EmbedderMismatchError` when ``embedder`` did not make it."""
+    index = load_index(settings.index_dir / folder)
+    reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+    return index
 
 
 # ----------------------------------------------------------------------------- the scheduler

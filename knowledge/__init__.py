@@ -19,6 +19,7 @@ from knowledge.readers import (
     iter_input_files,
     read_paths,
 )
+from knowledge.snapshots import GenerationView, PassageEventView
 from knowledge.store import KnowledgeStore
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 from knowledge.watermark import Watermark
@@ -27,6 +28,8 @@ __all__ = [
     "KnowledgeStore",
     "Candidate",
     "fitting_relations",
+    "GenerationView",
+    "PassageEventView",
     "IngestSummary",
     "IngestIssue",
     "FactView",

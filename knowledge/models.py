@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -199,6 +200,40 @@ class Checkpoint(Base):
 
 
 Index("ix_mention_entity_passage", Mention.entity_id, Mention.passage_id)
+# The database itself refuses a second active checkpoint: one transaction decides what is active.
+Index(
+    "uq_checkpoint_one_active",
+    Checkpoint.status,
+    unique=True,
+    sqlite_where=text("status = 'active'"),
+    postgresql_where=text("status = 'active'"),
+)
+
+
+class PassageEvent(Base):
+    """One passage added or removed, in commit order: what other processes replay above their
+    watermark to keep their in-memory index in step. Written by triggers on ``passage``."""
+
+    __tablename__ = "passage_event"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    passage_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # "added" | "removed"
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class IndexGeneration(Base):
+    """A published index: files under ``index/<folder>`` (written first, never changed), covering
+    every passage event up to ``events_through``. The newest row is the current generation."""
+
+    __tablename__ = "index_generation"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), unique=True)
+    events_through: Mapped[int] = mapped_column(BigInteger)
+    vectors: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    embedder: Mapped[str | None] = mapped_column(String(500))
+    publisher: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
 
 class UpdateLock(Base):

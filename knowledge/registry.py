@@ -75,8 +75,11 @@ def record_checkpoint(
 ) -> None:
     """Insert or update a checkpoint's row (status: candidate / active / rejected / retired).
 
-    On update, a None ``parent`` or empty ``path`` keeps the stored one.
+    On update, a None ``parent`` or empty ``path`` keeps the stored one. Recording one as "active"
+    retires the previously active one in the same transaction (the database allows one).
     """
+    if status == "active":
+        _retire_active_except(s, version)
     row = s.get(Checkpoint, version)
     if row is None:
         s.add(Checkpoint(version=version, parent_version=parent, status=status, metrics=metrics, path=path))
@@ -90,17 +93,25 @@ def set_checkpoint_status(s: Session, version: str, status: str) -> None:
     """Set one checkpoint's status, inserting its row if missing; making one "active" retires the
     previously active one."""
     if status == "active":
-        s.execute(
-            update(Checkpoint)
-            .where(Checkpoint.status == "active", Checkpoint.version != version)
-            .values(status="retired")
-        )
+        _retire_active_except(s, version)
     # Session.execute is annotated Result for every statement; an UPDATE without RETURNING gives a CursorResult
     n = cast(
         CursorResult[Any], s.execute(update(Checkpoint).where(Checkpoint.version == version).values(status=status))
     ).rowcount
     if not n:
         s.add(Checkpoint(version=version, status=status, metrics={}))
+
+
+def _retire_active_except(s: Session, version: str) -> None:
+    s.execute(
+        update(Checkpoint).where(Checkpoint.status == "active", Checkpoint.version != version).values(status="retired")
+    )
+    s.flush()
+
+
+def active_checkpoint(s: Session) -> str | None:
+    """The version SQL records as active (the one answer to "which model is active"), or None."""
+    return s.scalar(select(Checkpoint.version).where(Checkpoint.status == "active"))
 
 
 def checkpoints(s: Session) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -29,7 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import candidates, ingest, lease, passages, queries, registry, watermark
+from knowledge import candidates, ingest, lease, passages, queries, registry, snapshots, watermark
 from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
@@ -37,6 +38,7 @@ from knowledge.graph import FactGraph
 from knowledge.linker import EntityLinker, LinkedMention
 from knowledge.models import Base
 from knowledge.readers import DocumentRecord, EntityRecord, FactRecord, ReadBatch, RelationRecord
+from knowledge.snapshots import GenerationView, PassageEventView
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 from knowledge.watermark import Watermark
 
@@ -437,9 +439,57 @@ class KnowledgeStore:
         """Set one checkpoint's status; making one "active" retires the previous active one."""
         self._write(registry.set_checkpoint_status, version, status)
 
+    def active_checkpoint(self) -> str | None:
+        """The active checkpoint's version as SQL records it (files on disk never outvote it)."""
+        return self._read(registry.active_checkpoint)
+
     def checkpoints(self) -> list[dict[str, Any]]:
         """Checkpoint rows, oldest first."""
         return self._read(registry.checkpoints)
+
+    # ------------------------------------------------------------------ snapshots other processes follow
+
+    def passage_events_after(self, after_id: int, limit: int = 5000) -> list[PassageEventView]:
+        """Passages added and removed above event ``after_id``, oldest first."""
+        return self._read(snapshots.events_after, after_id, limit)
+
+    def max_passage_event_id(self) -> int:
+        """The newest passage event's id (0 before any)."""
+        return self._read(snapshots.max_event_id)
+
+    def settled_passage_event_id(self, seconds: float) -> int:
+        """The newest event id older than ``seconds``: a point every open transaction has passed."""
+        return self._read(snapshots.settled_event_id, seconds)
+
+    def first_event_time_after(self, after_id: int) -> dt.datetime | None:
+        """When the oldest event above ``after_id`` was written (UTC), None if there is none."""
+        return self._read(snapshots.first_event_time_after, after_id)
+
+    def publish_generation(
+        self, folder: str, events_through: int, vectors: int, kind: str, embedder: str | None, publisher: str
+    ) -> int:
+        """Record an index generation whose files are written (the commit point); returns its id."""
+        return self._write(snapshots.record_generation, folder, events_through, vectors, kind, embedder, publisher)
+
+    def latest_generation(self) -> GenerationView | None:
+        """The newest published index generation, or None."""
+        return self._read(snapshots.latest_generation)
+
+    def generations(self) -> list[GenerationView]:
+        """Every published generation still recorded, newest first."""
+        return self._read(snapshots.generations)
+
+    def forget_generations(self, keep: int) -> list[str]:
+        """Drop all but the newest ``keep`` generation rows; returns their folders (to delete)."""
+        return self._write(snapshots.forget_generations, keep)
+
+    def check_writable(self) -> None:
+        """Write and delete a row in one transaction; raises the driver's error when the database
+        cannot be written (read-only file, full disk, lost connection)."""
+        probe = f"write-probe-{uuid.uuid4().hex}"
+        with self.session() as s, s.begin():
+            lease.acquire(s, probe, probe, 1.0)
+            lease.release(s, probe, probe)
 
     # ------------------------------------------------------------------ the cross-process lock
 

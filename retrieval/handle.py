@@ -1,15 +1,20 @@
 """A holder that serves searches from the current index and swaps in a rebuilt one atomically.
 
 Searches share a read lock (FAISS CPU search is thread-safe); add, remove and the swap take the
-write lock, and reconcile takes it only to read the ids and to apply the changes, never while it
+write lock (after a mutation lock that searches never take), and reconcile takes it only to read the ids and to apply the changes, never while it
 embeds, so searches keep flowing during a catch-up. A rebuild
 (new embedder, IVF-PQ retraining, HNSW compaction) runs in a background thread on a separate
 index, then catches up with SQL and replaces the reference under the lock: a search runs wholly
 on the old index or wholly on the new one, never on a mix.
+
+A copy for saving (:meth:`IndexHandle.frozen_copy`) is taken under the mutation lock only: it
+holds back adds and removes for the length of a memory copy, and never a search, so writing,
+hashing and syncing files happens with no lock held at all.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -18,10 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from retrieval.embedder import TextEmbedder
-from retrieval.index import IndexConfig, PassageIndex
+from retrieval.index import IndexConfig, IndexState, PassageIndex
 from retrieval.persist import save_index
 from retrieval.reconcile import FetchTexts, ReconcileReport, build_from_passages, reconcile
 
@@ -76,6 +82,9 @@ class IndexHandle:
         self._embedder = embedder
         self.folder = Path(folder) if folder is not None else None
         self._lock = ReadWriteLock()
+        # Held by every mutation before the write lock, and alone by frozen_copy: a copy being
+        # taken holds back writers, never readers (a writer waiting on the read-write lock would).
+        self._mutate = threading.RLock()
         self._rebuild: Future | None = None
         self.generation = 0  # bumped by every swap
 
@@ -102,13 +111,41 @@ class IndexHandle:
                 raise RuntimeError("this IndexHandle has no embedder; pass one or embed the queries yourself")
             return self._index.search(self._embedder.encode(list(texts)), k, allowed_ids)
 
+    @contextmanager
+    def _writing(self):
+        with self._mutate, self._lock.write():
+            yield
+
     def add(self, ids, vectors: np.ndarray) -> None:
-        with self._lock.write():
+        """Add (or replace) vectors under passage ids (see ``PassageIndex.add``)."""
+        with self._writing():
             self._index.add(ids, vectors)
 
     def remove(self, ids) -> int:
-        with self._lock.write():
+        """Remove passage ids; returns how many were present."""
+        with self._writing():
             return self._index.remove(ids)
+
+    def contains(self, ids: Sequence[int]) -> np.ndarray:
+        """A boolean mask: which of ``ids`` the current index holds."""
+        with self._lock.read():
+            present = self._index.ids()
+        return np.isin(np.asarray(ids, dtype=np.int64), present)
+
+    def frozen_copy(self, while_frozen: Callable[[], Any] | None = None) -> tuple[PassageIndex, Any]:
+        """A private copy of the current index, for saving without any lock held; returns it with
+        what ``while_frozen()`` returned, called while no add or remove can run (a caller reads
+        the watermark the copy covers there). Searches continue throughout."""
+        with self._mutate:
+            state = self._index.state()
+            blob = faiss.serialize_index(state.faiss_index)
+            extras = {k: np.array(v, copy=True) for k, v in state.extras.items()}
+            meta = copy.deepcopy(state.meta)
+            marker = while_frozen() if while_frozen is not None else None
+        frozen = PassageIndex.from_state(
+            IndexState(meta, faiss.deserialize_index(blob), extras, state.embedder_version)
+        )
+        return frozen, marker
 
     def reconcile(self, sql_ids: Iterable[int], fetch_texts: FetchTexts) -> ReconcileReport:
         """``retrieval.reconcile`` on the current index with its embedder (embedding outside the
@@ -117,17 +154,17 @@ class IndexHandle:
             index, embedder = self._index, self._embedder
         if embedder is None:
             raise RuntimeError("reconcile needs the handle's embedder")
-        return reconcile(index, embedder, sql_ids, fetch_texts, lock=self._lock.write)
+        return reconcile(index, embedder, sql_ids, fetch_texts, lock=self._writing)
 
     def save(self) -> None:
         """Write the current index to ``folder`` (no-op without a folder)."""
         if self.folder is not None:
-            with self._lock.read():
-                save_index(self._index, self.folder)
+            frozen, _ = self.frozen_copy()
+            save_index(frozen, self.folder)
 
     def swap(self, new_index: PassageIndex, embedder: TextEmbedder | None = None) -> PassageIndex:
         """Make ``new_index`` (and its embedder) current; returns the old index."""
-        with self._lock.write():
+        with self._writing():
             old, self._index = self._index, new_index
             if embedder is not None:
                 self._embedder = embedder
@@ -169,7 +206,7 @@ class IndexHandle:
                     reconcile(new, embedder, sql_ids(), fetch_texts)
                 # Final catch-up under the write lock: nothing added to SQL meanwhile is missed.
                 # Writers (ingest) wait for it; searches wait only for this short diff.
-                with self._lock.write():
+                with self._writing():
                     if sql_ids is not None and fetch_texts is not None:
                         reconcile(new, embedder, sql_ids(), fetch_texts)
                     if self.folder is not None:

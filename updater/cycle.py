@@ -445,9 +445,15 @@ def save_candidate(
 
 
 def promote(ctx: CycleContext, version: str) -> None:
-    """Make ``version`` the active checkpoint and let the serving side reload it."""
-    set_active(ctx.checkpoints_dir, version)
+    """Make ``version`` the active checkpoint and let the serving side reload it.
+
+    The SQL row is the commit point (one transaction retires the previous active version); the
+    ``ACTIVE`` file is only a cache written after it, so a crash at any step leaves one answer."""
     ctx.store.set_checkpoint_status(version, "active")
+    try:
+        set_active(ctx.checkpoints_dir, version)
+    except OSError as exc:
+        log.warning("could not update the ACTIVE cache file for %s: %s", version, exc)
     if ctx.on_promote is not None:
         ctx.on_promote(version)
 

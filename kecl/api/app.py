@@ -16,7 +16,7 @@ from kecl.services import Kecl
 from kecl.settings import Settings
 
 TAGS = [
-    {"name": "health", "description": "Liveness."},
+    {"name": "health", "description": "Liveness and readiness."},
     {"name": "stats", "description": "The size of the store and the index."},
     {"name": "entities", "description": "Entities of the knowledge graph, their facts and neighbourhoods."},
     {"name": "facts", "description": "Facts, current and past; ingesting new ones (needs the API key)."},
@@ -34,6 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Load and reconcile the index before serving: a crash between an SQL commit and an
     # index write heals here, and the first query does not pay for it.
     await run_in_threadpool(lambda: (kecl.index, kecl.encoder))
+    # Follow what other processes commit, and publish index files when the lease is free.
+    await run_in_threadpool(kecl.follow, app.state.settings.processes.publish)
     scheduler = getattr(app.state, "scheduler", None)  # `kecl serve --scheduler`
     if scheduler is not None:
         scheduler.start()
@@ -71,6 +73,12 @@ async def bound_body(request: Request, call_next: Callable[[Request], Awaitable[
         if len(body) > limit:
             return error_response(413, f"request body exceeds the limit of {limit} bytes")
     return await call_next(request)
+
+
+def create_app_from_settings() -> FastAPI:
+    """The app for this process's settings (environment and ``kecl.toml``): the factory each
+    ``kecl serve --workers`` process calls."""
+    return create_app(Settings())
 
 
 def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> FastAPI:

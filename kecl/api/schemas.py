@@ -162,6 +162,24 @@ class Health(BaseModel):
     index_loaded: bool = Field(description="whether the passage index is loaded (it is once the server has started)")
 
 
+class Readiness(BaseModel):
+    """Whether this process serves the current knowledge state (``GET /readyz``)."""
+
+    ready: bool = Field(description="every check below passed")
+    store_writable: bool = Field(description="a write transaction on the database succeeded")
+    index_loaded: bool
+    index_vectors: int | None = Field(description="vectors in this process's index (None before it is loaded)")
+    sql_passages: int = Field(description="passages in the store")
+    passages_behind: int | None = Field(description="how many passages the index trails SQL by")
+    active_checkpoint: str | None = Field(description="the checkpoint SQL records as active")
+    serving_checkpoint: str | None = Field(description="the checkpoint this process answers with")
+    checkpoint_loaded: bool = Field(description="the process answers with SQL's active checkpoint")
+    event_watermark: int = Field(description="the passage event this process's index is complete through")
+    snapshot_lag_seconds: float = Field(description="age of the oldest passage event not yet applied (0: none)")
+    publisher: bool = Field(description="this process holds the index publisher's lease")
+    problems: list[str] = Field(description="why not ready (empty when ready)")
+
+
 class StoreCounts(BaseModel):
     """Row counts of the store's tables (facts split into current and closed)."""
 

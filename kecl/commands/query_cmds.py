@@ -16,8 +16,12 @@ def serve(
     scheduler: Annotated[
         bool, typer.Option("--scheduler", help="also run the update scheduler in this process")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="server processes on this port (each follows SQL like any replica)")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API with uvicorn (OpenAPI docs at /docs)."""
+    """Serve the HTTP API with uvicorn (OpenAPI docs at /docs). Any number of servers may share one
+    database and home; run the scheduler as one `kecl worker` beside them."""
     # deferred: the server loads the models; the other commands of this module start without them
     import uvicorn
 
@@ -25,15 +29,27 @@ def serve(
     from kecl.wiring import make_scheduler
 
     settings = load_settings()
+    bind_host, bind_port = host or settings.api.host, port or settings.api.port
+    if workers > 1:
+        if scheduler:
+            raise typer.BadParameter("run the scheduler as `kecl worker`, not in each of several server processes")
+        console.print(f"serving on http://{bind_host}:{bind_port} with {workers} processes (docs at /docs)")
+        uvicorn.run(
+            "kecl.api.app:create_app_from_settings",
+            factory=True,
+            workers=workers,
+            host=bind_host,
+            port=bind_port,
+            log_level=settings.log_level.lower(),
+        )
+        return
     app = create_app(settings)
     if scheduler:
         # One scheduler per process, never per worker; scheduled cycles update this process's model.
         app.state.kecl.register_serving()
         app.state.scheduler = make_scheduler(settings)
-    console.print(f"serving on http://{host or settings.api.host}:{port or settings.api.port} (docs at /docs)")
-    uvicorn.run(
-        app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower()
-    )
+    console.print(f"serving on http://{bind_host}:{bind_port} (docs at /docs)")
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level.lower())
 
 
 def query(

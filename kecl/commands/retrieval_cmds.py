@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from kecl.commands.common import console, load_settings, parse_date_option
-from kecl.home import open_store
+from kecl.home import current_index_folder, open_store
 
 
 def _quiet_model_loading() -> None:
@@ -33,7 +33,7 @@ def index_build(
     """Embed every passage in the database and write a new index (replacing the old one atomically)."""
     # deferred: embedding loads torch and the embedder; `index status` does without them
     from kecl.wiring import build_index_from_store, make_embedder
-    from retrieval import save_index
+    from retrieval import IndexHandle
 
     settings = load_settings()
     if kind is not None and kind not in ("flat", "hnsw", "ivfpq"):
@@ -42,13 +42,27 @@ def index_build(
     _quiet_model_loading()
     embedder = make_embedder(settings)
     start = time.perf_counter()
+    through = store.settled_passage_event_id(settings.processes.gap_seconds)  # the build covers SQL from here
     index = build_index_from_store(settings, store, embedder, kind=kind)
-    manifest = save_index(index, settings.index_dir)
+    _publish_or_exit(settings, store, IndexHandle(index, embedder), through)
     console.print(
-        f"built {index.kind} index: {manifest.count} passages, embedder {manifest.embedder_version}, "
-        f"{time.perf_counter() - start:.1f}s -> {settings.index_dir}"
+        f"built {index.kind} index: {len(index)} passages, embedder {index.embedder_version}, "
+        f"{time.perf_counter() - start:.1f}s -> {current_index_folder(settings, store)}"
     )
     store.close()
+
+
+def _publish_or_exit(settings: Any, store: Any, handle: Any, through: int) -> None:
+    """Publish ``handle`` as a new generation, or exit 1 naming the process that publishes."""
+    from kecl.publish import PUBLISHER_LOCK, publish_once  # deferred: FAISS
+
+    if not publish_once(settings, store, handle, lambda: through):
+        console.print(
+            f"[red]the index publisher ({store.lock_holder(PUBLISHER_LOCK)}) writes this home's index; "
+            "it follows the database by itself — stop it to rebuild by hand[/red]"
+        )
+        store.close()
+        raise typer.Exit(1)
 
 
 @index_app.command("status")
@@ -58,12 +72,13 @@ def index_status() -> None:
 
     settings = load_settings()
     store = open_store(settings)
-    table = Table(title=f"index at {settings.index_dir}")
+    folder = current_index_folder(settings, store)
+    table = Table(title=f"index at {folder}")
     table.add_column("what")
     table.add_column("value")
     sql_count, sql_max = store.passage_count(), store.max_passage_id()
     try:
-        m = read_manifest(settings.index_dir)
+        m = read_manifest(folder)
     except IndexLoadError as e:
         console.print(f"[yellow]{e}[/yellow]")
         console.print(f"database: {sql_count} passages")
@@ -90,24 +105,25 @@ def index_reconcile() -> None:
     """Embed passages the index lacks, drop ids the database no longer has, save (builds if needed)."""
     # deferred: embedding loads torch and the embedder
     from kecl.wiring import build_index_from_store, make_embedder
-    from retrieval import EmbedderMismatchError, IndexLoadError, load_index, reconcile, save_index
+    from retrieval import EmbedderMismatchError, IndexHandle, IndexLoadError, load_index, reconcile
 
     settings = load_settings()
     store = open_store(settings)
     _quiet_model_loading()
     embedder = make_embedder(settings)
+    through = store.settled_passage_event_id(settings.processes.gap_seconds)
     try:
-        index = load_index(settings.index_dir)
+        index = load_index(current_index_folder(settings, store))
         report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
     except (IndexLoadError, EmbedderMismatchError) as e:
         console.print(f"[yellow]{e}[/yellow]\nrebuilding")
         index = build_index_from_store(settings, store, embedder)
-        save_index(index, settings.index_dir)
+        _publish_or_exit(settings, store, IndexHandle(index, embedder), through)
         console.print(f"built {index.kind} index with {len(index)} passages")
         store.close()
         return
     if report.changed:
-        save_index(index, settings.index_dir)
+        _publish_or_exit(settings, store, IndexHandle(index, embedder), through)
     console.print(
         f"added {report.added}, removed {report.removed}"
         + (", compacted" if report.compacted else "")

@@ -37,17 +37,17 @@ def update(
 @models_app.command("list")
 def models_list() -> None:
     """Checkpoints with status (active / candidate / rejected / retired), parent and metrics."""
-    from encoder import active_version, list_checkpoints  # deferred: torch, for reading manifests only
+    from encoder import list_checkpoints  # deferred: torch, for reading manifests only
 
     settings = load_settings()
     rows = {c["version"]: c for c in open_store(settings).checkpoints()}
-    active = active_version(settings.checkpoints_dir)
     table = Table(title=f"checkpoints in {settings.checkpoints_dir}")
     for col in ("version", "status", "parent", "created", "metrics"):
         table.add_column(col)
     for m in list_checkpoints(settings.checkpoints_dir):
         v = m["version"]
-        status = "active" if v == active else rows.get(v, {}).get("status", "-")
+        # SQL alone says which is active; a folder without a row is a save no promotion followed.
+        status = rows[v]["status"] if v in rows else "unrecorded"
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float)))
         table.add_row(v, status, m.get("parent") or "-", m.get("created", ""), metrics[:80])
     console.print(table)
@@ -56,17 +56,36 @@ def models_list() -> None:
 @models_app.command("activate")
 def models_activate(version: Annotated[str, typer.Argument(help="checkpoint version, e.g. v0002")]) -> None:
     """Make VERSION the active model (manual rollback or roll-forward)."""
-    from encoder import CheckpointError, set_active, verify_checkpoint  # deferred: torch
+    from encoder import CheckpointError  # deferred: torch
+    from kecl.wiring import promote_checkpoint  # deferred: torch
 
     settings = load_settings()
+    store = open_store(settings)
     try:
-        verify_checkpoint(settings.checkpoints_dir / version)
-        set_active(settings.checkpoints_dir, version)
+        promote_checkpoint(settings, store, version)
     except (CheckpointError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    open_store(settings).set_checkpoint_status(version, "active")
-    console.print(f"active model is now {version} (a running server picks it up at its next reload or promotion)")
+    finally:
+        store.close()
+    console.print(
+        f"active model is now {version}; running servers and the worker load it within "
+        "processes.snapshot_poll_seconds plus its loading time"
+    )
+
+
+def worker() -> None:
+    """Run the deployment's one worker: the update scheduler and the index publisher, following
+    the database like the API servers do. A second worker on the same database is refused."""
+    from kecl.worker import WorkerBusy, run_worker  # deferred: the worker loads the models
+
+    settings = load_settings()
+    ensure_home(settings)
+    try:
+        run_worker(settings, on_ready=lambda: console.print(f"worker running for {settings.home} (Ctrl-C stops)"))
+    except WorkerBusy as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 def schedule() -> None:
@@ -81,7 +100,8 @@ def schedule() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``update``, ``models`` and ``schedule`` to the ``kecl`` app."""
+    """Add ``update``, ``worker``, ``models`` and ``schedule`` to the ``kecl`` app."""
     app.command()(update)
+    app.command()(worker)
     app.command()(schedule)
     app.add_typer(models_app, name="models")

@@ -1,0 +1,227 @@
+"""Several processes on one knowledge state: query latency under writes, cross-process freshness,
+promotion pickup.
+
+A deployment of real processes on one home: ``kecl worker`` (the index publisher) and two
+``kecl serve`` replicas A and B, the packaged MiniLM as embedder, ``--passages`` synthetic
+passages. Measured over real HTTP:
+
+- search p50/p99 on A with 8 client threads, while a writer POSTs documents to A at 0, 1 and 10
+  per second (the 0 row is the baseline the others are divided by, in the same run);
+- freshness: POST on A → the passage is the dense channel's first hit on B (p50/p95);
+- promotion pickup: ``kecl models activate`` → both replicas' ``/readyz`` name the new checkpoint.
+
+    .venv/bin/python -m benchmarks.bench_processes                    # 5k passages, 15 s per rate
+    .venv/bin/python -m benchmarks.bench_processes --passages 200000  # the large setting
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.deployment import Deployment, dense_rank, deployment_env, post_document, wait_until  # noqa: E402
+
+WORDS = (
+    "river castle born paris music physics football novel war city mountain painter senate harbour "
+    "railway orchestra glacier treaty cathedral island"
+).split()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
+    """A store with ``passages`` one-passage documents and a tiny active checkpoint."""
+    from encoder import save_checkpoint
+    from kecl import wiring
+    from kecl.home import open_store
+    from kecl.settings import Settings
+    from knowledge import DocumentRecord
+    from tests.factories import tiny_bundle
+
+    rng = random.Random(seed)
+    settings = Settings(home=home, database_url=db_url)
+    store = open_store(settings)
+    batch = []
+    for i in range(passages):
+        batch.append(DocumentRecord(text=" ".join(rng.choice(WORDS) for _ in range(12)) + f" record {i}."))
+        if len(batch) == 5000:
+            store.add_documents(batch)
+            batch = []
+    if batch:
+        store.add_documents(batch)
+    version = save_checkpoint(tiny_bundle(max_positions=256, seed=1), settings.checkpoints_dir)
+    wiring.promote_checkpoint(settings, store, version)
+    store.close()
+
+
+def query_load(url: str, clients: int, seconds: float, posts_per_second: float, seed: int) -> dict[str, float]:
+    """Search latencies (ms) of ``clients`` threads for ``seconds`` while POSTs arrive at a rate."""
+    latencies: list[float] = []
+    posted: list[float] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        rng = random.Random(seed * 100 + i)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                text = " ".join(rng.choice(WORDS) for _ in range(5))
+                start = time.perf_counter()
+                http.post("/v1/search", json={"text": text, "k": 4}).raise_for_status()
+                with lock:
+                    latencies.append((time.perf_counter() - start) * 1000)
+
+    def writer() -> None:
+        rng = random.Random(seed)
+        next_at = time.monotonic()
+        while not stop.is_set():
+            next_at += 1.0 / posts_per_second
+            start = time.perf_counter()
+            post_document(url, " ".join(rng.choice(WORDS) for _ in range(12)) + f" new {rng.random()}.")
+            posted.append((time.perf_counter() - start) * 1000)
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    if posts_per_second > 0:
+        threads.append(threading.Thread(target=writer, daemon=True))
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    return {
+        "queries": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "posts": len(posted),
+        "post_p50_ms": round(statistics.median(posted), 1) if posted else float("nan"),
+    }
+
+
+def freshness(d: Deployment, samples: int) -> dict[str, float]:
+    """Seconds from a POST acknowledged by A to the passage being B's first dense hit."""
+    times = []
+    for i in range(samples):
+        text = f"The {i}th vorlant{random.randrange(10**9)} expedition charted the quennish delta."
+        (pid,) = post_document(d.url("A"), text)
+        start = time.monotonic()
+        took = wait_until(lambda t=text, p=pid: dense_rank(d.url("B"), t, p) == 1, timeout=30, step=0.01)
+        times.append(took if took is not None else float("inf"))
+        del start
+    return {"samples": samples, "p50_s": round(statistics.median(times), 3), "p95_s": round(percentile(times, 0.95), 3)}
+
+
+def promotion_pickup(d: Deployment, home: Path) -> float:
+    """Seconds from ``kecl models activate`` returning to both replicas serving the version."""
+    from encoder import save_checkpoint
+    from tests.factories import tiny_bundle
+
+    version = save_checkpoint(tiny_bundle(max_positions=256, seed=2), home / "checkpoints")
+    result = d.run_cli("models", "activate", version)
+    assert result.returncode == 0, result.stdout + result.stderr
+    start = time.monotonic()
+    for name in ("A", "B"):
+        wait_until(
+            lambda n=name: httpx.get(d.url(n) + "/readyz", timeout=10).json()["serving_checkpoint"] == version,
+            timeout=60,
+            step=0.05,
+        )
+    return round(time.monotonic() - start, 3)
+
+
+def wait_for_generation(home: Path, db_url: str, timeout: float) -> None:
+    """Wait until some process has published an index generation."""
+    from kecl.home import open_store
+    from kecl.settings import Settings
+
+    store = open_store(Settings(home=home, database_url=db_url))
+    try:
+        if wait_until(lambda: store.latest_generation() is not None, timeout=timeout, step=0.5) is None:
+            raise TimeoutError("no index generation was published")
+    finally:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--passages", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per POST rate")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rates", default="0,1,10", help="POSTs per second, comma-separated")
+    parser.add_argument("--freshness-samples", type=int, default=20)
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary home")
+    parser.add_argument("--embedder", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kecl-bench-processes-") as tmp:
+        home = Path(tmp) / "home"
+        db_url = args.database_url or f"sqlite:///{home / 'kecl.db'}"
+        start = time.perf_counter()
+        prepare_home(home, db_url, args.passages, args.seed)
+        print(f"prepared {args.passages} passages in {time.perf_counter() - start:.0f} s", flush=True)
+        env = deployment_env(
+            home,
+            db_url,
+            Path(args.embedder),
+            KECL_INDEX__EMBEDDER=args.embedder,
+            KECL_PROCESSES__PUBLISH_INTERVAL_SECONDS="10",
+            KECL_PROCESSES__PUBLISHER_LEASE_SECONDS="30",
+            KECL_PROCESSES__WORKER_LEASE_SECONDS="30",
+            KECL_PROCESSES__READY_MAX_LAG_PASSAGES="1000000",
+        )
+        env.pop("OMP_NUM_THREADS")
+        d = Deployment(env, Path(tmp) / "logs")
+        try:
+            d.start_worker()  # builds and publishes the index first: the replicas then load it
+            wait_for_generation(home, db_url, timeout=3600)
+            d.start_replica("A")
+            d.wait_ready("A", timeout=3600)
+            d.start_replica("B")
+            d.wait_ready("B", timeout=3600)
+            print(f"deployment ready after {time.perf_counter() - start:.0f} s", flush=True)
+            rows = {}
+            for rate in [float(r) for r in args.rates.split(",")]:
+                rows[rate] = query_load(d.url("A"), args.clients, args.seconds, rate, args.seed)
+                print(f"{rate:g} POST/s: {rows[rate]}", flush=True)
+            base = rows.get(0.0)
+            if base:
+                for row in rows.values():
+                    row["p99_ratio"] = round(row["p99_ms"] / base["p99_ms"], 2)
+            fresh = freshness(d, args.freshness_samples)
+            pickup = promotion_pickup(d, home)
+        finally:
+            d.close()
+    print(
+        json.dumps(
+            {
+                "passages": args.passages,
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "query": {f"{k:g}": v for k, v in rows.items()},
+                "freshness": fresh,
+                "promotion_pickup_s": pickup,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

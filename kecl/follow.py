@@ -1,0 +1,218 @@
+"""Keep a process's in-memory index in step with SQL: replay the passage event log above a watermark.
+
+Every serving process follows (DESIGN.md, "Several processes, one knowledge state"): passages
+added or removed by any process (HTTP on another replica, ``kecl ingest``, an update cycle) reach
+this process's index within a poll interval — on PostgreSQL a ``LISTEN`` wakes it at once.
+
+The watermark is *low*: every event at or below it has been applied. Event ids come from a
+sequence, and on PostgreSQL a transaction may commit a lower id after a higher one is visible,
+so events above the watermark that were applied are remembered, and a missing id holds the
+watermark back until it shows up or ``gap_seconds`` pass (a rolled-back transaction never fills
+it). Replaying an event twice is harmless: an add skips passages the index already holds, a remove
+of an absent id does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from knowledge import KnowledgeStore, PassageEventView
+from retrieval import IndexHandle, PassageIndex, TextEmbedder
+
+log = logging.getLogger("kecl")
+
+NOTIFY_CHANNEL = "kecl_passage_events"  # the channel migration 0004's trigger notifies
+
+
+def embed_into(handle: IndexHandle, texts: dict[int, str]) -> int:
+    """Embed ``texts`` (passage id → text) with the handle's embedder and add them; returns how many.
+
+    Embeds outside the index's locks. If a rebuild swapped in another index (and embedder) while
+    embedding, embeds again for the new one, so a vector never lands in an index of another embedder.
+    """
+    if not texts:
+        return 0
+    items = sorted(texts.items())
+    ids = np.array([pid for pid, _ in items], dtype=np.int64)
+    while True:
+        generation, embedder = handle.generation, handle.embedder
+        if embedder is None:
+            raise RuntimeError("the passage index has no embedder to embed new passages with")
+        vectors = embedder.encode([text for _, text in items])
+        if handle.generation == generation:
+            handle.add(ids, vectors)
+            return len(ids)
+
+
+def replay_events(
+    index: PassageIndex | IndexHandle,
+    embedder: TextEmbedder | None,
+    events: Sequence[PassageEventView],
+    fetch_texts: Callable[[list[int]], dict[int, str]],
+) -> tuple[int, int]:
+    """Apply ``events`` in order to ``index`` (a handle, or a bare index with its ``embedder``):
+    runs of adds embed the passages it lacks that still exist in SQL, runs of removes delete.
+    Returns (added, removed)."""
+    added = removed = 0
+    i = 0
+    while i < len(events):
+        kind = events[i].kind
+        j = i
+        while j < len(events) and events[j].kind == kind:
+            j += 1
+        ids = list(dict.fromkeys(e.passage_id for e in events[i:j]))
+        if kind == "removed":
+            removed += index.remove(ids)
+        else:
+            present = index.contains(ids) if isinstance(index, IndexHandle) else np.isin(np.asarray(ids), index.ids())
+            missing = [pid for pid, there in zip(ids, present, strict=True) if not there]
+            texts = fetch_texts(missing) if missing else {}
+            if isinstance(index, IndexHandle):
+                added += embed_into(index, texts)
+            elif texts:
+                if embedder is None:
+                    raise RuntimeError("replaying onto a bare index needs its embedder")
+                order = sorted(texts)
+                index.add(np.array(order, dtype=np.int64), embedder.encode([texts[p] for p in order]))
+                added += len(order)
+        i = j
+    return added, removed
+
+
+class IndexFollower:
+    """Applies the passage event log to ``handle`` above its watermark, in a background thread.
+
+    ``start_from``: an event id every earlier event of which is already in the index (the index
+    was reconciled with SQL after it was read). ``on_tick`` runs every ``snapshot_poll_seconds``
+    on the same thread (the service checks for a new checkpoint or index generation there).
+    """
+
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        handle: IndexHandle,
+        start_from: int,
+        *,
+        poll_seconds: float = 0.2,
+        snapshot_poll_seconds: float = 1.0,
+        gap_seconds: float = 60.0,
+        on_tick: Callable[[], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.handle = handle
+        self.watermark = start_from
+        self.poll_seconds = poll_seconds
+        self.snapshot_poll_seconds = snapshot_poll_seconds
+        self.gap_seconds = gap_seconds
+        self.on_tick = on_tick
+        self.lock = threading.Lock()  # one catch-up at a time; the publisher reads the watermark under it
+        self._applied: set[int] = set()  # event ids above the watermark already applied
+        self._gap_seen: dict[int, float] = {}  # missing event id -> when it was first missed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # ---------------------------------------------------------------- catching up
+
+    def catch_up(self, limit: int = 5000) -> int:
+        """Apply the events above the watermark (at most ``limit`` per round, until none are left);
+        returns how many events were applied."""
+        total = 0
+        with self.lock:
+            while True:
+                events = [
+                    e for e in self.store.passage_events_after(self.watermark, limit) if e.id not in self._applied
+                ]
+                if events:
+                    replay_events(self.handle, None, events, self.store.passage_texts)
+                    self._applied.update(e.id for e in events)
+                    total += len(events)
+                self._advance()
+                if len(events) < limit:
+                    return total
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        while self._applied:
+            expected = self.watermark + 1
+            if expected in self._applied:
+                self._applied.discard(expected)
+                self.watermark = expected
+                continue
+            for missing in range(expected, min(self._applied)):
+                self._gap_seen.setdefault(missing, now)
+            if now - self._gap_seen[expected] < self.gap_seconds:
+                return
+            log.warning("passage event %d never committed within %.0f s; skipping it", expected, self.gap_seconds)
+            self._gap_seen.pop(expected, None)
+            self.watermark = expected
+
+    def pending_since(self) -> float | None:
+        """Seconds since the oldest event not yet applied was written (None: fully caught up)."""
+        first = self.store.first_event_time_after(self.watermark)
+        if first is None:
+            return None
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return max((now - first).total_seconds(), 0.0)
+
+    # ---------------------------------------------------------------- the thread
+
+    def start(self) -> None:
+        """Follow in a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="kecl-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following (returns once the thread has finished its round)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        wait = self._notify_waiter()
+        next_tick = 0.0
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+                if self.on_tick is not None and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.snapshot_poll_seconds
+                    self.on_tick()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - a database blip must not end following; /readyz shows it
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("following SQL failed (retrying): %s", self.last_error, exc_info=True)
+            wait(self.poll_seconds)
+
+    def _notify_waiter(self) -> Callable[[float], None]:
+        """A wait that returns early on a PostgreSQL notification; plain sleeping elsewhere."""
+
+        def sleep(seconds: float) -> None:
+            self._stop.wait(seconds)
+
+        if self.store.dialect != "postgresql":
+            return sleep
+        try:
+            conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
+            driver = conn.connection.driver_connection
+        except Exception as exc:  # noqa: BLE001 - LISTEN is an optimisation; polling still follows
+            log.warning("LISTEN %s failed (%s); polling every %.2f s", NOTIFY_CHANNEL, exc, self.poll_seconds)
+            return sleep
+
+        def wait(seconds: float) -> None:
+            # A timeout all the same: a notification sent while this thread was catching up may
+            # not be queued, and the snapshot checks and gap timeouts run on this thread too.
+            for _ in driver.notifies(timeout=seconds, stop_after=1):  # type: ignore[union-attr]
+                pass
+
+        return wait

@@ -1,0 +1,177 @@
+"""Processes that share a store follow each other through SQL: the passage event log, published
+index generations and the active checkpoint. Two :class:`Kecl` objects on one home stand in for
+two processes here (the integration tier runs real ones)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from encoder import save_checkpoint
+from kecl import wiring
+from kecl.follow import IndexFollower
+from kecl.health import check_readiness
+from kecl.publish import GENERATION_PREFIX, publish_once
+from kecl.services import Kecl
+from knowledge import DocumentRecord
+from tests.factories import tiny_bundle, tiny_settings
+
+TEXTS = [
+    "The Zorvath river floods every spring.",
+    "Quorra Belt was crowned in Dunmere in 1402.",
+    "Violins have four strings tuned in fifths.",
+]
+
+
+@pytest.fixture()
+def pair(tmp_path: Path, tiny_embedder_dir: Path):
+    """Two services on one home, each with its index loaded (A ingests, B follows)."""
+    settings = tiny_settings(tmp_path / "home", tiny_embedder_dir, processes={"gc_grace_seconds": 0})
+    a, b = Kecl(settings), Kecl(settings.model_copy(deep=True))
+    a.ingest_documents([DocumentRecord(text="Bananas are a yellow fruit.")])
+    _ = b.index
+    yield a, b
+    for k in (a, b):
+        k.close()
+
+
+def top_id(k: Kecl, text: str) -> int:
+    _scores, ids = k.index.search_texts([text], 1)
+    return int(ids[0, 0])
+
+
+def follower(k: Kecl, **kw) -> IndexFollower:
+    return IndexFollower(k.store, k.index, k.watermark(), **kw)
+
+
+def test_passages_added_and_removed_elsewhere_reach_the_follower(pair) -> None:
+    a, b = pair
+    f = follower(b)
+    summary = a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    assert len(b.index.index) == 1
+    f.catch_up()
+    assert len(b.index.index) == 4
+    for pid, text in zip(summary.new_passage_ids, TEXTS, strict=True):
+        assert top_id(b, text) == pid  # dense search on B finds what A stored
+    assert f.watermark == b.store.max_passage_event_id()
+
+    doc = b.store.passage_info([summary.new_passage_ids[0]])[summary.new_passage_ids[0]].document_id
+    a.delete_document(doc)
+    f.catch_up()
+    assert summary.new_passage_ids[0] not in set(b.index.index.ids().tolist())
+    assert len(b.index.index) == len(a.index.index) == 3
+
+
+def test_replaying_events_twice_changes_nothing(pair) -> None:
+    a, b = pair
+    a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    f = IndexFollower(b.store, b.index, 0)  # from the very start: every add is already there or new
+    f.catch_up()
+    before = b.index.index.ids().copy()
+    IndexFollower(b.store, b.index, 0).catch_up()
+    assert np.array_equal(b.index.index.ids(), before)
+    assert sorted(before.tolist()) == sorted(a.index.index.ids().tolist())
+
+
+def test_a_missing_event_id_holds_the_watermark_until_it_is_given_up(pair) -> None:
+    a, b = pair
+    f = follower(b, gap_seconds=0.3)
+    a.ingest_documents([DocumentRecord(text=TEXTS[0])])
+    f.catch_up()
+    top = f.watermark
+    pid = a.store.max_passage_id()
+    with a.store.session() as s, s.begin():  # an id skipped, as an open transaction's would be
+        s.execute(
+            sa.text(
+                "INSERT INTO passage_event (id, passage_id, kind, created_at) VALUES (:i, :p, 'added', CURRENT_TIMESTAMP)"
+            ),
+            {"i": top + 2, "p": pid},
+        )
+    f.catch_up()
+    assert f.watermark == top  # event top+2 is applied, but top+1 may still commit
+    time.sleep(0.35)
+    f.catch_up()
+    assert f.watermark == top + 2
+
+
+def test_a_published_generation_is_what_a_new_process_loads(pair, tiny_embedder_dir) -> None:
+    a, b = pair
+    a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    assert publish_once(a.settings, a.store, a.index, a.watermark)
+    generation = a.store.latest_generation()
+    assert generation is not None and generation.vectors == 4
+    folder = a.settings.index_dir / generation.folder
+    assert (folder / "manifest.json").is_file() and not (a.settings.index_dir / "manifest.json").exists()
+    c = Kecl(a.settings)
+    assert sorted(c.index.index.ids().tolist()) == sorted(a.index.index.ids().tolist())
+    c.close()
+
+
+def test_only_the_lease_holder_publishes_and_old_generations_are_collected(pair) -> None:
+    a, b = pair
+    b.follow(publish=True)  # B's publisher takes the lease at once
+    deadline = time.monotonic() + 10
+    while not (b.publisher is not None and b.publisher.holding) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.publisher is not None and b.publisher.holding
+    a._index_dirty = True
+    assert not publish_once(a.settings, a.store, a.index, a.watermark)  # refused: B holds the lease
+    b.publisher.stop(publish=False)
+    b.publisher = None
+    for text in TEXTS:
+        a.ingest_documents([DocumentRecord(text=text)])
+        assert publish_once(a.settings, a.store, a.index, a.watermark)
+    folders = sorted(p.name for p in a.settings.index_dir.iterdir() if p.name.startswith(GENERATION_PREFIX))
+    assert folders == sorted(g.folder for g in a.store.generations())
+    assert len(folders) == a.settings.processes.keep_generations
+
+
+def test_a_copy_for_saving_never_blocks_searches_and_holds_back_writers(pair) -> None:
+    a, _b = pair
+    handle = a.index
+    vec = handle.embedder.encode(["a passage added during the copy"])
+    searched = threading.Event()
+    added = threading.Event()
+
+    def during_copy() -> int:
+        threading.Thread(target=lambda: (handle.search(vec, 1), searched.set()), daemon=True).start()
+        threading.Thread(target=lambda: (handle.add([999], vec), added.set()), daemon=True).start()
+        assert searched.wait(5), "a search waited for the copy"
+        assert not added.wait(0.3), "an add ran while the copy was being taken"
+        return 7
+
+    frozen, marker = handle.frozen_copy(during_copy)
+    assert marker == 7 and 999 not in set(frozen.ids().tolist())
+    assert added.wait(5) and 999 in set(handle.index.ids().tolist())
+
+
+def test_a_checkpoint_made_active_elsewhere_is_loaded_in_the_background(pair) -> None:
+    a, b = pair
+    v1 = save_checkpoint(tiny_bundle(max_positions=256, seed=1), a.settings.checkpoints_dir)
+    wiring.promote_checkpoint(a.settings, a.store, v1)
+    assert b.encoder.version == v1
+    v2 = save_checkpoint(tiny_bundle(max_positions=256, seed=2), a.settings.checkpoints_dir)
+    b.follow(publish=False)
+    assert check_readiness(b).ready
+    wiring.promote_checkpoint(a.settings, a.store, v2)
+    deadline = time.monotonic() + 20
+    while b.serving_checkpoint() != v2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.serving_checkpoint() == v2
+    assert check_readiness(b).checkpoint_loaded
+
+
+def test_readiness_reports_an_index_behind_sql(pair) -> None:
+    a, b = pair
+    b.settings.processes.ready_max_lag_passages = 1
+    a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    state = check_readiness(b)
+    assert not state.ready and state.passages_behind == 3 and state.snapshot_lag_seconds >= 0
+    follower(b).catch_up()
+    state = check_readiness(b)
+    assert state.passages_behind == 0 and state.store_writable
