@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, cast
 
 import typer
@@ -25,6 +26,12 @@ def serve(
     from kecl.wiring import make_scheduler
 
     settings = load_settings()
+    bind = host or settings.api.host
+    if not settings.api.api_key and not _is_loopback(bind):
+        console.print(
+            f"[yellow]warning: serving on {bind} without api.api_key: reads and /docs are open to anyone who can "
+            "reach this address (mutations stay disabled); set KECL_API__API_KEY or bind to 127.0.0.1[/yellow]"
+        )
     app = create_app(settings)
     if scheduler:
         # One scheduler per process, never per worker; scheduled cycles update this process's model.
@@ -34,6 +41,16 @@ def serve(
     uvicorn.run(
         app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower()
     )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
 
 
 def query(
