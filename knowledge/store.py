@@ -392,6 +392,14 @@ class KnowledgeStore:
         """
         self._write(registry.finish_run, run_id, **fields)
 
+    def abandon_running_runs(self, error: str) -> list[dict[str, Any]]:
+        """Mark runs left "running" as failed with ``error`` (call only under the update lock); returns them."""
+        return self._write(registry.abandon_running, error)
+
+    def changed_since(self, since: dt.datetime) -> tuple[list[int], list[int], list[int]]:
+        """Ids of the current facts created, facts closed and passages ingested from ``since`` on."""
+        return self._read(registry.changed_since, since)
+
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Update runs, newest first."""
         return self._read(registry.runs, limit, offset)
