@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +43,12 @@ class CheckpointError(RuntimeError):
         super().__init__(message)
         self.version = version
         self.parent = parent
+
+
+def temp_name() -> str:
+    """``.tmp-<host>-<pid>-<random>``: a folder being written, named after its writer so that a
+    start-up janitor can tell a dead writer's leftovers from a live writer's work."""
+    return f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
 def _sha256(path: Path) -> str:
@@ -86,7 +93,7 @@ def save_checkpoint(
     root = Path(checkpoints_dir)
     root.mkdir(parents=True, exist_ok=True)
     metrics_text = json.dumps(metrics or {}, indent=2, default=float)
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp = root / temp_name()
     tmp.mkdir()
     try:
         bundle.model.save_pretrained(tmp, safe_serialization=True)

@@ -7,6 +7,7 @@ the graph view, the engine and migration entry points, and the token count used 
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
 from knowledge.graph import FactGraph, GraphFact, verbalise
+from knowledge.lease import holder_is_gone
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 from knowledge.readers import (
     DocumentRecord,
@@ -45,4 +46,5 @@ __all__ = [
     "verbalise",
     "make_engine",
     "migrate",
+    "holder_is_gone",
 ]

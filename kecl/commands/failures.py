@@ -68,7 +68,7 @@ def describe_failure(exc: BaseException) -> str:
     if _raised_by(exc, "updater", "CycleBusy"):
         return f"{exc}; wait for it (`kecl update --wait`) or run again later"
     if _raised_by(exc, "retrieval", "IndexLoadError"):
-        return f"{exc}; rebuild it with `kecl index rebuild`"
+        return f"{exc}; rebuild it with `kecl index build`"
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from kecl.services import Kecl
-from knowledge import read_paths
-from knowledge.lease import holder_is_gone
+from knowledge import holder_is_gone, read_paths
 from tests.factories import activate_tiny_checkpoint, tiny_settings, write_jsonl
 from tests.unit.updater.test_cycle import BASE, LATER, config
 from updater.inbox import take_inbox
