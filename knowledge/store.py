@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import ingest, lease, passages, queries, registry
+from knowledge import ingest, lease, passages, queries, registry, schedule
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
 from knowledge.graph import FactGraph
@@ -159,6 +159,14 @@ class KnowledgeStore:
         summary = IngestSummary()
         self._write(ingest.add_facts, records, summary)
         return summary
+
+    def apply_due_facts(self) -> IngestSummary:
+        """Add the scheduled facts whose ``valid_from`` has come (every ingest does this first)."""
+        return self.add_facts([])
+
+    def scheduled_facts(self) -> list[FactRecord]:
+        """Facts dated in the future, waiting for their day (soonest first)."""
+        return self._read(schedule.scheduled)
 
     def add_documents(self, records: Sequence[DocumentRecord], summary: IngestSummary | None = None) -> list[int]:
         """Store documents (deduplicated by content hash), chunk them, link mentions.

@@ -320,6 +320,7 @@ def ingest(ctx: CycleContext, paths: Sequence[Path] | None, run_id: int) -> Inge
     raises what reading or storing raises (a bad record is an issue in the summary, not an error)."""
     files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
     summary = ctx.store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
+    summary.merge(ctx.store.apply_due_facts())  # facts announced earlier whose day has come
     return Ingested(files, summary)
 
 
