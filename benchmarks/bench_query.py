@@ -165,7 +165,7 @@ def ceiling(home: Path, tokens: int, precisions: tuple[str, ...]) -> dict:
 
 def freshness(url: str) -> list[dict]:
     out = []
-    with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": "bench"}) as c:
+    with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": "bench-key-not-a-secret"}) as c:
         for doc, query, gold in FRESH_FACTS:
             t0 = time.perf_counter()
             c.post("/v1/documents", json={"documents": [{"text": doc, "source": "bench"}]}).raise_for_status()
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         env = {
             **os.environ,
             "KECL_HOME": str(home),
-            "KECL_API__API_KEY": "bench",
+            "KECL_API__API_KEY": "bench-key-not-a-secret",
             "KECL_LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

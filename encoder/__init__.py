@@ -13,6 +13,7 @@ from encoder.checkpoints import (
     load_checkpoint,
     save_checkpoint,
     set_active,
+    temp_name,
     verify_checkpoint,
 )
 from encoder.default import ADAPT_RECIPE, adapt_default
@@ -74,6 +75,7 @@ __all__ = [
     "heap_reuse",
     "list_checkpoints",
     "load_active",
+    "temp_name",
     "load_checkpoint",
     "load_mlm",
     "mask_tokens",

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +33,22 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or damaged."""
+    """A checkpoint is missing, incomplete or damaged.
+
+    ``version`` and ``parent`` are set when the active checkpoint failed to load: the parent is
+    the version to fall back to (``None`` when there is none).
+    """
+
+    def __init__(self, message: str, version: str | None = None, parent: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.parent = parent
+
+
+def temp_name() -> str:
+    """``.tmp-<host>-<pid>-<random>``: a folder being written, named after its writer so that a
+    start-up janitor can tell a dead writer's leftovers from a live writer's work."""
+    return f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
 
 
 def _sha256(path: Path) -> str:
@@ -83,7 +99,7 @@ def save_checkpoint(
     root = Path(checkpoints_dir)
     root.mkdir(parents=True, exist_ok=True)
     metrics_text = json.dumps(metrics or {}, indent=2, default=float)
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp = root / temp_name()
     tmp.mkdir()
     try:
         bundle.model.save_pretrained(tmp, safe_serialization=True)
@@ -182,7 +198,37 @@ def active_version(checkpoints_dir: str | Path) -> str | None:
     return pointer.read_text().strip() or None
 
 
+def fallback_version(checkpoints_dir: str | Path, version: str) -> str | None:
+    """The version to use instead of a damaged ``version``: its recorded parent if that one
+    verifies, else the newest older version that verifies; ``None`` if there is none."""
+    root = Path(checkpoints_dir)
+    candidates: list[str] = []
+    try:
+        parent = json.loads((root / version / MANIFEST).read_text()).get("parent")
+        if parent:
+            candidates.append(parent)
+    except (OSError, json.JSONDecodeError):
+        pass  # the manifest itself is damaged: fall back by version order
+    candidates += [m["version"] for m in reversed(list_checkpoints(root)) if m["version"] < version]
+    for candidate in dict.fromkeys(candidates):
+        try:
+            verify_checkpoint(root / candidate)
+            return candidate
+        except CheckpointError:
+            continue
+    return None
+
+
 def load_active(checkpoints_dir: str | Path, device: str | torch.device = "auto") -> MLMBundle | None:
-    """Load the active checkpoint, or ``None`` when no version is active."""
+    """Load the active checkpoint, or ``None`` when no version is active.
+
+    Raises :class:`CheckpointError` with ``version`` and ``parent`` (a version that verifies,
+    see :func:`fallback_version`) when the active one is missing or damaged.
+    """
     version = active_version(checkpoints_dir)
-    return load_checkpoint(Path(checkpoints_dir) / version, device=device) if version else None
+    if not version:
+        return None
+    try:
+        return load_checkpoint(Path(checkpoints_dir) / version, device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc), version, fallback_version(checkpoints_dir, version)) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from kecl.janitor import sweep
 from kecl.settings import PACKAGED_MODEL_IDS, Settings
 from knowledge import KnowledgeStore, approximate_token_count
 
@@ -20,9 +21,11 @@ log = logging.getLogger("kecl")
 
 
 def ensure_home(settings: Settings) -> Path:
-    """Create the home's folders (database, index, checkpoints, inbox, runs); returns the home."""
+    """Create the home's folders (database, index, checkpoints, inbox, runs) and remove what
+    crashed writers left there (:func:`kecl.janitor.sweep`); returns the home."""
     for folder in (settings.home, settings.index_dir, settings.checkpoints_dir, settings.inbox_dir, settings.runs_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    sweep(settings)
     return settings.home
 
 

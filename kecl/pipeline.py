@@ -33,6 +33,11 @@ MASK_PATTERN = re.compile(r"\[MASK\]", re.IGNORECASE)
 _STOP = frozenset("the a an of is was in on at to and by for [x] [y] x y".split())
 
 
+class QueryError(ValueError):
+    """A query the user must change (no [MASK], masks too far apart to fit the encoder): the API
+    answers it with 422, never 500."""
+
+
 class KnowledgeAccess(Protocol):
     """What the query pipeline reads: the settings, the store, the serving encoder, hybrid search
     and the snapshot that answers (:class:`kecl.services.Kecl` provides all of them)."""
@@ -166,7 +171,7 @@ def answer_queries(system: KnowledgeAccess, texts: Sequence[str], opts: QueryOpt
         raise ValueError(f"unknown mode {opts.mode!r}; expected one of {MODES}")
     for t in texts:
         if not MASK_PATTERN.search(t):
-            raise ValueError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
+            raise QueryError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
     prepared = [retrieve(system, t, opts) for t in texts]
     return predict_prepared(system, prepared, opts)
 
@@ -199,10 +204,49 @@ def within_margin(hits: list[SearchHit], margin: float | None) -> list[SearchHit
     return [h for i, (h, d) in enumerate(zip(hits, dense)) if i == 0 or (d is not None and d >= best - margin)]
 
 
+def fit_to_budget(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """``text`` itself if it is at most ``max_tokens`` tokens, else the window of whole tokens
+    around its masks that fits (centred on them), cut from the text at token boundaries.
+
+    The encoder cannot read more than its budget, and a long query's words far from the mask
+    matter least. Raises :class:`QueryError` if the text has no [MASK] or its first and last
+    masks are further apart than the budget.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) <= max_tokens:
+        return text
+    masks = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
+    if not masks:
+        raise QueryError("the text has no [MASK]: write the word to predict as [MASK]")
+    span = masks[-1] - masks[0] + 1
+    if span > max_tokens:
+        raise QueryError(
+            f"the masks span {span} tokens, more than the encoder reads ({max_tokens}): "
+            "put the masks closer together or split the query"
+        )
+    width = max_tokens
+    while width >= span:
+        start = max(0, min(masks[0] - (width - span) // 2, len(ids) - width))
+        cut = text[offsets[start][0] : offsets[start + width - 1][1]]
+        # a cut inside a word can tokenize into more pieces than it had in context: shrink until it fits
+        if len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= max_tokens:
+            log.info("query of %d tokens cut to the %d around its masks", len(ids), width)
+            return cut
+        width -= 1
+    raise QueryError(f"no window of at most {max_tokens} tokens around the masks fits: shorten the query")
+
+
 def retrieve(system: KnowledgeAccess, text: str, opts: QueryOptions) -> Prepared:
-    """Link, select facts and passages for one query (nothing for closed-book)."""
+    """Link, select facts and passages for one query (nothing for closed-book).
+
+    A query longer than the encoder reads is cut around its masks (:func:`fit_to_budget`);
+    raises :class:`QueryError` when that is impossible.
+    """
     t0 = time.perf_counter()
     text = MASK_PATTERN.sub("[MASK]", text)
+    # [CLS] and [SEP] take two of the encoder's positions
+    text = fit_to_budget(system.encoder.tokenizer, text, system.settings.model.max_injected_length - 2)
     answers = system.settings.answers
     mentions = system.store.link(text) if answers.entities or opts.mode != "closed-book" else []
     if opts.mode == "closed-book":

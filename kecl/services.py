@@ -304,12 +304,21 @@ class Kecl:
         )
 
     def run_update(
-        self, paths: Sequence[Path] | None = None, trigger: str = "manual", config: CycleConfig | None = None
+        self,
+        paths: Sequence[Path] | None = None,
+        trigger: str = "manual",
+        config: CycleConfig | None = None,
+        wait_seconds: float = 0.0,
     ) -> CycleReport:
-        """One update cycle (inbox files by default); see :func:`updater.run_cycle`."""
+        """One update cycle (inbox files by default), waiting up to ``wait_seconds`` for another
+        process's cycle to finish; see :func:`updater.run_cycle`."""
         _ = self.index  # load and reconcile first, so new passages land in an index that is complete
         report = run_cycle(
-            self.cycle_context(), config or wiring.cycle_config(self.settings), paths=paths, trigger=trigger
+            self.cycle_context(),
+            config or wiring.cycle_config(self.settings),
+            paths=paths,
+            trigger=trigger,
+            wait_seconds=wait_seconds,
         )
         self.flush()
         return report

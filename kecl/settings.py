@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -118,13 +118,35 @@ class AnswerSettings(BaseModel):
     top_k: int = Field(10, description="entity-level answers listed per query")
 
 
+MIN_API_KEY_CHARS = 16
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = Field(None, description="required by mutating endpoints; None disables them")
+    api_key: str | None = Field(
+        None,
+        description=f"required by mutating endpoints; None disables them. At least {MIN_API_KEY_CHARS} "
+        "printable ASCII characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
+    )
     max_text_chars: int = 4000
     max_k: int = 50
     max_body_bytes: int = 1_000_000
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, key: str | None) -> str | None:
+        # A header can only carry ASCII, and a short or blank key is guessed: refuse it at start-up.
+        if key is None:
+            return None
+        if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+            raise ValueError("api.api_key must be printable ASCII without spaces (a header cannot carry others)")
+        if len(key) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"api.api_key has {len(key)} characters; use at least {MIN_API_KEY_CHARS} "
+                "(python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
+        return key
 
 
 class SchedulerSettings(BaseModel):

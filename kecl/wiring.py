@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from encoder import (
     load_mlm,
     resolve_device,
     set_active,
+    temp_name,
     verify_checkpoint,
 )
 from kecl.home import current_index_folder, open_store, resolve_model_path
@@ -177,7 +177,7 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
 
 def _cache_checkpoint(folder: Path, cached: Path) -> None:
     try:
-        tmp = cached.parent / f".tmp-{uuid.uuid4().hex}"
+        tmp = cached.parent / temp_name()
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(folder, tmp)
         if cached.exists():

@@ -8,6 +8,7 @@ from knowledge.candidates import Candidate, fitting_relations
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
 from knowledge.graph import FactGraph, GraphFact, verbalise
+from knowledge.lease import holder_is_gone
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 from knowledge.readers import (
     DocumentRecord,
@@ -53,4 +54,5 @@ __all__ = [
     "verbalise",
     "make_engine",
     "migrate",
+    "holder_is_gone",
 ]

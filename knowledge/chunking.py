@@ -11,6 +11,11 @@ from dataclasses import dataclass
 # little context, while the budget is what matters for the encoder.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
 _WORDPIECE_ISH = re.compile(r"\w+|[^\w\s]")
+MAX_WORD_CHARS = 100
+"""Longer "words" are cut into pieces of this many characters: WordPiece reads any longer word as
+one [UNK], so a 1 MB string without spaces would otherwise be a one-token, 1 MB passage."""
+_WORD = re.compile(rf"\S{{1,{MAX_WORD_CHARS}}}")
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1}}}")
 
 
 def approximate_token_count(text: str) -> int:
@@ -45,15 +50,16 @@ def chunk_text(
 ) -> list[Chunk]:
     """Pack whole sentences into chunks of at most ``max_tokens``.
 
-    A sentence longer than the budget is cut at word boundaries. Chunks never overlap and their
-    spans index into ``text``. Raises ``ValueError`` if ``max_tokens`` < 1.
+    A sentence longer than the budget is cut at word boundaries, and a word longer than
+    :data:`MAX_WORD_CHARS` into pieces of that size. Chunks never overlap and their spans index
+    into ``text``. Raises ``ValueError`` if ``max_tokens`` < 1.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     pieces: list[tuple[int, int, int]] = []
     for s, e in split_sentences(text):
         n = count_tokens(text[s:e])
-        if n <= max_tokens:
+        if n <= max_tokens and not _LONG_WORD.search(text, s, e):
             pieces.append((s, e, n))
         else:
             pieces.extend(_split_long(text, s, e, max_tokens, count_tokens))
@@ -75,13 +81,15 @@ def chunk_text(
 def _split_long(
     text: str, start: int, end: int, max_tokens: int, count_tokens: Callable[[str], int]
 ) -> list[tuple[int, int, int]]:
-    words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    # Words are counted one by one and summed: the pieces of a cut word are not separated by
+    # spaces, so counting a span of them would see one word (and would cost quadratic time).
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
     out: list[tuple[int, int, int]] = []
     i = 0
     while i < len(words):
         j, n = i + 1, count_tokens(text[words[i][0] : words[i][1]])
         while j < len(words):
-            m = count_tokens(text[words[i][0] : words[j][1]])
+            m = n + count_tokens(text[words[j][0] : words[j][1]])
             if m > max_tokens:
                 break
             j, n = j + 1, m

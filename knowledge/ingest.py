@@ -17,6 +17,7 @@ from typing import Any, TypedDict, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from knowledge import schedule
 from knowledge.chunking import chunk_text
 from knowledge.db import execute_in, select_rows, select_scalars, utcnow
 from knowledge.linker import EntityLinker, normalise_alias
@@ -147,9 +148,13 @@ def upsert_entities(s: Session, records: Sequence[EntityRecord], summary: Ingest
 def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary) -> None:
     """Add facts; a new object for a functional relation closes the current fact.
 
-    Records naming an unknown relation or entity are reported in ``summary.issues`` and skipped.
-    A fact already stored (current, or closed with the same ``valid_from``) counts as unchanged.
+    Records naming an unknown relation or entity, or relating an entity to itself, are reported in
+    ``summary.issues`` and skipped. A fact already stored (current, or closed with the same
+    ``valid_from``) counts as unchanged. A fact dated after today is kept aside until its day
+    (:mod:`knowledge.schedule`); scheduled facts whose day has come are added first.
     """
+    today = dt.date.today()
+    records = [*schedule.take_due(s, today), *records]
     if not records:
         return
     relations = {r.id: r for r in s.scalars(select(Relation))}
@@ -167,8 +172,16 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
             summary.issues.append(_issue(where, f"unknown subject entity {r.subject!r}"))
         elif r.object is not None and r.object not in ids:
             summary.issues.append(_issue(where, f"unknown object entity {r.object!r} (use object_literal for a value)"))
+        elif r.object is not None and ids[r.object] == ids[r.subject]:
+            summary.issues.append(
+                _issue(where, f"{r.subject!r} {r.relation} {r.object!r} relates an entity to itself; check the object")
+            )
         else:
             valid.append((r, ids[r.subject], ids.get(r.object) if r.object else None))
+    future = [r for r, _, _ in valid if r.valid_from is not None and r.valid_from > today]
+    if future:
+        schedule.schedule(s, future, summary)
+        valid = [v for v in valid if v[0].valid_from is None or v[0].valid_from <= today]
     if not valid:
         return
     # Everything already known about these subjects, closed facts included (for idempotency).
@@ -191,7 +204,6 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
         known[(sid, rid)].append({"id": fid, "object_id": oid, "object_literal": lit, "valid_from": vf, "valid_to": vt})
     pending: list[dict[str, Any]] = []
     closes: dict[int, dt.date] = {}
-    today = dt.date.today()
     for r, sid, oid in valid:
         facts = known[(sid, r.relation)]
         same = [f for f in facts if f["object_id"] == oid and f["object_literal"] == r.object_literal]
@@ -253,11 +265,15 @@ def add_documents(
     """Store documents (deduplicated by content hash), chunk them into passages, link mentions.
 
     Returns the ids of the new passages in insertion order (already-known documents add none).
+    A document with no text but whitespace is reported in ``summary.issues`` and skipped.
     """
     by_hash: dict[str, DocumentRecord] = {}
     for r in records:
+        if not r.text.strip():
+            summary.issues.append(_issue(r.origin or "document", "the document has no text (only whitespace)"))
+            continue
         by_hash.setdefault(hashlib.sha256(r.text.strip().encode("utf-8")).hexdigest(), r)
-    summary.documents_unchanged += len(records) - len(by_hash)
+    summary.documents_unchanged += sum(1 for r in records if r.text.strip()) - len(by_hash)
     existing = set(select_scalars(s, select(Document.content_hash), Document.content_hash, list(by_hash)))
     todo = [(h, r) for h, r in by_hash.items() if h not in existing]
     summary.documents_unchanged += len(existing)

@@ -248,3 +248,21 @@ class UpdateLock(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ScheduledFact(Base):
+    """A fact whose ``valid_from`` is still in the future, kept as it was given (entity and relation
+    keys) until that day: it must not close the current fact, nor be current, before then. Every
+    ingest moves the facts that have come due into :class:`Fact`."""
+
+    __tablename__ = "scheduled_fact"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    relation: Mapped[str] = mapped_column(String(100))
+    object: Mapped[str | None] = mapped_column(String(200))
+    object_literal: Mapped[str | None] = mapped_column(String(1000))
+    valid_from: Mapped[dt.date] = mapped_column(Date, index=True)
+    source: Mapped[str | None] = mapped_column(String(1000))
+    confidence: Mapped[float] = mapped_column(Float, default=1.0)
+    origin: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)

@@ -50,7 +50,9 @@ def find_entities(s: Session, query: str, limit: int = 20) -> list[dict[str, Any
 
 def resolve_entity(s: Session, ref: str | int) -> int | None:
     """An entity id from an internal id, an external id, or a name/alias; None if nothing matches."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    # ASCII digits only (int() also reads other scripts' digits), and within SQL's 64-bit integers
+    numeric = isinstance(ref, int) or (ref.isascii() and ref.isdigit())
+    if numeric and 0 <= int(ref) < 2**63:
         if s.get(Entity, int(ref)) is not None:
             return int(ref)
     eid = entity_id(s, str(ref))

@@ -6,13 +6,14 @@ Each function works inside the caller's session and transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from knowledge.db import utcnow
-from knowledge.models import Checkpoint, UpdateRun
+from knowledge.models import Checkpoint, Document, Fact, Passage, UpdateRun
 
 RUN_FIELDS = frozenset(
     {"status", "finished_at", "timings", "counts", "metrics", "decision", "reasons", "error", "checkpoint_version"}
@@ -38,6 +39,32 @@ def finish_run(s: Session, run_id: int, **fields: Any) -> None:
         raise ValueError(f"finish_run: unknown fields {sorted(unknown)}")
     fields.setdefault("finished_at", utcnow())
     s.execute(update(UpdateRun).where(UpdateRun.id == run_id).values(**fields))
+
+
+def abandon_running(s: Session, error: str) -> list[dict[str, Any]]:
+    """Mark every run still "running" as "failed" with ``error``; returns them as they were.
+
+    Only a cycle that holds the update lock may call this: then no other run can be alive.
+    """
+    stale = [run_dict(r) for r in s.scalars(select(UpdateRun).where(UpdateRun.status == "running"))]
+    if stale:
+        s.execute(
+            update(UpdateRun)
+            .where(UpdateRun.id.in_([r["id"] for r in stale]))
+            .values(status="failed", finished_at=utcnow(), error=error)
+        )
+    return stale
+
+
+def changed_since(s: Session, since: dt.datetime) -> tuple[list[int], list[int], list[int]]:
+    """What the store took in from ``since`` on: (current facts created, facts closed, passages of
+    documents ingested), each as ids in order."""
+    new_facts = s.scalars(select(Fact.id).where(Fact.created_at >= since, Fact.valid_to.is_(None)).order_by(Fact.id))
+    closed = s.scalars(select(Fact.id).where(Fact.closed_at >= since).order_by(Fact.id))
+    new_passages = s.scalars(
+        select(Passage.id).join(Document, Passage.document_id == Document.id).where(Document.ingested_at >= since)
+    )
+    return list(new_facts), list(closed), sorted(new_passages)
 
 
 def runs(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

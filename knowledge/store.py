@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import candidates, ingest, lease, passages, queries, registry, snapshots, watermark
+from knowledge import candidates, ingest, lease, passages, queries, registry, schedule, snapshots, watermark
 from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
@@ -163,6 +163,14 @@ class KnowledgeStore:
         summary = IngestSummary()
         self._write(ingest.add_facts, records, summary)
         return summary
+
+    def apply_due_facts(self) -> IngestSummary:
+        """Add the scheduled facts whose ``valid_from`` has come (every ingest does this first)."""
+        return self.add_facts([])
+
+    def scheduled_facts(self) -> list[FactRecord]:
+        """Facts dated in the future, waiting for their day (soonest first)."""
+        return self._read(schedule.scheduled)
 
     def add_documents(self, records: Sequence[DocumentRecord], summary: IngestSummary | None = None) -> list[int]:
         """Store documents (deduplicated by content hash), chunk them, link mentions.
@@ -420,6 +428,14 @@ class KnowledgeStore:
         Raises ValueError, writing nothing, for any other field.
         """
         self._write(registry.finish_run, run_id, **fields)
+
+    def abandon_running_runs(self, error: str) -> list[dict[str, Any]]:
+        """Mark runs left "running" as failed with ``error`` (call only under the update lock); returns them."""
+        return self._write(registry.abandon_running, error)
+
+    def changed_since(self, since: dt.datetime) -> tuple[list[int], list[int], list[int]]:
+        """Ids of the current facts created, facts closed and passages ingested from ``since`` on."""
+        return self._read(registry.changed_since, since)
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Update runs, newest first."""

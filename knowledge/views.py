@@ -29,6 +29,7 @@ class IngestSummary:
     facts_added: int = 0
     facts_closed: int = 0
     facts_unchanged: int = 0
+    facts_scheduled: int = 0  # dated in the future: kept until their day
     new_passage_ids: list[int] = field(default_factory=list)
     new_fact_ids: list[int] = field(default_factory=list)
     closed_fact_ids: list[int] = field(default_factory=list)

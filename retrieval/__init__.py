@@ -15,7 +15,7 @@ from retrieval.embedder import CoalescingEmbedder, Embedder, MeanPoolingEmbedder
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
 from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
-from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index
+from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index, verify_files
 from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "read_manifest",
     "Manifest",
     "IndexLoadError",
+    "verify_files",
     "reconcile",
     "ReconcileReport",
     "EmbedderMismatchError",

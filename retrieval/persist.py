@@ -134,6 +134,22 @@ def save_index(index: PassageIndex, folder: str | Path) -> Manifest:
     return manifest
 
 
+def verify_files(folder: str | Path) -> list[str]:
+    """Check each file the manifest in ``folder`` names against its sha256 without loading the
+    index; returns one line per missing or damaged file ([] when all match). Raises
+    :class:`IndexLoadError` when the manifest itself is missing or unreadable."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    problems = []
+    for name, checksum in manifest.files.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif _sha256(path) != checksum:
+            problems.append(f"{name} does not match its checksum")
+    return problems
+
+
 def load_index(folder: str | Path, verify_checksum: bool = True) -> PassageIndex:
     """Load the index the manifest in ``folder`` names, checking every file's sha256 and that
     the loaded index has the recorded count and highest id. Raises IndexLoadError otherwise."""

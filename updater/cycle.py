@@ -51,6 +51,7 @@ from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, d
 from updater.inbox import take_inbox
 from updater.locking import CycleBusy, CycleLock, cycle_lock
 from updater.probes import probes_from_facts
+from updater.recovery import recover_abandoned
 from updater.texts import (
     HELDOUT_MODULO,
     VERBALISATIONS,
@@ -185,16 +186,20 @@ def run_cycle(
     config: CycleConfig | None = None,
     paths: Sequence[Path] | None = None,
     trigger: str = "manual",
+    wait_seconds: float = 0.0,
 ) -> CycleReport:
     """Run one update cycle over ``paths`` (default: the files waiting in the inbox).
 
-    Takes the database lock first: if another process is running a cycle, returns a report with
-    status "skipped" and records nothing. Never raises for a failed stage: the report (and the
+    Takes the database lock first (waiting up to ``wait_seconds``): if another process is running
+    a cycle, returns a report with status "skipped" and records nothing. Runs a killed cycle left
+    "running" are then marked failed and what they ingested is learnt by this cycle. Never raises for a failed stage: the report (and the
     ``update_run`` row) says "failed" with the error, and the active model keeps serving.
     """
     config = config or CycleConfig()
     try:
-        with cycle_lock(ctx.store, holder=ctx.holder, lease_seconds=config.lease_seconds) as lock:
+        with cycle_lock(
+            ctx.store, holder=ctx.holder, lease_seconds=config.lease_seconds, wait_seconds=wait_seconds
+        ) as lock:
             return _run_locked(ctx, config, paths, trigger, lock)
     except CycleBusy as busy:
         log.info("update cycle skipped: %s", busy)
@@ -226,12 +231,15 @@ def _run_locked(
     ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, trigger: str, lock: CycleLock
 ) -> CycleReport:
     store = ctx.store
+    abandoned, recovered = recover_abandoned(store)
     run = _Run(store.start_run(trigger))
+    if abandoned:
+        run.counts["recovered_runs"] = abandoned
     decision: str | None = None
     reasons: list[str] = []
     error: str | None = None
     try:
-        decision, reasons = _run_stages(ctx, config, paths, run, lock)
+        decision, reasons = _run_stages(ctx, config, paths, run, lock, recovered)
         status = "succeeded"
     except Exception as exc:  # noqa: BLE001 - recorded, never raised: the active model keeps serving
         log.exception("update cycle %d failed", run.run_id)
@@ -256,9 +264,17 @@ def _run_locked(
 
 
 def _run_stages(
-    ctx: CycleContext, config: CycleConfig, paths: Sequence[Path] | None, run: _Run, lock: CycleLock
+    ctx: CycleContext,
+    config: CycleConfig,
+    paths: Sequence[Path] | None,
+    run: _Run,
+    lock: CycleLock,
+    recovered: IngestSummary,
 ) -> tuple[str, list[str]]:
-    """Every stage in order; returns the decision and its reasons. Raises whatever a stage raises."""
+    """Every stage in order; returns the decision and its reasons. Raises whatever a stage raises.
+
+    ``recovered``: what killed cycles ingested (already indexed, since the index is reconciled
+    with the store on load), learnt together with this cycle's input."""
     store = ctx.store
     before_ingest = store.max_passage_id()  # passages up to here were linked before this cycle's names
     with run.stage("ingest"):
@@ -272,7 +288,9 @@ def _run_stages(
         indexed = index_new_passages(ctx, ingested.summary)
     if indexed:
         run.counts["indexed"] = indexed
-
+    if recovered.passages_added or recovered.facts_added:
+        # already in the store, so the watermark below takes them; counted so the run says so
+        run.counts["recovered_from_dead_runs"] = recovered.passages_added + recovered.facts_added
     with run.stage("load_active"):
         model = ctx.load_active()  # our own fresh copy, not the serving model: trained in place below
         parent = model.version
@@ -330,6 +348,7 @@ def ingest(ctx: CycleContext, paths: Sequence[Path] | None, run_id: int) -> Inge
     raises what reading or storing raises (a bad record is an issue in the summary, not an error)."""
     files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
     summary = ctx.store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
+    summary.merge(ctx.store.apply_due_facts())  # facts announced earlier whose day has come
     return Ingested(files, summary)
 
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kecl.api.errors import error_response
+from kecl.api.errors import SERVER_ERROR, UNAVAILABLE, error_response
+from kecl.api.middleware import RequestIdMiddleware
 from kecl.api.routers import documents, entities, facts, health, query, runs, search, stats
+from kecl.logs import REQUEST_ID
 from kecl.services import Kecl
 from kecl.settings import Settings
+
+log = logging.getLogger("kecl.api")
 
 TAGS = [
     {"name": "health", "description": "Liveness and readiness."},
@@ -49,6 +55,16 @@ async def http_error(_request: Request, exc: Exception) -> Response:
     """Every HTTP error (ours, and FastAPI's 404/405) as ``{"error": …}``."""
     assert isinstance(exc, StarletteHTTPException)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database refused (read-only, full, unreachable): 503, the request can be retried once
+    the operator has fixed it; nothing of it was committed."""
+    first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    log.error("database error in %s %s: %s", request.method, request.url.path, first, exc_info=exc)
+    return error_response(
+        503, f"the database refused the request ({first}); retry later (request id {REQUEST_ID.get()})"
+    )
 
 
 async def validation_error(_request: Request, exc: Exception) -> Response:
@@ -93,15 +109,19 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         version="0.1.0",
         description="Knowledge-enhanced continual learning: query the encoder with knowledge, inspect the store.\n\n"
         "Reads are open; mutating endpoints need the `X-API-Key` header. Every error is "
-        '`{"error": {"status": …, "message": …}}`.',
+        '`{"error": {"status": …, "message": …}}`, a 500 included; every response carries an `X-Request-ID` '
+        "header (the client's own, if it sent a plain one) that the server's log shows beside any traceback.",
         openapi_tags=TAGS,
         lifespan=lifespan,
+        responses={**SERVER_ERROR, **UNAVAILABLE},  # any route can meet a bug or a database that went away
     )
     app.state.settings = settings
     app.state.kecl = kecl
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OperationalError, database_unavailable)
     app.middleware("http")(bound_body)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so it also answers the others' failures
     app.include_router(health.router)
     for router in (stats, entities, facts, documents, query, search, runs):
         app.include_router(router.router, prefix="/v1")

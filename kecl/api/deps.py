@@ -38,8 +38,9 @@ async def require_key(limits: LimitsDep, key: Annotated[str | None, Depends(api_
         raise HTTPException(403, "mutating endpoints are disabled: set api.api_key (KECL_API__API_KEY)")
     if key is None:
         raise HTTPException(401, "missing API key: send it in the X-API-Key header")
-    # constant time: the comparison must not tell an attacker how much of a guess was right
-    if not secrets.compare_digest(key, limits.api_key):
+    # constant time: the comparison must not tell an attacker how much of a guess was right;
+    # bytes, because compare_digest refuses str with characters outside ASCII
+    if not secrets.compare_digest(key.encode("utf-8", "surrogateescape"), limits.api_key.encode("utf-8")):
         raise HTTPException(401, "wrong API key")
 
 
@@ -53,6 +54,10 @@ def check_k(k: int, limits: ApiSettings) -> None:
     """Raise 422 if ``k`` is over ``api.max_k``."""
     if k > limits.max_k:
         raise HTTPException(422, f"k={k} exceeds the limit of {limits.max_k}")
+
+
+MAX_ID = 2**63 - 1
+"""The largest id or offset SQL stores (a signed 64-bit integer): larger ones are refused with 422."""
 
 
 def entity_or_404(kecl: Kecl, ref: str) -> int:

@@ -50,6 +50,8 @@ FORBIDDEN = documented(403, "Mutating endpoints are disabled: the server has no 
 KEYED = {**UNAUTHORIZED, **FORBIDDEN}
 TOO_LARGE = documented(413, "The request body is larger than `api.max_body_bytes`.")
 INVALID = documented(422, "A parameter or the body is invalid (`details` lists each problem).")
+UNAVAILABLE = documented(503, "The database refused the request (read-only, full or unreachable); nothing was stored.")
+SERVER_ERROR = documented(500, "An unexpected error; the message names the request id the server logged it under.")
 NO_ENTITY = documented(404, "No entity has this id, external id, name or alias.")
 
 

@@ -22,7 +22,7 @@ from knowledge import DocumentRecord, EntityRecord, FactRecord, ReadBatch, Relat
 
 
 class DocumentIn(BaseModel):
-    text: str = Field(min_length=1, description="the document's text")
+    text: str = Field(min_length=1, pattern=r"\S", description="the document's text (not only whitespace)")
     title: str | None = Field(None, max_length=1000)
     id: str | None = Field(None, max_length=500, description="your id for the document")
     published_at: dt.date | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, cast
 
 import typer
@@ -30,6 +31,11 @@ def serve(
 
     settings = load_settings()
     bind_host, bind_port = host or settings.api.host, port or settings.api.port
+    if not settings.api.api_key and not _is_loopback(bind_host):
+        console.print(
+            f"[yellow]warning: serving on {bind_host} without api.api_key: reads and /docs are open to anyone who can "
+            "reach this address (mutations stay disabled); set KECL_API__API_KEY or bind to 127.0.0.1[/yellow]"
+        )
     if workers > 1:
         if scheduler:
             raise typer.BadParameter("run the scheduler as `kecl worker`, not in each of several server processes")
@@ -50,6 +56,16 @@ def serve(
         app.state.scheduler = make_scheduler(settings)
     console.print(f"serving on http://{bind_host}:{bind_port} (docs at /docs)")
     uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level.lower())
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
 
 
 def query(

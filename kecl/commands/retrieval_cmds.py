@@ -66,38 +66,61 @@ def _publish_or_exit(settings: Any, store: Any, handle: Any, through: int) -> No
 
 
 @index_app.command("status")
-def index_status() -> None:
-    """The saved index's manifest compared with the database (no embedding, no changes)."""
-    from retrieval import IndexLoadError, read_manifest  # deferred: FAISS, for reading the manifest only
+def index_status(
+    verify: Annotated[
+        bool, typer.Option(help="re-hash the index files against the manifest (--no-verify: the manifest only)")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """The saved index's manifest compared with the database, its files checked against their
+    checksums (no embedding, no changes). Exit code 1 when the index is missing or damaged."""
+    from retrieval import IndexLoadError, read_manifest, verify_files  # deferred: FAISS, for the manifest only
 
     settings = load_settings()
     store = open_store(settings)
     folder = current_index_folder(settings, store)
-    table = Table(title=f"index at {folder}")
-    table.add_column("what")
-    table.add_column("value")
     sql_count, sql_max = store.passage_count(), store.max_passage_id()
+    store.close()
     try:
         m = read_manifest(folder)
+        problems = verify_files(folder) if verify else None
     except IndexLoadError as e:
-        console.print(f"[yellow]{e}[/yellow]")
-        console.print(f"database: {sql_count} passages")
-        store.close()
+        if as_json:
+            typer.echo(json.dumps({"error": str(e), "database_passages": sql_count}))
+        else:
+            console.print(f"[yellow]{e}[/yellow]")
+            console.print(f"database: {sql_count} passages")
         raise typer.Exit(1) from e
-    for name, value in [
-        ("kind", m.kind),
-        ("embedder", m.embedder_version or "?"),
-        ("dimension", m.dim),
-        ("vectors", m.count),
-        ("highest id", m.max_id),
-        ("database passages", sql_count),
-        ("database highest id", sql_max),
-        ("saved", dt.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")),
-        ("in step", "yes" if (m.count, m.max_id) == (sql_count, sql_max or -1) else "no: run `kecl index reconcile`"),
-    ]:
-        table.add_row(name, str(value))
-    console.print(table)
-    store.close()
+    if problems is None:
+        files = "not verified (--no-verify)"
+    elif problems:
+        files = "damaged: " + "; ".join(problems) + " — rebuild with `kecl index build`"
+    else:
+        files = "verified (sha256)"
+    in_step = (m.count, m.max_id) == (sql_count, sql_max or -1) and not problems
+    rows = {
+        "kind": m.kind,
+        "embedder": m.embedder_version or "?",
+        "dimension": m.dim,
+        "vectors": m.count,
+        "highest id": m.max_id,
+        "database passages": sql_count,
+        "database highest id": sql_max,
+        "saved": dt.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds"),
+        "files": files,
+        "in step": "yes" if in_step else "no: run `kecl index build`" if problems else "no: run `kecl index reconcile`",
+    }
+    if as_json:
+        typer.echo(json.dumps({k.replace(" ", "_"): v for k, v in rows.items()} | {"damaged": problems or []}))
+    else:
+        table = Table(title=f"index at {folder}")
+        table.add_column("what")
+        table.add_column("value")
+        for name, value in rows.items():
+            table.add_row(name, str(value))
+        console.print(table)
+    if problems:
+        raise typer.Exit(1)
 
 
 @index_app.command("reconcile")

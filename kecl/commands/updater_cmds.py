@@ -11,14 +11,23 @@ from rich.table import Table
 from kecl.commands.common import console, load_settings
 from kecl.home import ensure_home, open_store
 
+BUSY_EXIT = 75
+"""``kecl update``'s exit code when another process's cycle holds the lock (EX_TEMPFAIL)."""
+
 models_app = typer.Typer(help="Encoder checkpoints: list them, roll back or forward.", no_args_is_help=True)
 
 
 def update(
     paths: Annotated[list[Path] | None, typer.Argument(help="files to ingest (default: the inbox)")] = None,
     steps: Annotated[int | None, typer.Option(help="training steps (default: train.steps)")] = None,
+    wait: Annotated[
+        float, typer.Option(help="seconds to wait for another process's cycle to finish (default: do not wait)")
+    ] = 0.0,
 ) -> None:
-    """Run one update cycle now: ingest → link → index → train → evaluate → promote or reject."""
+    """Run one update cycle now: ingest → link → index → train → evaluate → promote or reject.
+
+    Exit codes: 0 done (promoted, rejected or nothing to learn), 1 the cycle failed, 75 another
+    process's cycle holds the lock (try again later, or pass --wait)."""
     # deferred: the cycle loads torch and the models; other commands of this module do not
     from kecl.reports import print_report
     from kecl.services import Kecl
@@ -27,9 +36,13 @@ def update(
     if steps is not None:
         settings.train.steps = steps
     kecl = Kecl(settings)
-    report = kecl.run_update(paths=paths, trigger="cli")
-    print_report(report, console)
+    report = kecl.run_update(paths=paths, trigger="cli", wait_seconds=wait)
     kecl.close()
+    if report.status == "skipped":
+        # cron and scripts must see that nothing ran; 75 is EX_TEMPFAIL: try again later
+        typer.echo(f"error: {report.reasons[0]}; run again later or pass --wait SECONDS", err=True)
+        raise typer.Exit(BUSY_EXIT)
+    print_report(report, console)
     if report.status == "failed":
         raise typer.Exit(1)
 

@@ -17,7 +17,8 @@ from tests.servers import LiveServer, free_port, start_server
 @pytest.fixture()
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(
-        home=tmp_path / "home", api={"api_key": "secret", "max_body_bytes": 20_000, "max_k": 20, "max_text_chars": 500}
+        home=tmp_path / "home",
+        api={"api_key": "secret-key-for-tests", "max_body_bytes": 20_000, "max_k": 20, "max_text_chars": 500},
     )
     app = create_app(settings)
     port = free_port()

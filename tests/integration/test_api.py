@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.servers import LiveServer
 
-KEY = {"X-API-Key": "secret"}
+KEY = {"X-API-Key": "secret-key-for-tests"}
 
 FEED = {
     "relations": [

@@ -104,7 +104,7 @@ class Checker:
 
 @pytest.fixture()
 def spec(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    app = create_app(Settings(home=tmp_path / "home", api={"api_key": "k"}))
+    app = create_app(Settings(home=tmp_path / "home", api={"api_key": "secret-key-for-tests"}))
     yield app.openapi()
     app.state.kecl.close()
 

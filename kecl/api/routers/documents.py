@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from kecl.api.deps import KeclDep, require_key
+from kecl.api.deps import MAX_ID, KeclDep, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
 from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
 
@@ -18,7 +18,9 @@ router = APIRouter(prefix="/documents", tags=["documents"])
     operation_id="getDocument",
     responses={**documented(404, "No document has this id."), **INVALID},
 )
-def get_document(kecl: KeclDep, document_id: Annotated[int, Path(description="the document's id")]) -> Document:
+def get_document(
+    kecl: KeclDep, document_id: Annotated[int, Path(le=MAX_ID, description="the document's id")]
+) -> Document:
     """A document with its passages (in order).
 
     Raises 404 for an unknown id, 422 for an id that is not an integer."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from kecl.api.deps import KeclDep, entity_or_404, require_key
+from kecl.api.deps import MAX_ID, KeclDep, entity_or_404, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented, invalid
 from kecl.api.schemas import FactList, FactsAdded, FactsIn
 
@@ -32,7 +32,7 @@ def list_facts(
     as_of: Annotated[dt.date | None, Query(description="the facts believed on this date")] = None,
     history: Annotated[bool, Query(description="closed facts too (ignored with `as_of`)")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> FactList:
     """Facts in id order: current by default, as of a date, or with history; filtered by subject, relation, object.
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException
 from kecl.api.deps import KeclDep, LimitsDep, check_k, check_text
 from kecl.api.errors import TOO_LARGE, invalid
 from kecl.api.schemas import Answer, QueryIn
+from kecl.pipeline import QueryError
 
 router = APIRouter(tags=["query"])
 
@@ -20,7 +21,8 @@ router = APIRouter(tags=["query"])
         **TOO_LARGE,
         **invalid(
             "The body is invalid, `text` has no [MASK] or is longer than `api.max_text_chars`, "
-            "or `k` or `top_k` is over `api.max_k`."
+            "its masks are further apart than the encoder reads (`model.max_injected_length` tokens; a longer "
+            "query is cut around its masks), or `k` or `top_k` is over `api.max_k`."
         ),
     },
 )
@@ -31,9 +33,14 @@ def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn) -> Answer:
     state that answered and timings (with `explain`, the attention over the evidence).
     Concurrent requests share forward passes (micro-batching).
     Raises 413 for a body over `api.max_body_bytes`, 422 for an invalid body, a `text` without
-    [MASK] or over `api.max_text_chars`, or `k`/`top_k` over `api.max_k`."""
+    [MASK] or over `api.max_text_chars`, masks too far apart for the encoder, or `k`/`top_k` over
+    `api.max_k`. A text longer than the encoder reads is cut around its masks (`text` in the answer)."""
     check_text(body.text, limits)
     check_k(max(body.k, body.top_k), limits)
     if "[mask]" not in body.text.lower():
         raise HTTPException(422, "text has no [MASK]: write the word to predict as [MASK]")
-    return Answer.model_validate(kecl.batcher.submit(body.text, body.options()).to_dict())
+    try:
+        answer = kecl.batcher.submit(body.text, body.options())
+    except QueryError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return Answer.model_validate(answer.to_dict())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from kecl.api.deps import KeclDep, require_key
+from kecl.api.deps import MAX_ID, KeclDep, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
 from kecl.api.schemas import Run, RunList, RunStarted
 from updater import CYCLE_LOCK_NAME
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 def list_runs(
     kecl: KeclDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> RunList:
     """Update cycles, newest first: status, stage timings, counts, metrics, decision and its reasons.
 
@@ -32,7 +32,7 @@ def list_runs(
     operation_id="getRun",
     responses={**documented(404, "No update cycle has this id."), **INVALID},
 )
-def get_run(kecl: KeclDep, run_id: Annotated[int, Path(description="the run's id")]) -> Run:
+def get_run(kecl: KeclDep, run_id: Annotated[int, Path(le=MAX_ID, description="the run's id")]) -> Run:
     """One update cycle.
 
     Raises 404 for an unknown id, 422 for an id that is not an integer."""
