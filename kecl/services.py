@@ -22,7 +22,7 @@ import numpy as np
 from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
-from kecl.evidence import pipeline_source
+from kecl.evidence import pipeline_candidates, pipeline_source
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_queries
 from kecl.search import SearchHit, hybrid_search
@@ -221,6 +221,7 @@ class Kecl:
             load_active=lambda: wiring.load_training_copy(self.settings),
             add_to_index=self._index_new_passages,
             knowledge=self.knowledge_source(),
+            candidates=pipeline_candidates(self) if self.settings.answers.entities else None,
             on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
         )
