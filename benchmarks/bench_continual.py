@@ -48,6 +48,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from kecl.settings import ModelSettings, TrainSettings  # noqa: E402 - after the offline switches above
+
+
+class _DEFAULTS:
+    """The product's default cycle recipe: the benchmark measures what ``kecl update`` runs."""
+
+    train = TrainSettings()
+    model = ModelSettings()
+
+
 log = logging.getLogger("bench_continual")
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "kecl" / "demo_data"
@@ -414,10 +424,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-relation", type=int, default=10, help="T-REx facts per relation (20 relations)")
     parser.add_argument("--google-per-relation", type=int, default=6, help="Google-RE facts per relation (3)")
     parser.add_argument("--evidences", type=int, default=2, help="evidence texts kept per LAMA fact")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per cycle (default 160, --quick 15)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=64, help="tokens per training block (the texts are short)")
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per cycle (default: the train.steps setting, --quick 15)",
+    )
+    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.train.batch_size)
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=_DEFAULTS.model.max_length,
+        help="tokens per training block (the texts are short)",
+    )
+    parser.add_argument("--lr", type=float, default=_DEFAULTS.train.learning_rate)
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="replay arm: share of each batch replayed")
     parser.add_argument(
         "--injection-probability",
@@ -467,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.datasets = "demo"
     if args.steps is None:
-        args.steps = 15 if args.quick else 160
+        args.steps = 15 if args.quick else _DEFAULTS.train.steps
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in (
         "alembic",

@@ -48,18 +48,25 @@ def predict_injected(
     evidence_boost: float = 0.0,
     top_k: int = 10,
     explain: bool = False,
+    keep_log_probs: bool = False,
 ) -> InjectedPrediction:
     """Top-k fillers for every ``[MASK]`` of ``texts`` with ``facts[i]`` / ``passages[i]`` injected
     into ``texts[i]`` by ``strategy`` (``"closed-book"``, ``"concat"``, ``"tree"``), within
     ``max_length`` tokens; ``evidence_boost`` > 0 adds the evidence copy prior; ``explain`` adds
-    attention explanations.
+    attention explanations; ``keep_log_probs`` keeps each [MASK]'s unbiased log-probabilities.
 
     Returns :class:`InjectedPrediction`. Raises ``ValueError`` as
     :func:`~encoder.injection.build_injected_inputs` and :func:`~encoder.predict.fill_mask_encoded` do.
     """
     inputs, bias = _inject(bundle, texts, facts, passages, strategy, max_length, evidence_boost)
     results = fill_mask_encoded(
-        bundle, inputs.to_dict(), top_k=top_k, explain=explain, texts=list(texts), logit_bias=bias
+        bundle,
+        inputs.to_dict(),
+        top_k=top_k,
+        explain=explain,
+        texts=list(texts),
+        logit_bias=bias,
+        keep_log_probs=keep_log_probs,
     )
     return InjectedPrediction(inputs, results)
 

@@ -163,6 +163,7 @@ def score_entities(
     decode_pieces: int = 3,
     top_k: int = 10,
     batch_size: int = 64,
+    one_mask: dict[int, tuple[torch.Tensor, str]] | None = None,
 ) -> list[list[EntityPrediction]]:
     """Ranked entity-level answers for the one ``[MASK]`` of each of ``texts``.
 
@@ -172,7 +173,9 @@ def score_entities(
     ``evidence_boost`` is the copy prior at entity level: a candidate that occurs in the knowledge
     the row read gains that much. The surfaces of one entity count once (its best). A query with no
     scorable candidate is decoded freely for 1…``decode_pieces`` masks. A text without exactly one
-    ``[MASK]`` gets no answers. Returns up to ``top_k`` answers per text, best first.
+    ``[MASK]`` gets no answers. ``one_mask[i]``: text i's log-probabilities at its one [MASK] and
+    the knowledge it read, from a forward pass already made (the per-token predictions), so its
+    one-piece candidates need none. Returns up to ``top_k`` answers per text, best first.
 
     Raises ValueError for an unknown normalisation, and as :func:`encoder.build_injected_inputs` does.
     """
@@ -189,7 +192,7 @@ def score_entities(
             continue
         lengths = sorted({len(p) for p in pieces[i] if 0 < len(p) <= max_pieces})
         if lengths:
-            rows.extend((i, n) for n in lengths)
+            rows.extend((i, n) for n in lengths if not (n == 1 and one_mask and i in one_mask))
         elif decode_pieces > 0:
             to_decode.append(i)
     expanded = [_expand(texts[i], n, fact_rows[i]) for i, n in rows]
@@ -203,16 +206,25 @@ def score_entities(
         batch_size,
     )
     by_row = {key: (lp, kn) for key, lp, kn in zip(rows, logps, knowledge)}
+    for i, (logp, read) in (one_mask or {}).items():
+        by_row[(i, 1)] = (logp.reshape(1, -1), read if strategy != "closed-book" else "")
     results: list[list[EntityPrediction]] = [[] for _ in range(n_texts)]
     for i in range(n_texts):
+        # one gather per length: every candidate of n pieces against the n-mask row at once
+        by_length: dict[int, list[int]] = {}
+        for c, ids in enumerate(pieces[i]):
+            if (i, len(ids)) in by_row:
+                by_length.setdefault(len(ids), []).append(c)
+        scores: dict[int, float] = {}
+        for n, members in by_length.items():
+            logp, _ = by_row[(i, n)]
+            member_ids = torch.tensor([pieces[i][c] for c in members], dtype=torch.long)
+            totals = logp[torch.arange(n), member_ids].sum(-1)
+            scores.update(zip(members, normalise(totals, n, normalisation).tolist()))
         best: dict[Any, EntityPrediction] = {}
-        for cand, ids in zip(candidates[i], pieces[i]):
-            found = by_row.get((i, len(ids)))
-            if found is None:
-                continue
-            logp, read = found
-            total = float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum())
-            score = float(normalise(total, len(ids), normalisation))
+        for c, score in scores.items():
+            cand = candidates[i][c]
+            read = by_row[(i, len(pieces[i][c]))][1]
             if evidence_boost > 0 and read and _occurs(cand.text.lower(), read):
                 score += evidence_boost
             key = cand.entity_id if cand.entity_id is not None else ("text", cand.text.lower())

@@ -49,6 +49,7 @@ class MaskPrediction:
     position: int  # index of the [MASK] token in the input ids
     top_k: list[TokenScore]
     explanation: AttentionExplanation | None = None
+    log_probs: torch.Tensor | None = None  # with ``keep_log_probs``: over the vocabulary, before any bias
 
 
 @dataclass
@@ -188,11 +189,14 @@ def fill_mask_encoded(
     explain: bool = False,
     texts: Sequence[str | None] | None = None,
     logit_bias: torch.Tensor | None = None,
+    keep_log_probs: bool = False,
 ) -> list[FillMaskResult]:
     """Fill-mask on pre-built inputs: ``input_ids`` plus optional ``token_type_ids``,
     ``position_ids`` (e.g. K-BERT soft positions) and an ``attention_mask`` that is 2-D
     (padding) or a boolean 3-D/4-D visibility matrix (True = may attend). ``logit_bias``:
     ``(rows, vocab)`` added to the logits of every [MASK] of a row (e.g. :func:`evidence_bias`).
+    ``keep_log_probs``: also keep each [MASK]'s log-probabilities before the bias (entity-level
+    scoring reuses them instead of a second forward pass).
 
     Returns one :class:`FillMaskResult` per row. Raises ``ValueError`` without ``input_ids``.
     """
@@ -207,6 +211,7 @@ def fill_mask_encoded(
     mask_at = is_mask.nonzero()  # (row, position) of every [MASK], in the order of hidden[is_mask]
     with torch.inference_mode():
         logits = bundle.model.cls(hidden[is_mask]).float()
+        plain = logits.log_softmax(-1).cpu() if keep_log_probs else None
         if logit_bias is not None:
             logits = logits + logit_bias.to(logits.device)[mask_at[:, 0]]
         mask_probs = logits.softmax(-1)
@@ -237,7 +242,8 @@ def fill_mask_encoded(
                 local = int((kept_index == pos).nonzero().flatten()[0])
                 per_head = [layer[row][:, pos][:, kept_index.to(layer.device)].float().tolist() for layer in attentions]
                 explanation = AttentionExplanation(tokens, per_head, rollout[local].tolist())
-            result.masks.append(MaskPrediction(pos, top, explanation))
+            n = where[(row, pos)]
+            result.masks.append(MaskPrediction(pos, top, explanation, plain[n] if plain is not None else None))
         results.append(result)
     return results
 

@@ -17,7 +17,7 @@ from encoder import InjectedFact, InjectedPassage
 from kecl.pipeline import MASK_PATTERN, KnowledgeAccess, QueryOptions, retrieve, select_facts
 from kecl.search import hybrid_search
 from retrieval import CoalescingEmbedder, IndexHandle
-from updater import KnowledgeSource
+from updater import CandidateSource, KnowledgeSource
 
 KNOWLEDGE_KINDS = ("all", "passages", "facts")
 
@@ -40,6 +40,22 @@ def pipeline_source(system: KnowledgeAccess) -> KnowledgeSource:
         opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
         prepared = [retrieve(system, t, opts) for t in texts]
         return [p.facts for p in prepared], [p.passages for p in prepared]
+
+    return source
+
+
+def pipeline_candidates(system: KnowledgeAccess) -> CandidateSource:
+    """Answer candidates exactly as a query in ``mode`` gets them (``kecl.pipeline.retrieve``),
+    each (text, mode) retrieved once: the active model and the candidate of a cycle are measured
+    on the same candidates, and retrieval does not depend on the MLM."""
+    cache: dict[tuple[str, str], list[Any]] = {}
+
+    def source(texts: Sequence[str], mode: str) -> list[list[Any]]:
+        opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
+        for t in dict.fromkeys(texts):
+            if (t, mode) not in cache:
+                cache[(t, mode)] = list(retrieve(system, t, opts).candidates)
+        return [cache[(t, mode)] for t in texts]
 
     return source
 

@@ -295,11 +295,18 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
         evidence_boost=boost,
         top_k=opts.top_k,
         explain=opts.explain,
+        keep_log_probs=system.settings.answers.entities,
     )
     inputs, results = predicted.inputs, predicted.results
     predict_ms = (time.perf_counter() - t0) * 1000
     t1 = time.perf_counter()
-    entities = entity_answers(system, prepared, opts.mode, boost)
+    # The one-mask forward pass just made serves the one-piece candidates too.
+    one_mask = {
+        row: (r.masks[0].log_probs, _read(p, inputs.used_facts[row], inputs.used_passages[row]))
+        for row, (p, r) in enumerate(zip(prepared, results))
+        if len(r.masks) == 1 and r.masks[0].log_probs is not None
+    }
+    entities = entity_answers(system, prepared, opts.mode, boost, one_mask)
     entities_ms = (time.perf_counter() - t1) * 1000
     snapshot = system.snapshot()
     answers = []
@@ -330,9 +337,21 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     return answers
 
 
-def entity_answers(system: KnowledgeAccess, prepared: Sequence[Prepared], mode: str, boost: float) -> list[list[Any]]:
+def _read(p: Prepared, used_facts: list[int], used_passages: list[int]) -> str:
+    """The injected knowledge a row read, lower-cased (the entity-level evidence prior looks in it)."""
+    return " ".join([p.facts[i].text for i in used_facts] + [p.passages[i].text for i in used_passages]).lower()
+
+
+def entity_answers(
+    system: KnowledgeAccess,
+    prepared: Sequence[Prepared],
+    mode: str,
+    boost: float,
+    one_mask: dict[int, tuple[Any, str]] | None = None,
+) -> list[list[Any]]:
     """Ranked entity-level answers for each prepared query (``encoder.score_entities``), all in one
-    batch, the knowledge injected as for the per-token predictions; empty lists when turned off."""
+    batch, the knowledge injected as for the per-token predictions (``one_mask``: the one-mask
+    pass already made, reused); empty lists when turned off."""
     answers = system.settings.answers
     if not answers.entities:
         return [[] for _ in prepared]
@@ -349,6 +368,7 @@ def entity_answers(system: KnowledgeAccess, prepared: Sequence[Prepared], mode: 
         max_pieces=answers.max_pieces,
         decode_pieces=answers.decode_pieces,
         top_k=answers.top_k,
+        one_mask=one_mask,
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
-from kecl.evidence import pipeline_source
+from kecl.evidence import pipeline_candidates, pipeline_source
 from kecl.follow import IndexFollower, embed_into
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_queries
@@ -299,6 +299,7 @@ class Kecl:
             load_active=lambda: wiring.load_training_copy(self.settings, self.store),
             add_to_index=self._index_new_passages,
             knowledge=self.knowledge_source(),
+            candidates=pipeline_candidates(self) if self.settings.answers.entities else None,
             on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
         )

@@ -29,7 +29,7 @@ class ModelSettings(BaseModel):
     """The masked-LM encoder."""
 
     name_or_path: str = Field(DEFAULT_MODEL, description="Hugging Face model id or local path")
-    max_length: int = Field(128, description="tokens per training sequence")
+    max_length: int = Field(64, description="tokens per training sequence (facts and news items are short)")
     max_injected_length: int = Field(256, description="tokens of a query with its injected facts and passages")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1' ...")
     bf16: bool = Field(
@@ -48,9 +48,10 @@ class ModelSettings(BaseModel):
 class TrainSettings(BaseModel):
     """Continued MLM training."""
 
-    steps: int = 200
-    batch_size: int = 16
-    learning_rate: float = 1e-4
+    # The update cycle's recipe: measured against the acquisition and retention targets (BENCHMARKS.md).
+    steps: int = 640
+    batch_size: int = 8
+    learning_rate: float = 5e-4
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     grad_accum: int = 1

@@ -119,8 +119,12 @@ def answer_candidates(
     fitting = fitting_relations(relations, query, subject_words)
     subjects = set(subject_ids)
     ordered: dict[int, str] = {}  # entity id -> source, in order of preference
+    literals: dict[str, str] = {}  # literal objects ("Republic of Türkiye") -> source
     for f in facts:
         if f.relation_id not in fitting:
+            continue
+        if f.object_id is None and f.subject_id in subjects:
+            literals.setdefault(f.object, "fact")
             continue
         other = f.object_id if f.subject_id in subjects else f.subject_id if f.object_id in subjects else None
         if other is not None and other not in subjects:
@@ -132,10 +136,27 @@ def answer_candidates(
                 ordered.setdefault(eid, "passage")
     for eid in relation_range(s, fitting, sorted(subjects), limit):
         ordered.setdefault(eid, "type")
+    for literal in literal_range(s, fitting, sorted(subjects), limit):
+        literals.setdefault(literal, "type")
     chosen = list(ordered)[:limit]
     names = surfaces(s, chosen)
     out = []
     for eid in chosen:
         for surface, is_name in names.get(eid, []):
             out.append(Candidate(surface, eid, ordered[eid] if is_name else "alias"))
+    out += [Candidate(text, None, source) for text, source in list(literals.items())[:limit]]
     return out
+
+
+def literal_range(s: Session, relation_ids: Sequence[str], exclude_subjects: Sequence[int], limit: int) -> list[str]:
+    """Literal objects (values, not entities) the relations take in facts of other subjects than
+    ``exclude_subjects``, most frequent first; at most ``limit``."""
+    if not relation_ids:
+        return []
+    stmt = select(Fact.object_literal, Fact.subject_id).where(Fact.object_literal.is_not(None))
+    counts: dict[str, int] = {}
+    excluded = set(exclude_subjects)
+    for literal, subject_id in select_rows(s, stmt, Fact.relation_id, list(relation_ids)):
+        if subject_id not in excluded and literal:
+            counts[literal] = counts.get(literal, 0) + 1
+    return sorted(counts, key=lambda t: (-counts[t], t))[:limit]

@@ -5,6 +5,7 @@ are listed in ``__all__``.
 """
 
 from updater.cycle import CycleConfig, CycleContext, CycleReport, run_cycle
+from updater.entity_ranks import CandidateSource, gold_rank
 from updater.evaluation import EvalReport, KnowledgeSource, Metrics, evaluate
 from updater.gates import GateConfig, decide
 from updater.inbox import inbox_ready
@@ -27,6 +28,7 @@ __all__ = [
     "CYCLE_LOCK_NAME",
     "GOOGLE_RE_TEMPLATES",
     "VERBALISATIONS",
+    "CandidateSource",
     "CycleBusy",
     "CycleConfig",
     "CycleContext",
@@ -43,6 +45,7 @@ __all__ = [
     "decide",
     "evaluate",
     "fill_template",
+    "gold_rank",
     "gold_token_id",
     "inbox_ready",
     "load_lama_probes",

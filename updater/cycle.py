@@ -46,6 +46,7 @@ from encoder import (
     train_mlm,
 )
 from knowledge import FactView, IngestSummary, KnowledgeStore, Watermark, iter_input_files
+from updater.entity_ranks import CandidateSource
 from updater.evaluation import KnowledgeSource
 from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
 from updater.inbox import take_inbox
@@ -83,6 +84,7 @@ class CycleConfig:
     relink_max_passages: int = 200_000  # relink earlier text for new names up to this store size
     reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
     evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
+    normalisation: str = "mean"  # how entity-level scores are normalised by length (as the pipeline does)
     # Patterns new facts are stated in for training, replayed facts in (the first) and reading
     # exercises in (see updater.VERBALISATIONS); fewer patterns: fewer sentences per fact.
     verbalisations: tuple[str, ...] = VERBALISATIONS
@@ -97,6 +99,7 @@ class CycleContext:
     load_active: Callable[[], MLMBundle]  # a fresh copy of the active (or base) model
     add_to_index: Callable[[list[int]], None] | None = None  # embed new passages into the index
     knowledge: KnowledgeSource | None = None  # facts/passages for augmented evaluation
+    candidates: CandidateSource | None = None  # answer candidates per probe: evaluation at entity level
     on_promote: Callable[[str], None] | None = None  # reload the serving model, re-embed if needed
     inbox_dir: Path | None = None
     holder: str | None = None
@@ -318,7 +321,15 @@ def _run_stages(
     eval_set = build_eval_set(store, data, watermark, config, run.run_id)
 
     with run.stage("evaluate_active"):
-        active = evaluate_version(model, eval_set, ctx.knowledge, config.eval_modes, config.evidence_boost)
+        active = evaluate_version(
+            model,
+            eval_set,
+            ctx.knowledge,
+            config.eval_modes,
+            config.evidence_boost,
+            ctx.candidates,
+            config.normalisation,
+        )
     run.metrics["active"] = active.to_dict()
     if len(data.texts) < config.min_train_texts:
         return "no-op", ["nothing new to learn"]
@@ -327,7 +338,15 @@ def _run_stages(
         trained = train_candidate(model, data, reading, config, lock)
     run.metrics["train"] = _train_metrics(trained)
     with run.stage("evaluate_candidate"):
-        candidate = evaluate_version(model, eval_set, ctx.knowledge, config.eval_modes, config.evidence_boost)
+        candidate = evaluate_version(
+            model,
+            eval_set,
+            ctx.knowledge,
+            config.eval_modes,
+            config.evidence_boost,
+            ctx.candidates,
+            config.normalisation,
+        )
     run.metrics["candidate"] = candidate.to_dict()
     decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])
     with run.stage("checkpoint"):

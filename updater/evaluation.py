@@ -6,9 +6,14 @@ from is the caller's business: a :data:`KnowledgeSource` maps a batch of probe t
 facts and passages per text (``kecl`` builds one from its query pipeline; a test builds one from
 a list). This keeps ``updater`` free of ``kecl``.
 
-Metrics follow LAMA (Petroni et al. 2019): only probes whose gold object is one token of the
+Token level (LAMA, Petroni et al. 2019): only probes whose gold object is one token of the
 model's vocabulary count (the rest are reported as dropped), the rank is over the whole
 vocabulary, P@k = share of probes with the gold token in the top k, MRR = mean of 1/rank.
+
+Entity level (with ``candidates``, see :mod:`updater.entity_ranks`): every probe counts, ranked
+among the whole answers the query pipeline would give (graph candidates scored with one [MASK]
+per word-piece, or decoded freely); the one-token probes are also reported on their own
+(``EvalReport.one_token``), comparable with LAMA.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from encoder import STRATEGIES, InjectedFact, InjectedPassage, MLMBundle, rank_injected
+from updater.entity_ranks import CandidateSource, entity_ranks
 from updater.probes import Probe, gold_token_id
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,8 @@ class EvalReport:
     dropped_by_group: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     results: list[ProbeResult] = field(default_factory=list)
+    one_token: dict[str, dict[str, Metrics]] = field(default_factory=dict)  # entity level: the one-token probes
+    level: str = "token"  # "token" (LAMA: one [MASK], one word-piece) or "entity"
 
     @property
     def groups(self) -> list[str]:
@@ -148,7 +156,10 @@ class EvalReport:
             "dropped_reasons": self.dropped_reasons,
             "dropped_by_group": self.dropped_by_group,
             "seconds": self.seconds,
+            "level": self.level,
         }
+        if self.one_token:
+            out["one_token"] = {mode: {g: asdict(m) for g, m in per.items()} for mode, per in self.one_token.items()}
         if with_results:
             out["results"] = [asdict(r) for r in self.results]
         return out
@@ -168,6 +179,8 @@ class EvalReport:
             self.dropped_by_group,
             {**self.seconds, **other.seconds},
             self.results + other.results,
+            {**self.one_token, **other.one_token},
+            self.level,
         )
 
 
@@ -181,6 +194,8 @@ def evaluate(
     label: str | None = None,
     progress: bool = False,
     evidence_boost: float = 0.0,
+    candidates: CandidateSource | None = None,
+    normalisation: str = "mean",
 ) -> EvalReport:
     """Score ``probes`` in each of ``modes`` (``"closed-book"``, ``"concat"``, ``"tree"``).
 
@@ -190,6 +205,8 @@ def evaluate(
     column name ("concat passages-only"), so reports of different knowledge sources can be
     :meth:`EvalReport.merge`-d. ``evidence_boost``: the augmented modes' copy prior
     (:func:`encoder.evidence_bias`), as the query pipeline applies it; 0 = off.
+    ``candidates``: measure at entity level (every probe, multi-token objects too; scores
+    normalised as ``normalisation`` says; the evidence prior applies to whole candidates).
     Returns an :class:`EvalReport`. Raises ``ValueError`` for an unknown mode, or an augmented
     mode without ``knowledge``.
     """
@@ -207,14 +224,14 @@ def evaluate(
     dropped_by_group: dict[str, int] = {}
     for p in probes:
         gold = gold_token_id(tokenizer, p.obj_label)
-        if gold is None:
+        if gold is None and candidates is None:
             reason = "object not one token"
         elif p.text.count("[MASK]") != 1:
             reason = "not exactly one [MASK]"
         elif len(tokenizer(p.text, add_special_tokens=True)["input_ids"]) > max_length:
             reason = f"text over {max_length} tokens"
         else:
-            kept.append((p, gold))
+            kept.append((p, gold if gold is not None else -1))
             continue
         reasons[reason] = reasons.get(reason, 0) + 1
         dropped_by_group[p.group] = dropped_by_group.get(p.group, 0) + 1
@@ -224,6 +241,7 @@ def evaluate(
 
     names = [f"{mode} {label}" if label else mode for mode in modes]
     metrics: dict[str, dict[str, Metrics]] = {}
+    one_token: dict[str, dict[str, Metrics]] = {}
     seconds: dict[str, float] = {}
     results: list[ProbeResult] = []
     bar = None
@@ -233,27 +251,47 @@ def evaluate(
         for mode, name in zip(modes, names):
             started = time.perf_counter()
             ranks_by_group: dict[str, list[int]] = {}
+            one_token_ranks: dict[str, list[int]] = {}
             for start in range(0, len(kept), batch_size):
                 chunk = kept[start : start + batch_size]
                 texts = [p.text for p, _ in chunk]
                 facts = passages = None
                 if mode != "closed-book":
                     facts, passages = knowledge(texts, mode)  # type: ignore[misc]
-                ranked = rank_injected(
-                    bundle, texts, [g for _, g in chunk], facts, passages, mode, max_length, evidence_boost, top_k=1
-                )
-                for (p, _), r in zip(chunk, ranked.ranks):
-                    ranks_by_group.setdefault(p.group, []).append(r.rank)
-                    results.append(
-                        ProbeResult(p.probe_id, p.group, name, r.rank, r.top_k[0].token if r.top_k else "", p.obj_label)
+                if candidates is not None:
+                    ranked = entity_ranks(
+                        bundle,
+                        [p for p, _ in chunk],
+                        candidates(texts, mode),
+                        facts,
+                        passages,
+                        mode,
+                        max_length,
+                        evidence_boost,
+                        normalisation,
                     )
+                else:
+                    ranks = rank_injected(
+                        bundle, texts, [g for _, g in chunk], facts, passages, mode, max_length, evidence_boost, top_k=1
+                    ).ranks
+                    ranked = [(r.rank, r.top_k[0].token if r.top_k else "") for r in ranks]
+                for (p, gold), (rank, top1) in zip(chunk, ranked):
+                    ranks_by_group.setdefault(p.group, []).append(rank)
+                    if gold >= 0:
+                        one_token_ranks.setdefault(p.group, []).append(rank)
+                    results.append(ProbeResult(p.probe_id, p.group, name, rank, top1, p.obj_label))
                 if bar is not None:
                     bar.update(len(chunk))
             per = {g: Metrics.from_ranks(r) for g, r in ranks_by_group.items()}
             per[ALL] = Metrics.from_ranks([r for rs in ranks_by_group.values() for r in rs])
             metrics[name] = per
+            if candidates is not None:
+                ones = {g: Metrics.from_ranks(r) for g, r in one_token_ranks.items()}
+                ones[ALL] = Metrics.from_ranks([r for rs in one_token_ranks.values() for r in rs])
+                one_token[name] = ones
             seconds[name] = time.perf_counter() - started
     finally:
         if bar is not None:
             bar.close()
-    return EvalReport(names, metrics, dropped, reasons, dropped_by_group, seconds, results)
+    level = "entity" if candidates is not None else "token"
+    return EvalReport(names, metrics, dropped, reasons, dropped_by_group, seconds, results, one_token, level)

@@ -10,13 +10,14 @@ is nothing to measure it on (no probes of that group, no held-out text).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from encoder import MLMBundle, masked_lm_loss, score_candidates
-from knowledge import FactView
+from encoder import MLMBundle, masked_lm_loss, score_entities
+from knowledge import Candidate, FactView
+from updater.entity_ranks import CandidateSource
 from updater.evaluation import KnowledgeSource, evaluate
-from updater.probes import Probe, gold_token_id
+from updater.probes import Probe
 
 
 @dataclass
@@ -31,7 +32,8 @@ class EvalSet:
 
 @dataclass
 class Outranks:
-    """Of ``n`` changed facts, the share where the model scores the new object above the old one."""
+    """Of ``n`` changed facts, the share where the model scores the new object above the old one
+    (whole objects, one [MASK] per word-piece)."""
 
     n: int
     new_outranks_old: float | None
@@ -45,7 +47,10 @@ class Evaluation:
     modes: dict[str, dict[str, dict[str, Any]]]
     dropped: int
     heldout_loss: float | None
-    changed_outranks: Outranks
+    changed_outranks: Outranks  # closed-book
+    outranks_by_mode: dict[str, Outranks] = field(default_factory=dict)
+    one_token: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # entity level: one-token probes
+    level: str = "token"
 
     def to_dict(self) -> dict[str, Any]:
         """The form ``update_run.metrics`` and :func:`decide` read."""
@@ -54,6 +59,9 @@ class Evaluation:
             "dropped": self.dropped,
             "heldout_loss": self.heldout_loss,
             "changed_outranks": asdict(self.changed_outranks),
+            "outranks_by_mode": {m: asdict(o) for m, o in self.outranks_by_mode.items()},
+            "one_token": self.one_token,
+            "level": self.level,
         }
 
 
@@ -63,36 +71,76 @@ def evaluate_version(
     knowledge: KnowledgeSource | None,
     modes: Sequence[str],
     evidence_boost: float = 0.0,
+    candidates: CandidateSource | None = None,
+    normalisation: str = "mean",
 ) -> Evaluation:
     """P@1/P@10/MRR per group in each of ``modes`` (augmented modes only with ``knowledge``, their
-    evidence prior at ``evidence_boost``), held-out MLM loss, and how often changed facts' new objects
-    outrank the old. Raises what :func:`updater.evaluation.evaluate` raises."""
+    evidence prior at ``evidence_boost``) — at entity level with ``candidates`` —, held-out MLM
+    loss, and how often changed facts' new objects outrank the old, per mode.
+    Raises what :func:`updater.evaluation.evaluate` raises."""
     all_probes = [p for group in eval_set.probes.values() for p in group]
     modes = [m for m in modes if m == "closed-book" or knowledge is not None]
-    report = evaluate(bundle, all_probes, modes=modes, knowledge=knowledge, evidence_boost=evidence_boost)
+    report = evaluate(
+        bundle,
+        all_probes,
+        modes=modes,
+        knowledge=knowledge,
+        evidence_boost=evidence_boost,
+        candidates=candidates,
+        normalisation=normalisation,
+    )
+    by_mode = {m: outranks(bundle, eval_set.pairs, m, knowledge, evidence_boost, normalisation) for m in modes}
     return Evaluation(
         modes={mode: {g: vars(m) for g, m in report.metrics[mode].items()} for mode in modes},
         dropped=report.dropped,
         heldout_loss=masked_lm_loss(bundle, eval_set.heldout) if eval_set.heldout else None,
-        changed_outranks=outranks(bundle, eval_set.pairs),
+        changed_outranks=by_mode.get("closed-book") or outranks(bundle, eval_set.pairs, normalisation=normalisation),
+        outranks_by_mode=by_mode,
+        one_token={mode: {g: vars(m) for g, m in per.items()} for mode, per in report.one_token.items()},
+        level=report.level,
     )
 
 
-def outranks(bundle: MLMBundle, pairs: Sequence[tuple[FactView, FactView]]) -> Outranks:
-    """For changed facts: how often the model scores the new object above the old one."""
-    wins, n = 0, 0
-    for old, new in pairs:
-        if (
-            not new.template
-            or gold_token_id(bundle.tokenizer, new.object) is None
-            or gold_token_id(bundle.tokenizer, old.object) is None
-        ):
-            continue
-        text = new.template.replace("[X]", new.subject).replace("[Y]", "[MASK]")
-        scores = score_candidates(bundle, text, [new.object, old.object])
-        wins += scores[new.object] > scores[old.object]
-        n += 1
-    return Outranks(n, wins / n if n else None)
+def outranks(
+    bundle: MLMBundle,
+    pairs: Sequence[tuple[FactView, FactView]],
+    mode: str = "closed-book",
+    knowledge: KnowledgeSource | None = None,
+    evidence_boost: float = 0.0,
+    normalisation: str = "mean",
+) -> Outranks:
+    """For changed facts: how often the model scores the new object above the old one, both scored
+    whole (one [MASK] per word-piece, :func:`encoder.score_entities`) in ``mode`` with the
+    knowledge the pipeline injects (augmented modes need ``knowledge``), all pairs in one batch."""
+    usable = [(old, new) for old, new in pairs if new.template and old.object != new.object]
+    if not usable:
+        return Outranks(0, None)
+    texts = [new.template.replace("[X]", new.subject).replace("[Y]", "[MASK]") for _, new in usable]  # type: ignore[union-attr]
+    candidates = [
+        [Candidate(new.object, new.object_id, "fact"), Candidate(old.object, old.object_id, "fact")]
+        for old, new in usable
+    ]
+    facts = passages = None
+    if mode != "closed-book" and knowledge is not None:
+        facts, passages = knowledge(texts, mode)
+    ranked = score_entities(
+        bundle,
+        texts,
+        candidates,
+        facts,
+        passages,
+        strategy=mode,
+        evidence_boost=evidence_boost if mode != "closed-book" else 0.0,
+        normalisation=normalisation,
+        max_pieces=64,  # every object is scored, however long
+    )
+    wins = 0
+    for (old, new), answers in zip(usable, ranked):
+        scores = {(a.entity_id, a.text): a.score for a in answers}
+        new_score = scores.get((new.object_id, new.object), float("-inf"))
+        old_score = scores.get((old.object_id, old.object), float("-inf"))
+        wins += new_score > old_score
+    return Outranks(len(usable), wins / len(usable))
 
 
 def checkpoint_metrics(evaluation: Evaluation) -> dict[str, Any]:
@@ -102,6 +150,9 @@ def checkpoint_metrics(evaluation: Evaluation) -> dict[str, Any]:
         for group, values in groups.items():
             if values["n"]:
                 out[f"{mode}/{group}/p_at_1"] = round(values["p_at_1"], 4)
+    for mode, result in evaluation.outranks_by_mode.items():
+        if result.new_outranks_old is not None:
+            out[f"{mode}/changed/new_outranks_old"] = round(result.new_outranks_old, 4)
     return out
 
 

@@ -57,6 +57,7 @@ class Probe:
     group: str = ""
     fact_id: int | None = None
     origin: str | None = None
+    obj_entity_id: int | None = None  # the gold entity, when the store knows it (entity-level answers)
 
 
 @dataclass
@@ -300,6 +301,7 @@ def probes_from_facts(
                 probe_id=f"fact:{f.id}",
                 group=name,
                 fact_id=f.id,
+                obj_entity_id=getattr(f, "object_id", None),
             )
         )
     return out

@@ -146,3 +146,19 @@ def test_a_query_without_candidates_is_decoded_freely(tiny: MLMBundle) -> None:
 def test_an_unknown_normalisation_is_refused(tiny: MLMBundle) -> None:
     with pytest.raises(ValueError, match="normalisation"):
         score_entities(tiny, [TEXT], [CANDIDATES], normalisation="max")
+
+
+def test_the_one_mask_pass_of_the_token_predictions_is_reused_exactly(tiny: MLMBundle) -> None:
+    from encoder import predict_injected
+
+    passages = [[InjectedPassage("Jean-Claude Juncker led the company for years.", 1.0, 7)]]
+    predicted = predict_injected(tiny, [TEXT], None, passages, strategy="concat", keep_log_probs=True)
+    logp = predicted.results[0].masks[0].log_probs
+    assert logp is not None
+    read = passages[0][0].text.lower()
+    fresh = score_entities(tiny, [TEXT], [CANDIDATES], passages=passages, strategy="concat", evidence_boost=2.0)
+    reused = score_entities(
+        tiny, [TEXT], [CANDIDATES], passages=passages, strategy="concat", evidence_boost=2.0, one_mask={0: (logp, read)}
+    )
+    assert [(a.entity_id, a.text) for a in reused[0]] == [(a.entity_id, a.text) for a in fresh[0]]
+    assert [a.score for a in reused[0]] == pytest.approx([a.score for a in fresh[0]], abs=1e-4)

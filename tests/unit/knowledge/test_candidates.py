@@ -97,3 +97,20 @@ def test_no_fitting_relation_no_graph_candidates(store: KnowledgeStore) -> None:
     ids = populate(store)
     assert store.answer_candidates("Bananas are [MASK] .", [], []) == []
     assert ids
+
+
+def test_literal_objects_are_candidates_too(store: KnowledgeStore) -> None:
+    ids = populate(store)
+    store.upsert_relations([RelationRecord("R3", "official name", "The official name of [X] is [Y] .")])
+    store.add_facts(
+        [
+            FactRecord("tesla", "R3", object_literal="Tesla, Inc."),
+            FactRecord("spacex", "R3", object_literal="Space Exploration Technologies Corp."),
+        ]
+    )
+    query = "The official name of Tesla is [MASK] ."
+    closed = {c.text: c.source for c in store.answer_candidates(query, [ids["tesla"]], ["Tesla"])}
+    assert closed == {"Space Exploration Technologies Corp.": "type"}  # never Tesla's own value
+    facts = [f for f in store.facts(limit=None) if f.subject_id == ids["tesla"]]
+    augmented = {c.text: c.source for c in store.answer_candidates(query, [ids["tesla"]], ["Tesla"], facts)}
+    assert augmented["Tesla, Inc."] == "fact" and augmented["Space Exploration Technologies Corp."] == "type"

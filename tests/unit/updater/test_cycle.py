@@ -95,6 +95,11 @@ def test_full_cycle_promotes_and_serves_the_new_model(kecl: Kecl, tmp_path: Path
     assert report.counts["new_facts"] == 1 and report.counts["changed_facts"] == 1
     assert report.counts["indexed"] == 2 and report.counts["train_texts"] > 2
     assert {"closed-book", "concat"} <= set(report.metrics["candidate"]["modes"])
+    # measured at entity level: the changed fact's new object is scored whole against the old, per mode
+    candidate = report.metrics["candidate"]
+    assert candidate["level"] == "entity" and candidate["dropped"] == 0
+    assert {m: o["n"] for m, o in candidate["outranks_by_mode"].items()} == {"closed-book": 1, "concat": 1}
+    assert candidate["changed_outranks"] == candidate["outranks_by_mode"]["closed-book"]
     assert report.metrics["train"]["steps"] == 6
     # the inbox was emptied into processed/run-N/
     assert not list(kecl.settings.inbox_dir.glob("*.jsonl"))

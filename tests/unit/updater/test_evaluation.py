@@ -130,3 +130,48 @@ def test_bad_arguments(biased_bundle) -> None:
         evaluate(biased_bundle, [probe("Paris")], modes=("concat",))
     with pytest.raises(ValueError, match="unknown mode"):
         evaluate(biased_bundle, [probe("Paris")], modes=("open-book",))
+
+
+def test_entity_level_counts_multi_token_objects_and_reports_the_one_token_subset(biased_bundle) -> None:
+    """ "paris" ≫ "rome" ≫ everything else at every mask, so the whole answers rank paris, rome,
+    then the two-piece "new york": exact ranks 1, 2, 3 whatever the group."""
+    from knowledge import Candidate
+
+    cands = [Candidate("Paris", 1, "type"), Candidate("Rome", 2, "type"), Candidate("New York", 3, "type")]
+    probes = [
+        probe("Paris", "a"),
+        probe("Rome", "a"),
+        Probe("The capital is [MASK] .", "New York City", group="b", probe_id="nyc", obj_entity_id=3),  # matched by id
+    ]
+    seen = []
+
+    def candidates(texts, mode):
+        seen.append(mode)
+        return [cands for _ in texts]
+
+    report = evaluate(biased_bundle, probes, modes=("closed-book",), candidates=candidates)
+    assert report.level == "entity" and report.dropped == 0 and seen == ["closed-book"]
+    ranks = {r.probe_id: r.rank for r in report.results}
+    assert ranks == {"a:Paris": 1, "a:Rome": 2, "nyc": 3}
+    m = report.metrics["closed-book"]
+    assert (
+        m[ALL].n == 3 and m[ALL].p_at_1 == pytest.approx(1 / 3) and m[ALL].mrr == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    )
+    one = report.one_token["closed-book"]
+    assert one[ALL].n == 2 and one[ALL].p_at_1 == pytest.approx(1 / 2) and "b" not in one
+    assert report.to_dict()["one_token"]["closed-book"]["all"]["n"] == 2
+    # the token level drops the multi-token object, as LAMA does
+    token = evaluate(biased_bundle, probes, modes=("closed-book",))
+    assert token.level == "token" and token.dropped == 1
+
+
+def test_a_gold_entity_no_answer_names_is_a_miss(biased_bundle) -> None:
+    from knowledge import Candidate
+
+    report = evaluate(
+        biased_bundle,
+        [probe("Berlin")],
+        modes=("closed-book",),
+        candidates=lambda texts, mode: [[Candidate("Paris", 1, "type")] for _ in texts],
+    )
+    assert report.metrics["closed-book"][ALL].p_at_10 == 0.0 and report.metrics["closed-book"][ALL].mrr < 1e-5
