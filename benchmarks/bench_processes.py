@@ -47,9 +47,9 @@ def percentile(values: list[float], q: float) -> float:
 def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
     """A store with ``passages`` one-passage documents and a tiny active checkpoint."""
     from encoder import save_checkpoint
-    from kecl import wiring
     from kecl.home import open_store
     from kecl.settings import Settings
+    from kecl.wiring import promote_checkpoint
     from knowledge import DocumentRecord
     from tests.factories import tiny_bundle
 
@@ -65,7 +65,7 @@ def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
     if batch:
         store.add_documents(batch)
     version = save_checkpoint(tiny_bundle(max_positions=256, seed=1), settings.checkpoints_dir)
-    wiring.promote_checkpoint(settings, store, version)
+    promote_checkpoint(settings, store, version)
     store.close()
 
 
