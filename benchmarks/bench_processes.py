@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -86,15 +87,21 @@ def query_load(url: str, clients: int, seconds: float, posts_per_second: float, 
                 with lock:
                     latencies.append((time.perf_counter() - start) * 1000)
 
+    def post(text: str) -> None:
+        start = time.perf_counter()
+        post_document(url, text)
+        with lock:
+            posted.append((time.perf_counter() - start) * 1000)
+
     def writer() -> None:
+        # POSTs start on schedule whether or not earlier ones have returned (an open-loop load).
         rng = random.Random(seed)
         next_at = time.monotonic()
-        while not stop.is_set():
-            next_at += 1.0 / posts_per_second
-            start = time.perf_counter()
-            post_document(url, " ".join(rng.choice(WORDS) for _ in range(12)) + f" new {rng.random()}.")
-            posted.append((time.perf_counter() - start) * 1000)
-            time.sleep(max(0.0, next_at - time.monotonic()))
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            while not stop.is_set():
+                pool.submit(post, " ".join(rng.choice(WORDS) for _ in range(12)) + f" new {rng.random()}.")
+                next_at += 1.0 / posts_per_second
+                time.sleep(max(0.0, next_at - time.monotonic()))
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     if posts_per_second > 0:
