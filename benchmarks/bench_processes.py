@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,9 +48,9 @@ def percentile(values: list[float], q: float) -> float:
 def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
     """A store with ``passages`` one-passage documents and a tiny active checkpoint."""
     from encoder import save_checkpoint
-    from kecl import wiring
     from kecl.home import open_store
     from kecl.settings import Settings
+    from kecl.wiring import promote_checkpoint
     from knowledge import DocumentRecord
     from tests.factories import tiny_bundle
 
@@ -65,7 +66,7 @@ def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
     if batch:
         store.add_documents(batch)
     version = save_checkpoint(tiny_bundle(max_positions=256, seed=1), settings.checkpoints_dir)
-    wiring.promote_checkpoint(settings, store, version)
+    promote_checkpoint(settings, store, version)
     store.close()
 
 
@@ -86,15 +87,21 @@ def query_load(url: str, clients: int, seconds: float, posts_per_second: float, 
                 with lock:
                     latencies.append((time.perf_counter() - start) * 1000)
 
+    def post(text: str) -> None:
+        start = time.perf_counter()
+        post_document(url, text)
+        with lock:
+            posted.append((time.perf_counter() - start) * 1000)
+
     def writer() -> None:
+        # POSTs start on schedule whether or not earlier ones have returned (an open-loop load).
         rng = random.Random(seed)
         next_at = time.monotonic()
-        while not stop.is_set():
-            next_at += 1.0 / posts_per_second
-            start = time.perf_counter()
-            post_document(url, " ".join(rng.choice(WORDS) for _ in range(12)) + f" new {rng.random()}.")
-            posted.append((time.perf_counter() - start) * 1000)
-            time.sleep(max(0.0, next_at - time.monotonic()))
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            while not stop.is_set():
+                pool.submit(post, " ".join(rng.choice(WORDS) for _ in range(12)) + f" new {rng.random()}.")
+                next_at += 1.0 / posts_per_second
+                time.sleep(max(0.0, next_at - time.monotonic()))
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     if posts_per_second > 0:

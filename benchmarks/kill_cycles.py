@@ -39,9 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from encoder import save_checkpoint
-    from kecl import wiring
     from kecl.home import open_store
     from kecl.settings import Settings
+    from kecl.wiring import promote_checkpoint
     from retrieval import IndexLoadError, load_index
     from tests.factories import save_tiny_sentence_encoder, tiny_bundle
 
@@ -52,9 +52,7 @@ def main() -> None:
         embedder = save_tiny_sentence_encoder(Path(tmp) / "embedder")
         settings = Settings(home=home, database_url=db_url, index={"embedder": str(embedder)})
         store = open_store(settings)
-        wiring.promote_checkpoint(
-            settings, store, save_checkpoint(tiny_bundle(max_positions=256), settings.checkpoints_dir)
-        )
+        promote_checkpoint(settings, store, save_checkpoint(tiny_bundle(max_positions=256), settings.checkpoints_dir))
         d = Deployment(deployment_env(home, db_url, embedder), Path(tmp) / "logs")
         acknowledged: dict[int, str] = {}
         failed_posts = 0

@@ -49,13 +49,16 @@ def _load_bundle(settings: Settings, model: str | None) -> MLMBundle:
     """``--model`` if given, else the active checkpoint, else the configured base model."""
     # deferred: torch and the models load only when a command runs, not for --help
     import encoder
-    from kecl.home import resolve_model_path
-    from kecl.wiring import device_for, load_base_model
+    from kecl.home import open_store, resolve_model_path
+    from kecl.wiring import device_for, load_training_copy
 
     if model:
         return encoder.load_mlm(resolve_model_path(model), device=device_for(settings), name=model)
-    bundle = encoder.load_active(settings.checkpoints_dir, device=device_for(settings))
-    return bundle or load_base_model(settings)
+    store = open_store(settings)
+    try:
+        return load_training_copy(settings, store)  # SQL's active checkpoint, else the base model
+    finally:
+        store.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -71,16 +74,18 @@ def register(app: typer.Typer) -> None:
         """Continue MLM training on CORPUS and save the result as a new checkpoint."""
         # deferred: torch and the models load only when a command runs, not for --help
         import encoder
-        from kecl.wiring import ensure_default_checkpoint, train_config
+        from kecl.home import open_store
+        from kecl.wiring import active_checkpoint, ensure_default_checkpoint, promote_checkpoint, train_config
 
         settings = load_settings()
         texts = _read_corpus(corpus)
         if not texts:
             raise typer.BadParameter("the corpus files hold no text")
-        if from_model is None and encoder.active_version(settings.checkpoints_dir) is None:
+        store = open_store(settings)
+        if from_model is None and active_checkpoint(settings, store) is None:
             # MiniLM's MLM head starts untrained: the first training adapts it first.
             console.print("[yellow]no active checkpoint: adapting the default model's MLM head first[/yellow]")
-            version = ensure_default_checkpoint(settings)
+            version = ensure_default_checkpoint(settings, store)
             console.print(f"[green]default checkpoint {version} is active[/green]")
         bundle = _load_bundle(settings, from_model)
         config = train_config(settings, steps)
@@ -96,8 +101,10 @@ def register(app: typer.Typer) -> None:
                 "tokens_per_second": result.tokens_per_second,
             },
         )
+        store.record_checkpoint(version, bundle.metadata.get("parent"), "candidate", {}, None)
         if activate:
-            encoder.set_active(settings.checkpoints_dir, version)
+            promote_checkpoint(settings, store, version)
+        store.close()
         console.print(
             f"[green]saved {version}[/green] loss {result.final_loss:.3f}, "
             f"{result.tokens_per_second:.0f} tokens/s, bf16={result.bf16}" + (" (active)" if activate else "")
