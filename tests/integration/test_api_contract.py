@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
@@ -35,10 +34,9 @@ def _check(live_server: LiveServer, headers: dict[str, str], mode: schemathesis.
             suppress_health_check=list(HealthCheck),
             derandomize=True,
         )
-        @given(data=st.data())
-        def run(data: st.DataObject) -> None:
+        @given(case=strategy)
+        def run(case: schemathesis.Case) -> None:
             nonlocal calls
-            case = data.draw(strategy)
             case.call_and_validate(
                 base_url=live_server.url,
                 headers=headers,
