@@ -263,7 +263,9 @@ def server_kill_mid_post(home: Home, clients: int = 4) -> Outcome:
     threads = [threading.Thread(target=burst, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    time.sleep(3.0)
+    deadline = time.monotonic() + 60
+    while len(acked) < 8 and time.monotonic() < deadline:  # mid-burst: several acknowledged, more in flight
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stop.set()
@@ -275,7 +277,7 @@ def server_kill_mid_post(home: Home, clients: int = 4) -> Outcome:
         _wait_healthy(url)
         recovery = time.perf_counter() - t0
         with httpx.Client(base_url=url, timeout=60) as c:
-            hits = c.post("/v1/search", json={"query": acked[-1], "k": 1}).json() if acked else {}
+            hits = c.post("/v1/search", json={"text": acked[-1], "k": 10}).json() if acked else {}
     finally:
         proc.terminate()
         proc.wait(60)
@@ -432,12 +434,15 @@ def postgres_restart(root: Path, url: str) -> Outcome:
     import sqlalchemy as sa  # deferred: only this fault talks to PostgreSQL from the campaign itself
 
     schema = f"kecl_faults_{time.time_ns()}"
-    admin = sa.create_engine(url)
+    admin = sa.create_engine(url, pool_pre_ping=True)  # the restart ends the pooled connections
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
         return _postgres_restart(root, f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
+    except Exception as exc:  # noqa: BLE001 - a fault that breaks the campaign is a row, not the end
+        return Outcome("PostgreSQL restarted mid-cycle (training)", f"campaign error: {exc}", "?", None, False)
     finally:
+        admin.dispose()
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
