@@ -49,7 +49,7 @@ from knowledge import FactView, IngestSummary, KnowledgeStore, Watermark, iter_i
 from updater.entity_ranks import CandidateSource
 from updater.evaluation import KnowledgeSource
 from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
-from updater.inbox import take_inbox
+from updater.inbox import take_inbox, taken_by
 from updater.locking import CycleBusy, CycleLock, cycle_lock
 from updater.probes import probes_from_facts
 from updater.recovery import recover_abandoned
@@ -282,6 +282,12 @@ def _run_stages(
     before_ingest = store.max_passage_id()  # passages up to here were linked before this cycle's names
     with run.stage("ingest"):
         ingested = ingest(ctx, paths, run.run_id)
+        if ctx.inbox_dir is not None and run.counts.get("recovered_runs"):
+            # a run killed mid-ingest stored only part of its files: ingest them again (what is
+            # already stored counts as unchanged), so nothing taken from the inbox is lost
+            again = [f for r in run.counts["recovered_runs"] for f in taken_by(ctx.inbox_dir, r)]
+            if again:
+                ingested.summary.merge(ctx.store.ingest_paths(again))
     run.counts.update(ingested.counts())
     with run.stage("link"):
         relinked = relink_earlier_text(store, ingested.summary, before_ingest, config.relink_max_passages)

@@ -62,3 +62,10 @@ def take_inbox(inbox_dir: Path, run_id: int) -> list[Path]:
         shutil.move(str(p), dest)
         moved.append(dest)
     return moved
+
+
+def taken_by(inbox_dir: Path, run_id: int) -> list[Path]:
+    """The files run ``run_id`` took from the inbox (see :func:`take_inbox`), sorted by name; []
+    if it took none."""
+    folder = inbox_dir / "processed" / f"run-{run_id:05d}"
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []

@@ -51,9 +51,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(kecl.close)
 
 
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+"""The detail of the 400 FastAPI raises for a body it cannot decode."""
+
+
 async def http_error(_request: Request, exc: Exception) -> Response:
     """Every HTTP error (ours, and FastAPI's 404/405) as ``{"error": …}``."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+        # a body that is not even text: as malformed as invalid JSON, and answered the same way
+        return error_response(422, "malformed JSON body: it could not be decoded (send UTF-8 JSON)")
     return error_response(exc.status_code, str(exc.detail))
 
 

@@ -29,8 +29,11 @@ def _database(exc: DBAPIError) -> str:
             "the database is read-only: make the database file and its folder writable by this user "
             "(or point KECL_DATABASE_URL at a writable database)"
         )
-    if "disk" in text and ("full" in text or "space" in text):
-        return "the database's disk is full: free space there, then run the command again"
+    if "disk" in text and ("full" in text or "space" in text or "i/o" in text):
+        return (
+            "the database could not write to its disk (full, or over a file-size limit): free space there, "
+            "then run the command again; what was written before stays intact"
+        )
     if "unable to open" in text or "connection" in text or "could not connect" in text or "refused" in text:
         return f"cannot reach the database ({text.splitlines()[0]}): start it or fix KECL_DATABASE_URL"
     return f"database error: {text.splitlines()[0]} (run with --debug for the traceback)"

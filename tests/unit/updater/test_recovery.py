@@ -76,3 +76,16 @@ def test_the_next_cycle_fails_the_killed_run_and_learns_what_it_ingested(kecl: K
     # recovered once: the cycle after has nothing left over
     again = kecl.run_update(config=config(max_retention_drop=1.0, max_loss_increase=10.0))
     assert "recovered_runs" not in again.counts and again.decision == "no-op"
+
+
+def test_files_a_run_took_but_never_stored_are_ingested_by_the_next_cycle(kecl: Kecl) -> None:
+    """Killed inside its ingest stage: the batch left the inbox, nothing of it reached SQL."""
+    store = kecl.store
+    write_jsonl(kecl.settings.inbox_dir / "later.jsonl", LATER)
+    killed = store.start_run("cli")
+    assert take_inbox(kecl.settings.inbox_dir, killed)
+    report = kecl.run_update(config=config(max_retention_drop=1.0, max_loss_increase=10.0))
+    assert report.status == "succeeded", report.error
+    assert report.counts["recovered_runs"] == [killed]
+    assert report.counts["new_facts"] == 1 and report.counts["changed_facts"] == 1
+    assert [f.object for f in store.facts(subject=store.entity_id("italy"))] == ["Rome"]
