@@ -6,6 +6,7 @@ the graph view, the engine and migration entry points, and the token count used 
 
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
+from knowledge.edits import EditError
 from knowledge.graph import FactGraph, GraphFact, verbalise
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 from knowledge.readers import (
@@ -23,6 +24,7 @@ from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 
 __all__ = [
     "KnowledgeStore",
+    "EditError",
     "IngestSummary",
     "IngestIssue",
     "FactView",

@@ -71,7 +71,7 @@ def test_migration_from_empty_creates_every_table(db_url: str) -> None:
         "alembic_version",
     } <= names
     with store.engine.connect() as c:
-        assert c.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert c.execute(sa.text("select version_num from alembic_version")).scalar() == "0006"
     # opening again is a no-op upgrade, not an error
     KnowledgeStore.open(db_url).close()
     store.close()
