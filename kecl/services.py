@@ -207,8 +207,9 @@ class Kecl:
         """Make this the process's serving Kecl (scheduled jobs then update it in place)."""
         _SERVING[str(self.settings.home.resolve())] = self
 
-    def cycle_context(self) -> CycleContext:
-        """Everything an update cycle works on, wired to this process's store, index and encoder."""
+    def cycle_context(self, holder: str | None = None) -> CycleContext:
+        """Everything an update cycle works on, wired to this process's store, index and encoder
+        (``holder``: the name the cycle takes its lock under; a fresh one by default)."""
 
         def on_promote(version: str) -> None:
             self.reload_encoder()
@@ -223,15 +224,20 @@ class Kecl:
             knowledge=self.knowledge_source(),
             on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
+            holder=holder,
         )
 
     def run_update(
-        self, paths: Sequence[Path] | None = None, trigger: str = "manual", config: CycleConfig | None = None
+        self,
+        paths: Sequence[Path] | None = None,
+        trigger: str = "manual",
+        config: CycleConfig | None = None,
+        holder: str | None = None,
     ) -> CycleReport:
         """One update cycle (inbox files by default); see :func:`updater.run_cycle`."""
         _ = self.index  # load and reconcile first, so new passages land in an index that is complete
         report = run_cycle(
-            self.cycle_context(), config or wiring.cycle_config(self.settings), paths=paths, trigger=trigger
+            self.cycle_context(holder), config or wiring.cycle_config(self.settings), paths=paths, trigger=trigger
         )
         self.flush()
         return report

@@ -43,6 +43,12 @@ class ModelSettings(BaseModel):
         description="augmented answers: logit bonus for words of the injected facts and passages "
         "that are not in the query (a copy prior; 0: off)",
     )
+    keep_checkpoints: int = Field(
+        3,
+        ge=0,
+        description="`kecl models prune` keeps this many newest checkpoints besides the active one's "
+        "lineage (the active checkpoint and its ancestors are never pruned)",
+    )
 
 
 class TrainSettings(BaseModel):
