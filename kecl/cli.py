@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from kecl.commands import demo_cmds, encoder_cmds, eval_cmds, query_cmds, retrieval_cmds, store_cmds, updater_cmds
+from kecl import __version__
+from kecl.commands import (
+    demo_cmds,
+    encoder_cmds,
+    eval_cmds,
+    query_cmds,
+    retrieval_cmds,
+    runs_cmds,
+    store_cmds,
+    updater_cmds,
+)
 
 app = typer.Typer(
     name="kecl",
@@ -14,7 +26,23 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, eval_cmds, updater_cmds, demo_cmds):
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"kecl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Knowledge-enhanced continual learning: keep a masked-LM encoder current."""
+
+
+for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, eval_cmds, updater_cmds, runs_cmds, demo_cmds):
     _module.register(app)
 
 

@@ -115,6 +115,11 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = Field(None, description="required by mutating endpoints; None disables them")
+    server_url: str | None = Field(
+        None,
+        description="a running `kecl serve` (e.g. http://127.0.0.1:8000): `kecl search` and `kecl query` "
+        "ask it instead of loading the models in the command's own process",
+    )
     max_text_chars: int = 4000
     max_k: int = 50
     max_body_bytes: int = 1_000_000

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+import datetime as dt
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
 
-from kecl.commands.common import console, load_settings, parse_date_option
+from kecl.commands.common import call_server, console, load_settings, parse_date_option, print_json
+from kecl.settings import Settings
+
+if TYPE_CHECKING:  # torch-heavy: annotations only
+    from kecl.pipeline import Answer
 
 
 def serve(
@@ -53,29 +59,26 @@ def query(
             "model.evidence_boost setting; 0: the encoder alone)",
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (as `POST /v1/query` answers)")] = False,
 ) -> None:
-    """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
-    # deferred: torch and the models load only when a query is answered, not for --help
-    from kecl.pipeline import MODES, Mode, QueryOptions
-    from kecl.services import Kecl
+    """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input.
 
-    if mode not in MODES:
-        raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
-    kecl = Kecl(load_settings())
-    opts = QueryOptions(
-        mode=cast(Mode, mode),  # checked against MODES just above
-        k_passages=k,
-        hops=hops,
-        as_of=parse_date_option(as_of),
-        top_k=top_k,
-        explain=explain,
-        evidence_boost=evidence_boost,
-    )
-    try:
-        answer = kecl.answer([text], opts)[0]
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    With `api.server_url` set (KECL_API__SERVER_URL), the running server answers: no models load here."""
+    if mode not in ("closed-book", "concat", "tree"):
+        raise typer.BadParameter(f"{mode!r}: expected closed-book, concat or tree", param_hint="--mode")
+    settings = load_settings()
+    date = parse_date_option(as_of)
+    if settings.api.server_url:
+        body = {"text": text, "mode": mode, "k": k, "hops": hops, "as_of": date, "top_k": top_k}
+        answer = SimpleNamespace(
+            **call_server(settings, "/v1/query", {**body, "explain": explain, "evidence_boost": evidence_boost})
+        )
+    else:
+        local = _answer_here(settings, text, mode, k, hops, date, top_k, explain, evidence_boost)
+        answer = SimpleNamespace(**local.to_dict())
+    if as_json:
+        print_json(vars(answer))
+        return
     for i, preds in enumerate(answer.predictions):
         table = Table(title=f"[MASK] #{i + 1} ({answer.mode})")
         table.add_column("token")
@@ -101,7 +104,40 @@ def query(
         for seg in answer.explanation:
             console.print(f"  {seg['weight']:.3f}  {seg['text'][:120]}")
     console.print(f"[dim]snapshot: {answer.snapshot}[/dim]")
-    kecl.close()
+
+
+def _answer_here(
+    settings: Settings,
+    text: str,
+    mode: str,
+    k: int,
+    hops: int,
+    as_of: dt.date | None,
+    top_k: int,
+    explain: bool,
+    evidence_boost: float | None,
+) -> Answer:
+    # deferred: torch and the models load only when a query is answered here, not for --help
+    from kecl.pipeline import Mode, QueryOptions
+    from kecl.services import Kecl
+
+    kecl = Kecl(settings)
+    opts = QueryOptions(
+        mode=cast(Mode, mode),  # checked by the caller
+        k_passages=k,
+        hops=hops,
+        as_of=as_of,
+        top_k=top_k,
+        explain=explain,
+        evidence_boost=evidence_boost,
+    )
+    try:
+        return kecl.answer([text], opts)[0]
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        kecl.close()
 
 
 def register(app: typer.Typer) -> None:

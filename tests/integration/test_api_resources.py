@@ -7,18 +7,22 @@ tests are about the HTTP contract and the store, not about answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from encoder import save_checkpoint
 from kecl.api import create_app
+from kecl.api.errors import ErrorBody
 from kecl.api.resources import DocumentPage, ModelPage, RelationPage
 from kecl.api.schemas import EntityList, FactList, RunList
 from tests.factories import activate_tiny_checkpoint, save_tiny_sentence_encoder, tiny_bundle, tiny_settings
+from tests.integration.test_api_schemas import Checker, assert_exact
 from tests.servers import free_port, start_server
 
 KEY = {"X-API-Key": "secret"}
@@ -34,6 +38,33 @@ FEED = {
 }
 
 
+def documented_models(app: FastAPI) -> Callable[[httpx.Response], None]:
+    """A response hook: every response of an API operation must be documented for its status and
+    match its model exactly (the success model, or the error shape)."""
+    checker = Checker(httpx.Client(), app)
+    operations = [
+        (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), method.upper(), op["operationId"])
+        for path, methods in app.openapi()["paths"].items()
+        for method, op in methods.items()
+    ]
+
+    def check(response: httpx.Response) -> None:
+        response.read()
+        path, method = response.request.url.path, response.request.method
+        op = next((o for pattern, m, o in operations if m == method and pattern.match(path)), None)
+        if op is None:  # the docs pages and their assets
+            return
+        status = response.status_code
+        assert (op, status) in checker.documented, f"{op} sent an undocumented {status}: {response.text}"
+        assert_exact(checker.models[(op, status)] if status < 300 else ErrorBody, response.json())
+        checked.append((op, status))
+
+    return check
+
+
+checked: list[tuple[str, int]] = []
+
+
 @pytest.fixture()
 def client(tmp_path: Path) -> Iterator[httpx.Client]:
     settings = tiny_settings(
@@ -43,7 +74,8 @@ def client(tmp_path: Path) -> Iterator[httpx.Client]:
     app = create_app(settings)
     port = free_port()
     server, thread = start_server(app, port)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+    hooks = {"response": [documented_models(app)]}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, event_hooks=hooks) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
     server.should_exit = True
@@ -221,6 +253,8 @@ def test_docs_pages_load_their_assets_from_the_server(client: httpx.Client) -> N
         r = c.get(f"/static/api-docs/{asset}")
         assert r.status_code == 200 and len(r.content) > 500_000
     spec = c.get("/openapi.json").json()
+    c.get("/v1/relations")
     ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert checked, "the response hook checks what the server sends"
     assert {"listDocuments", "deleteDocument", "endFact", "retractFact", "createEntity", "updateEntity"} <= ops
     assert {"listRelations", "putRelation", "listModels", "activateModel", "rollbackModel"} <= ops

@@ -145,6 +145,7 @@ def add_facts(kecl: KeclDep, body: FactsIn, response: Response) -> FactsAdded | 
         **KEYED,
         **NO_FACT,
         **documented(409, "The fact is already closed or retracted, or `valid_to` is before its `valid_from`."),
+        **TOO_LARGE,
         **INVALID,
     },
 )
@@ -160,7 +161,7 @@ def end_fact(kecl: KeclDep, fact_id: FactId, body: FactEnd) -> Fact:
     "/{fact_id}/retract",
     operation_id="retractFact",
     dependencies=[Depends(require_key)],
-    responses={**KEYED, **NO_FACT, **documented(409, "The fact was retracted already."), **INVALID},
+    responses={**KEYED, **NO_FACT, **documented(409, "The fact was retracted already."), **TOO_LARGE, **INVALID},
 )
 def retract_fact(kecl: KeclDep, fact_id: FactId, body: FactRetraction) -> Fact:
     """Withdraw a fact that was never true: it leaves the current and as-of views and stays in the

@@ -66,7 +66,7 @@ async def activate_model_route(kecl: KeclDep, version: Version) -> Model:
     "/rollback",
     operation_id="rollbackModel",
     dependencies=[Depends(require_key)],
-    responses={**WRITE_ERRORS, **documented(409, "No active checkpoint, or it has no parent.")},
+    responses={**KEYED, **TOO_LARGE, **documented(409, "No active checkpoint, or it has no parent.")},
 )
 async def rollback_model_route(kecl: KeclDep) -> Model:
     """Activate the active checkpoint's parent.
