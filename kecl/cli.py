@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -38,8 +39,13 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
     ] = False,
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="log JSON lines (with the HTTP request id) instead of text")
+    ] = False,
 ) -> None:
     """Knowledge-enhanced continual learning: keep a masked-LM encoder current."""
+    if log_json:  # read by every command's settings (KECL_LOG_JSON), and by child processes
+        os.environ["KECL_LOG_JSON"] = "1"
 
 
 for _module in (store_cmds, encoder_cmds, retrieval_cmds, query_cmds, eval_cmds, updater_cmds, runs_cmds, demo_cmds):

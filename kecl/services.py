@@ -27,7 +27,7 @@ from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_queries
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
-from knowledge import DocumentRecord, IngestSummary, KnowledgeStore, ReadBatch
+from knowledge import DocumentRecord, IngestSummary, KnowledgeStore, ReadBatch, iter_input_files
 from retrieval import CoalescingEmbedder, IndexHandle
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
 
@@ -106,11 +106,15 @@ class Kecl:
                 self._batcher = MicroBatcher(self)
             return self._batcher
 
+    def loaded_encoder_version(self) -> str | None:
+        """The version (or model name) of the encoder this process has loaded; None before loading."""
+        enc = self._encoder
+        return (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None
+
     def snapshot(self) -> dict[str, Any]:
         """Which state answered: encoder version, index (embedder, size, generation), SQL watermark."""
-        enc = self._encoder
         out: dict[str, Any] = {
-            "checkpoint": (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None,
+            "checkpoint": self.loaded_encoder_version(),
             "watermark": {"passage": self.store.max_passage_id(), "fact": self.store.max_fact_id()},
         }
         if self._index is not None:
@@ -128,6 +132,18 @@ class Kecl:
     def answer(self, texts: Sequence[str], opts: QueryOptions | None = None) -> list[Answer]:
         """Answer cloze queries (see :func:`kecl.pipeline.answer_queries`)."""
         return answer_queries(self, list(texts), opts or QueryOptions())
+
+    def query(self, text: str, **options: Any) -> Answer:
+        """Answer one cloze query (``[MASK]`` marks the word to predict); ``options`` are
+        :class:`kecl.pipeline.QueryOptions` fields (``mode``, ``k_passages``, ``as_of``, ``top_k``, …).
+
+        Raises ValueError for a text without ``[MASK]`` or an unknown mode, TypeError for an unknown option.
+        """
+        return self.answer([text], QueryOptions(**options))[0]
+
+    def stats(self) -> dict[str, int]:
+        """Row counts of the store's tables (what ``kecl inspect stats`` shows)."""
+        return self.store.stats()
 
     def search(
         self,
@@ -159,6 +175,14 @@ class Kecl:
         summary = IngestSummary()
         self.store.add_documents(records, summary=summary)
         self._index_new_passages(summary.new_passage_ids)
+        return summary
+
+    def ingest(self, paths: Sequence[str | Path]) -> IngestSummary:
+        """Ingest corpus files and fact feeds (files or folders, as ``kecl ingest`` does): stored,
+        linked and searchable on return. Bad files and records are reported in ``issues`` and skipped."""
+        summary = self.store.ingest_paths(iter_input_files([Path(p) for p in paths]))
+        self._index_new_passages(summary.new_passage_ids)
+        self.flush()
         return summary
 
     def ingest_batch(self, batch: ReadBatch) -> IngestSummary:
@@ -252,6 +276,12 @@ class Kecl:
             sql_ids=self.store.passage_ids,
             fetch_texts=self.store.passage_texts,
         )
+
+    def __enter__(self) -> Kecl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the batcher and the embedder's worker, save the index if it changed, close the store."""

@@ -153,6 +153,7 @@ class Settings(BaseSettings):
         Path("~/.cache/kecl"), description="reusable artefacts across homes (the adapted default model)"
     )
     log_level: str = "INFO"
+    log_json: bool = Field(False, description="log one JSON object per line, with the HTTP request id")
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     index: IndexSettings = IndexSettings()

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kecl.api.docs_pages import mount_docs
 from kecl.api.errors import error_response
+from kecl.api.metrics import instrument
 from kecl.api.routers import documents, entities, facts, health, models, query, relations, runs, search, stats
 from kecl.services import Kecl
 from kecl.settings import Settings
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.middleware("http")(bound_body)
+    instrument(app, kecl)
     app.include_router(health.router)
     for router in (stats, entities, facts, relations, documents, query, search, models, runs):
         app.include_router(router.router, prefix="/v1")

@@ -38,7 +38,12 @@ def serve(
         app.state.scheduler = make_scheduler(settings)
     console.print(f"serving on http://{host or settings.api.host}:{port or settings.api.port} (docs at /docs)")
     uvicorn.run(
-        app, host=host or settings.api.host, port=port or settings.api.port, log_level=settings.log_level.lower()
+        app,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level=settings.log_level.lower(),
+        # JSON logs: uvicorn's records go through our handler instead of its own text format
+        log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
     )
 
 

@@ -258,3 +258,38 @@ def test_docs_pages_load_their_assets_from_the_server(client: httpx.Client) -> N
     assert checked, "the response hook checks what the server sends"
     assert {"listDocuments", "deleteDocument", "endFact", "retractFact", "createEntity", "updateEntity"} <= ops
     assert {"listRelations", "putRelation", "listModels", "activateModel", "rollbackModel"} <= ops
+
+
+def test_metrics_in_prometheus_format(client: httpx.Client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    c = client
+    c.post("/v1/documents", json={"documents": [{"text": "Anfield is in Liverpool."}]}, headers=KEY)
+    c.get("/v1/documents/1")
+    c.get("/v1/documents/2")
+    c.post("/v1/query", json={"text": "Anfield is in [MASK] ."})
+    store = c.app.state.kecl.store  # type: ignore[attr-defined]
+    run = store.start_run("schedule")
+    store.finish_run(run, status="succeeded", decision="promote", timings={"train": 2.0, "evaluate": 0.5})
+    r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    route = "/v1/documents/{document_id}"
+    assert value("kecl_http_requests_total", method="GET", route=route, status="200") == 1
+    assert value("kecl_http_requests_total", method="GET", route=route, status="404") == 1
+    assert value("kecl_http_request_duration_seconds_count", method="GET", route=route) == 2
+    assert value("kecl_query_batch_size_count") == 1
+    assert value("kecl_store_passages") == value("kecl_index_vectors") == 1
+    assert value("kecl_index_lag_passages") == 0
+    assert value("kecl_active_checkpoint_info", version="v0001") == 1
+    assert value("kecl_update_cycles", status="succeeded", decision="promote") == 1
+    assert value("kecl_last_update_cycle_duration_seconds") == 2.5
+    assert "/metrics" not in c.get("/openapi.json").json()["paths"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from kecl.api.deps import KeclDep, LimitsDep, check_k, check_text
 from kecl.api.errors import TOO_LARGE, invalid
@@ -24,7 +24,7 @@ router = APIRouter(tags=["query"])
         ),
     },
 )
-def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn) -> Answer:
+def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn, request: Request) -> Answer:
     """Answer a cloze query with the encoder, closed-book or with injected facts and passages.
 
     Returns the predictions per [MASK], the facts and passages injected, the encoder's input, the
@@ -36,4 +36,6 @@ def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn) -> Answer:
     check_k(max(body.k, body.top_k), limits)
     if "[mask]" not in body.text.lower():
         raise HTTPException(422, "text has no [MASK]: write the word to predict as [MASK]")
-    return Answer.model_validate(kecl.batcher.submit(body.text, body.options()).to_dict())
+    answer = kecl.batcher.submit(body.text, body.options())
+    request.app.state.metrics.batch_size.observe(answer.timings_ms.get("batch_size", 1))
+    return Answer.model_validate(answer.to_dict())
