@@ -5,9 +5,12 @@ Measures, over one home (a small corpus, the default embedder), the wall time of
 loads torch, sentence-transformers and the index) and ``kecl search`` with ``api.server_url``
 pointing at a running ``kecl serve`` (the process only sends HTTP). Medians of N calls each, and
 the ratio baseline ÷ server. Targets: ≤ 2 s for stats and for search against a server.
+With ``--baseline SRC`` (another checkout, e.g. the main branch), ``inspect stats`` and
+``search`` are also timed with that checkout's code, alternating with these, in the same run.
 
-    .venv/bin/python -m benchmarks.bench_cli            # 7 calls each
-    .venv/bin/python -m benchmarks.bench_cli --quick    # 3
+    .venv/bin/python -m benchmarks.bench_cli                          # 7 calls each
+    .venv/bin/python -m benchmarks.bench_cli --quick                  # 3
+    .venv/bin/python -m benchmarks.bench_cli --baseline ../kecl-main  # and the same commands there
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def corpus(path: Path, n: int = 200) -> Path:
 
 def timed(args: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(KECL + args, env=env, check=True, capture_output=True, cwd=ROOT)
+    # from a neutral folder, so PYTHONPATH alone decides which checkout's code runs
+    subprocess.run(KECL + args, env=env, check=True, capture_output=True, cwd=env["KECL_HOME"])
     return time.perf_counter() - t0
 
 
@@ -56,18 +60,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--calls", type=int, default=None)
     ap.add_argument("--port", type=int, default=0, help="port for kecl serve (default: a free one)")
+    ap.add_argument("--baseline", type=Path, default=None, help="a checkout whose code is timed side by side")
     args = ap.parse_args(argv)
     calls = args.calls or (3 if args.quick else 7)
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "KECL_HOME": str(Path(tmp) / "home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "KECL_HOME": str(Path(tmp) / "home"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
         subprocess.run(KECL + ["init", "--no-adapt"], env=env, check=True, capture_output=True)
         subprocess.run(KECL + ["ingest", str(corpus(Path(tmp) / "c.jsonl"))], env=env, check=True, capture_output=True)
         query = ["search", "which bridge was built by guild 3?", "-k", "3", "--json"]
         timed(query, env)  # builds and saves the index once: not part of any measurement
         results: dict[str, list[float]] = {"inspect stats": [], "search (own process)": [], "search (server)": []}
+        baseline = {**env, "PYTHONPATH": str(args.baseline.resolve())} if args.baseline else None
         for _ in range(calls):
-            results["inspect stats"].append(timed(["inspect", "stats", "--json"], env))
+            results["inspect stats"].append(timed(["inspect", "stats"], env))
             results["search (own process)"].append(timed(query, env))
+            if baseline is not None:
+                results.setdefault("baseline: inspect stats", []).append(timed(["inspect", "stats"], baseline))
+                results.setdefault("baseline: search", []).append(timed(query, baseline))
         port = args.port or free_port()
         server = subprocess.Popen(
             KECL + ["serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -96,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         "all_s": {k: [round(x, 3) for x in v] for k, v in results.items()},
         "search_ratio_own_process_over_server": round(medians["search (own process)"] / medians["search (server)"], 2),
     }
+    if args.baseline:
+        report["ratio_baseline_over_this"] = {
+            "inspect stats": round(medians["baseline: inspect stats"] / medians["inspect stats"], 2),
+            "search (server)": round(medians["baseline: search"] / medians["search (server)"], 2),
+        }
     out = ROOT / "bench-out" / "cli.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

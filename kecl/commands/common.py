@@ -7,16 +7,16 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from kecl.home import open_store
 from kecl.logs import configure_logging
 from kecl.settings import Settings
-from knowledge import KnowledgeStore
 
+if TYPE_CHECKING:  # annotations only: `kecl --help` and server-backed commands skip the store's imports
+    from knowledge import KnowledgeStore
 console = Console()
 
 
@@ -47,6 +47,10 @@ def existing_store(settings: Settings) -> KnowledgeStore:
             "or create one with `kecl init`"
         )
         raise typer.Exit(1)
+    from kecl.home import (
+        open_store,  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+    )
+
     return open_store(settings)
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kecl.commands.common import console, existing_store, load_settings, parse_date_option, print_json
-from kecl.home import ensure_home, open_store
 from kecl.settings import default_toml
-from knowledge import FactView, iter_input_files
+
+if TYPE_CHECKING:  # annotations only
+    from knowledge import FactView
 
 inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, facts, documents.", no_args_is_help=True)
 
@@ -23,6 +24,11 @@ def init(
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="train the first usable checkpoint now")] = True,
 ) -> None:
     """Create KECL_HOME, a commented kecl.toml, the database schema and the first checkpoint."""
+    from kecl.home import (  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+        ensure_home,
+        open_store,
+    )
+
     settings = load_settings()
     home = ensure_home(settings)
     config = home / "kecl.toml"
@@ -45,6 +51,11 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="corpus files, fact feeds or folders (recursive)")],
 ) -> None:
     """Ingest corpora (.txt/.md/.jsonl) and fact feeds (.jsonl/.tsv); report what was skipped and why."""
+    from kecl.home import (
+        open_store,  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+    )
+    from knowledge import iter_input_files  # deferred: with the store
+
     settings = load_settings()
     store = open_store(settings)
     files = list(iter_input_files(paths))

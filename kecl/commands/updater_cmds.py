@@ -10,12 +10,11 @@ import typer
 from rich.table import Table
 
 from kecl.commands.common import console, existing_store, load_settings, print_json
-from kecl.home import ensure_home
 from kecl.settings import Settings
-from knowledge import KnowledgeStore
 
-if TYPE_CHECKING:  # torch-heavy: annotations only
+if TYPE_CHECKING:  # annotations only (torch, SQLAlchemy)
     from kecl.models import ModelInfo
+    from knowledge import KnowledgeStore
 
 models_app = typer.Typer(help="Encoder checkpoints: list them, roll back or forward.", no_args_is_help=True)
 
@@ -111,6 +110,9 @@ def models_prune(
 def schedule() -> None:
     """Run the update scheduler daemon (interval or cron from settings, inbox watch); Ctrl-C stops
     it after any running cycle."""
+    from kecl.home import (
+        ensure_home,  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+    )
     from kecl.wiring import run_scheduler  # deferred: the scheduler's process loads the models
 
     settings = load_settings()
