@@ -293,3 +293,28 @@ def test_metrics_in_prometheus_format(client: httpx.Client) -> None:
     assert value("kecl_update_cycles", status="succeeded", decision="promote") == 1
     assert value("kecl_last_update_cycle_duration_seconds") == 2.5
     assert "/metrics" not in c.get("/openapi.json").json()["paths"]
+
+
+def test_cli_search_and_query_ask_a_running_server(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kecl.api.schemas import Answer, SearchResults
+    from kecl.cli import app as cli
+
+    c = client
+    c.post("/v1/documents", json={"documents": [{"text": "Anfield is a stadium in Liverpool."}]}, headers=KEY)
+    monkeypatch.setenv("KECL_HOME", "/nonexistent/kecl-home")  # nothing local is opened
+    monkeypatch.setenv("KECL_API__SERVER_URL", str(c.base_url))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["search", "stadium in Liverpool", "-k", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = SearchResults.model_validate(json.loads(result.stdout)).hits
+    assert [h.text for h in hits] == ["Anfield is a stadium in Liverpool."]
+    result = runner.invoke(cli, ["query", "Anfield is a [MASK] in Liverpool .", "--json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    answer = Answer.model_validate(json.loads(result.stdout))
+    assert len(answer.predictions[0]) == 2 and answer.evidence
+    refused = runner.invoke(cli, ["query", "no mask here"])
+    assert refused.exit_code == 1 and "422 text has no [MASK]" in " ".join(refused.output.split())
