@@ -51,8 +51,11 @@ def timed(args: list[str], env: dict[str, str]) -> float:
 
 def prepare(env: dict[str, str], corpus_file: Path, query: list[str]) -> None:
     """A home with the corpus ingested and its index built (one search), outside any measurement."""
-    subprocess.run(KECL + ["init", "--no-adapt"], env=env, check=True, capture_output=True, cwd=ROOT)
-    subprocess.run(KECL + ["ingest", str(corpus_file)], env=env, check=True, capture_output=True, cwd=ROOT)
+    home = Path(env["KECL_HOME"])
+    home.mkdir(parents=True)
+    # run from the home: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+    subprocess.run(KECL + ["init", "--no-adapt"], env=env, check=True, capture_output=True, cwd=home)
+    subprocess.run(KECL + ["ingest", str(corpus_file)], env=env, check=True, capture_output=True, cwd=home)
     timed(query, env)
 
 
@@ -93,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault("baseline: search", []).append(timed(query, baseline))
         port = args.port or free_port()
         server = subprocess.Popen(
-            KECL + ["serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            KECL + ["serve", "--port", str(port)],
+            env=env,
+            cwd=env["KECL_HOME"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 600
