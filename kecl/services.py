@@ -32,7 +32,7 @@ from kecl.pipeline import Answer, QueryOptions, answer_queries
 from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
-from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch
+from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch, iter_input_files
 from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
 
@@ -124,9 +124,8 @@ class Kecl:
 
     def snapshot(self) -> dict[str, Any]:
         """Which state answered: encoder version, index (embedder, size, generation), SQL watermark."""
-        enc = self._encoder
         out: dict[str, Any] = {
-            "checkpoint": (enc.version or enc.metadata.get("name_or_path")) if enc is not None else None,
+            "checkpoint": self.serving_checkpoint(),
             "watermark": {
                 "passage": self.store.max_passage_id(),
                 "fact": self.store.max_fact_id(),
@@ -148,6 +147,18 @@ class Kecl:
     def answer(self, texts: Sequence[str], opts: QueryOptions | None = None) -> list[Answer]:
         """Answer cloze queries (see :func:`kecl.pipeline.answer_queries`)."""
         return answer_queries(self, list(texts), opts or QueryOptions())
+
+    def query(self, text: str, **options: Any) -> Answer:
+        """Answer one cloze query (``[MASK]`` marks the word to predict); ``options`` are
+        :class:`kecl.pipeline.QueryOptions` fields (``mode``, ``k_passages``, ``as_of``, ``top_k``, …).
+
+        Raises ValueError for a text without ``[MASK]`` or an unknown mode, TypeError for an unknown option.
+        """
+        return self.answer([text], QueryOptions(**options))[0]
+
+    def stats(self) -> dict[str, int]:
+        """Row counts of the store's tables (what ``kecl inspect stats`` shows)."""
+        return self.store.stats()
 
     def search(
         self,
@@ -179,6 +190,14 @@ class Kecl:
         summary = IngestSummary()
         self.store.add_documents(records, summary=summary)
         self._index_new_passages(summary.new_passage_ids)
+        return summary
+
+    def ingest(self, paths: Sequence[str | Path]) -> IngestSummary:
+        """Ingest corpus files and fact feeds (files or folders, as ``kecl ingest`` does): stored,
+        linked and searchable on return. Bad files and records are reported in ``issues`` and skipped."""
+        summary = self.store.ingest_paths(iter_input_files([Path(p) for p in paths]))
+        self._index_new_passages(summary.new_passage_ids)
+        self.flush()
         return summary
 
     def ingest_batch(self, batch: ReadBatch) -> IngestSummary:
@@ -285,8 +304,9 @@ class Kecl:
         """Make this the process's serving Kecl (scheduled jobs then update it in place)."""
         _SERVING[str(self.settings.home.resolve())] = self
 
-    def cycle_context(self) -> CycleContext:
-        """Everything an update cycle works on, wired to this process's store, index and encoder."""
+    def cycle_context(self, holder: str | None = None) -> CycleContext:
+        """Everything an update cycle works on, wired to this process's store, index and encoder
+        (``holder``: the name the cycle takes its lock under; a fresh one by default)."""
 
         def on_promote(version: str) -> None:
             self.reload_encoder()
@@ -302,6 +322,7 @@ class Kecl:
             candidates=pipeline_candidates(self) if self.settings.answers.entities else None,
             on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
+            holder=holder,
         )
 
     def run_update(
@@ -310,12 +331,13 @@ class Kecl:
         trigger: str = "manual",
         config: CycleConfig | None = None,
         wait_seconds: float = 0.0,
+        holder: str | None = None,
     ) -> CycleReport:
         """One update cycle (inbox files by default), waiting up to ``wait_seconds`` for another
         process's cycle to finish; see :func:`updater.run_cycle`."""
         _ = self.index  # load and reconcile first, so new passages land in an index that is complete
         report = run_cycle(
-            self.cycle_context(),
+            self.cycle_context(holder),
             config or wiring.cycle_config(self.settings),
             paths=paths,
             trigger=trigger,
@@ -334,6 +356,12 @@ class Kecl:
             sql_ids=self.store.passage_ids,
             fetch_texts=self.store.passage_texts,
         )
+
+    def __enter__(self) -> Kecl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the batcher and the embedder's worker, save the index if it changed, close the store."""

@@ -43,6 +43,12 @@ class ModelSettings(BaseModel):
         description="augmented answers: logit bonus for words of the injected facts and passages "
         "that are not in the query (a copy prior; 0: off)",
     )
+    keep_checkpoints: int = Field(
+        3,
+        ge=0,
+        description="`kecl models prune` keeps this many newest checkpoints besides the active one's "
+        "lineage (the active checkpoint and its ancestors are never pruned)",
+    )
 
 
 class TrainSettings(BaseModel):
@@ -130,6 +136,11 @@ class ApiSettings(BaseModel):
         description=f"required by mutating endpoints; None disables them. At least {MIN_API_KEY_CHARS} "
         "printable ASCII characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
     )
+    server_url: str | None = Field(
+        None,
+        description="a running `kecl serve` (e.g. http://127.0.0.1:8000): `kecl search` and `kecl query` "
+        "ask it instead of loading the models in the command's own process",
+    )
     max_text_chars: int = 4000
     max_k: int = 50
     max_body_bytes: int = 1_000_000
@@ -209,6 +220,7 @@ class Settings(BaseSettings):
         Path("~/.cache/kecl"), description="reusable artefacts across homes (the adapted default model)"
     )
     log_level: str = "INFO"
+    log_json: bool = Field(False, description="log one JSON object per line, with the HTTP request id")
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     index: IndexSettings = IndexSettings()

@@ -7,6 +7,7 @@ the graph view, the engine and migration entry points, and the token count used 
 from knowledge.candidates import Candidate, fitting_relations
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
+from knowledge.edits import EditError
 from knowledge.graph import FactGraph, GraphFact, verbalise
 from knowledge.lease import holder_is_gone
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
@@ -31,6 +32,7 @@ __all__ = [
     "fitting_relations",
     "GenerationView",
     "PassageEventView",
+    "EditError",
     "IngestSummary",
     "IngestIssue",
     "FactView",

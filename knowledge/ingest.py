@@ -196,7 +196,7 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
             Fact.object_literal,
             Fact.valid_from,
             Fact.valid_to,
-        ),
+        ).where(Fact.retracted_at.is_(None)),  # a retracted fact was never stated: it can be stated again
         Fact.subject_id,
         sorted({sid for _, sid, _ in valid}),
     )

@@ -154,6 +154,10 @@ class Fact(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     # When the fact was closed: lets a graph view in another process catch up incrementally.
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
+    # A retracted fact was never true (a wrong record, not a change): it leaves the current and
+    # as-of views but stays in the history with why it was withdrawn.
+    retracted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    retraction_reason: Mapped[str | None] = mapped_column(String(1000))
 
     subject: Mapped[Entity] = relationship(foreign_keys=[subject_id])
     object: Mapped[Entity | None] = relationship(foreign_keys=[object_id])

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from knowledge.db import select_rows
@@ -185,12 +185,34 @@ def get_document(s: Session, document_id: int) -> dict[str, Any] | None:
     }
 
 
-def documents(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-    """A page of documents by id, as dicts with metadata and their passage count (no text)."""
+def _document_filters(
+    source: str | None, published_from: dt.date | None, published_to: dt.date | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if source is not None:
+        where.append(Document.source_id.in_(select(Source.id).where(Source.name == source)))
+    if published_from is not None:
+        where.append(Document.published_at >= published_from)
+    if published_to is not None:
+        where.append(Document.published_at <= published_to)
+    return where
+
+
+def documents(
+    s: Session,
+    limit: int = 50,
+    offset: int = 0,
+    source: str | None = None,
+    published_from: dt.date | None = None,
+    published_to: dt.date | None = None,
+) -> list[dict[str, Any]]:
+    """A page of documents by id (optionally from one source, published in a date range), as dicts
+    with metadata and their passage count (no text)."""
     n = select(func.count()).select_from(Passage).where(Passage.document_id == Document.id).scalar_subquery()
     rows = s.execute(
         select(Document.id, Document.external_id, Document.title, Document.published_at, Source.name, n)
         .outerjoin(Source, Document.source_id == Source.id)
+        .where(*_document_filters(source, published_from, published_to))
         .order_by(Document.id)
         .offset(offset)
         .limit(limit)
@@ -206,6 +228,14 @@ def documents(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str, An
         }
         for i, e, t, p, src, c in rows
     ]
+
+
+def count_documents(
+    s: Session, source: str | None = None, published_from: dt.date | None = None, published_to: dt.date | None = None
+) -> int:
+    """How many documents :func:`documents` would list with these filters and no page limit."""
+    where = _document_filters(source, published_from, published_to)
+    return s.scalar(select(func.count()).select_from(Document).where(*where)) or 0
 
 
 def sample_passages(

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from knowledge.db import select_rows
@@ -123,22 +123,8 @@ def facts(
         .join(Relation, Fact.relation_id == Relation.id)
         .outerjoin(obj, Fact.object_id == obj.id)
         .outerjoin(Source, Fact.source_id == Source.id)
+        .where(*fact_filters(entity, subject, relation, object, as_of, include_closed))
     )
-    if entity is not None:
-        q = q.where(or_(Fact.subject_id == entity, Fact.object_id == entity))
-    if subject is not None:
-        q = q.where(Fact.subject_id == subject)
-    if object is not None:
-        q = q.where(Fact.object_id == object)
-    if relation is not None:
-        q = q.where(Fact.relation_id == relation)
-    if as_of is not None:
-        q = q.where(
-            or_(Fact.valid_from.is_(None), Fact.valid_from <= as_of),
-            or_(Fact.valid_to.is_(None), Fact.valid_to > as_of),
-        )
-    elif not include_closed:
-        q = q.where(Fact.valid_to.is_(None))
     q = q.order_by(Fact.id)
     if ids is None:
         q = q.offset(offset)
@@ -167,9 +153,78 @@ def facts(
             source=source,
             document_id=f.document_id,
             confidence=f.confidence,
+            retraction_reason=f.retraction_reason,
         )
         for f, skey, sname, label, template, okey, oname, source in rows
     ]
+
+
+def fact_filters(
+    entity: int | None = None,
+    subject: int | None = None,
+    relation: str | None = None,
+    object: int | None = None,
+    as_of: dt.date | None = None,
+    include_closed: bool = False,
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of :func:`facts` (shared with :func:`count_facts`).
+
+    Retracted facts were never true: they leave the current and as-of views, and stay in the history.
+    """
+    where: list[ColumnElement[bool]] = []
+    if entity is not None:
+        where.append(or_(Fact.subject_id == entity, Fact.object_id == entity))
+    if subject is not None:
+        where.append(Fact.subject_id == subject)
+    if object is not None:
+        where.append(Fact.object_id == object)
+    if relation is not None:
+        where.append(Fact.relation_id == relation)
+    if as_of is not None:
+        where += [
+            or_(Fact.valid_from.is_(None), Fact.valid_from <= as_of),
+            or_(Fact.valid_to.is_(None), Fact.valid_to > as_of),
+            Fact.retracted_at.is_(None),
+        ]
+    elif not include_closed:
+        where += [Fact.valid_to.is_(None), Fact.retracted_at.is_(None)]
+    return where
+
+
+def count_facts(
+    s: Session,
+    *,
+    entity: int | None = None,
+    subject: int | None = None,
+    relation: str | None = None,
+    object: int | None = None,
+    as_of: dt.date | None = None,
+    include_closed: bool = False,
+) -> int:
+    """How many facts :func:`facts` would list with these filters and no page limit."""
+    where = fact_filters(entity, subject, relation, object, as_of, include_closed)
+    return s.scalar(select(func.count()).select_from(Fact).where(*where)) or 0
+
+
+def entities_named(s: Session, ref: str) -> list[dict[str, Any]]:
+    """Every entity ``ref`` names exactly: by numeric id or external id (at most one), else by a
+    name or alias (any number: a write must not guess between them). Dicts of ``id``, ``key``, ``name``."""
+    if ref.isdigit() and (e := s.get(Entity, int(ref))) is not None:
+        return [{"id": e.id, "key": e.external_id, "name": e.name}]
+    by_key = s.execute(select(Entity.id, Entity.external_id, Entity.name).where(Entity.external_id == ref)).all()
+    if by_key:
+        return [{"id": i, "key": k, "name": n} for i, k, n in by_key]
+    norm = normalise_alias(ref)
+    if not norm:
+        return []
+    rows = s.execute(
+        select(Entity.id, Entity.external_id, Entity.name)
+        .join(Alias, Alias.entity_id == Entity.id)
+        .where(Alias.normalised == norm)
+        .distinct()
+        .order_by(Entity.id)
+    ).all()
+    return [{"id": i, "key": k, "name": n} for i, k, n in rows]
 
 
 def facts_in_order(s: Session, ids: Sequence[int]) -> list[FactView]:
@@ -226,7 +281,7 @@ def current_facts_after(s: Session, fact_id: int) -> list[GraphFact]:
     """The current facts with an id above ``fact_id``, by id, as graph edges."""
     rows = s.execute(
         select(Fact.id, Fact.subject_id, Fact.relation_id, Fact.object_id, Fact.object_literal)
-        .where(Fact.id > fact_id, Fact.valid_to.is_(None))
+        .where(Fact.id > fact_id, Fact.valid_to.is_(None), Fact.retracted_at.is_(None))
         .order_by(Fact.id)
     ).all()
     return [GraphFact(*row) for row in rows]
@@ -261,7 +316,7 @@ def stats(s: Session) -> dict[str, int]:
         "entities": count(Entity),
         "aliases": count(Alias),
         "relations": count(Relation),
-        "facts_current": count(Fact, Fact.valid_to.is_(None)),
+        "facts_current": count(Fact, Fact.valid_to.is_(None), Fact.retracted_at.is_(None)),
         "facts_closed": count(Fact, Fact.valid_to.is_not(None)),
         "mentions": count(Mention),
         "update_runs": count(UpdateRun),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from knowledge.db import utcnow
@@ -71,6 +71,11 @@ def runs(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
     """A page of update runs as dicts (see :func:`run_dict`), newest first."""
     rows = s.scalars(select(UpdateRun).order_by(UpdateRun.id.desc()).offset(offset).limit(limit)).all()
     return [run_dict(r) for r in rows]
+
+
+def count_runs(s: Session) -> int:
+    """How many update runs there are."""
+    return s.scalar(select(func.count()).select_from(UpdateRun)) or 0
 
 
 def get_run(s: Session, run_id: int) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import candidates, ingest, lease, passages, queries, registry, schedule, snapshots, watermark
+from knowledge import candidates, edits, ingest, lease, passages, queries, registry, schedule, snapshots, watermark
 from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
@@ -284,6 +284,35 @@ class KnowledgeStore:
             offset=offset,
         )
 
+    def count_facts(self, **filters: Any) -> int:
+        """How many facts :meth:`facts` lists with these filters (no ``ids``, no page)."""
+        return self._read(queries.count_facts, **filters)
+
+    def entities_named(self, ref: str) -> list[dict[str, Any]]:
+        """Every entity ``ref`` names exactly (id, external id, or any number by name/alias)."""
+        return self._read(queries.entities_named, ref)
+
+    # ------------------------------------------------------------------ edits of single records
+    # Each raises edits.EditError (404 unknown, 409 conflicting state) and writes nothing then.
+
+    def end_fact(self, fact_id: int, valid_to: dt.date) -> None:
+        """Close a current fact at ``valid_to``."""
+        self._write(edits.end_fact, fact_id, valid_to)
+
+    def retract_fact(self, fact_id: int, reason: str) -> None:
+        """Withdraw a fact that was never true, keeping it in the history with ``reason``."""
+        self._write(edits.retract_fact, fact_id, reason)
+
+    def create_entity(
+        self, key: str, name: str, type: str | None = None, description: str | None = None, aliases: Sequence[str] = ()
+    ) -> int:
+        """A new entity (and its aliases); returns its id."""
+        return self._write(edits.create_entity, key, name, type, description, list(aliases))
+
+    def update_entity(self, entity_id: int, changes: dict[str, Any], aliases: Sequence[str] = ()) -> None:
+        """Change an entity's name/type/description and add aliases (old names keep linking)."""
+        self._write(edits.update_entity, entity_id, changes, list(aliases))
+
     def neighbourhood(
         self, entity_id: int, hops: int = 1, as_of: dt.date | None = None, max_fanout: int = 50, max_facts: int = 200
     ) -> list[FactView]:
@@ -395,9 +424,22 @@ class KnowledgeStore:
         """A document with its text, metadata and passages; None for an unknown id."""
         return self._read(passages.get_document, document_id)
 
-    def documents(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """A page of documents by id, with metadata and passage counts."""
-        return self._read(passages.documents, limit, offset)
+    def documents(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        source: str | None = None,
+        published_from: dt.date | None = None,
+        published_to: dt.date | None = None,
+    ) -> list[dict[str, Any]]:
+        """A page of documents by id (filtered by source and publication dates), with passage counts."""
+        return self._read(passages.documents, limit, offset, source, published_from, published_to)
+
+    def count_documents(
+        self, source: str | None = None, published_from: dt.date | None = None, published_to: dt.date | None = None
+    ) -> int:
+        """How many documents match the filters of :meth:`documents`."""
+        return self._read(passages.count_documents, source, published_from, published_to)
 
     def passage_mentions(self, passage_ids: Sequence[int]) -> dict[int, list[tuple[int, int, int]]]:
         """``(start, end, entity_id)`` of the mentions in each passage (for salient-span masking)."""
@@ -440,6 +482,10 @@ class KnowledgeStore:
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Update runs, newest first."""
         return self._read(registry.runs, limit, offset)
+
+    def count_runs(self) -> int:
+        """How many update runs there are."""
+        return self._read(registry.count_runs)
 
     def get_run(self, run_id: int) -> dict[str, Any] | None:
         """One update run as a dict; None for an unknown id."""

@@ -64,11 +64,12 @@ class FactView:
     source: str | None
     document_id: int | None
     confidence: float
+    retraction_reason: str | None = None  # set on a retracted fact (history only)
 
     @property
     def is_current(self) -> bool:
-        """True while the fact is not closed (no ``valid_to``)."""
-        return self.valid_to is None
+        """True while the fact is neither closed (no ``valid_to``) nor retracted."""
+        return self.valid_to is None and self.retraction_reason is None
 
     def verbalise(self) -> str:
         """The fact as a sentence through its relation's cloze template."""

@@ -12,9 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kecl.api.docs_pages import mount_docs
 from kecl.api.errors import SERVER_ERROR, UNAVAILABLE, error_response
+from kecl.api.metrics import instrument
 from kecl.api.middleware import RequestIdMiddleware
-from kecl.api.routers import documents, entities, facts, health, query, runs, search, stats
+from kecl.api.routers import documents, entities, facts, health, models, query, relations, runs, search, stats
 from kecl.logs import REQUEST_ID
 from kecl.services import Kecl
 from kecl.settings import Settings
@@ -29,6 +31,8 @@ TAGS = [
     {"name": "documents", "description": "Documents and their passages; ingesting new ones (needs the API key)."},
     {"name": "query", "description": "Cloze queries answered by the encoder with injected knowledge."},
     {"name": "search", "description": "Hybrid passage search."},
+    {"name": "relations", "description": "The relations facts can use; defining them (needs the API key)."},
+    {"name": "models", "description": "The encoder's checkpoints; activating one or rolling back (needs the API key)."},
     {"name": "runs", "description": "Update cycles: history and starting one (needs the API key)."},
 ]
 
@@ -121,6 +125,8 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
         openapi_tags=TAGS,
         lifespan=lifespan,
         responses={**SERVER_ERROR, **UNAVAILABLE},  # any route can meet a bug or a database that went away
+        docs_url=None,  # served from vendored assets by mount_docs (FastAPI's pages load a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.kecl = kecl
@@ -128,8 +134,10 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OperationalError, database_unavailable)
     app.middleware("http")(bound_body)
+    instrument(app, kecl)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so it also answers the others' failures
     app.include_router(health.router)
-    for router in (stats, entities, facts, documents, query, search, runs):
+    for router in (stats, entities, facts, relations, documents, query, search, models, runs):
         app.include_router(router.router, prefix="/v1")
+    mount_docs(app)
     return app

@@ -4,13 +4,15 @@ that need the limits or the store (raised as ``HTTPException``, sent as :mod:`ke
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from kecl.services import Kecl
 from kecl.settings import ApiSettings
+from knowledge import EditError
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required by mutating endpoints")
 
@@ -70,3 +72,11 @@ def entity_or_404(kecl: Kecl, ref: str) -> int:
     if eid is None:
         raise HTTPException(404, f"no entity {ref!r} (try GET /v1/entities?q=…)")
     return eid
+
+
+def edit(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a store edit; its :class:`knowledge.EditError` becomes the HTTP error it names (404/409)."""
+    try:
+        return fn(*args)
+    except EditError as exc:
+        raise HTTPException(exc.status, str(exc)) from None

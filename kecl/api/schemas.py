@@ -3,7 +3,7 @@
 Response models mirror what the store, the query pipeline and search return (``FactView.to_dict``,
 ``EntityView.to_dict``, ``KnowledgeStore.get_document`` / ``stats`` / ``runs``, ``Answer.to_dict``,
 ``SearchHit.to_dict``, ``Kecl.snapshot``) field for field and in the same order, so the JSON a client
-gets is what those produce; ``tests/kecl/test_api_schemas.py`` holds them to it. A field that is
+gets is what those produce; ``tests/integration/test_api_schemas.py`` holds them to it. A field that is
 sometimes absent (never null) is typed ``X | SkipJsonSchema[None]`` and its route drops unset fields.
 """
 
@@ -227,10 +227,19 @@ class Fact(BaseModel):
     source: str | None
     document_id: int | None
     confidence: float
+    retraction_reason: str | None = Field(description="why the fact was retracted (history only); null otherwise")
     text: str = Field(description="the fact as a sentence (through the relation's template)")
 
 
-class FactList(BaseModel):
+class Page(BaseModel):
+    """One page of a list: every list endpoint takes `limit` and `offset` and says the `total`."""
+
+    total: int = Field(description="how many items match, over all pages")
+    limit: int
+    offset: int
+
+
+class FactList(Page):
     facts: list[Fact]
 
 
@@ -241,7 +250,7 @@ class EntitySummary(BaseModel):
     type: str | None
 
 
-class EntityList(BaseModel):
+class EntityList(Page):
     entities: list[EntitySummary] = Field(description="exact matches first, then prefix matches")
 
 
@@ -422,10 +431,11 @@ class Run(BaseModel):
     checkpoint_version: str | None = Field(description="the candidate checkpoint")
 
 
-class RunList(BaseModel):
+class RunList(Page):
     runs: list[Run] = Field(description="newest first")
 
 
 class RunStarted(BaseModel):
-    status: Literal["started"]
-    poll: Literal["/v1/runs"] = Field(description="where the run shows up")
+    run_id: int = Field(description="the new cycle's id")
+    status: Literal["running"]
+    poll: str = Field(description="where to follow it: `/v1/runs/{run_id}`")

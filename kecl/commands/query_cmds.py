@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
-from typing import Annotated, cast
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
 
-from kecl.commands.common import console, load_settings, parse_date_option
+from kecl.commands.common import call_server, console, load_settings, parse_date_option, print_json
+from kecl.settings import Settings
+
+if TYPE_CHECKING:  # torch-heavy: annotations only
+    from kecl.pipeline import Answer
 
 
 def serve(
@@ -55,7 +61,14 @@ def serve(
         app.state.kecl.register_serving()
         app.state.scheduler = make_scheduler(settings)
     console.print(f"serving on http://{bind_host}:{bind_port} (docs at /docs)")
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=bind_host,
+        port=bind_port,
+        log_level=settings.log_level.lower(),
+        # JSON logs: uvicorn's records go through our handler instead of its own text format
+        log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,34 +98,32 @@ def query(
             "model.evidence_boost setting; 0: the encoder alone)",
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (as `POST /v1/query` answers)")] = False,
 ) -> None:
-    """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input."""
-    # deferred: torch and the models load only when a query is answered, not for --help
-    from kecl.pipeline import MODES, Mode, QueryOptions
-    from kecl.services import Kecl
+    """Answer a cloze query with knowledge: predictions, facts used, evidence, injected input.
 
-    if mode not in MODES:
-        raise typer.BadParameter(f"{mode!r}: expected one of {', '.join(MODES)}", param_hint="--mode")
-    kecl = Kecl(load_settings())
-    opts = QueryOptions(
-        mode=cast(Mode, mode),  # checked against MODES just above
-        k_passages=k,
-        hops=hops,
-        as_of=parse_date_option(as_of),
-        top_k=top_k,
-        explain=explain,
-        evidence_boost=evidence_boost,
-    )
-    try:
-        answer = kecl.answer([text], opts)[0]
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    if answer.entities:
+    With `api.server_url` set (KECL_API__SERVER_URL), the running server answers: no models load here."""
+    if mode not in ("closed-book", "concat", "tree"):
+        raise typer.BadParameter(f"{mode!r}: expected closed-book, concat or tree", param_hint="--mode")
+    settings = load_settings()
+    date = parse_date_option(as_of)
+    if settings.api.server_url:
+        body = {"text": text, "mode": mode, "k": k, "hops": hops, "as_of": date, "top_k": top_k}
+        answer = SimpleNamespace(
+            **call_server(settings, "/v1/query", {**body, "explain": explain, "evidence_boost": evidence_boost})
+        )
+    else:
+        local = _answer_here(settings, text, mode, k, hops, date, top_k, explain, evidence_boost)
+        answer = SimpleNamespace(**local.to_dict())
+    if as_json:
+        print_json(vars(answer))
+        return
+    entities = getattr(answer, "entities", None) or []
+    if entities:
         table = Table(title=f"answers ({answer.mode}): whole names, best first")
         for col in ("answer", "entity", "score", "source"):
             table.add_column(col, justify="right" if col == "score" else "left")
-        for e in answer.entities[:top_k]:
+        for e in entities[:top_k]:
             table.add_row(e["text"], str(e["entity_id"] or "-"), f"{e['score']:.3f}", e["source"])
         console.print(table)
     for i, preds in enumerate(answer.predictions):
@@ -140,7 +151,40 @@ def query(
         for seg in answer.explanation:
             console.print(f"  {seg['weight']:.3f}  {seg['text'][:120]}")
     console.print(f"[dim]snapshot: {answer.snapshot}[/dim]")
-    kecl.close()
+
+
+def _answer_here(
+    settings: Settings,
+    text: str,
+    mode: str,
+    k: int,
+    hops: int,
+    as_of: dt.date | None,
+    top_k: int,
+    explain: bool,
+    evidence_boost: float | None,
+) -> Answer:
+    # deferred: torch and the models load only when a query is answered here, not for --help
+    from kecl.pipeline import Mode, QueryOptions
+    from kecl.services import Kecl
+
+    kecl = Kecl(settings)
+    opts = QueryOptions(
+        mode=cast(Mode, mode),  # checked by the caller
+        k_passages=k,
+        hops=hops,
+        as_of=as_of,
+        top_k=top_k,
+        explain=explain,
+        evidence_boost=evidence_boost,
+    )
+    try:
+        return kecl.answer([text], opts)[0]
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        kecl.close()
 
 
 def register(app: typer.Typer) -> None:

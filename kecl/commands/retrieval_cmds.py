@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from kecl.commands.common import console, load_settings, parse_date_option
-from kecl.home import current_index_folder, open_store
+from kecl.commands.common import call_server, console, existing_store, load_settings, parse_date_option, print_json
+from kecl.home import current_index_folder
+from kecl.settings import Settings
+
+if TYPE_CHECKING:  # torch-heavy: annotations only
+    from kecl.search import SearchHit
 
 
 def _quiet_model_loading() -> None:
@@ -38,7 +42,7 @@ def index_build(
     settings = load_settings()
     if kind is not None and kind not in ("flat", "hnsw", "ivfpq"):
         raise typer.BadParameter(f"{kind!r} is not an index kind (flat, hnsw, ivfpq)", param_hint="--kind")
-    store = open_store(settings)
+    store = existing_store(settings)
     _quiet_model_loading()
     embedder = make_embedder(settings)
     start = time.perf_counter()
@@ -77,7 +81,7 @@ def index_status(
     from retrieval import IndexLoadError, read_manifest, verify_files  # deferred: FAISS, for the manifest only
 
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     folder = current_index_folder(settings, store)
     sql_count, sql_max = store.passage_count(), store.max_passage_id()
     store.close()
@@ -131,7 +135,7 @@ def index_reconcile() -> None:
     from retrieval import EmbedderMismatchError, IndexHandle, IndexLoadError, load_index, reconcile
 
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     _quiet_model_loading()
     embedder = make_embedder(settings)
     through = store.settled_passage_event_id(settings.processes.gap_seconds)
@@ -168,26 +172,20 @@ def search(
     until: Annotated[str | None, typer.Option(help="published on or before (YYYY-MM-DD)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Hybrid passage search (dense + full-text + entity mentions, fused): passages with scores and documents."""
-    # deferred: search loads torch, FAISS and the embedder
-    from kecl.search import hybrid_search
-    from kecl.wiring import make_embedder, open_index
+    """Hybrid passage search (dense + full-text + entity mentions, fused): passages with scores and documents.
 
+    With `api.server_url` set (KECL_API__SERVER_URL), the running server answers: no models load here."""
     settings = load_settings()
     if k <= 0:
         raise typer.BadParameter("must be positive", param_hint="-k")
     date_from, date_to = parse_date_option(since, "--since"), parse_date_option(until, "--until")
-    store = open_store(settings)
-    _quiet_model_loading()
-    embedder = make_embedder(settings)
-    handle = open_index(settings, store, embedder)
-    allowed = None
-    if source or date_from or date_to:
-        allowed = store.passage_ids_where(source=source, published_from=date_from, published_to=date_to)
-    hits = hybrid_search(query, k, store=store, index_handle=handle, weights=settings.retrieval, allowed_ids=allowed)
-    store.close()
+    if settings.api.server_url:
+        body = {"text": query, "k": k, "source": source, "published_from": date_from, "published_to": date_to}
+        hits = call_server(settings, "/v1/search", body)["hits"]
+    else:
+        hits = [h.to_dict() for h in _search_here(settings, query, k, source, date_from, date_to)]
     if as_json:
-        print(json.dumps([h.to_dict() for h in hits], indent=2))
+        print_json({"hits": hits})
         return
     if not hits:
         console.print("no passages found")
@@ -199,10 +197,29 @@ def search(
     table.add_column("passage")
     table.add_column("document")
     for i, h in enumerate(hits, start=1):
-        found = ", ".join(f"{c}#{r}" for c, r in h.ranks.items())
-        doc = " · ".join(str(x) for x in (h.title, h.source, h.published_at, f"doc {h.document_id}") if x)
-        table.add_row(str(i), f"{h.score:.4f}", found, h.text, doc)
+        found = ", ".join(f"{c}#{r}" for c, r in h["ranks"].items())
+        doc = " · ".join(str(x) for x in (h["title"], h["source"], h["published_at"], f"doc {h['document_id']}") if x)
+        table.add_row(str(i), f"{h['score']:.4f}", found, h["text"], doc)
     console.print(table)
+
+
+def _search_here(
+    settings: Settings, query: str, k: int, source: str | None, date_from: dt.date | None, date_to: dt.date | None
+) -> list[SearchHit]:
+    # deferred: search loads torch, FAISS and the embedder
+    from kecl.search import hybrid_search
+    from kecl.wiring import make_embedder, open_index
+
+    store = existing_store(settings)
+    _quiet_model_loading()
+    embedder = make_embedder(settings)
+    handle = open_index(settings, store, embedder)
+    allowed = None
+    if source or date_from or date_to:
+        allowed = store.passage_ids_where(source=source, published_from=date_from, published_to=date_to)
+    hits = hybrid_search(query, k, store=store, index_handle=handle, weights=settings.retrieval, allowed_ids=allowed)
+    store.close()
+    return hits
 
 
 def register(app: typer.Typer) -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kecl.commands.common import console, load_settings, parse_date_option
-from kecl.home import ensure_home, open_store
+from kecl.commands.common import console, existing_store, load_settings, parse_date_option, print_json
 from kecl.settings import default_toml
-from knowledge import FactView, iter_input_files
+
+if TYPE_CHECKING:  # annotations only
+    from knowledge import FactView
 
 inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, facts, documents.", no_args_is_help=True)
 
@@ -23,6 +24,11 @@ def init(
     adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="train the first usable checkpoint now")] = True,
 ) -> None:
     """Create KECL_HOME, a commented kecl.toml, the database schema and the first checkpoint."""
+    from kecl.home import (  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+        ensure_home,
+        open_store,
+    )
+
     settings = load_settings()
     home = ensure_home(settings)
     config = home / "kecl.toml"
@@ -45,6 +51,11 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="corpus files, fact feeds or folders (recursive)")],
 ) -> None:
     """Ingest corpora (.txt/.md/.jsonl) and fact feeds (.jsonl/.tsv); report what was skipped and why."""
+    from kecl.home import (
+        open_store,  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+    )
+    from knowledge import iter_input_files  # deferred: with the store
+
     settings = load_settings()
     store = open_store(settings)
     files = list(iter_input_files(paths))
@@ -76,9 +87,16 @@ def ingest(
 
 
 @inspect_app.command("stats")
-def inspect_stats() -> None:
-    """Counts of everything in the store."""
-    store = open_store(load_settings())
+def inspect_stats(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the HTTP API's shape) instead of a table")
+    ] = False,
+) -> None:
+    """Counts of everything in the store (as `GET /v1/stats` reports the store)."""
+    store = existing_store(load_settings())
+    if as_json:
+        print_json(store.stats())
+        return
     table = Table(title="knowledge store")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -91,14 +109,20 @@ def inspect_stats() -> None:
 def inspect_entity(
     name: Annotated[str, typer.Argument(help="name, alias, external id or numeric id")],
     mentions: Annotated[int, typer.Option(help="how many mentions to show")] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the HTTP API's shape) instead of a table")
+    ] = False,
 ) -> None:
-    """An entity's aliases, current facts, history and mentions."""
-    store = open_store(load_settings())
+    """An entity's aliases, current facts, history and mentions (JSON: as `GET /v1/entities/{ref}`)."""
+    store = existing_store(load_settings())
     eid = store.resolve_entity(name)
     view = store.get_entity(eid) if eid is not None else None
     if view is None:
         console.print(f"[red]no entity matches {name!r}[/red]")
         raise typer.Exit(1)
+    if as_json:
+        print_json(view.to_dict())
+        return
     console.print(f"[bold]{view.name}[/bold]  id={view.id} key={view.key} type={view.type or '-'}")
     if view.description:
         console.print(view.description)
@@ -118,30 +142,54 @@ def inspect_facts(
     relation: Annotated[str | None, typer.Option("--relation", "-r", help="relation id, e.g. P36")] = None,
     entity: Annotated[str | None, typer.Option("--entity", "-e", help="subject or object entity")] = None,
     history: Annotated[bool, typer.Option("--history", help="include closed facts")] = False,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="skip this many")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the HTTP API's shape) instead of a table")
+    ] = False,
 ) -> None:
-    """Facts, current by default; --as-of for a past date, --history for everything."""
-    store = open_store(load_settings())
+    """Facts, current by default; --as-of for a past date, --history for everything (closed and retracted)."""
+    store = existing_store(load_settings())
     eid = None
     if entity is not None:
         eid = store.resolve_entity(entity)
         if eid is None:
             console.print(f"[red]no entity matches {entity!r}[/red]")
             raise typer.Exit(1)
-    facts = store.facts(
-        entity=eid, relation=relation, as_of=parse_date_option(as_of), include_closed=history, limit=limit
-    )
+    filters: dict[str, Any] = {
+        "entity": eid,
+        "relation": relation,
+        "as_of": parse_date_option(as_of),
+        "include_closed": history,
+    }
+    facts = store.facts(**filters, limit=limit, offset=offset)
+    if as_json:
+        total = store.count_facts(**filters)
+        print_json({"total": total, "limit": limit, "offset": offset, "facts": [f.to_dict() for f in facts]})
+        return
     _print_facts(f"facts{' as of ' + as_of if as_of else ''}", facts)
 
 
 @inspect_app.command("documents")
-def inspect_documents(limit: Annotated[int, typer.Option(help="at most this many")] = 20, offset: int = 0) -> None:
-    """Documents with their source, date and passage count."""
-    store = open_store(load_settings())
+def inspect_documents(
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="skip this many")] = 0,
+    source: Annotated[str | None, typer.Option(help="only from this source")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the HTTP API's shape) instead of a table")
+    ] = False,
+) -> None:
+    """Documents with their source, date and passage count (JSON: as `GET /v1/documents`)."""
+    store = existing_store(load_settings())
+    if as_json:
+        docs = store.documents(limit=limit, offset=offset, source=source)
+        total = store.count_documents(source=source)
+        print_json({"total": total, "limit": limit, "offset": offset, "documents": docs})
+        return
     table = Table(title="documents")
     for col in ("id", "external id", "title", "published", "source", "passages"):
         table.add_column(col)
-    for d in store.documents(limit=limit, offset=offset):
+    for d in store.documents(limit=limit, offset=offset, source=source):
         table.add_row(
             str(d["id"]),
             d["external_id"] or "",

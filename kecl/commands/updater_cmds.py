@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from kecl.commands.common import console, load_settings
-from kecl.home import ensure_home, open_store
+from kecl.commands.common import console, existing_store, load_settings, print_json
+from kecl.home import ensure_home
+from kecl.settings import Settings
+
+if TYPE_CHECKING:  # annotations only (torch, SQLAlchemy)
+    from kecl.models import ModelInfo
+    from knowledge import KnowledgeStore
 
 BUSY_EXIT = 75
 """``kecl update``'s exit code when another process's cycle holds the lock (EX_TEMPFAIL)."""
@@ -47,44 +53,72 @@ def update(
         raise typer.Exit(1)
 
 
+JSON = Annotated[bool, typer.Option("--json", help="print JSON (the HTTP API's shape) instead of a table")]
+
+
 @models_app.command("list")
-def models_list() -> None:
+def models_list(as_json: JSON = False) -> None:
     """Checkpoints with status (active / candidate / rejected / retired), parent and metrics."""
-    from encoder import list_checkpoints  # deferred: torch, for reading manifests only
+    from kecl.models import list_models  # deferred: torch, for reading manifests only
 
     settings = load_settings()
-    rows = {c["version"]: c for c in open_store(settings).checkpoints()}
+    models = list_models(settings, existing_store(settings))
+    if as_json:
+        print_json({"total": len(models), "limit": len(models), "offset": 0, "models": [vars(m) for m in models]})
+        return
     table = Table(title=f"checkpoints in {settings.checkpoints_dir}")
     for col in ("version", "status", "parent", "created", "metrics"):
         table.add_column(col)
-    for m in list_checkpoints(settings.checkpoints_dir):
-        v = m["version"]
-        # SQL alone says which is active; a folder without a row is a save no promotion followed.
-        status = rows[v]["status"] if v in rows else "unrecorded"
-        metrics = ", ".join(f"{k}={v:.3g}" for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float)))
-        table.add_row(v, status, m.get("parent") or "-", m.get("created", ""), metrics[:80])
+    for m in models:
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, int | float))
+        table.add_row(m.version, m.status, m.parent or "-", m.created_at or "", metrics[:80])
     console.print(table)
+
+
+def _change_model(change: Callable[[Settings, KnowledgeStore], ModelInfo]) -> None:
+    settings = load_settings()
+    try:
+        info = change(settings, existing_store(settings))
+    except ValueError as exc:  # kecl.models.ModelError
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"active model is now {info.version}; running servers and the worker load it within "
+        "processes.snapshot_poll_seconds plus its loading time"
+    )
 
 
 @models_app.command("activate")
 def models_activate(version: Annotated[str, typer.Argument(help="checkpoint version, e.g. v0002")]) -> None:
     """Make VERSION the active model (manual rollback or roll-forward)."""
-    from encoder import CheckpointError  # deferred: torch
-    from kecl.wiring import promote_checkpoint  # deferred: torch
+    from kecl.models import activate_model  # deferred: torch
+
+    _change_model(lambda settings, store: activate_model(settings, store, version))
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Make the active model's parent the active model."""
+    from kecl.models import rollback_model  # deferred: torch
+
+    _change_model(rollback_model)
+
+
+@models_app.command("prune")
+def models_prune(
+    keep: Annotated[
+        int | None, typer.Option(min=0, help="newest checkpoints to keep (default: model.keep_checkpoints)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would be deleted")] = False,
+) -> None:
+    """Delete old checkpoints: keeps the active one's lineage (it and its ancestors) and the newest KEEP."""
+    from kecl.models import prune_models  # deferred: torch
 
     settings = load_settings()
-    store = open_store(settings)
-    try:
-        promote_checkpoint(settings, store, version)
-    except (CheckpointError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        store.close()
-    console.print(
-        f"active model is now {version}; running servers and the worker load it within "
-        "processes.snapshot_poll_seconds plus its loading time"
-    )
+    keep_last = settings.model.keep_checkpoints if keep is None else keep
+    doomed = prune_models(settings, existing_store(settings), keep_last, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(doomed)} checkpoint(s){': ' + ', '.join(doomed) if doomed else ''}")
 
 
 def worker() -> None:
@@ -104,6 +138,9 @@ def worker() -> None:
 def schedule() -> None:
     """Run the update scheduler daemon (interval or cron from settings, inbox watch); Ctrl-C stops
     it after any running cycle."""
+    from kecl.home import (
+        ensure_home,  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store
+    )
     from kecl.wiring import run_scheduler  # deferred: the scheduler's process loads the models
 
     settings = load_settings()

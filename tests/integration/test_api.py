@@ -138,10 +138,10 @@ def test_trigger_an_update_run_over_http(live_server: LiveServer) -> None:
     c = live_server.client
     assert c.post("/v1/runs").status_code == 401
     r = c.post("/v1/runs", headers=KEY)
-    assert r.status_code == 202 and r.json()["status"] == "started"
+    assert r.status_code == 202 and r.json()["status"] == "running"
     live_server.app.state.update_thread.join(timeout=120)
     runs = c.get("/v1/runs").json()["runs"]
-    assert runs and runs[0]["trigger"] == "api"
+    assert runs and runs[0]["trigger"] == "api" and runs[0]["id"] == r.json()["run_id"]
     one = c.get(f"/v1/runs/{runs[0]['id']}").json()
     # an empty inbox: the cycle runs, finds nothing new and records a no-op (the model is kept)
     assert one["id"] == runs[0]["id"] and one["status"] == "succeeded" and one["decision"] == "no-op"

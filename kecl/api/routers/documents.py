@@ -1,26 +1,48 @@
-"""``/v1/documents``: read a stored document with its passages, ingest new documents."""
+"""``/v1/documents``: list, read and delete stored documents; ingest new ones."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from kecl.api.deps import MAX_ID, KeclDep, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
+from kecl.api.resources import DocumentDeleted, DocumentPage
 from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 
+NO_DOCUMENT = documented(404, "No document has this id.")
+DocumentId = Annotated[int, Path(le=MAX_ID, description="the document's id")]
 
-@router.get(
-    "/{document_id}",
-    operation_id="getDocument",
-    responses={**documented(404, "No document has this id."), **INVALID},
-)
-def get_document(
-    kecl: KeclDep, document_id: Annotated[int, Path(le=MAX_ID, description="the document's id")]
-) -> Document:
+
+@router.get("", operation_id="listDocuments", responses=INVALID)
+def list_documents(
+    kecl: KeclDep,
+    source: Annotated[str | None, Query(max_length=1000, description="only from this source")] = None,
+    published_from: Annotated[dt.date | None, Query(description="published on or after")] = None,
+    published_to: Annotated[dt.date | None, Query(description="published on or before")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> DocumentPage:
+    """Documents by id, with their source, date and passage count (no text), optionally filtered.
+
+    Raises 422 for a bad date or `limit`/`offset` out of range."""
+    filters: dict[str, Any] = {"source": source, "published_from": published_from, "published_to": published_to}
+    return DocumentPage.model_validate(
+        {
+            "documents": kecl.store.documents(limit=limit, offset=offset, **filters),
+            "total": kecl.store.count_documents(**filters),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@router.get("/{document_id}", operation_id="getDocument", responses={**NO_DOCUMENT, **INVALID})
+def get_document(kecl: KeclDep, document_id: DocumentId) -> Document:
     """A document with its passages (in order).
 
     Raises 404 for an unknown id, 422 for an id that is not an integer."""
@@ -28,6 +50,25 @@ def get_document(
     if doc is None:
         raise HTTPException(404, f"no document {document_id}")
     return Document.model_validate(doc)
+
+
+@router.delete(
+    "/{document_id}",
+    operation_id="deleteDocument",
+    dependencies=[Depends(require_key)],
+    responses={**KEYED, **NO_DOCUMENT, **INVALID},
+)
+def delete_document(kecl: KeclDep, document_id: DocumentId) -> DocumentDeleted:
+    """Delete a document: its passages leave the store, the index and the entity mentions; facts
+    citing it are kept without the citation.
+
+    Needs the `X-API-Key` header: 401 without it or with a wrong one, 403 when the server has no key.
+    Raises 404 for an unknown id."""
+    if kecl.store.get_document(document_id) is None:
+        raise HTTPException(404, f"no document {document_id}")
+    removed = kecl.delete_document(document_id)
+    kecl.flush()
+    return DocumentDeleted(id=document_id, passage_ids=removed)
 
 
 @router.post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from kecl.api.deps import KeclDep, LimitsDep, check_k, check_text
 from kecl.api.errors import TOO_LARGE, invalid
@@ -26,7 +26,7 @@ router = APIRouter(tags=["query"])
         ),
     },
 )
-def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn) -> Answer:
+def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn, request: Request) -> Answer:
     """Answer a cloze query with the encoder, closed-book or with injected facts and passages.
 
     Returns the predictions per [MASK], the facts and passages injected, the encoder's input, the
@@ -43,4 +43,5 @@ def query(kecl: KeclDep, limits: LimitsDep, body: QueryIn) -> Answer:
         answer = kecl.batcher.submit(body.text, body.options())
     except QueryError as exc:
         raise HTTPException(422, str(exc)) from exc
+    request.app.state.metrics.batch_size.observe(answer.timings_ms.get("batch_size", 1))
     return Answer.model_validate(answer.to_dict())

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from kecl.api.deps import MAX_ID, KeclDep, require_key
-from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
+from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented, error_response
 from kecl.api.schemas import Run, RunList, RunStarted
-from updater import CYCLE_LOCK_NAME
+from kecl.runs import UpdateBusy, start_update
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -24,7 +25,8 @@ def list_runs(
     """Update cycles, newest first: status, stage timings, counts, metrics, decision and its reasons.
 
     Raises 422 for `limit` or `offset` out of range."""
-    return RunList.model_validate({"runs": kecl.store.runs(limit=limit, offset=offset)})
+    runs = kecl.store.runs(limit=limit, offset=offset)
+    return RunList.model_validate({"runs": runs, "total": kecl.store.count_runs(), "limit": limit, "offset": offset})
 
 
 @router.get(
@@ -46,19 +48,30 @@ def get_run(kecl: KeclDep, run_id: Annotated[int, Path(le=MAX_ID, description="t
     "",
     operation_id="startRun",
     status_code=202,
+    response_model=RunStarted,
     dependencies=[Depends(require_key)],
-    responses={**KEYED, **documented(409, "An update cycle is already running."), **TOO_LARGE},
+    responses={
+        **KEYED,
+        **documented(
+            409,
+            "An update cycle is already running (in any process): the message names its run, "
+            "and the `Location` header points to it when its row is visible.",
+        ),
+        **TOO_LARGE,
+    },
 )
-def start_run(kecl: KeclDep, request: Request) -> RunStarted:
-    """Start an update cycle over the inbox now, in the background; poll `GET /v1/runs` for it.
+async def start_run(kecl: KeclDep, request: Request) -> RunStarted | JSONResponse:
+    """Start an update cycle over the inbox now, in the background; answers with its run id.
 
     Needs the `X-API-Key` header: 401 without it or with a wrong one, 403 when the server has no key.
     Raises 409 while another cycle (from any process) holds the cycle lock, 413 for a body over
     `api.max_body_bytes` (the endpoint takes none)."""
-    holder = kecl.store.lock_holder(CYCLE_LOCK_NAME)
-    if holder is not None:
-        raise HTTPException(409, f"an update cycle is already running ({holder})")
-    thread = threading.Thread(target=kecl.run_update, kwargs={"trigger": "api"}, daemon=True, name="kecl-update")
-    thread.start()
+    try:
+        run_id, thread = await run_in_threadpool(start_update, kecl, "api")
+    except UpdateBusy as busy:
+        response = error_response(409, str(busy))
+        if busy.run_id is not None:
+            response.headers["Location"] = f"/v1/runs/{busy.run_id}"
+        return response
     request.app.state.update_thread = thread  # the latest one, for whoever must wait for it (the tests)
-    return RunStarted(status="started", poll="/v1/runs")
+    return RunStarted(run_id=run_id, status="running", poll=f"/v1/runs/{run_id}")
