@@ -4,6 +4,7 @@ Knows no torch. Public names: the store and its result views, its readers' recor
 the graph view, the engine and migration entry points, and the token count used for chunking.
 """
 
+from knowledge.browse import DocumentHit, EntityPage, TimelineEntry
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
 from knowledge.graph import FactGraph, GraphFact, verbalise
@@ -28,6 +29,9 @@ __all__ = [
     "FactView",
     "EntityView",
     "PassageInfo",
+    "EntityPage",
+    "TimelineEntry",
+    "DocumentHit",
     "DocumentRecord",
     "EntityRecord",
     "RelationRecord",

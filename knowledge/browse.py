@@ -1,0 +1,159 @@
+"""Reads for browsing the store: an entity's page (facts as of a date, its history, the passages
+that mention it) and documents by title.
+
+Every read is bounded (a hub entity with a million facts still answers in one indexed page), so a
+page's server time does not grow with the store. Each function reads through the caller's session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from knowledge import passages, queries
+from knowledge.models import Alias, Document, Entity, Fact, Mention, Source
+from knowledge.views import FactView, PassageInfo
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One fact on an entity's timeline: what was believed, over which interval, and from where.
+
+    ``superseded_by`` names the object that replaced this one (a closed fact of the same subject
+    and relation whose successor starts where it ends); None while current or when nothing did.
+    """
+
+    fact: FactView
+    superseded_by: str | None = None
+
+    @property
+    def believed_on(self) -> tuple[dt.date | None, dt.date | None]:
+        """The half-open interval ``[valid_from, valid_to)`` (None: unbounded)."""
+        return self.fact.valid_from, self.fact.valid_to
+
+
+@dataclass(frozen=True)
+class EntityPage:
+    """What the store says about one entity, as of a date (None: now)."""
+
+    id: int
+    key: str
+    name: str
+    type: str | None
+    description: str | None
+    aliases: list[str]
+    as_of: dt.date | None
+    facts: list[FactView]  # as subject, believed on ``as_of`` (current facts for None)
+    incoming: list[FactView]  # as object, believed on ``as_of``
+    timeline: list[TimelineEntry]  # as subject, current and closed, by relation then valid_from
+    passages: list[PassageInfo]  # passages that mention the entity, first linked first
+    mention_count: int
+    fact_total: int  # facts with the entity as subject, current and closed
+    truncated: list[str] = field(default_factory=list)  # which lists hit their limit
+
+
+@dataclass(frozen=True)
+class DocumentHit:
+    """A document whose title matched a search."""
+
+    id: int
+    title: str | None
+    external_id: str | None
+    source: str | None
+    published_at: dt.date | None
+
+
+def entity_page(
+    s: Session, entity_id: int, as_of: dt.date | None = None, fact_limit: int = 200, passage_limit: int = 10
+) -> EntityPage | None:
+    """An entity's page: its facts believed on ``as_of`` (now for None), facts pointing at it, its
+    timeline with what superseded each closed fact, and the passages that mention it.
+
+    Each list holds at most ``fact_limit`` (passages: ``passage_limit``) items; the names of the
+    lists that were cut are in ``truncated``. Returns None for an unknown id.
+    """
+    e = s.get(Entity, entity_id)
+    if e is None:
+        return None
+    aliases = list(
+        s.scalars(select(Alias.surface).where(Alias.entity_id == entity_id).order_by(Alias.id).limit(fact_limit))
+    )
+    believed = queries.facts(s, subject=entity_id, as_of=as_of, limit=fact_limit + 1)
+    incoming = queries.facts(s, object=entity_id, as_of=as_of, limit=fact_limit + 1)
+    history = queries.facts(s, subject=entity_id, include_closed=True, limit=fact_limit + 1)
+    truncated = [
+        name
+        for name, rows in (("facts", believed), ("incoming", incoming), ("timeline", history))
+        if len(rows) > fact_limit
+    ]
+    mention_rows = s.execute(
+        select(Mention.passage_id)
+        .where(Mention.entity_id == entity_id)
+        .group_by(Mention.passage_id)
+        .order_by(func.min(Mention.id))
+        .limit(passage_limit + 1)
+    ).all()
+    passage_ids = [int(r[0]) for r in mention_rows]
+    if len(passage_ids) > passage_limit:
+        truncated.append("passages")
+        passage_ids = passage_ids[:passage_limit]
+    info = passages.passage_info(s, passage_ids)
+    mention_count = s.scalar(select(func.count()).select_from(Mention).where(Mention.entity_id == entity_id)) or 0
+    fact_total = s.scalar(select(func.count()).select_from(Fact).where(Fact.subject_id == entity_id)) or 0
+    return EntityPage(
+        id=e.id,
+        key=e.external_id,
+        name=e.name,
+        type=e.type,
+        description=e.description,
+        aliases=aliases,
+        as_of=as_of,
+        facts=believed[:fact_limit],
+        incoming=incoming[:fact_limit],
+        timeline=timeline(history[:fact_limit]),
+        passages=[info[i] for i in passage_ids if i in info],
+        mention_count=mention_count,
+        fact_total=fact_total,
+        truncated=truncated,
+    )
+
+
+def timeline(facts: list[FactView]) -> list[TimelineEntry]:
+    """Facts ordered by relation, then by when they became true, each closed one paired with the
+    object of the fact of the same relation that started when it ended (what superseded it)."""
+    ordered = sorted(facts, key=lambda f: (f.relation_id, f.valid_from or dt.date.min, f.id))
+    starts: dict[tuple[str, dt.date | None], FactView] = {}
+    for f in ordered:
+        starts.setdefault((f.relation_id, f.valid_from), f)
+    out = []
+    for f in ordered:
+        successor = starts.get((f.relation_id, f.valid_to)) if f.valid_to is not None else None
+        out.append(TimelineEntry(f, successor.object if successor is not None and successor.id != f.id else None))
+    return out
+
+
+def find_documents(s: Session, query: str, limit: int = 20) -> list[DocumentHit]:
+    """Documents whose title or external id contains ``query`` (case-insensitive), newest first.
+
+    Returns none for a blank query. Wildcards in ``query`` are matched literally.
+    """
+    q = query.strip().lower()
+    if not q:
+        return []
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = s.execute(
+        select(Document.id, Document.title, Document.external_id, Source.name, Document.published_at)
+        .outerjoin(Source, Document.source_id == Source.id)
+        .where(
+            or_(
+                func.lower(Document.title).like(pattern, escape="\\"),
+                func.lower(Document.external_id).like(pattern, escape="\\"),
+            )
+        )
+        .order_by(Document.id.desc())
+        .limit(limit)
+    ).all()
+    return [DocumentHit(*r) for r in rows]
