@@ -14,6 +14,7 @@ from kecl.api.errors import error_response
 from kecl.api.routers import documents, entities, facts, health, query, runs, search, stats
 from kecl.services import Kecl
 from kecl.settings import Settings
+from kecl.web import install_web
 
 TAGS = [
     {"name": "health", "description": "Liveness."},
@@ -97,4 +98,5 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.include_router(health.router)
     for router in (stats, entities, facts, documents, query, search, runs):
         app.include_router(router.router, prefix="/v1")
+    install_web(app)  # the pages at / (outside /v1 and the OpenAPI document)
     return app
