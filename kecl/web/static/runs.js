@@ -15,7 +15,7 @@
   var plot = new uPlot({
     width: width, height: 320,
     scales: { x: { time: false }, p: { range: [0, 1] }, loss: {} },
-    axes: [{ label: "update run" }, { scale: "p", label: "P@1" }, { scale: "loss", side: 1, label: "held-out loss", grid: { show: false } }],
+    axes: [{ label: "update run", incrs: [1, 2, 5, 10, 20, 50, 100, 200] }, { scale: "p", label: "P@1" }, { scale: "loss", side: 1, label: "held-out loss", grid: { show: false } }],
     series: series
   }, [d.x].concat(d.ys), el);
   el.setAttribute("data-drawn", String(d.x.length));
