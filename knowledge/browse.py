@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from knowledge import passages, queries
@@ -133,6 +133,59 @@ def timeline(facts: list[FactView]) -> list[TimelineEntry]:
         successor = starts.get((f.relation_id, f.valid_to)) if f.valid_to is not None else None
         out.append(TimelineEntry(f, successor.object if successor is not None and successor.id != f.id else None))
     return out
+
+
+def believed(as_of: dt.date | None) -> list[ColumnElement[bool]]:
+    """The conditions of a fact believed on ``as_of`` (valid_from ≤ D < valid_to), or current for None."""
+    if as_of is None:
+        return [Fact.valid_to.is_(None)]
+    return [
+        or_(Fact.valid_from.is_(None), Fact.valid_from <= as_of),
+        or_(Fact.valid_to.is_(None), Fact.valid_to > as_of),
+    ]
+
+
+def walk_neighbourhood(
+    s: Session, entity_id: int, hops: int = 1, as_of: dt.date | None = None, fanout: int = 25, max_facts: int = 300
+) -> list[FactView]:
+    """The facts within ``hops`` of an entity believed on ``as_of`` (now for None), breadth-first,
+    closest first: from each entity at most ``fanout`` facts, outgoing first, ``max_facts`` in all.
+
+    Each step reads one entity's facts through the subject or the object index and stops at the cap
+    (no sort of a hub's thousands of facts), so a walk costs about 2 × visited entities small reads
+    whatever the store's size. An unknown entity has none; raises ValueError for negative ``hops``.
+    """
+    if hops < 0:
+        raise ValueError(f"hops must be >= 0, got {hops}")
+    found: list[int] = []
+    seen_facts: set[int] = set()
+    seen, frontier = {entity_id}, [entity_id]
+    for _ in range(hops):
+        nxt: list[int] = []
+        for node in frontier:
+            taken = 0
+            for column in (Fact.subject_id, Fact.object_id):
+                if taken >= fanout:
+                    break
+                rows = s.execute(
+                    select(Fact.id, Fact.subject_id, Fact.object_id)
+                    .where(column == node, *believed(as_of))
+                    .limit(fanout - taken)
+                ).all()
+                for fid, subject, obj in rows:
+                    taken += 1
+                    if fid in seen_facts:  # an edge between two entities of the walk
+                        continue
+                    seen_facts.add(fid)
+                    found.append(fid)
+                    if len(found) >= max_facts:
+                        return queries.facts_in_order(s, found)
+                    for other in (subject, obj):
+                        if other is not None and other not in seen:
+                            seen.add(other)
+                            nxt.append(other)
+        frontier = nxt
+    return queries.facts_in_order(s, found)
 
 
 def find_documents(s: Session, query: str, limit: int = 20) -> list[DocumentHit]:

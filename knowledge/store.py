@@ -250,6 +250,13 @@ class KnowledgeStore:
         lists, see :func:`knowledge.browse.entity_page`); None for an unknown id."""
         return self._read(browse.entity_page, entity_id, as_of, fact_limit, passage_limit)
 
+    def walk_neighbourhood(
+        self, entity_id: int, hops: int = 1, as_of: dt.date | None = None, fanout: int = 25, max_facts: int = 300
+    ) -> list[FactView]:
+        """Facts within ``hops`` of an entity as of a date, read from SQL through the subject and
+        object indexes with a per-entity cap (see :func:`knowledge.browse.walk_neighbourhood`)."""
+        return self._read(browse.walk_neighbourhood, entity_id, hops, as_of, fanout, max_facts)
+
     def find_documents(self, query: str, limit: int = 20) -> list[DocumentHit]:
         """Documents whose title or external id contains ``query`` (case-insensitive), newest first."""
         return self._read(browse.find_documents, query, limit)

@@ -93,8 +93,9 @@ def graph_view(
     fanout: int = 25,
     max_facts: int = 300,
 ) -> GraphView:
-    """The neighbourhood of ``entity_id`` (walked over successors and predecessors, never the whole graph)."""
-    facts = kecl.store.neighbourhood(entity_id, hops=hops, as_of=as_of, max_fanout=fanout, max_facts=max_facts)
+    """The neighbourhood of ``entity_id``, walked in SQL over successors and predecessors with a
+    per-entity cap (never the whole graph, and no in-memory graph of every fact for one page)."""
+    facts = kecl.store.walk_neighbourhood(entity_id, hops=hops, as_of=as_of, fanout=fanout, max_facts=max_facts)
     return graph_from_facts(entity_id, name, hops, as_of, fanout, facts, capped=len(facts) >= max_facts)
 
 

@@ -53,7 +53,11 @@ def build_home(root: Path) -> dict[str, str]:
     store.ingest_batch(read_paths([markup]))
     for new, kept, loss in [(0.2, 0.9, 3.4), (0.6, 0.88, 3.1), (0.7, 0.9, 3.0)]:
         run = store.start_run("schedule")
-        group = {"new": {"p_at_1": new, "n": 5}, "changed": {"p_at_1": new / 2, "n": 4}, "unchanged": {"p_at_1": kept, "n": 9}}
+        group = {
+            "new": {"p_at_1": new, "n": 5},
+            "changed": {"p_at_1": new / 2, "n": 4},
+            "unchanged": {"p_at_1": kept, "n": 9},
+        }
         store.finish_run(
             run,
             status="finished",
@@ -207,6 +211,17 @@ def test_a_person_inspects_kecl_in_a_browser(served: str, shots: Path) -> None:
             phone.screenshot(path=shots / f"phone-{name}.png", full_page=True)
         browser.close()
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(
-        ["search.png", "entity.png", "entity-as-of.png", "graph.png", "ask.png", "runs.png", "ingest.png",
-         "script-alias.png", "stats.png", "phone-entity.png", "phone-ask.png"]
+        [
+            "search.png",
+            "entity.png",
+            "entity-as-of.png",
+            "graph.png",
+            "ask.png",
+            "runs.png",
+            "ingest.png",
+            "script-alias.png",
+            "stats.png",
+            "phone-entity.png",
+            "phone-ask.png",
+        ]
     )

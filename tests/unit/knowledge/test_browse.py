@@ -106,3 +106,34 @@ def test_find_documents_matches_titles_literally(store: KnowledgeStore) -> None:
     assert [d.title for d in store.find_documents("100%")] == ["100% pure"]
     assert [d.external_id for d in store.find_documents("news_")] == ["news_3"]  # '_' is not a wildcard
     assert store.find_documents("   ") == []
+
+
+def test_walk_neighbourhood_equals_a_breadth_first_reference(store: KnowledgeStore) -> None:
+    import random
+
+    import networkx as nx
+
+    rng = random.Random(5)
+    store.upsert_relations([RelationRecord("P1", "near", None, functional=False)])
+    store.upsert_entities([EntityRecord(f"n{i}", f"Node {i}") for i in range(40)])
+    edges = [(rng.randrange(40), rng.randrange(40)) for _ in range(90)]
+    store.add_facts(
+        [FactRecord(f"n{a}", "P1", f"n{b}", valid_from=D(2000 + i % 20, 1, 1)) for i, (a, b) in enumerate(edges)]
+    )
+    facts = store.facts(limit=None)
+    for as_of in (None, D(2010, 6, 1)):
+        believed = [f for f in facts if as_of is None or (f.valid_from or D.min) <= as_of]
+        reference = nx.MultiGraph()
+        reference.add_edges_from((f.subject_id, f.object_id, f.id) for f in believed)
+        centre = believed[0].subject_id
+        for hops in (1, 2):
+            near = nx.single_source_shortest_path_length(reference, centre, cutoff=hops - 1)
+            expected = {f.id for f in believed if f.subject_id in near or f.object_id in near}
+            walked = store.walk_neighbourhood(centre, hops=hops, as_of=as_of, fanout=1000, max_facts=10_000)
+            assert {f.id for f in walked} == expected
+            assert len(walked) == len(expected)  # no fact twice
+    capped = store.walk_neighbourhood(centre, hops=2, fanout=2, max_facts=10_000)
+    # two facts from the centre reach at most two entities, each expanded by at most two facts
+    assert 0 < len(capped) <= 2 + 2 * 2
+    assert centre in (capped[0].subject_id, capped[0].object_id)
+    assert store.walk_neighbourhood(10**9, hops=2) == []
