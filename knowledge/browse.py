@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from knowledge import passages, queries
 from knowledge.models import Alias, Document, Entity, Fact, Mention, Source
@@ -81,9 +82,10 @@ def entity_page(
     aliases = list(
         s.scalars(select(Alias.surface).where(Alias.entity_id == entity_id).order_by(Alias.id).limit(fact_limit))
     )
-    believed = queries.facts(s, subject=entity_id, as_of=as_of, limit=fact_limit + 1)
-    incoming = queries.facts(s, object=entity_id, as_of=as_of, limit=fact_limit + 1)
-    history = queries.facts(s, subject=entity_id, include_closed=True, limit=fact_limit + 1)
+    outgoing_order = (Fact.relation_id, Fact.id)  # the subject index's order: no sort of a hub's facts
+    believed = _page(s, Fact.subject_id == entity_id, believed_on(as_of), outgoing_order, fact_limit + 1)
+    incoming = _page(s, Fact.object_id == entity_id, believed_on(as_of), (Fact.id,), fact_limit + 1)
+    history = _page(s, Fact.subject_id == entity_id, [], outgoing_order, fact_limit + 1)
     truncated = [
         name
         for name, rows in (("facts", believed), ("incoming", incoming), ("timeline", history))
@@ -121,6 +123,19 @@ def entity_page(
     )
 
 
+def _page(
+    s: Session,
+    where: ColumnElement[bool],
+    conditions: list[ColumnElement[bool]],
+    order: tuple[InstrumentedAttribute[Any], ...],
+    limit: int,
+) -> list[FactView]:
+    """Up to ``limit`` facts matching, in ``order``: the ids from the fact table alone (an index
+    range that stops at the limit), then names resolved for those ids only."""
+    ids = list(s.scalars(select(Fact.id).where(where, *conditions).order_by(*order).limit(limit)))
+    return queries.facts_in_order(s, ids)
+
+
 def timeline(facts: list[FactView]) -> list[TimelineEntry]:
     """Facts ordered by relation, then by when they became true, each closed one paired with the
     object of the fact of the same relation that started when it ended (what superseded it)."""
@@ -135,7 +150,7 @@ def timeline(facts: list[FactView]) -> list[TimelineEntry]:
     return out
 
 
-def believed(as_of: dt.date | None) -> list[ColumnElement[bool]]:
+def believed_on(as_of: dt.date | None) -> list[ColumnElement[bool]]:
     """The conditions of a fact believed on ``as_of`` (valid_from ≤ D < valid_to), or current for None."""
     if as_of is None:
         return [Fact.valid_to.is_(None)]
@@ -169,7 +184,7 @@ def walk_neighbourhood(
                     break
                 rows = s.execute(
                     select(Fact.id, Fact.subject_id, Fact.object_id)
-                    .where(column == node, *believed(as_of))
+                    .where(column == node, *believed_on(as_of))
                     .limit(fanout - taken)
                 ).all()
                 for fid, subject, obj in rows:
