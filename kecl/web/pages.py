@@ -17,9 +17,21 @@ from fastapi.templating import Jinja2Templates
 from kecl.services import Kecl
 from kecl.web import session as sessions
 from kecl.web.views import ask_view, graph_view, highlight, runs_view, search_view, stats_view
+from knowledge import FactView
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["highlight"] = highlight
+
+
+def cloze(fact: FactView) -> str | None:
+    """The fact as a cloze query with its object masked (None without a template), for "does the
+    model know this?" links from an entity's facts to the Ask page."""
+    if not fact.template or "[Y]" not in fact.template:
+        return None
+    return fact.template.replace("[X]", fact.subject).replace("[Y]", "[MASK]")
+
+
+templates.env.globals["cloze"] = cloze
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 

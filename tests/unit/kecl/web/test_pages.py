@@ -126,3 +126,11 @@ def test_activate_a_checkpoint_with_the_key(client: TestClient, web_kecl: Kecl) 
     assert statuses[versions[0]] == "active"
     bad = client.post("/runs/activate", data={"version": "../x", "csrf": token})
     assert bad.status_code == 422
+
+
+def test_each_fact_links_to_asking_the_model_about_it(client: TestClient) -> None:
+    html = client.get("/entity/croatia?as_of=2000-01-01").text
+    links = re.findall(r'href="(/ask\?q=[^"]+)" class="ask-link"', html)
+    assert any("currency" in link.lower() for link in links)
+    page = client.get(links[0].replace("&amp;", "&"))
+    assert page.status_code == 200 and 'data-mode="tree"' in page.text
