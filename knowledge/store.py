@@ -258,7 +258,7 @@ class KnowledgeStore:
         return self._read(browse.walk_neighbourhood, entity_id, hops, as_of, fanout, max_facts)
 
     def find_documents(self, query: str, limit: int = 20) -> list[DocumentHit]:
-        """Documents whose title or external id contains ``query`` (case-insensitive), newest first."""
+        """Documents whose text matches ``query`` by full-text search, best first (see :func:`knowledge.browse.find_documents`)."""
         return self._read(browse.find_documents, query, limit)
 
     def facts(

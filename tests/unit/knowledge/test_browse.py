@@ -94,18 +94,21 @@ def test_entity_page_lists_are_bounded_and_say_so(store: KnowledgeStore) -> None
     assert store.entity_page(10**9) is None
 
 
-def test_find_documents_matches_titles_literally(store: KnowledgeStore) -> None:
+def test_find_documents_by_full_text_best_first_each_once(store: KnowledgeStore) -> None:
     store.add_documents(
         [
-            DocumentRecord("a", title="Croatia adopts the euro", external_id="news-1"),
-            DocumentRecord("b", title="100% pure", external_id="news-2"),
-            DocumentRecord("c", title="Nothing here", external_id="news_3"),
+            DocumentRecord(
+                "Croatia adopted the euro. The euro replaced the kuna.", title="Euro news", external_id="n1"
+            ),
+            DocumentRecord("Zagreb is a city.", title="Zagreb", external_id="n2"),
+            DocumentRecord("The kuna was the currency of Croatia.", title="Kuna history", external_id="n3"),
         ]
     )
-    assert [d.title for d in store.find_documents("CROATIA")] == ["Croatia adopts the euro"]
-    assert [d.title for d in store.find_documents("100%")] == ["100% pure"]
-    assert [d.external_id for d in store.find_documents("news_")] == ["news_3"]  # '_' is not a wildcard
-    assert store.find_documents("   ") == []
+    assert [d.title for d in store.find_documents("euro")] == ["Euro news"]
+    both = store.find_documents("kuna")
+    assert sorted(d.title for d in both) == ["Euro news", "Kuna history"] and len(both) == 2
+    assert store.find_documents("kuna", limit=1)[0].title in {"Euro news", "Kuna history"}
+    assert store.find_documents("   ") == [] and store.find_documents("the") == []
 
 
 def test_walk_neighbourhood_equals_a_breadth_first_reference(store: KnowledgeStore) -> None:
