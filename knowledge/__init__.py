@@ -4,6 +4,7 @@ Knows no torch. Public names: the store and its result views, its readers' recor
 the graph view, the engine and migration entry points, and the token count used for chunking.
 """
 
+from knowledge.browse import DocumentHit, EntityPage, TimelineEntry
 from knowledge.candidates import Candidate, fitting_relations
 from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
@@ -39,6 +40,9 @@ __all__ = [
     "EntityView",
     "PassageInfo",
     "Watermark",
+    "EntityPage",
+    "TimelineEntry",
+    "DocumentHit",
     "DocumentRecord",
     "EntityRecord",
     "RelationRecord",

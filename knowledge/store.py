@@ -9,6 +9,7 @@ that does that job, inside one session (and one transaction for writes):
 - :mod:`knowledge.queries`: entities, facts (current, as of a date, history), neighbourhoods
 - :mod:`knowledge.passages`: passages, documents, mentions, full-text search, sampling
 - :mod:`knowledge.registry`: update runs and checkpoints
+- :mod:`knowledge.browse`: an entity's page (as of a date, its timeline), documents by title
 - :mod:`knowledge.lease`: the cross-process lease lock
 
 The graph view (:class:`~knowledge.graph.FactGraph`) and the linker
@@ -30,7 +31,20 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from knowledge import candidates, edits, ingest, lease, passages, queries, registry, schedule, snapshots, watermark
+from knowledge import (
+    browse,
+    candidates,
+    edits,
+    ingest,
+    lease,
+    passages,
+    queries,
+    registry,
+    schedule,
+    snapshots,
+    watermark,
+)
+from knowledge.browse import DocumentHit, EntityPage
 from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
@@ -252,6 +266,24 @@ class KnowledgeStore:
         ``mention_limit`` is accepted for callers that pass it and has no effect.
         """
         return self._read(queries.get_entity, entity_id)
+
+    def entity_page(
+        self, entity_id: int, as_of: dt.date | None = None, fact_limit: int = 200, passage_limit: int = 10
+    ) -> EntityPage | None:
+        """An entity's facts as of a date, its timeline and the passages mentioning it (bounded
+        lists, see :func:`knowledge.browse.entity_page`); None for an unknown id."""
+        return self._read(browse.entity_page, entity_id, as_of, fact_limit, passage_limit)
+
+    def walk_neighbourhood(
+        self, entity_id: int, hops: int = 1, as_of: dt.date | None = None, fanout: int = 25, max_facts: int = 300
+    ) -> list[FactView]:
+        """Facts within ``hops`` of an entity as of a date, read from SQL through the subject and
+        object indexes with a per-entity cap (see :func:`knowledge.browse.walk_neighbourhood`)."""
+        return self._read(browse.walk_neighbourhood, entity_id, hops, as_of, fanout, max_facts)
+
+    def find_documents(self, query: str, limit: int = 20) -> list[DocumentHit]:
+        """Documents whose text matches ``query`` by full-text search, best first (see :func:`knowledge.browse.find_documents`)."""
+        return self._read(browse.find_documents, query, limit)
 
     def facts(
         self,

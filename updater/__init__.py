@@ -20,7 +20,7 @@ from updater.probes import (
     read_relation_templates,
     single_token_filter,
 )
-from updater.scheduler import CYCLE_JOB_ID, build_scheduler, run_daemon
+from updater.scheduler import CYCLE_JOB_ID, build_scheduler, next_scheduled_run, run_daemon
 from updater.texts import VERBALISATIONS, verbalise_fact
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Metrics",
     "Probe",
     "build_scheduler",
+    "next_scheduled_run",
     "cycle_lock",
     "decide",
     "evaluate",

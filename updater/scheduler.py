@@ -168,6 +168,16 @@ def _peek_jobstore(engine: Any, tablename: str, timezone: Any) -> SQLAlchemyJobS
     return peek
 
 
+def next_scheduled_run(engine: Any, tablename: str = "apscheduler_jobs") -> dt.datetime | None:
+    """When the stored schedule runs next (timezone-aware), read from the job table without a
+    scheduler; None when nothing is scheduled or no scheduler ever created the table."""
+    try:
+        when: dt.datetime | None = SQLAlchemyJobStore(engine=engine, tablename=tablename).get_next_run_time()
+    except DatabaseError:
+        return None
+    return when
+
+
 def _stored_cycle_job(peek: SQLAlchemyJobStore) -> Job | None:
     try:
         return peek.lookup_job(CYCLE_JOB_ID)

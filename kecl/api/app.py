@@ -20,6 +20,7 @@ from kecl.api.routers import documents, entities, facts, health, models, query, 
 from kecl.logs import REQUEST_ID
 from kecl.services import Kecl
 from kecl.settings import Settings
+from kecl.web import install_web
 
 log = logging.getLogger("kecl.api")
 
@@ -140,4 +141,5 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     for router in (stats, entities, facts, relations, documents, query, search, models, runs):
         app.include_router(router.router, prefix="/v1")
     mount_docs(app)
+    install_web(app)  # the pages at / (outside /v1 and the OpenAPI document)
     return app
