@@ -17,6 +17,7 @@ from encoder.checkpoints import (
 )
 from encoder.default import ADAPT_RECIPE, adapt_default
 from encoder.default_corpus import default_corpus
+from encoder.heap import heap_reuse
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
@@ -34,7 +35,7 @@ from encoder.predict import (
 )
 from encoder.reading_corpus import ReadingExample, fill_slots
 from encoder.train_config import TrainConfig
-from encoder.trainer import TrainResult, heap_reuse, train_mlm
+from encoder.trainer import TrainResult, train_mlm
 
 __all__ = [
     "ADAPT_RECIPE",

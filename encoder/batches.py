@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from encoder.block_cache import cached_blocks
 from encoder.injection import Strategy, injected_training_batch
 from encoder.masking import mask_tokens
-from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
+from encoder.packing import Blocks, TrainText, block_attention_mask
 from encoder.reading_corpus import ReadingExample
 from encoder.train_config import TrainConfig
 
@@ -81,17 +82,24 @@ def prepare_streams(
     reading: Sequence[ReadingExample],
     config: TrainConfig,
 ) -> Streams:
-    """Tokenise and pack ``new`` and ``replay`` into blocks, each stream with its share of a batch,
-    and keep the reading exercises a step may train on instead.
+    """Tokenise and pack ``new`` and ``replay`` into blocks (read from ``config.block_cache_dir``
+    when prepared before), each stream with its share of a batch, and keep the reading exercises a step may train on instead.
 
     Returns :class:`Streams`. Raises ``ValueError`` if ``new`` holds no trainable text.
     """
-    new_blocks = build_blocks(tokenizer, new, config.max_length, config.packing, config.whole_word_mask)
+
+    def blocks(texts: Sequence[TrainText]) -> Blocks:
+        built, hit = cached_blocks(
+            config.block_cache_dir, tokenizer, texts, config.max_length, config.packing, config.whole_word_mask
+        )
+        if config.block_cache_dir is not None:
+            log.info("blocks of %d texts: %s", len(texts), "from the cache" if hit else "prepared and cached")
+        return built
+
+    new_blocks = blocks(new)
     if len(new_blocks) == 0:
         raise ValueError("train_mlm: no trainable text in 'new' (empty or whitespace only)")
-    replay_blocks = (
-        build_blocks(tokenizer, replay, config.max_length, config.packing, config.whole_word_mask) if replay else None
-    )
+    replay_blocks = blocks(replay) if replay else None
     n_replay = round(config.batch_size * config.replay_ratio) if replay_blocks is not None and len(replay_blocks) else 0
     plain = [Stream(new_blocks, config.batch_size - n_replay, config.seed)]
     if replay_blocks is not None and n_replay:
