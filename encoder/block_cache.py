@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ _FORMAT = "kecl-blocks-1"  # bump when the layout of Blocks or the packing algor
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
     """A digest of everything that decides how the tokenizer splits text: the serialised fast
-    tokenizer (vocabulary, normaliser, pre-tokeniser) and its special-token ids."""
+    tokenizer (vocabulary, added tokens, normaliser, pre-tokeniser) and its special-token ids;
+    not its truncation and padding state, which each call sets and which packing does not use."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spec = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     specials = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, type(tokenizer).__name__)
@@ -40,6 +42,14 @@ def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _digest_of(spec: str, specials: str) -> str:
+    try:
+        parsed = json.loads(spec)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        parsed.pop("truncation", None)
+        parsed.pop("padding", None)
+        spec = json.dumps(parsed, sort_keys=True)
     return hashlib.sha256(f"{specials}\n{spec}".encode()).hexdigest()
 
 

@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
+    @property
+    def blocks_cache_dir(self) -> Path:
+        """Tokenised and packed training blocks, re-used by runs over the same text."""
+        return self.home / "cache" / "blocks"
+
 
 def _config_file() -> Path | None:
     explicit = os.environ.get("KECL_CONFIG")

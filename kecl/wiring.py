@@ -164,6 +164,7 @@ def train_config(settings: Settings, steps: int | None = None) -> TrainConfig:
         hidden_dropout=t.hidden_dropout,
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
+        block_cache_dir=settings.blocks_cache_dir,
     )
 
 
