@@ -19,6 +19,7 @@ from encoder.default import ADAPT_RECIPE, adapt_default
 from encoder.default_corpus import default_corpus
 from encoder.heap import heap_reuse
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
+from encoder.launch import check_nproc, train_mlm_distributed
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
 from encoder.model import ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch
@@ -83,5 +84,7 @@ __all__ = [
     "set_active",
     "to_dict",
     "train_mlm",
+    "train_mlm_distributed",
+    "check_nproc",
     "verify_checkpoint",
 ]

@@ -72,6 +72,12 @@ class TrainSettings(BaseModel):
         "concat", description="layout of the injected training input; 'mixed' picks one per step"
     )
     seed: int = 0
+    nproc: int = Field(
+        1,
+        ge=1,
+        description="training processes for `kecl train` and the update cycle's training stage: more than "
+        "one trains data-parallel through torch.distributed.run (one per GPU, or gloo on CPU)",
+    )
 
 
 class IndexSettings(BaseModel):

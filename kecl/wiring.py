@@ -175,6 +175,8 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         train=train_config(settings, steps),
         gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
         evidence_boost=settings.model.evidence_boost,
+        train_nproc=settings.train.nproc,
+        work_dir=settings.runs_dir,
     )
 
 
