@@ -25,12 +25,13 @@ def encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def compiled_layers(model: torch.nn.Module, on: bool) -> Iterator[bool]:
-    """With ``on``, every encoder layer of ``model`` runs compiled for the duration and eager
-    again afterwards; yields whether any layer was compiled."""
+def compiled_layers(model: torch.nn.Module, on: bool, mode: str | None = None) -> Iterator[bool]:
+    """With ``on``, every encoder layer of ``model`` runs compiled (``torch.compile``'s ``mode``;
+    ``"reduce-overhead"`` adds CUDA graphs, for small models whose steps are bound by kernel
+    launches) for the duration and eager again afterwards; yields whether any layer was compiled."""
     layers = encoder_layers(model) if on else []
     for layer in layers:
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, mode=mode)
     if layers:
         log.info("torch.compile: %d encoder layers compiled (the first step pays the compilation)", len(layers))
     try:

@@ -84,6 +84,9 @@ class TrainConfig:
     # Run the encoder's layers compiled with torch.compile (encoder.compiled). None: on for CUDA,
     # off on CPU. The first step pays the compilation; the result's metrics report its time.
     compile: bool | None = None
+    # torch.compile's mode for the layers (None: its default; "reduce-overhead": CUDA graphs, for
+    # small models whose GPU steps are bound by kernel launches; "max-autotune": tuned kernels).
+    compile_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings): recorded with the run's result and its saved state."""

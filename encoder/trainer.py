@@ -41,7 +41,7 @@ from transformers import BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFa
 from encoder import distributed
 from encoder.batches import StepBatch, Streams, draw_batch, prepare_streams
 from encoder.bundle import MLMBundle, bf16_supported
-from encoder.compiled import compiled_layers, use_compile
+from encoder.compiled import compiled_layers, encoder_layers, use_compile
 from encoder.heap import heap_reuse
 from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
 from encoder.masking import IGNORE_INDEX
@@ -103,6 +103,7 @@ class StepsRun:
     seconds: float
     step_seconds: list[float] = field(default_factory=list)
     world_size: int = 1
+    compiled: bool = False
 
 
 def train_mlm(
@@ -267,7 +268,8 @@ def run_steps(
                 distributed.barrier(ranks)
             if _rank0_stops(ranks, device, done, metrics, on_step, config.max_seconds, started):
                 break
-    return StepsRun(losses, tokens_seen, time.perf_counter() - started, step_seconds, ranks.world)
+    compiled = use_compile(config.compile, device) and bool(encoder_layers(model))
+    return StepsRun(losses, tokens_seen, time.perf_counter() - started, step_seconds, ranks.world, compiled)
 
 
 class MaskedLMLoss(torch.nn.Module):
@@ -428,6 +430,7 @@ def finish(
             if len(run.step_seconds) > 1
             else float("nan"),
             "world_size": run.world_size,
+            "compiled": run.compiled,
         },
     )
 
@@ -487,7 +490,7 @@ def _training_mode(
         run_scope.enter_context(attention_implementation(model, _training_attention(config, model, use_bf16, device)))
         # On CPU, freed memory stays in the process: vocabulary-sized tensors are not faulted in every step.
         run_scope.enter_context(heap_reuse(device.type == "cpu" if config.reuse_heap is None else config.reuse_heap))
-        run_scope.enter_context(compiled_layers(model, use_compile(config.compile, device)))
+        run_scope.enter_context(compiled_layers(model, use_compile(config.compile, device), config.compile_mode))
         model.train()
         run_scope.enter_context(dropout_probabilities(model, config.attention_dropout, config.hidden_dropout))
         run_scope.callback(model.eval)  # registered last: undone first
