@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trainer-bf16", action="store_true", help="also give Trainer bf16 autocast")
     parser.add_argument("--quick", action="store_true", help="6 steps")
     parser.add_argument("--out", default="bench-out/trainer.json")
+    parser.add_argument(
+        "--default-only", action="store_true", help="CPU: only kecl's default arm against Trainer (no ablation)"
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU comparison")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 peak (default: by name)")
     parser.add_argument("--texts", type=int, default=60000, help="training sentences (GPU run)")
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ours, no dropout (kecl default)": dict(no_dropout),
         "ours, model's dropout": dict(),
     }
+    if args.default_only:
+        arms = {name: options for name, options in arms.items() if "kecl default" in name}
     ours = {name: run_ours(*common, **options) for name, options in arms.items()}
     tmp = Path(args.out).parent / "trainer-tmp"
     theirs = run_trainer(train, heldout, steps, args.lr, args.batch_size, args.max_length, args.trainer_bf16, tmp)

@@ -453,6 +453,7 @@ def _train_metrics(result: TrainResult) -> dict[str, Any]:
         "final_loss": result.final_loss,
         "tokens_per_second": result.tokens_per_second,
         "bf16": result.bf16,
+        "processes": result.metrics.get("world_size", 1),
     }
 
 
