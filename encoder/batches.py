@@ -239,3 +239,29 @@ def _nsp_pairs(
         token_type[r, half : end + 1] = 1
     out = Blocks(ids, blocks.position_ids, blocks.segment_ids, blocks.unit_ids, blocks.salient)
     return out, token_type, is_random.long()
+
+
+def build_batch(
+    streams: Streams,
+    draw: int,
+    tokenizer: PreTrainedTokenizerFast,
+    config: TrainConfig,
+    nsp: bool,
+    attn: str,
+    device: torch.device,
+    off_thread: bool,
+) -> StepBatch:
+    """The micro-batch of ``draw``; built on the CPU when ``off_thread`` (a background thread
+    builds it, the step's thread moves it to the device), else straight on ``device``."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
+    target = torch.device("cpu") if off_thread else device
+    return draw_batch(streams, draw, gen, tokenizer, config, nsp, attn, target)
+
+
+def on_device(batch: StepBatch, device: torch.device) -> StepBatch:
+    """``batch`` with its tensors on ``device`` (copied without waiting where the device allows)."""
+    if device.type == "cpu":
+        return batch
+    tensors = {k: None if v is None else v.to(device, non_blocking=True) for k, v in batch.tensors.items()}
+    nsp_labels = None if batch.nsp_labels is None else batch.nsp_labels.to(device, non_blocking=True)
+    return StepBatch(tensors, batch.tokens, nsp_labels)

@@ -10,7 +10,13 @@ Why our own loop and not ``transformers.Trainer``: the speed tricks, each where 
   positions, and the encoder's last layer only there too (:func:`_mlm_loss`);
 - packing: documents fill blocks instead of being padded (:mod:`encoder.packing`);
 - bf16 autocast where the hardware has it natively, the loss in float32 (:func:`_mlm_loss`);
-- under CPU bf16, eager attention and heap reuse for the run (:func:`_training_mode`).
+- under CPU bf16, eager attention and heap reuse for the run (:func:`_training_mode`);
+- on an accelerator, the encoder layers compiled (:mod:`encoder.compiled`) and the next batch
+  built on a background thread while the step runs (:mod:`encoder.prefetch`);
+- prepared blocks cached by content between runs (:mod:`encoder.block_cache`).
+
+Under ``torchrun`` (:mod:`encoder.distributed`, launched by :mod:`encoder.launch`) each process
+trains its share of every batch under DDP; rank 0 writes logs and states and decides when to stop.
 
 Everything else is the textbook recipe: AdamW, warm-up then linear decay, gradient accumulation
 and clipping.
@@ -27,24 +33,23 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
-from transformers import BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast, get_linear_schedule_with_warmup
+from transformers import BertForMaskedLM, PreTrainedModel, get_linear_schedule_with_warmup
 
 from encoder import distributed
-from encoder.batches import StepBatch, Streams, draw_batch, prepare_streams
+from encoder.batches import Streams, build_batch, on_device, prepare_streams
 from encoder.bundle import MLMBundle, bf16_supported
 from encoder.compiled import compiled_layers, encoder_layers, use_compile
 from encoder.heap import heap_reuse
-from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
-from encoder.masking import IGNORE_INDEX
+from encoder.masked_forward import supports_masked_forward
+from encoder.mlm_loss import MaskedLMLoss
 from encoder.model import attention_implementation, dropout_probabilities
 from encoder.packing import TrainText
 from encoder.prefetch import Prefetcher
@@ -211,7 +216,7 @@ def run_steps(
         prefetch = device.type != "cpu" if config.prefetch is None else config.prefetch
         batches = stack.enter_context(
             Prefetcher(
-                lambda d: _build_batch(streams, d, tokenizer, config, nsp, attn, device, prefetch),
+                lambda d: build_batch(streams, d, tokenizer, config, nsp, attn, device, prefetch),
                 config.steps * config.grad_accum,
                 prefetch,
             )
@@ -223,7 +228,7 @@ def run_steps(
             for micro in range(config.grad_accum):
                 # Data, masking and dropout of this micro-batch depend only on (seed, draw): exact resume.
                 draw = step * config.grad_accum + micro
-                batch = _on_device(batches.get(draw), device) if prefetch else batches.get(draw)
+                batch = on_device(batches.get(draw), device) if prefetch else batches.get(draw)
                 inputs = batch.tensors if batch_hook is None else batch_hook(batch.tensors, step)
                 torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
                 with distributed.no_sync(step_module, micro == config.grad_accum - 1):
@@ -270,107 +275,6 @@ def run_steps(
                 break
     compiled = use_compile(config.compile, device) and bool(encoder_layers(model))
     return StepsRun(losses, tokens_seen, time.perf_counter() - started, step_seconds, ranks.world, compiled)
-
-
-class MaskedLMLoss(torch.nn.Module):
-    """The training loss as a module (so that DDP can wrap it): the model's MLM loss at the masked
-    positions, plus NSP's when the batch has labels for it. ``divisors`` (distributed runs): the
-    global masked-token and NSP-row counts over the world size; ``None``: the batch's own means."""
-
-    def __init__(
-        self,
-        model: BertForMaskedLM,
-        nsp_head: torch.nn.Module | None,
-        sparse_last_layer: bool,
-        use_bf16: bool,
-        device: torch.device,
-    ) -> None:
-        super().__init__()
-        self.model, self.nsp_head = model, nsp_head
-        self.sparse_last_layer, self.use_bf16, self.device = sparse_last_layer, use_bf16, device
-
-    def forward(
-        self,
-        batch: Mapping[str, torch.Tensor | None],
-        nsp_labels: torch.Tensor | None,
-        divisors: tuple[float, float] | None = None,
-    ) -> torch.Tensor:
-        """The loss of ``batch`` (see :func:`_mlm_loss`)."""
-        return _mlm_loss(
-            self.model,
-            batch,
-            nsp_labels,
-            self.nsp_head,
-            self.sparse_last_layer,
-            self.use_bf16,
-            self.device,
-            divisors,
-        )
-
-
-def _mlm_loss(
-    model: BertForMaskedLM,
-    batch: Mapping[str, torch.Tensor | None],
-    nsp_labels: torch.Tensor | None,
-    nsp_head: torch.nn.Module | None,
-    sparse_last_layer: bool,
-    use_bf16: bool,
-    device: torch.device,
-    divisors: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Cross-entropy at the masked positions, plus next-sentence prediction's on [CLS] when the
-    batch has NSP labels: means over the batch, or sums over ``divisors`` when given."""
-    labels = batch["labels"]
-    if labels is None:
-        raise ValueError("train_mlm: the batch's labels are None (a batch_hook must keep them)")
-    # The MLM head only where a token is masked: ~7x less head compute than at every position.
-    predicted = labels != IGNORE_INDEX
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):  # bf16 matmuls, float32 weights
-        if sparse_last_layer and nsp_labels is None:
-            # The last layer only there too (keys and values everywhere): same loss, ~12% less compute.
-            logits = model.cls(hidden_at(model, batch, predicted))
-        else:
-            hidden = last_hidden(model, batch)
-            logits = model.cls(hidden[predicted])
-    # softmax over 30k words in float32
-    if divisors is None:
-        loss = F.cross_entropy(logits.float(), labels[predicted])
-    else:
-        loss = F.cross_entropy(logits.float(), labels[predicted], reduction="sum") / divisors[0]
-    if nsp_head is not None and nsp_labels is not None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            nsp_logits = nsp_head(hidden[:, 0])
-        if divisors is None:
-            loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels.to(device))
-        else:
-            loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels.to(device), reduction="sum") / divisors[1]
-    return loss
-
-
-def _build_batch(
-    streams: Streams,
-    draw: int,
-    tokenizer: PreTrainedTokenizerFast,
-    config: TrainConfig,
-    nsp: bool,
-    attn: str,
-    device: torch.device,
-    off_thread: bool,
-) -> StepBatch:
-    """The micro-batch of ``draw``; built on the CPU when ``off_thread`` (a background thread
-    builds it, the step's thread moves it to the device), else straight on ``device``."""
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
-    target = torch.device("cpu") if off_thread else device
-    return draw_batch(streams, draw, gen, tokenizer, config, nsp, attn, target)
-
-
-def _on_device(batch: StepBatch, device: torch.device) -> StepBatch:
-    """``batch`` with its tensors on ``device`` (copied without waiting where the device allows)."""
-    if device.type == "cpu":
-        return batch
-    tensors = {k: None if v is None else v.to(device, non_blocking=True) for k, v in batch.tensors.items()}
-    nsp_labels = None if batch.nsp_labels is None else batch.nsp_labels.to(device, non_blocking=True)
-    return StepBatch(tensors, batch.tokens, nsp_labels)
 
 
 def _rank0_stops(
