@@ -227,7 +227,7 @@ def _report(
 
 def prepare_ratio(texts: list[str], tokenizer: Any, length: int) -> dict:
     """Data preparation of a run over ``texts`` with a cold block cache, then with a warm one."""
-    from encoder.block_cache import cached_blocks
+    from encoder import cached_blocks
 
     with tempfile.TemporaryDirectory() as cache:
         times = []

@@ -4,6 +4,7 @@ Public names are listed in ``__all__``; the modules behind them are private to t
 """
 
 from encoder.augmented import InjectedPrediction, InjectedRanks, predict_injected, rank_injected
+from encoder.block_cache import cached_blocks
 from encoder.bundle import MLMBundle, bf16_supported, resolve_device
 from encoder.checkpoints import (
     CheckpointError,
@@ -84,6 +85,7 @@ __all__ = [
     "set_active",
     "to_dict",
     "train_mlm",
+    "cached_blocks",
     "train_mlm_distributed",
     "check_nproc",
     "verify_checkpoint",
