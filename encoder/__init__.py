@@ -4,6 +4,7 @@ Public names are listed in ``__all__``; the modules behind them are private to t
 """
 
 from encoder.augmented import InjectedPrediction, InjectedRanks, predict_injected, rank_injected
+from encoder.block_cache import cached_blocks
 from encoder.bundle import MLMBundle, bf16_supported, resolve_device
 from encoder.checkpoints import (
     CheckpointError,
@@ -19,7 +20,9 @@ from encoder.checkpoints import (
 from encoder.default import ADAPT_RECIPE, adapt_default
 from encoder.default_corpus import default_corpus
 from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities
+from encoder.heap import heap_reuse
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
+from encoder.launch import check_nproc, train_mlm_distributed
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
 from encoder.model import ScratchConfig, grow_vocabulary, load_mlm, new_mlm_from_scratch
@@ -36,7 +39,7 @@ from encoder.predict import (
 )
 from encoder.reading_corpus import ReadingExample, fill_slots
 from encoder.train_config import TrainConfig
-from encoder.trainer import TrainResult, heap_reuse, train_mlm
+from encoder.trainer import TrainResult, train_mlm
 
 __all__ = [
     "ADAPT_RECIPE",
@@ -89,5 +92,8 @@ __all__ = [
     "set_active",
     "to_dict",
     "train_mlm",
+    "cached_blocks",
+    "train_mlm_distributed",
+    "check_nproc",
     "verify_checkpoint",
 ]

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from encoder.block_cache import cached_blocks
 from encoder.injection import Strategy, injected_training_batch
 from encoder.masking import mask_tokens
-from encoder.packing import Blocks, TrainText, block_attention_mask, build_blocks
+from encoder.packing import Blocks, TrainText, block_attention_mask
 from encoder.reading_corpus import ReadingExample
 from encoder.train_config import TrainConfig
 
@@ -81,17 +82,24 @@ def prepare_streams(
     reading: Sequence[ReadingExample],
     config: TrainConfig,
 ) -> Streams:
-    """Tokenise and pack ``new`` and ``replay`` into blocks, each stream with its share of a batch,
-    and keep the reading exercises a step may train on instead.
+    """Tokenise and pack ``new`` and ``replay`` into blocks (read from ``config.block_cache_dir``
+    when prepared before), each stream with its share of a batch, and keep the reading exercises a step may train on instead.
 
     Returns :class:`Streams`. Raises ``ValueError`` if ``new`` holds no trainable text.
     """
-    new_blocks = build_blocks(tokenizer, new, config.max_length, config.packing, config.whole_word_mask)
+
+    def blocks(texts: Sequence[TrainText]) -> Blocks:
+        built, hit = cached_blocks(
+            config.block_cache_dir, tokenizer, texts, config.max_length, config.packing, config.whole_word_mask
+        )
+        if config.block_cache_dir is not None:
+            log.info("blocks of %d texts: %s", len(texts), "from the cache" if hit else "prepared and cached")
+        return built
+
+    new_blocks = blocks(new)
     if len(new_blocks) == 0:
         raise ValueError("train_mlm: no trainable text in 'new' (empty or whitespace only)")
-    replay_blocks = (
-        build_blocks(tokenizer, replay, config.max_length, config.packing, config.whole_word_mask) if replay else None
-    )
+    replay_blocks = blocks(replay) if replay else None
     n_replay = round(config.batch_size * config.replay_ratio) if replay_blocks is not None and len(replay_blocks) else 0
     plain = [Stream(new_blocks, config.batch_size - n_replay, config.seed)]
     if replay_blocks is not None and n_replay:
@@ -231,3 +239,29 @@ def _nsp_pairs(
         token_type[r, half : end + 1] = 1
     out = Blocks(ids, blocks.position_ids, blocks.segment_ids, blocks.unit_ids, blocks.salient)
     return out, token_type, is_random.long()
+
+
+def build_batch(
+    streams: Streams,
+    draw: int,
+    tokenizer: PreTrainedTokenizerFast,
+    config: TrainConfig,
+    nsp: bool,
+    attn: str,
+    device: torch.device,
+    off_thread: bool,
+) -> StepBatch:
+    """The micro-batch of ``draw``; built on the CPU when ``off_thread`` (a background thread
+    builds it, the step's thread moves it to the device), else straight on ``device``."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
+    target = torch.device("cpu") if off_thread else device
+    return draw_batch(streams, draw, gen, tokenizer, config, nsp, attn, target)
+
+
+def on_device(batch: StepBatch, device: torch.device) -> StepBatch:
+    """``batch`` with its tensors on ``device`` (copied without waiting where the device allows)."""
+    if device.type == "cpu":
+        return batch
+    tensors = {k: None if v is None else v.to(device, non_blocking=True) for k, v in batch.tensors.items()}
+    nsp_labels = None if batch.nsp_labels is None else batch.nsp_labels.to(device, non_blocking=True)
+    return StepBatch(tensors, batch.tokens, nsp_labels)

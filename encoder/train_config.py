@@ -74,6 +74,19 @@ class TrainConfig:
     # the same loss and gradients for ~12% less compute on 6 layers (encoder.masked_forward). Off
     # with NSP, whose head reads [CLS], and for models that are not transformers' BERT.
     sparse_last_layer: bool = True
+    # Where tokenised and packed blocks are kept between runs, keyed by corpus content, tokenizer,
+    # block length and packing (encoder.block_cache); None: prepared afresh every run.
+    block_cache_dir: str | Path | None = None
+    # Build the batch of the next step on a background thread while this one runs. None: on for an
+    # accelerator, off on CPU, where the step's matmuls already use every core. Batches are the
+    # same either way (each depends only on the seed and its step).
+    prefetch: bool | None = None
+    # Run the encoder's layers compiled with torch.compile (encoder.compiled). None: on for CUDA,
+    # off on CPU. The first step pays the compilation; the result's metrics report its time.
+    compile: bool | None = None
+    # torch.compile's mode for the layers (None: its default; "reduce-overhead": CUDA graphs, for
+    # small models whose GPU steps are bound by kernel launches; "max-autotune": tuned kernels).
+    compile_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings): recorded with the run's result and its saved state."""

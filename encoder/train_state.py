@@ -19,7 +19,7 @@ from encoder.train_config import TrainConfig
 STATE_WEIGHTS = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 # The decoder is tied to the word embeddings (and its bias to the head's): saved once, re-tied on load.
-_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
 def save_state(
@@ -34,7 +34,7 @@ def save_state(
     """Write the state after ``step`` steps: weights (tied ones once), optimizer, scheduler, NSP head
     and config, each to a temporary name then renamed, so a crash never leaves it half-written."""
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in _TIED}
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED}
     tmp_w, tmp_s = folder / (STATE_WEIGHTS + ".tmp"), folder / (STATE_FILE + ".tmp")
     save_file(weights, str(tmp_w))
     torch.save(
@@ -76,7 +76,7 @@ def load_state(
     missing, unexpected = model.load_state_dict(
         {k: v.to(next(model.parameters()).device) for k, v in load_file(str(weights_path)).items()}, strict=False
     )
-    missing = [k for k in missing if k not in _TIED]
+    missing = [k for k in missing if k not in TIED]
     if missing or unexpected:
         raise ValueError(
             f"resume_from={folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"

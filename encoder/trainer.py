@@ -10,7 +10,13 @@ Why our own loop and not ``transformers.Trainer``: the speed tricks, each where 
   positions, and the encoder's last layer only there too (:func:`_mlm_loss`);
 - packing: documents fill blocks instead of being padded (:mod:`encoder.packing`);
 - bf16 autocast where the hardware has it natively, the loss in float32 (:func:`_mlm_loss`);
-- under CPU bf16, eager attention and heap reuse for the run (:func:`_training_mode`).
+- under CPU bf16, eager attention and heap reuse for the run (:func:`_training_mode`);
+- on an accelerator, the encoder layers compiled (:mod:`encoder.compiled`) and the next batch
+  built on a background thread while the step runs (:mod:`encoder.prefetch`);
+- prepared blocks cached by content between runs (:mod:`encoder.block_cache`).
+
+Under ``torchrun`` (:mod:`encoder.distributed`, launched by :mod:`encoder.launch`) each process
+trains its share of every batch under DDP; rank 0 writes logs and states and decides when to stop.
 
 Everything else is the textbook recipe: AdamW, warm-up then linear decay, gradient accumulation
 and clipping.
@@ -23,29 +29,30 @@ from step ``s`` continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
-import platform
-import threading
+import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 from transformers import BertForMaskedLM, PreTrainedModel, get_linear_schedule_with_warmup
 
-from encoder.batches import Streams, draw_batch, prepare_streams
+from encoder import distributed
+from encoder.batches import Streams, build_batch, on_device, prepare_streams
 from encoder.bundle import MLMBundle, bf16_supported
-from encoder.masked_forward import hidden_at, last_hidden, supports_masked_forward
-from encoder.masking import IGNORE_INDEX
+from encoder.compiled import compiled_layers, encoder_layers, use_compile
+from encoder.heap import heap_reuse
+from encoder.masked_forward import supports_masked_forward
+from encoder.mlm_loss import MaskedLMLoss
 from encoder.model import attention_implementation, dropout_probabilities
 from encoder.packing import TrainText
+from encoder.prefetch import Prefetcher
 from encoder.reading_corpus import ReadingExample
 from encoder.train_config import TrainConfig, check_inputs
 from encoder.train_state import load_state, save_state
@@ -92,11 +99,16 @@ class Optimization:
 
 @dataclass
 class StepsRun:
-    """What the loop did: the loss of every step it ran, the tokens it saw, its wall time."""
+    """What the loop did: the loss of every step it ran, the tokens it saw, its wall time, each
+    step's wall time (the first one pays one-time costs such as compilation) and the processes
+    that shared it."""
 
     losses: list[float]
     tokens: int
     seconds: float
+    step_seconds: list[float] = field(default_factory=list)
+    world_size: int = 1
+    compiled: bool = False
 
 
 def train_mlm(
@@ -124,11 +136,17 @@ def train_mlm(
     """
     config = config or TrainConfig()
     check_inputs(new, replay, config)
+    prepare_started = time.perf_counter()
     streams = prepare_streams(bundle.tokenizer, new, replay, reading, config)
+    prepare_seconds = time.perf_counter() - prepare_started
     use_bf16 = _use_bf16(config, bundle.device)
     optimization = build_optimizer(bundle.model, config, bundle.device, resume_from)
     run = run_steps(bundle, streams, optimization, config, use_bf16, progress, on_step, batch_hook, extra_loss)
-    return finish(run, streams, optimization, config, use_bf16)
+    result = finish(run, streams, optimization, config, use_bf16)
+    result.metrics["prepare_seconds"] = prepare_seconds
+    # the figure that counts for a whole run: data preparation included
+    result.metrics["run_tokens_per_second"] = run.tokens / max(run.seconds + prepare_seconds, 1e-9)
+    return result
 
 
 def build_optimizer(
@@ -182,35 +200,52 @@ def run_steps(
     """
     model, tokenizer, device = bundle.model, bundle.tokenizer, bundle.device
     optimizer, scheduler = optimization.optimizer, optimization.scheduler
+    ranks = distributed.join(device)
     losses: list[float] = []
+    step_seconds: list[float] = []
     tokens_seen = 0
-    with _training_mode(model, config, use_bf16, device, progress, optimization.start_step) as (bar, log_file):
+    with contextlib.ExitStack() as stack:
+        bar, log_file = stack.enter_context(
+            _training_mode(model, config, use_bf16, device, progress and ranks.main, optimization.start_step, ranks)
+        )
         attn = model.config._attn_implementation  # the run's backend: masks are built in its form
         sparse_last_layer = config.sparse_last_layer and supports_masked_forward(model)
+        nsp = optimization.nsp_head is not None
+        loss_module = MaskedLMLoss(model, optimization.nsp_head, sparse_last_layer, use_bf16, device)
+        step_module = distributed.wrap(loss_module, device, nsp) if ranks.distributed else loss_module
+        prefetch = device.type != "cpu" if config.prefetch is None else config.prefetch
+        batches = stack.enter_context(
+            Prefetcher(
+                lambda d: build_batch(streams, d, tokenizer, config, nsp, attn, device, prefetch),
+                config.steps * config.grad_accum,
+                prefetch,
+            )
+        )
         started = time.perf_counter()
         window_start, window_tokens = started, 0
         for step in range(optimization.start_step, config.steps):
-            step_loss = 0.0
+            step_loss, step_started = 0.0, time.perf_counter()
             for micro in range(config.grad_accum):
                 # Data, masking and dropout of this micro-batch depend only on (seed, draw): exact resume.
                 draw = step * config.grad_accum + micro
-                gen = torch.Generator().manual_seed(config.seed * 1_000_003 + draw)
-                batch = draw_batch(
-                    streams, draw, gen, tokenizer, config, optimization.nsp_head is not None, attn, device
-                )
+                batch = on_device(batches.get(draw), device) if prefetch else batches.get(draw)
                 inputs = batch.tensors if batch_hook is None else batch_hook(batch.tensors, step)
                 torch.manual_seed(config.seed * 1_000_003 + draw)  # dropout, reproducibly
-                loss = _mlm_loss(
-                    model, inputs, batch.nsp_labels, optimization.nsp_head, sparse_last_layer, use_bf16, device
-                )
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"train_mlm: loss became {loss.item()} at step {step}; lower the learning rate"
-                    )
-                (loss / config.grad_accum).backward()
-                step_loss += loss.item() / config.grad_accum
+                with distributed.no_sync(step_module, micro == config.grad_accum - 1):
+                    if ranks.distributed:
+                        mine = distributed.share(inputs, batch.nsp_labels, ranks)
+                        loss = step_module(mine.inputs, mine.nsp_labels, (mine.mlm_divisor, mine.nsp_divisor))
+                    else:
+                        loss = step_module(inputs, batch.nsp_labels)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model)
+                    value = distributed.global_mean(loss, ranks)
+                    if value != value or value in (float("inf"), float("-inf")):
+                        raise FloatingPointError(
+                            f"train_mlm: loss became {value} at step {step}; lower the learning rate"
+                        )
+                    (loss / config.grad_accum).backward()
+                step_loss += value / config.grad_accum
                 tokens_seen += batch.tokens
                 window_tokens += batch.tokens
             grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in optimization.named], config.max_grad_norm)
@@ -218,6 +253,7 @@ def run_steps(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
+            step_seconds.append(time.perf_counter() - step_started)
             done = step + 1
             # torch annotates learning rates as float | Tensor (an optimizer may hold tensor ones); ours are floats
             lr = float(scheduler.get_last_lr()[0])
@@ -232,44 +268,45 @@ def run_steps(
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
             if config.state_dir and ((config.save_every and done % config.save_every == 0) or done == config.steps):
-                save_state(Path(config.state_dir), model, optimizer, scheduler, optimization.nsp_head, done, config)
+                if ranks.main:
+                    save_state(Path(config.state_dir), model, optimizer, scheduler, optimization.nsp_head, done, config)
+                distributed.barrier(ranks)
+            if _rank0_stops(ranks, device, done, metrics, on_step, config.max_seconds, started):
+                break
+    compiled = use_compile(config.compile, device) and bool(encoder_layers(model))
+    return StepsRun(losses, tokens_seen, time.perf_counter() - started, step_seconds, ranks.world, compiled)
+
+
+def _rank0_stops(
+    ranks: distributed.Ranks,
+    device: torch.device,
+    done: int,
+    metrics: dict[str, float],
+    on_step: StepHook | None,
+    max_seconds: float | None,
+    started: float,
+) -> bool:
+    """Whether the run stops after step ``done``: rank 0 calls ``on_step`` and checks the time
+    budget, and every rank follows its decision. Re-raises what ``on_step`` raised (on rank 0; the
+    other ranks raise ``RuntimeError``)."""
+    decision, failure = distributed.CONTINUE, None
+    if ranks.main:
+        try:
             if on_step is not None:
                 on_step(done, metrics)
-            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
-                log.info("train_mlm: time budget of %.0f s reached after %d steps", config.max_seconds, done)
-                break
-    return StepsRun(losses, tokens_seen, time.perf_counter() - started)
-
-
-def _mlm_loss(
-    model: BertForMaskedLM,
-    batch: Mapping[str, torch.Tensor | None],
-    nsp_labels: torch.Tensor | None,
-    nsp_head: torch.nn.Module | None,
-    sparse_last_layer: bool,
-    use_bf16: bool,
-    device: torch.device,
-) -> torch.Tensor:
-    """Cross-entropy at the masked positions, plus next-sentence prediction's on [CLS] when the
-    batch has NSP labels."""
-    labels = batch["labels"]
-    if labels is None:
-        raise ValueError("train_mlm: the batch's labels are None (a batch_hook must keep them)")
-    # The MLM head only where a token is masked: ~7x less head compute than at every position.
-    predicted = labels != IGNORE_INDEX
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):  # bf16 matmuls, float32 weights
-        if sparse_last_layer and nsp_labels is None:
-            # The last layer only there too (keys and values everywhere): same loss, ~12% less compute.
-            logits = model.cls(hidden_at(model, batch, predicted))
-        else:
-            hidden = last_hidden(model, batch)
-            logits = model.cls(hidden[predicted])
-    loss = F.cross_entropy(logits.float(), labels[predicted])  # softmax over 30k words in float32
-    if nsp_head is not None and nsp_labels is not None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            nsp_logits = nsp_head(hidden[:, 0])
-        loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels.to(device))
-    return loss
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                log.info("train_mlm: time budget of %.0f s reached after %d steps", max_seconds, done)
+                decision = distributed.STOP
+        except BaseException as exc:
+            if not ranks.distributed:
+                raise
+            decision, failure = distributed.FAILED, exc
+    decision = distributed.rank0_says(decision, ranks, device)
+    if decision == distributed.FAILED:
+        if failure is not None:
+            raise failure
+        raise RuntimeError(f"train_mlm: rank 0 stopped the run after step {done}")
+    return decision == distributed.STOP
 
 
 def finish(
@@ -292,6 +329,12 @@ def finish(
             "blocks_new": streams.new_blocks,
             "blocks_replay": streams.replay_blocks,
             "config": config.to_dict(),
+            "first_step_seconds": run.step_seconds[0] if run.step_seconds else float("nan"),
+            "median_step_seconds": statistics.median(run.step_seconds[1:])
+            if len(run.step_seconds) > 1
+            else float("nan"),
+            "world_size": run.world_size,
+            "compiled": run.compiled,
         },
     )
 
@@ -333,12 +376,16 @@ def _training_mode(
     device: torch.device,
     progress: bool,
     start_step: int,
+    ranks: distributed.Ranks | None = None,
 ) -> Iterator[tuple[tqdm | None, TextIO | None]]:
     """The model in training mode with the run's attention, dropout and allocator settings; yields
     the progress bar and the JSONL log file (each ``None`` when off). Everything opened or changed
     is undone on the way out, in reverse order, whether the run ends or raises."""
     with contextlib.ExitStack() as run_scope:
-        log_file = run_scope.enter_context(open(config.log_path, "a", encoding="utf-8")) if config.log_path else None
+        main = ranks is None or ranks.main  # one process writes the log
+        log_file = (
+            run_scope.enter_context(open(config.log_path, "a", encoding="utf-8")) if config.log_path and main else None
+        )
         bar = None
         if progress:
             bar = tqdm(total=config.steps, initial=start_step, desc="MLM", unit="step", dynamic_ncols=True)
@@ -347,6 +394,7 @@ def _training_mode(
         run_scope.enter_context(attention_implementation(model, _training_attention(config, model, use_bf16, device)))
         # On CPU, freed memory stays in the process: vocabulary-sized tensors are not faulted in every step.
         run_scope.enter_context(heap_reuse(device.type == "cpu" if config.reuse_heap is None else config.reuse_heap))
+        run_scope.enter_context(compiled_layers(model, use_compile(config.compile, device), config.compile_mode))
         model.train()
         run_scope.enter_context(dropout_probabilities(model, config.attention_dropout, config.hidden_dropout))
         run_scope.callback(model.eval)  # registered last: undone first
@@ -360,52 +408,3 @@ def _training_attention(config: TrainConfig, model: PreTrainedModel, use_bf16: b
     if use_bf16 and device.type == "cpu":
         return "eager"
     return model.config._attn_implementation
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt parameters, <malloc.h>
-_heap_lock = threading.Lock()
-_heap_users = 0
-
-
-def _glibc() -> Any:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-@contextlib.contextmanager
-def heap_reuse(on: bool = True) -> Iterator[bool]:
-    """Serve every allocation from the process heap and keep freed memory there, for the duration.
-
-    Why: glibc hands each block above its mmap threshold (at most 32 MiB) straight to the kernel
-    and returns it on free, so every step of a BERT run page-faults its vocabulary-sized tensors
-    (the tied 30k x 384 embedding gradient and its bf16 copy, the masked logits) back in: a
-    large share of a CPU step. Afterwards glibc's settings are put back where its
-    own dynamic threshold would have taken them and the heap is trimmed (free pages go back to the
-    system; free blocks stay in glibc's bins, so later allocations they can hold come from there).
-    Yields whether the setting applies (glibc on Linux); nested and concurrent uses are counted.
-    """
-    global _heap_users
-    libc = _glibc() if on else None
-    if libc is None:
-        yield False
-        return
-    with _heap_lock:
-        if _heap_users == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-        _heap_users += 1
-    try:
-        yield True
-    finally:
-        with _heap_lock:
-            _heap_users -= 1
-            if _heap_users == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-                libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
-                libc.mallopt(_M_MMAP_MAX, 65536)
-                libc.malloc_trim(0)

@@ -79,6 +79,12 @@ class TrainSettings(BaseModel):
         "concat", description="layout of the injected training input; 'mixed' picks one per step"
     )
     seed: int = 0
+    nproc: int = Field(
+        1,
+        ge=1,
+        description="training processes for `kecl train` and the update cycle's training stage: more than "
+        "one trains data-parallel through torch.distributed.run (one per GPU, or gloo on CPU)",
+    )
 
 
 class IndexSettings(BaseModel):
@@ -265,6 +271,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def blocks_cache_dir(self) -> Path:
+        """Tokenised and packed training blocks, re-used by runs over the same text."""
+        return self.home / "cache" / "blocks"
 
 
 def _config_file() -> Path | None:

@@ -210,6 +210,7 @@ def train_config(settings: Settings, steps: int | None = None) -> TrainConfig:
         hidden_dropout=t.hidden_dropout,
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
+        block_cache_dir=settings.blocks_cache_dir,
     )
 
 
@@ -221,6 +222,8 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
         evidence_boost=settings.model.evidence_boost,
         normalisation=settings.answers.normalisation,
+        train_nproc=settings.train.nproc,
+        work_dir=settings.runs_dir,
     )
 
 

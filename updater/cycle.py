@@ -44,6 +44,7 @@ from encoder import (
     save_checkpoint,
     set_active,
     train_mlm,
+    train_mlm_distributed,
 )
 from knowledge import FactView, IngestSummary, KnowledgeStore, Watermark, iter_input_files
 from updater.entity_ranks import CandidateSource
@@ -79,6 +80,10 @@ class CycleConfig:
     heldout_passages: int = 200
     eval_modes: tuple[str, ...] = ("closed-book", "concat")
     l2_pull: float = 0.0
+    # Processes of the training stage: more than one trains data-parallel through
+    # torch.distributed.run (encoder.launch); evaluation and gates stay in this process.
+    train_nproc: int = 1
+    work_dir: Path | None = None  # where a distributed training stage keeps its temporary files
     lease_seconds: float = 600.0
     min_train_texts: int = 1  # below this, nothing new to learn: evaluate and record only
     relink_max_passages: int = 200_000  # relink earlier text for new names up to this store size
@@ -462,7 +467,21 @@ def train_candidate(
 ) -> TrainResult:
     """Train ``bundle`` in place on the new text with replay (and reading exercises), checking after
     every step that the lock is still ours. Raises ``CycleLockLost`` if another process took it
-    over, and what :func:`encoder.train_mlm` raises."""
+    over, and what :func:`encoder.train_mlm` raises; with ``config.train_nproc`` > 1, what
+    :func:`encoder.launch.train_mlm_distributed` raises."""
+    if config.train_nproc > 1:
+        if config.l2_pull > 0:
+            raise ValueError("l2_pull needs the single-process training stage (train_nproc=1)")
+        return train_mlm_distributed(
+            bundle,
+            data.texts,
+            data.replay,
+            config.train,
+            nproc=config.train_nproc,
+            reading=reading,
+            work_dir=config.work_dir,
+            check=lock.check,  # stop the workers before promoting over another cycle's work
+        )
     return train_mlm(
         bundle,
         data.texts,
@@ -525,6 +544,7 @@ def _train_metrics(result: TrainResult) -> dict[str, Any]:
         "final_loss": result.final_loss,
         "tokens_per_second": result.tokens_per_second,
         "bf16": result.bf16,
+        "processes": result.metrics.get("world_size", 1),
     }
 
 

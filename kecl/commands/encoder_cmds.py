@@ -70,14 +70,31 @@ def register(app: typer.Typer) -> None:
         from_model: str | None = typer.Option(None, "--from", help="model id or path (default: the active checkpoint)"),
         steps: int | None = typer.Option(None, help="optimizer steps (default: settings train.steps)"),
         activate: bool = typer.Option(True, help="make the new checkpoint active"),
+        nproc: int | None = typer.Option(
+            None,
+            "--nproc",
+            help="training processes, launched through torch.distributed.run: one per GPU, or CPU "
+            "processes with gloo (default: settings train.nproc)",
+        ),
     ) -> None:
         """Continue MLM training on CORPUS and save the result as a new checkpoint."""
         # deferred: torch and the models load only when a command runs, not for --help
         import encoder
         from kecl.home import open_store
-        from kecl.wiring import active_checkpoint, ensure_default_checkpoint, promote_checkpoint, train_config
+        from kecl.wiring import (
+            active_checkpoint,
+            device_for,
+            ensure_default_checkpoint,
+            promote_checkpoint,
+            train_config,
+        )
 
         settings = load_settings()
+        processes = settings.train.nproc if nproc is None else nproc
+        try:
+            encoder.check_nproc(processes, device_for(settings))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--nproc") from exc
         texts = _read_corpus(corpus)
         if not texts:
             raise typer.BadParameter("the corpus files hold no text")
@@ -90,7 +107,13 @@ def register(app: typer.Typer) -> None:
         bundle = _load_bundle(settings, from_model)
         config = train_config(settings, steps)
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        result = encoder.train_mlm(bundle, texts, config=config, progress=True)
+        if processes > 1:
+            console.print(f"training on {processes} processes (torch.distributed.run)")
+            result = encoder.train_mlm_distributed(
+                bundle, texts, config=config, nproc=processes, work_dir=settings.runs_dir
+            )
+        else:
+            result = encoder.train_mlm(bundle, texts, config=config, progress=True)
         version = encoder.save_checkpoint(
             bundle,
             settings.checkpoints_dir,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from encoder.trainer import _glibc
+from encoder.heap import _glibc
 
 _HEAP_SCRIPT = """
 import ctypes, json
 import torch
-from encoder.trainer import heap_reuse
+from encoder.heap import heap_reuse
 from tests.factories import mib_returned_on_freeing_64mib as returned
 
 class MallInfo2(ctypes.Structure):

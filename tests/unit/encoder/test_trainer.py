@@ -259,13 +259,13 @@ def test_which_attention_trains(tokenizer, train_attention, bf16, device, expect
 
 def test_trainer_keeps_freed_memory_only_during_a_cpu_run(tokenizer):
     """train_mlm on CPU runs inside heap_reuse (reuse_heap=None), not with reuse_heap=False."""
-    import encoder.trainer as trainer
+    import encoder.heap as heap
 
     def during(reuse_heap):
         seen = []
 
         def hook(batch, step):
-            seen.append((trainer._heap_users, mib_returned_on_freeing_64mib()))
+            seen.append((heap._heap_users, mib_returned_on_freeing_64mib()))
             return batch
 
         train_mlm(
@@ -277,9 +277,9 @@ def test_trainer_keeps_freed_memory_only_during_a_cpu_run(tokenizer):
         )
         return seen
 
-    applies = int(trainer._glibc() is not None)  # elsewhere heap_reuse is a no-op
-    assert trainer._heap_users == 0
+    applies = int(heap._glibc() is not None)  # elsewhere heap_reuse is a no-op
+    assert heap._heap_users == 0
     assert [users for users, _ in during(False)] == [0, 0]
     on = during(None)
     assert [users for users, _ in on] == [applies, applies] and (not applies or max(r for _, r in on) < 8)
-    assert trainer._heap_users == 0
+    assert heap._heap_users == 0
