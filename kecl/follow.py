@@ -28,7 +28,7 @@ from retrieval import IndexHandle, PassageIndex, TextEmbedder
 
 log = logging.getLogger("kecl")
 
-NOTIFY_CHANNEL = "kecl_passage_events"  # the channel migration 0004's trigger notifies
+NOTIFY_CHANNEL = "kecl_passage_events"  # the channel the passage-event triggers notify (migration 0003_snapshots)
 
 
 def embed_into(handle: IndexHandle, texts: dict[int, str]) -> int:
