@@ -27,7 +27,7 @@ from tests.factories import activate_tiny_checkpoint, save_tiny_sentence_encoder
 from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-KEY = "open-sesame"
+KEY = "open-sesame-0123456789"
 SCRIPT_ALIAS = "<script>window.pwned = 1</script>"
 
 if not Path(CHROMIUM).exists():

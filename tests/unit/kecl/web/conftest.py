@@ -51,7 +51,7 @@ def populate_web(k: Kecl) -> Kecl:
 
 @pytest.fixture()
 def web_kecl(tmp_path: Path, tiny_embedder_dir: Path) -> Iterator[Kecl]:
-    k = Kecl(tiny_settings(tmp_path / "home", tiny_embedder_dir, api={"api_key": "sesame"}))
+    k = Kecl(tiny_settings(tmp_path / "home", tiny_embedder_dir, api={"api_key": "sesame-sesame-sesame"}))
     activate_tiny_checkpoint(k.settings)
     yield populate_web(k)
     k.close()

@@ -30,7 +30,7 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def login(client: TestClient, key: str = "sesame") -> None:
+def login(client: TestClient, key: str = "sesame-sesame-sesame") -> None:
     r = client.post("/session", data={"key": key, "next": "/ingest"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ingest"
     cookie = r.headers["set-cookie"].lower()
