@@ -245,9 +245,11 @@ def retrieve(system: KnowledgeAccess, text: str, opts: QueryOptions) -> Prepared
     """
     t0 = time.perf_counter()
     text = MASK_PATTERN.sub("[MASK]", text)
-    # [CLS] and [SEP] take two of the encoder's positions
-    text = fit_to_budget(system.encoder.tokenizer, text, system.settings.model.max_injected_length - 2)
     answers = system.settings.answers
+    # [CLS] and [SEP] take two of the encoder's positions; entity-level scoring widens the [MASK]
+    # into as many masks as a candidate has pieces, so the text leaves room for the longest
+    extra_masks = max(answers.max_pieces, answers.decode_pieces) - 1 if answers.entities else 0
+    text = fit_to_budget(system.encoder.tokenizer, text, system.settings.model.max_injected_length - 2 - extra_masks)
     mentions = system.store.link(text) if answers.entities or opts.mode != "closed-book" else []
     if opts.mode == "closed-book":
         # Closed-book: candidates of a fitting type only, never the subject's own facts or passages.

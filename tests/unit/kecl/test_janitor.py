@@ -73,7 +73,7 @@ def test_index_status_verifies_checksums(
     status = json.loads(ok.output)
     assert status["files"] == "verified (sha256)" and status["in_step"] == "yes"
 
-    faiss_file = next(p for p in (home / "index").iterdir() if p.suffix == ".faiss")
+    faiss_file = next((home / "index").rglob("*.faiss"))  # inside the published generation's folder
     faiss_file.write_bytes(faiss_file.read_bytes()[:-16])  # truncated, as by a full disk
     bad = runner.invoke(app, ["index", "status", "--json"])
     assert bad.exit_code == 1
