@@ -31,7 +31,9 @@ def compiled_layers(model: torch.nn.Module, on: bool, mode: str | None = None) -
     launches) for the duration and eager again afterwards; yields whether any layer was compiled."""
     layers = encoder_layers(model) if on else []
     for layer in layers:
-        layer.compile(dynamic=False, mode=mode)
+        # dynamic=None: the first shape compiles static; a batch of another length (a reading
+        # exercise) recompiles once with dynamic shapes instead of once per length
+        layer.compile(dynamic=None, mode=mode)
     if layers:
         log.info("torch.compile: %d encoder layers compiled (the first step pays the compilation)", len(layers))
     try:
