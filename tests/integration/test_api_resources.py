@@ -283,7 +283,8 @@ def test_metrics_in_prometheus_format(client: httpx.Client) -> None:
         return samples[(name, tuple(sorted(labels.items())))]
 
     route = "/v1/documents/{document_id}"
-    assert value("kecl_http_requests_total", method="GET", route=route, status="200") == 1
+    counted = "\n".join(line for line in r.text.splitlines() if "requests_total{" in line)
+    assert value("kecl_http_requests_total", method="GET", route=route, status="200") == 1, counted
     assert value("kecl_http_requests_total", method="GET", route=route, status="404") == 1
     assert value("kecl_http_request_duration_seconds_count", method="GET", route=route) == 2
     assert value("kecl_query_batch_size_count") == 1
