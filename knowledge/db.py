@@ -7,13 +7,13 @@ the three helpers built on it), so no query can exceed SQLite's bound-parameter 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Delete, Engine, Row, Select, Update, create_engine, event
+from sqlalchemy import Delete, Engine, Row, Select, Update, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,13 +61,42 @@ def make_engine(url: str, echo: bool = False) -> Engine:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic, so users keep their store across upgrades.
 
-    Returns nothing; raises :class:`alembic.util.CommandError` for an unknown revision.
+    Returns nothing; raises :class:`alembic.util.CommandError` for an unknown revision. A store
+    already at the newest revision is recognised without loading Alembic (a second of every
+    command's start-up).
     """
+    if revision == "head" and _current_revision(engine) == _head_revision():
+        return
+    # deferred: Alembic loads only when the schema may need upgrading
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def _head_revision() -> str | None:
+    """The one revision no migration names as its ``down_revision``; None if that is not exactly one."""
+    revisions, downs = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        revisions |= set(re.findall(r'^revision(?::[^=]*)?= *"([^"]+)"', source, re.MULTILINE))
+        downs |= set(re.findall(r'^down_revision(?::[^=]*)?= *"([^"]+)"', source, re.MULTILINE))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(engine: Engine) -> str | None:
+    """The store's Alembic revision; None for a new or unversioned database."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return None
+    return rows[0] if len(rows) == 1 else None
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

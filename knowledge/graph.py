@@ -31,8 +31,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:  # annotations only: networkx loads when a graph view is built
+    import networkx as nx
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class FactGraph:
     """The current facts as a MultiDiGraph plus the per-node indexes that keep queries fast."""
 
     def __init__(self) -> None:
+        import networkx as nx  # deferred: a second off the start of every command that opens the store
+
         self._graph: nx.MultiDiGraph[int] = nx.MultiDiGraph()
         self._facts: dict[int, GraphFact] = {}
         # entity id -> sorted ids of the facts it takes part in (as subject or object)

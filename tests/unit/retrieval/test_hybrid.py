@@ -131,10 +131,10 @@ def test_cli_index_build_status_reconcile_and_search(tmp_path, monkeypatch, tiny
 
     result = runner.invoke(app, ["search", "who was crowned in Dunmere", "-k", "2", "--json"])
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]  # the shape of POST /v1/search
     assert len(hits) == 2 and "Dunmere" in hits[0]["text"] and hits[0]["ranks"]["lexical"] == 1
     result = runner.invoke(app, ["search", "Zorvath Quill", "--source", "wiki", "--json"])
-    assert all(h["source"] == "wiki" for h in json.loads(result.stdout))
+    assert all(h["source"] == "wiki" for h in json.loads(result.stdout)["hits"])
     result = runner.invoke(app, ["search", "Zorvath Quill", "-k", "1"])
     assert result.exit_code == 0 and "Zorvath" in result.output
     store.close()
