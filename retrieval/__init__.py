@@ -5,7 +5,8 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 - embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``TextEmbedder``;
 - the index: ``PassageIndex``, ``IndexState``, ``IndexConfig``, ``choose_kind``, ``build_index``,
   ``gpu_available``;
-- on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``;
+- on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``,
+  ``verify_files``;
 - keeping it current: ``reconcile``, ``ReconcileReport``, ``EmbedderMismatchError``,
   ``build_from_passages``, ``IndexHandle``;
 - fusing ranked lists: ``reciprocal_rank_fusion``.
