@@ -364,7 +364,8 @@ def run_campaign(names: list[str], root: Path, postgres: str | None = None) -> l
         except Exception as exc:  # noqa: BLE001 - a fault that breaks the campaign is a row, not the end
             row = Outcome(name, f"campaign error: {type(exc).__name__}: {exc}", "?", None, False)
         row.details["seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"{'ok  ' if row.ok else 'FAIL'} {row.fault}: {row.behaviour}", file=sys.stderr, flush=True)
+        # one table row as each fault ends: a campaign cut short still leaves its rows
+        print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
         rows.append(row)
     if postgres:
         rows.append(postgres_restart(root / "pg-home", postgres))
