@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,136 +25,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-KEY = "fault-campaign-key-0123"
-BASE = [
-    {"kind": "relation", "id": "P38", "label": "currency", "template": "The currency of [X] is the [Y] .",
-     "functional": True},
-    {"kind": "relation", "id": "P36", "label": "capital", "template": "The capital of [X] is [Y] .",
-     "functional": True},
-    {"kind": "entity", "id": "croatia", "name": "Croatia"},
-    {"kind": "entity", "id": "kuna", "name": "kuna"},
-    {"kind": "entity", "id": "euro", "name": "euro"},
-    {"kind": "entity", "id": "zagreb", "name": "Zagreb"},
-    {"kind": "fact", "subject": "croatia", "relation": "P38", "object": "kuna", "valid_from": "1994-05-30"},
-    {"kind": "fact", "subject": "croatia", "relation": "P36", "object": "zagreb"},
-    {"text": "Zagreb is the capital of Croatia. The kuna was the currency of Croatia."},
-    {"text": "Paris is the capital of France. France uses the euro."},
-]  # fmt: skip
-
-
-def later_feed(tag: str) -> list[dict[str, Any]]:
-    """A new batch for the inbox: a new entity with a capital, and a document (``tag`` keeps each
-    scenario's batch distinct)."""
-    return [
-        {"kind": "entity", "id": f"land-{tag}", "name": f"Landia {tag}"},
-        {"kind": "entity", "id": f"city-{tag}", "name": f"Citadel {tag}"},
-        {"kind": "fact", "subject": f"land-{tag}", "relation": "P36", "object": f"city-{tag}"},
-        {"text": f"Citadel {tag} is the capital of Landia {tag}."},
-    ]
-
-
-@dataclass
-class Outcome:
-    """One row of the campaign's table."""
-
-    fault: str
-    behaviour: str
-    lost: str  # what was acknowledged and is gone ("none" is the target)
-    recovery_s: float | None
-    ok: bool
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-class Home:
-    """A kecl home driven through real ``kecl`` processes."""
-
-    def __init__(self, root: Path, database_url: str | None = None) -> None:
-        self.root = root
-        self.env = {
-            **os.environ,
-            "KECL_HOME": str(root),
-            "KECL_API__API_KEY": KEY,
-            "KECL_LOG_LEVEL": "INFO",
-            "KECL_TRAIN__STEPS": "6",
-            "KECL_TRAIN__BATCH_SIZE": "8",
-            "KECL_GATES__MAX_RETENTION_DROP": "1.0",
-            "KECL_GATES__MAX_LOSS_INCREASE": "100.0",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        if database_url:
-            self.env["KECL_DATABASE_URL"] = database_url
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "kecl.cli", *args]
-
-    def run(self, *args: str, timeout: float = 900, extra_env: dict[str, str] | None = None,
-            preexec: Callable[[], None] | None = None) -> tuple[int, str, float]:  # fmt: skip
-        """Run ``kecl ARGS``; returns (exit code, stdout+stderr, seconds)."""
-        t0 = time.perf_counter()
-        done = subprocess.run(
-            self.command(*args),
-            env={**self.env, **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=preexec,
-        )
-        return done.returncode, done.stdout + done.stderr, time.perf_counter() - t0
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.command(*args), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-
-    def prepare(self) -> None:
-        """init (no adaptation: cycles train the base model), the base feed, one cycle (a checkpoint)."""
-        for args in (("init", "--no-adapt"), ("ingest", str(write_jsonl(self.root.parent / "base.jsonl", BASE)))):
-            rc, out, _ = self.run(*args)
-            if rc != 0:
-                raise RuntimeError(f"kecl {' '.join(args)} failed: {out[-2000:]}")
-
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        """A read on the home's SQLite database (the campaign's own check, outside kecl)."""
-        with sqlite3.connect(self.root / "kecl.db") as c:
-            return c.execute(query).fetchall()
-
-
-def _kill_at(proc: subprocess.Popen[str], marker: str, then: Callable[[], bool] | None = None) -> str | None:
-    """SIGKILL ``proc`` when its log shows ``marker`` (and ``then()`` holds, polled); returns the
-    last stage it logged, or None if it finished first."""
-    assert proc.stderr is not None
-    stage = None
-    for line in proc.stderr:
-        if "cycle stage: " in line:
-            stage = line.rsplit("cycle stage: ", 1)[1].strip()
-        if marker in line:
-            deadline = time.monotonic() + 120
-            while then is not None and not then() and time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return stage
-    proc.wait()
-    return None
-
+from benchmarks.fault_home import KEY, Home, Outcome, free_port, kill_at, later_feed, wait_healthy, write_jsonl
 
 # ----------------------------------------------------------------------------- faults
 
@@ -167,7 +41,7 @@ def cycle_kill(home: Home, stage: str) -> Outcome:
     write_jsonl(home.inbox / f"batch-{stage}.jsonl", later_feed(stage))
     proc = home.start("update")
     tmp_seen = (lambda: any(home.root.joinpath("checkpoints").glob(".tmp-*"))) if stage == "checkpoint" else None
-    killed_in = _kill_at(proc, f"cycle stage: {stage}", tmp_seen)
+    killed_in = kill_at(proc, f"cycle stage: {stage}", tmp_seen)
     if killed_in is None:
         return Outcome(f"kill -9 `kecl update` in {stage}", "the cycle finished before the kill", "-", None, False)
     leftovers = len(list(home.root.joinpath("checkpoints").glob(".tmp-*")))
@@ -218,30 +92,12 @@ def lock_held_elsewhere(home: Home) -> Outcome:
     )
 
 
-def _wait_healthy(url: str, timeout: float = 600) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy in {timeout}s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_kill_mid_post(home: Home, clients: int = 4) -> Outcome:
     """SIGKILL ``kecl serve`` during a burst of POST /v1/documents; every 201 must survive."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = home.start("serve", "--port", str(port))
-    _wait_healthy(url)
+    wait_healthy(url)
     acked: list[str] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -274,7 +130,7 @@ def server_kill_mid_post(home: Home, clients: int = 4) -> Outcome:
     t0 = time.perf_counter()
     proc = home.start("serve", "--port", str(port))
     try:
-        _wait_healthy(url)
+        wait_healthy(url)
         recovery = time.perf_counter() - t0
         with httpx.Client(base_url=url, timeout=60) as c:
             hits = c.post("/v1/search", json={"text": acked[-1], "k": 10}).json() if acked else {}
@@ -305,12 +161,12 @@ def truncated_index(home: Home) -> Outcome:
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     rc, out, _ = home.run("index", "status", "--json")
     reported = rc == 1 and "does not match its checksum" in out
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = home.start("serve", "--port", str(port))
     try:
-        _wait_healthy(url)
+        wait_healthy(url)
         recovery = time.perf_counter() - t0
         stats = httpx.get(url + "/v1/stats", timeout=30).json()
     finally:
@@ -508,7 +364,8 @@ def run_campaign(names: list[str], root: Path, postgres: str | None = None) -> l
         except Exception as exc:  # noqa: BLE001 - a fault that breaks the campaign is a row, not the end
             row = Outcome(name, f"campaign error: {type(exc).__name__}: {exc}", "?", None, False)
         row.details["seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"{'ok  ' if row.ok else 'FAIL'} {row.fault}: {row.behaviour}", file=sys.stderr, flush=True)
+        # one table row as each fault ends: a campaign cut short still leaves its rows
+        print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
         rows.append(row)
     if postgres:
         rows.append(postgres_restart(root / "pg-home", postgres))

@@ -329,4 +329,7 @@ def test_real_responses_match_their_models_and_lose_nothing(live_server: LiveSer
         bare.state.kecl.close()
 
     resource_ops = set(RESOURCE_OPERATIONS.values())
-    assert {(op, s) for op, s in check.documented if op not in resource_ops} - CANNOT_HAPPEN <= check.seen
+    # 500 and 503 (a bug, a database that went away) are documented on every operation and
+    # produced by tests/integration/test_api_errors.py
+    faults = {(op, status) for op, status in check.documented if status in (500, 503)}
+    assert {(op, s) for op, s in check.documented if op not in resource_ops} - CANNOT_HAPPEN - faults <= check.seen
