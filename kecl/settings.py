@@ -116,6 +116,11 @@ class AnswerSettings(BaseModel):
     max_pieces: int = Field(6, description="candidates with more word-pieces than this are not scored")
     decode_pieces: int = Field(3, description="free decoding tries 1..this many masks when no candidate fits")
     max_candidates: int = Field(2000, description="entities proposed per query at most")
+    shortlist: int | None = Field(
+        16,
+        description="score in full only the candidates whose first word-piece is among this many likeliest "
+        "at one [MASK] (and every candidate from the linked facts); None: every candidate",
+    )
     top_k: int = Field(10, description="entity-level answers listed per query")
 
 

@@ -175,6 +175,7 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         gates=GateConfig(g.max_retention_drop, g.max_loss_increase, g.min_acquisition),
         evidence_boost=settings.model.evidence_boost,
         normalisation=settings.answers.normalisation,
+        shortlist=settings.answers.shortlist,
     )
 
 

@@ -84,6 +84,7 @@ class CycleConfig:
     reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
     evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
     normalisation: str = "mean"  # how entity-level scores are normalised by length (as the pipeline does)
+    shortlist: int | None = None  # candidates scored in full per probe (as the pipeline does; None: all)
     # Patterns new facts are stated in for training, replayed facts in (the first) and reading
     # exercises in (see updater.VERBALISATIONS); fewer patterns: fewer sentences per fact.
     verbalisations: tuple[str, ...] = VERBALISATIONS
@@ -311,6 +312,7 @@ def _run_stages(
             config.evidence_boost,
             ctx.candidates,
             config.normalisation,
+            config.shortlist,
         )
     run.metrics["active"] = active.to_dict()
     if len(data.texts) < config.min_train_texts:
@@ -328,6 +330,7 @@ def _run_stages(
             config.evidence_boost,
             ctx.candidates,
             config.normalisation,
+            config.shortlist,
         )
     run.metrics["candidate"] = candidate.to_dict()
     decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])
