@@ -58,6 +58,11 @@ class TrainSettings(BaseModel):
     max_grad_norm: float = 1.0
     mlm_probability: float = 0.15
     replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
+    vocabulary_min_count: int | None = Field(
+        None,
+        description="update cycles add new entities' names that the tokenizer splits, met at least this often "
+        "in the text to learn, to the vocabulary as one token each; None: no growth",
+    )
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
         0.0,

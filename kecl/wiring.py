@@ -176,6 +176,7 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         evidence_boost=settings.model.evidence_boost,
         normalisation=settings.answers.normalisation,
         shortlist=settings.answers.shortlist,
+        vocabulary_min_count=settings.train.vocabulary_min_count,
     )
 
 
