@@ -14,6 +14,7 @@ from kecl.settings import Settings
 from tests.integration.test_api import FEED, KEY
 from tests.servers import LiveServer, free_port, start_server
 
+
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(
