@@ -257,6 +257,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="also evaluate concat passages with these evidence boosts (comma-separated logit "
         "bonuses, e.g. 2,4,6; default: kecl's model.evidence_boost; the other columns have none)",
     )
+    parser.add_argument(
+        "--normalisations",
+        default="",
+        help="also evaluate at entity level (graph candidates scored with one [MASK] per word-piece, every "
+        "object counted) closed-book and with facts+passages, once per length normalisation "
+        "(comma-separated: mean,sqrt,sum)",
+    )
     parser.add_argument("--quick", action="store_true", help="4 T-REx facts a relation, 20 Google-RE, 40 steps")
     parser.add_argument("--out", default="bench-out/lama.json")
     args = parser.parse_args(argv)
@@ -269,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from encoder import SpanText, TrainConfig, train_mlm
-    from kecl.evidence import cached_source
+    from kecl.evidence import cached_source, pipeline_candidates
     from kecl.pipeline import QueryOptions
     from updater import Probe, evaluate
 
@@ -331,6 +338,23 @@ def main(argv: list[str] | None = None) -> dict:
                     max_length=max_length,
                 )
             )
+            for normalisation in [n for n in args.normalisations.split(",") if n]:
+                candidates = pipeline_candidates(kecl)
+                for modes, knowledge, what in ((("closed-book",), None, "entity"), (("concat",), with_facts, "entity")):
+                    report = report.merge(
+                        evaluate(
+                            bundle,
+                            probes,
+                            modes=modes,
+                            knowledge=knowledge,
+                            label=f"{what} {normalisation}",
+                            max_length=max_length,
+                            evidence_boost=kecl.settings.model.evidence_boost if knowledge else 0.0,
+                            candidates=candidates,
+                            normalisation=normalisation,
+                            shortlist=kecl.settings.answers.shortlist,
+                        )
+                    )
             for boost in boosts:
                 report = report.merge(
                     evaluate(

@@ -164,6 +164,7 @@ def score_entities(
     top_k: int = 10,
     batch_size: int = 64,
     one_mask: dict[int, tuple[torch.Tensor, str]] | None = None,
+    shortlist: int | None = None,
 ) -> list[list[EntityPrediction]]:
     """Ranked entity-level answers for the one ``[MASK]`` of each of ``texts``.
 
@@ -175,7 +176,10 @@ def score_entities(
     scorable candidate is decoded freely for 1…``decode_pieces`` masks. A text without exactly one
     ``[MASK]`` gets no answers. ``one_mask[i]``: text i's log-probabilities at its one [MASK] and
     the knowledge it read, from a forward pass already made (the per-token predictions), so its
-    one-piece candidates need none. Returns up to ``top_k`` answers per text, best first.
+    one-piece candidates need none. ``shortlist``: score in full only the candidates whose first
+    piece is among the ``shortlist`` most probable first pieces at one [MASK] (and every candidate
+    from the linked facts), so fewer lengths need a pass of their own; None scores every candidate.
+    Returns up to ``top_k`` answers per text, best first.
 
     Raises ValueError for an unknown normalisation, and as :func:`encoder.build_injected_inputs` does.
     """
@@ -185,36 +189,48 @@ def score_entities(
     passage_rows = [list(passages[i]) if passages is not None else [] for i in range(n_texts)]
     tokenizer = bundle.tokenizer
     pieces = [word_pieces(tokenizer, [c.text for c in cands]) for cands in candidates]
-    rows: list[tuple[int, int]] = []  # (query, length)
-    to_decode: list[int] = []
-    for i, text in enumerate(texts):
-        if text.count(MASK) != 1:
-            continue
-        lengths = sorted({len(p) for p in pieces[i] if 0 < len(p) <= max_pieces})
-        if lengths:
-            rows.extend((i, n) for n in lengths if not (n == 1 and one_mask and i in one_mask))
-        elif decode_pieces > 0:
-            to_decode.append(i)
-    expanded = [_expand(texts[i], n, fact_rows[i]) for i, n in rows]
-    logps, knowledge = _masked_log_probs(
-        bundle,
-        [t for t, _ in expanded],
-        [f for _, f in expanded],
-        [passage_rows[i] for i, _ in rows],
-        strategy,
-        max_length,
-        batch_size,
-    )
-    by_row = {key: (lp, kn) for key, lp, kn in zip(rows, logps, knowledge)}
+    scorable = [i for i, text in enumerate(texts) if text.count(MASK) == 1]
+    usable = {i: [c for c, p in enumerate(pieces[i]) if 0 < len(p) <= max_pieces] for i in scorable}
+    to_decode = [i for i in scorable if not usable[i] and decode_pieces > 0]
+    by_row: dict[tuple[int, int], tuple[torch.Tensor, str]] = {}
     for i, (logp, read) in (one_mask or {}).items():
         by_row[(i, 1)] = (logp.reshape(1, -1), read if strategy != "closed-book" else "")
+
+    def run(rows: list[tuple[int, int]]) -> None:
+        expanded = [_expand(texts[i], n, fact_rows[i]) for i, n in rows]
+        logps, knowledge = _masked_log_probs(
+            bundle,
+            [t for t, _ in expanded],
+            [f for _, f in expanded],
+            [passage_rows[i] for i, _ in rows],
+            strategy,
+            max_length,
+            batch_size,
+        )
+        by_row.update({key: (lp, kn) for key, lp, kn in zip(rows, logps, knowledge)})
+
+    if shortlist is not None:
+        # the one-mask pass first: its first-piece probabilities pick whom to score in full
+        run([(i, 1) for i in scorable if usable[i] and (i, 1) not in by_row])
+        for i in scorable:
+            if (i, 1) not in by_row or len(usable[i]) <= shortlist:
+                continue
+            first = by_row[(i, 1)][0][0]
+            prior = first[torch.tensor([pieces[i][c][0] for c in usable[i]], dtype=torch.long)]
+            top = {usable[i][int(j)] for j in prior.topk(min(shortlist, len(usable[i]))).indices}
+            usable[i] = [c for c in usable[i] if c in top or candidates[i][c].source == "fact"]
+    run(
+        sorted(
+            {(i, len(pieces[i][c])) for i in scorable for c in usable[i]} - set(by_row),
+            key=lambda key: (key[0], key[1]),
+        )
+    )
     results: list[list[EntityPrediction]] = [[] for _ in range(n_texts)]
     for i in range(n_texts):
         # one gather per length: every candidate of n pieces against the n-mask row at once
         by_length: dict[int, list[int]] = {}
-        for c, ids in enumerate(pieces[i]):
-            if (i, len(ids)) in by_row:
-                by_length.setdefault(len(ids), []).append(c)
+        for c in usable.get(i, []):
+            by_length.setdefault(len(pieces[i][c]), []).append(c)
         scores: dict[int, float] = {}
         for n, members in by_length.items():
             logp, _ = by_row[(i, n)]

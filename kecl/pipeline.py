@@ -371,6 +371,7 @@ def entity_answers(
         decode_pieces=answers.decode_pieces,
         top_k=answers.top_k,
         one_mask=one_mask,
+        shortlist=answers.shortlist,
     )
 
 

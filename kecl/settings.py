@@ -64,6 +64,11 @@ class TrainSettings(BaseModel):
     max_grad_norm: float = 1.0
     mlm_probability: float = 0.15
     replay_ratio: float = Field(0.5, description="fraction of each batch drawn from earlier text")
+    vocabulary_min_count: int | None = Field(
+        None,
+        description="update cycles add new entities' names that the tokenizer splits, met at least this often "
+        "in the text to learn, to the vocabulary as one token each; None: no growth",
+    )
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
         0.0,
@@ -128,6 +133,11 @@ class AnswerSettings(BaseModel):
     max_pieces: int = Field(6, description="candidates with more word-pieces than this are not scored")
     decode_pieces: int = Field(3, description="free decoding tries 1..this many masks when no candidate fits")
     max_candidates: int = Field(2000, description="entities proposed per query at most")
+    shortlist: int | None = Field(
+        16,
+        description="score in full only the candidates whose first word-piece is among this many likeliest "
+        "at one [MASK] (and every candidate from the linked facts); None: every candidate",
+    )
     top_k: int = Field(10, description="entity-level answers listed per query")
 
 

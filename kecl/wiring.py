@@ -224,6 +224,8 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         normalisation=settings.answers.normalisation,
         train_nproc=settings.train.nproc,
         work_dir=settings.runs_dir,
+        shortlist=settings.answers.shortlist,
+        vocabulary_min_count=settings.train.vocabulary_min_count,
     )
 
 

@@ -41,6 +41,7 @@ from encoder import (
     SpanText,
     TrainConfig,
     TrainResult,
+    grow_vocabulary,
     save_checkpoint,
     set_active,
     train_mlm,
@@ -90,6 +91,11 @@ class CycleConfig:
     reading_unchanged: int = 300  # unchanged facts also read, so reading is not learned on new facts only
     evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
     normalisation: str = "mean"  # how entity-level scores are normalised by length (as the pipeline does)
+    shortlist: int | None = None  # candidates scored in full per probe (as the pipeline does; None: all)
+    # New names learned as one token each (encoder.grow_vocabulary): names of the entities new to the
+    # store since the active model's watermark that the tokenizer splits, met at least this often
+    # in the text to learn; None: the vocabulary stays as it is.
+    vocabulary_min_count: int | None = None
     # Patterns new facts are stated in for training, replayed facts in (the first) and reading
     # exercises in (see updater.VERBALISATIONS); fewer patterns: fewer sentences per fact.
     verbalisations: tuple[str, ...] = VERBALISATIONS
@@ -340,11 +346,17 @@ def _run_stages(
             config.evidence_boost,
             ctx.candidates,
             config.normalisation,
+            config.shortlist,
         )
     run.metrics["active"] = active.to_dict()
     if len(data.texts) < config.min_train_texts:
         return "no-op", ["nothing new to learn"]
 
+    if config.vocabulary_min_count is not None:
+        with run.stage("vocabulary"):
+            grown = grow_names(store, model, taken, data, config.vocabulary_min_count)
+        run.counts["vocabulary_added"] = len(grown)
+        model.metadata["vocabulary_added"] = grown
     with run.stage("train"):
         trained = train_candidate(model, data, reading, config, lock)
     run.metrics["train"] = _train_metrics(trained)
@@ -357,6 +369,7 @@ def _run_stages(
             config.evidence_boost,
             ctx.candidates,
             config.normalisation,
+            config.shortlist,
         )
     run.metrics["candidate"] = candidate.to_dict()
     decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])
@@ -388,6 +401,20 @@ def take_since(store: KnowledgeStore, recorded: dict[str, Any] | None) -> Taken:
     Raises ValueError on a malformed recorded watermark."""
     since, until = Watermark.from_dict(recorded), store.watermark()
     return Taken(since, until, store.changes_between(since, until))
+
+
+def grow_names(store: KnowledgeStore, bundle: MLMBundle, taken: Taken, data: TrainingData, min_count: int) -> list[str]:
+    """Add the names of the entities new since the active model's watermark that the tokenizer
+    splits and that the text to learn mentions at least ``min_count`` times to the vocabulary, one
+    token each (:func:`encoder.grow_vocabulary`, initialised from their pieces); returns them."""
+    names = []
+    for entity_id in range(taken.since.entity + 1, taken.until.entity + 1):
+        view = store.get_entity(entity_id)
+        if view is not None:
+            names.append(view.name)
+    corpus = " ".join(t.text for t in data.texts).lower()
+    frequent = [n for n in names if corpus.count(n.lower()) >= min_count]
+    return grow_vocabulary(bundle, frequent)
 
 
 def relink_earlier_text(
@@ -500,6 +527,8 @@ def save_candidate(
     """Save the trained model as a new version with its flat metrics and the store watermark it was
     trained through, and record it as a candidate; returns the version."""
     metrics = checkpoint_metrics(evaluation)
+    if bundle.metadata.get("vocabulary_added"):
+        metrics["vocabulary_added"] = bundle.metadata["vocabulary_added"]  # the growth, with the weights
     version = save_checkpoint(
         bundle, ctx.checkpoints_dir, parent=parent, metrics=metrics, watermark=watermark.to_dict()
     )

@@ -48,6 +48,7 @@ def entity_ranks(
     max_length: int,
     evidence_boost: float,
     normalisation: str,
+    shortlist: int | None = None,
 ) -> list[tuple[int, str]]:
     """``(rank of the gold entity, top answer)`` of each probe, all scored in one batch by
     :func:`encoder.score_entities` (every candidate ranked, so the rank is exact)."""
@@ -62,5 +63,6 @@ def entity_ranks(
         evidence_boost=evidence_boost,
         normalisation=normalisation,
         top_k=MISSING_RANK,
+        shortlist=shortlist,
     )
     return [(gold_rank(a, p), a[0].text if a else "") for a, p in zip(answers, probes)]

@@ -196,6 +196,7 @@ def evaluate(
     evidence_boost: float = 0.0,
     candidates: CandidateSource | None = None,
     normalisation: str = "mean",
+    shortlist: int | None = None,
 ) -> EvalReport:
     """Score ``probes`` in each of ``modes`` (``"closed-book"``, ``"concat"``, ``"tree"``).
 
@@ -206,7 +207,8 @@ def evaluate(
     :meth:`EvalReport.merge`-d. ``evidence_boost``: the augmented modes' copy prior
     (:func:`encoder.evidence_bias`), as the query pipeline applies it; 0 = off.
     ``candidates``: measure at entity level (every probe, multi-token objects too; scores
-    normalised as ``normalisation`` says; the evidence prior applies to whole candidates).
+    normalised as ``normalisation`` says, the ``shortlist`` of :func:`encoder.score_entities`; the
+    evidence prior applies to whole candidates).
     Returns an :class:`EvalReport`. Raises ``ValueError`` for an unknown mode, or an augmented
     mode without ``knowledge``.
     """
@@ -269,6 +271,7 @@ def evaluate(
                         max_length,
                         evidence_boost,
                         normalisation,
+                        shortlist,
                     )
                 else:
                     ranks = rank_injected(

@@ -73,6 +73,7 @@ def evaluate_version(
     evidence_boost: float = 0.0,
     candidates: CandidateSource | None = None,
     normalisation: str = "mean",
+    shortlist: int | None = None,
 ) -> Evaluation:
     """P@1/P@10/MRR per group in each of ``modes`` (augmented modes only with ``knowledge``, their
     evidence prior at ``evidence_boost``) — at entity level with ``candidates`` —, held-out MLM
@@ -88,6 +89,7 @@ def evaluate_version(
         evidence_boost=evidence_boost,
         candidates=candidates,
         normalisation=normalisation,
+        shortlist=shortlist,
     )
     by_mode = {m: outranks(bundle, eval_set.pairs, m, knowledge, evidence_boost, normalisation) for m in modes}
     return Evaluation(

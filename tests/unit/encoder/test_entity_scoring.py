@@ -162,3 +162,18 @@ def test_the_one_mask_pass_of_the_token_predictions_is_reused_exactly(tiny: MLMB
     )
     assert [(a.entity_id, a.text) for a in reused[0]] == [(a.entity_id, a.text) for a in fresh[0]]
     assert [a.score for a in reused[0]] == pytest.approx([a.score for a in fresh[0]], abs=1e-4)
+
+
+def test_a_shortlist_scores_in_full_the_likeliest_first_pieces_and_every_fact(tiny: MLMBundle) -> None:
+    cands = [Cand("Elon Musk", 1), Cand("Paris", 2), Cand("Jean-Claude Juncker", 3), Cand("Lyon", 4, "fact")]
+    (full,) = score_entities(tiny, [TEXT], [cands])
+    enc = tiny.tokenizer([TEXT], return_tensors="pt")
+    with torch.no_grad():
+        logits = tiny.model(**enc).logits[0].float()
+    first = logits[(enc["input_ids"][0] == tiny.tokenizer.mask_token_id).nonzero().flatten()[0]].log_softmax(-1)
+    prior = {c.entity_id: float(first[word_pieces(tiny.tokenizer, [c.text])[0][0]]) for c in cands}
+    likeliest = max((e for e in prior if e != 4), key=prior.__getitem__)
+    (short,) = score_entities(tiny, [TEXT], [cands], shortlist=1)
+    assert {a.entity_id for a in short} == {likeliest, 4} or (likeliest == 4 and {a.entity_id for a in short} == {4})
+    scores = {a.entity_id: a.score for a in full}
+    assert all(a.score == pytest.approx(scores[a.entity_id], abs=1e-4) for a in short)

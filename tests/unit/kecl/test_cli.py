@@ -53,7 +53,7 @@ def test_init_writes_settings_that_load(home: Path) -> None:
     import tomllib
 
     config = tomllib.loads((home / "kecl.toml").read_text())
-    assert config["model"]["max_length"] == 128
+    assert config["model"]["max_length"] == 64 and config["train"]["steps"] == 640  # the written defaults
     again = runner.invoke(app, ["init", "--no-adapt"])
     assert "kept existing" in again.output
 

@@ -258,3 +258,26 @@ def test_a_rejected_cycle_leaves_its_knowledge_for_the_next(kecl: Kecl) -> None:
     retried = kecl.run_update(config=config(min_acquisition=0.0, max_retention_drop=1.0, max_loss_increase=10.0))
     assert retried.counts["taken"]["passages"] == 1 and retried.counts["taken"]["facts"] == 1
     assert retried.decision == "promote", retried.reasons
+
+
+def test_a_cycle_can_learn_new_names_as_single_tokens(kecl: Kecl) -> None:
+    from encoder.checkpoints import load_checkpoint
+    from knowledge import EntityRecord, FactRecord, ReadBatch
+
+    kecl.ingest_batch(
+        ReadBatch(
+            entities=[EntityRecord("zorvexia", "Zorvexia"), EntityRecord("qlandor", "Qlandor")],
+            facts=[FactRecord(subject="zorvexia", relation="P36", object="paris")],
+        )
+    )
+    kecl.ingest_documents([DocumentRecord(text="Zorvexia is a small country. Paris is the capital of Zorvexia.")])
+    assert len(kecl.encoder.tokenizer("zorvexia", add_special_tokens=False)["input_ids"]) > 1
+    cfg = config(max_retention_drop=1.0, max_loss_increase=10.0)
+    cfg.vocabulary_min_count = 2  # Qlandor is never mentioned in the text to learn: not added
+    report = kecl.run_update(config=cfg)
+    assert report.status == "succeeded", report.error
+    assert report.counts["vocabulary_added"] == 1 and "vocabulary" in report.timings
+    candidate = load_checkpoint(kecl.settings.checkpoints_dir / report.candidate)
+    assert candidate.metadata["metrics"]["vocabulary_added"] == ["zorvexia"]
+    assert candidate.tokenizer.tokenize("Zorvexia is far .")[0] == "zorvexia"
+    assert candidate.model.get_input_embeddings().weight.shape[0] == len(candidate.tokenizer)
