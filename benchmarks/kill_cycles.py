@@ -104,6 +104,13 @@ def main() -> None:
                 wait_until(behind, timeout=30, step=0.2)
             in_sql = store.passage_texts(sorted(acknowledged))
             lost_sql = sum(1 for pid, text in acknowledged.items() if in_sql.get(pid) != text)
+            every = store.passage_texts(list(range(1, store.max_passage_id() + 1)))
+            where = {text: pid for pid, text in every.items()}
+            mismatches = [
+                {"acknowledged_id": pid, "stored_under": where.get(text), "stored_text_at_id": in_sql.get(pid)}
+                for pid, text in acknowledged.items()
+                if in_sql.get(pid) != text
+            ][:10]
             lost_vectors = {
                 name: sum(1 for pid, text in acknowledged.items() if dense_rank(d.url(name), text, pid) != 1)
                 for name in ("A", "B")
@@ -128,6 +135,7 @@ def main() -> None:
                 "acknowledged": len(acknowledged),
                 "failed_posts": failed_posts,
                 "lost_in_sql": lost_sql,
+                "mismatches": mismatches,
                 "lost_vectors": lost_vectors,
                 "generations_checked": len(generations),
                 "generations_failing_checksum": bad_generations,

@@ -127,15 +127,22 @@ class IndexFollower:
         total = 0
         with self.lock:
             while True:
-                events = [
-                    e for e in self.store.passage_events_after(self.watermark, limit) if e.id not in self._applied
-                ]
+                # Above the highest event applied: new ones. Between the watermark and it: ids
+                # that were missing (still-open transactions) and may have committed since.
+                top = max(self._applied, default=self.watermark)
+                late = (
+                    self.store.passage_events_after(self.watermark, limit, before_id=top)
+                    if top > self.watermark + 1
+                    else []
+                )
+                fresh = self.store.passage_events_after(top, limit)
+                events = [e for e in late if e.id not in self._applied] + fresh
                 if events:
                     replay_events(self.handle, None, events, self.store.passage_texts)
                     self._applied.update(e.id for e in events)
                     total += len(events)
                 self._advance()
-                if len(events) < limit:
+                if len(fresh) < limit:
                     return total
 
     def _advance(self) -> None:

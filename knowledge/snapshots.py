@@ -45,9 +45,13 @@ class GenerationView:
     created_at: dt.datetime
 
 
-def events_after(s: Session, after_id: int, limit: int = 5000) -> list[PassageEventView]:
-    """Events with ids above ``after_id``, oldest first, at most ``limit``."""
-    rows = s.scalars(select(PassageEvent).where(PassageEvent.id > after_id).order_by(PassageEvent.id).limit(limit))
+def events_after(s: Session, after_id: int, limit: int = 5000, before_id: int | None = None) -> list[PassageEventView]:
+    """Events with ids above ``after_id`` (and below ``before_id`` when given), oldest first, at
+    most ``limit``."""
+    stmt = select(PassageEvent).where(PassageEvent.id > after_id)
+    if before_id is not None:
+        stmt = stmt.where(PassageEvent.id < before_id)
+    rows = s.scalars(stmt.order_by(PassageEvent.id).limit(limit))
     return [PassageEventView(e.id, e.passage_id, e.kind, e.created_at) for e in rows]
 
 

@@ -543,9 +543,11 @@ class KnowledgeStore:
 
     # ------------------------------------------------------------------ snapshots other processes follow
 
-    def passage_events_after(self, after_id: int, limit: int = 5000) -> list[PassageEventView]:
-        """Passages added and removed above event ``after_id``, oldest first."""
-        return self._read(snapshots.events_after, after_id, limit)
+    def passage_events_after(
+        self, after_id: int, limit: int = 5000, before_id: int | None = None
+    ) -> list[PassageEventView]:
+        """Passages added and removed above event ``after_id`` (below ``before_id``), oldest first."""
+        return self._read(snapshots.events_after, after_id, limit, before_id)
 
     def max_passage_event_id(self) -> int:
         """The newest passage event's id (0 before any)."""

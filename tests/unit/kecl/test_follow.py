@@ -175,3 +175,22 @@ def test_readiness_reports_an_index_behind_sql(pair) -> None:
     follower(b).catch_up()
     state = check_readiness(b)
     assert state.passages_behind == 0 and state.store_writable
+
+
+def test_an_event_committed_after_a_higher_one_is_still_applied(pair) -> None:
+    a, b = pair
+    f = follower(b, gap_seconds=3600)
+    f.catch_up()
+    top = f.watermark
+    (p1,) = a.ingest_documents([DocumentRecord(text=TEXTS[0])]).new_passage_ids
+    (p2,) = a.ingest_documents([DocumentRecord(text=TEXTS[1])]).new_passage_ids
+    hide = "UPDATE passage_event SET id = :to WHERE id = :frm"
+    with a.store.session() as s, s.begin():  # event top+1 not visible yet: its transaction is "open"
+        s.execute(sa.text(hide), {"frm": top + 1, "to": -(top + 1)})
+    f.catch_up()
+    ids = set(b.index.index.ids().tolist())
+    assert p2 in ids and p1 not in ids and f.watermark == top
+    with a.store.session() as s, s.begin():  # ... and now it commits, below an applied one
+        s.execute(sa.text(hide), {"frm": -(top + 1), "to": top + 1})
+    f.catch_up()
+    assert p1 in set(b.index.index.ids().tolist()) and f.watermark == top + 2
