@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description="Continual learning: acquisition and retention after one cycle, with and without replay"
     )
-    parser.add_argument("--lama", default="/work/shared/data/lama")
+    parser.add_argument("--lama", default=os.environ.get("KECL_LAMA", ""), help="the LAMA folder (default: $KECL_LAMA)")
     parser.add_argument("--datasets", default="demo,lama", help="comma-separated: demo, lama")
     parser.add_argument("--per-relation", type=int, default=10, help="T-REx facts per relation (20 relations)")
     parser.add_argument("--google-per-relation", type=int, default=6, help="Google-RE facts per relation (3)")

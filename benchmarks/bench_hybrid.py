@@ -6,8 +6,8 @@ subjects are entities (name + aliases) so the store's linker writes mentions. Qu
 templates with [X] = the subject and [Y] = [MASK] ("Dante was born in [MASK] ."). A query is a
 hit at k when any passage of its own evidence is in the top k.
 
-    .venv/bin/python -m benchmarks.bench_hybrid --lama /work/shared/data/lama
-    .venv/bin/python -m benchmarks.bench_hybrid --lama /work/shared/data/lama --quick
+    .venv/bin/python -m benchmarks.bench_hybrid --lama "$KECL_LAMA"
+    .venv/bin/python -m benchmarks.bench_hybrid --lama "$KECL_LAMA" --quick
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -112,7 +113,7 @@ def recall(ranked: list[list[int]], facts, k: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="hybrid retrieval evidence recall on LAMA")
-    parser.add_argument("--lama", default="/work/shared/data/lama")
+    parser.add_argument("--lama", default=os.environ.get("KECL_LAMA", ""), help="the LAMA folder (default: $KECL_LAMA)")
     parser.add_argument("--trex-per-relation", type=int, default=100)
     parser.add_argument("--trex-evidences", type=int, default=3, help="evidence sentences kept per T-REx fact")
     parser.add_argument("--google-max", type=int, default=500, help="facts from date_of_birth / place_of_death each")

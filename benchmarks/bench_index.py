@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ivf-train", type=int, default=100_000)
     parser.add_argument("--add-batch", type=int, default=50_000)
     parser.add_argument("--skip-ivfpq", action="store_true")
-    parser.add_argument("--lama", default="/work/shared/data/lama", help="LAMA folder for the real-embedding part")
+    parser.add_argument(
+        "--lama",
+        default=os.environ.get("KECL_LAMA", ""),
+        help="LAMA folder for the real-embedding part (default: $KECL_LAMA)",
+    )
     parser.add_argument("--real-n", type=int, default=10_000)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--quick", action="store_true", help="50k synthetic vectors, 1k real passages")

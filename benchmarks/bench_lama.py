@@ -22,8 +22,8 @@ is generalisation or forgetting). "after" = the same model after ``--steps`` ste
 MLM training (salient-span masking on the subject and object mentions) on the trained half's
 evidence.
 
-    .venv/bin/python -m benchmarks.bench_lama --lama /work/shared/data/lama
-    .venv/bin/python -m benchmarks.bench_lama --lama /work/shared/data/lama --quick
+    .venv/bin/python -m benchmarks.bench_lama --lama "$KECL_LAMA"
+    .venv/bin/python -m benchmarks.bench_lama --lama "$KECL_LAMA" --quick
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def base_bundle(args: argparse.Namespace) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="LAMA: closed-book vs augmented, before/after continued MLM")
-    parser.add_argument("--lama", default="/work/shared/data/lama")
+    parser.add_argument("--lama", default=os.environ.get("KECL_LAMA", ""), help="the LAMA folder (default: $KECL_LAMA)")
     parser.add_argument("--per-relation", type=int, default=15, help="T-REx facts per relation (20 relations)")
     parser.add_argument("--google-per-relation", type=int, default=50, help="Google-RE facts per relation (3)")
     parser.add_argument("--evidences", type=int, default=3, help="evidence texts kept per fact")
