@@ -221,6 +221,6 @@ def find_documents(s: Session, query: str, limit: int = 20) -> list[DocumentHit]
         .where(Passage.id.in_(list(rank)))
     ).all()
     best: dict[int, tuple[int, DocumentHit]] = {}
-    for pid, *doc in sorted(rows, key=lambda r: rank[r[0]]):
-        best.setdefault(doc[0], (rank[pid], DocumentHit(*doc)))
+    for pid, doc_id, title, external_id, source, published_at in sorted(rows, key=lambda r: rank[r[0]]):
+        best.setdefault(doc_id, (rank[pid], DocumentHit(doc_id, title, external_id, source, published_at)))
     return [hit for _, hit in sorted(best.values(), key=lambda x: x[0])][:limit]
