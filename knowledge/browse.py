@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, literal, or_, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from knowledge import passages, queries
@@ -160,15 +160,45 @@ def believed_on(as_of: dt.date | None) -> list[ColumnElement[bool]]:
     ]
 
 
+# Entities read per statement: two capped selects each, under SQLite's limit of 500 compound selects.
+_WALK_CHUNK = 200
+
+
+def _facts_around(
+    s: Session, nodes: list[int], as_of: dt.date | None, fanout: int
+) -> dict[int, list[tuple[int, int, int | None]]]:
+    """``(fact id, subject, object)`` of up to ``fanout`` facts of each node, outgoing first: one
+    statement per chunk of nodes, each node's two reads capped by their own LIMIT."""
+    out: dict[int, list[tuple[int, int, int | None]]] = {n: [] for n in nodes}
+    for i in range(0, len(nodes), _WALK_CHUNK):
+        parts = [
+            select(
+                select(Fact.id, Fact.subject_id, Fact.object_id, literal(n).label("node"), literal(side).label("side"))
+                .where(column == n, *believed_on(as_of))
+                .limit(fanout)
+                .subquery()
+            )
+            for n in nodes[i : i + _WALK_CHUNK]
+            for side, column in enumerate((Fact.subject_id, Fact.object_id))
+        ]
+        rows = s.execute(union_all(*parts)).all()
+        for side in (0, 1):  # outgoing before incoming, each in the order the database gave
+            for fid, subject, obj, node, row_side in rows:
+                if row_side == side and len(out[node]) < fanout:
+                    out[node].append((fid, subject, obj))
+    return out
+
+
 def walk_neighbourhood(
     s: Session, entity_id: int, hops: int = 1, as_of: dt.date | None = None, fanout: int = 25, max_facts: int = 300
 ) -> list[FactView]:
     """The facts within ``hops`` of an entity believed on ``as_of`` (now for None), breadth-first,
     closest first: from each entity at most ``fanout`` facts, outgoing first, ``max_facts`` in all.
 
-    Each step reads one entity's facts through the subject or the object index and stops at the cap
-    (no sort of a hub's thousands of facts), so a walk costs about 2 × visited entities small reads
-    whatever the store's size. An unknown entity has none; raises ValueError for negative ``hops``.
+    Each hop is one statement (per 200 entities of its frontier) of capped reads through the
+    subject and object indexes, so no hub's thousands of facts are sorted and a walk costs a few
+    round trips whatever the store's size. An unknown entity has none; raises ValueError for
+    negative ``hops``.
     """
     if hops < 0:
         raise ValueError(f"hops must be >= 0, got {hops}")
@@ -176,29 +206,22 @@ def walk_neighbourhood(
     seen_facts: set[int] = set()
     seen, frontier = {entity_id}, [entity_id]
     for _ in range(hops):
+        if not frontier:
+            break
+        around = _facts_around(s, frontier, as_of, fanout)
         nxt: list[int] = []
         for node in frontier:
-            taken = 0
-            for column in (Fact.subject_id, Fact.object_id):
-                if taken >= fanout:
-                    break
-                rows = s.execute(
-                    select(Fact.id, Fact.subject_id, Fact.object_id)
-                    .where(column == node, *believed_on(as_of))
-                    .limit(fanout - taken)
-                ).all()
-                for fid, subject, obj in rows:
-                    taken += 1
-                    if fid in seen_facts:  # an edge between two entities of the walk
-                        continue
-                    seen_facts.add(fid)
-                    found.append(fid)
-                    if len(found) >= max_facts:
-                        return queries.facts_in_order(s, found)
-                    for other in (subject, obj):
-                        if other is not None and other not in seen:
-                            seen.add(other)
-                            nxt.append(other)
+            for fid, subject, obj in around[node]:
+                if fid in seen_facts:  # an edge between two entities of the walk
+                    continue
+                seen_facts.add(fid)
+                found.append(fid)
+                if len(found) >= max_facts:
+                    return queries.facts_in_order(s, found)
+                for other in (subject, obj):
+                    if other is not None and other not in seen:
+                        seen.add(other)
+                        nxt.append(other)
         frontier = nxt
     return queries.facts_in_order(s, found)
 
@@ -221,6 +244,6 @@ def find_documents(s: Session, query: str, limit: int = 20) -> list[DocumentHit]
         .where(Passage.id.in_(list(rank)))
     ).all()
     best: dict[int, tuple[int, DocumentHit]] = {}
-    for pid, *doc in sorted(rows, key=lambda r: rank[r[0]]):
-        best.setdefault(doc[0], (rank[pid], DocumentHit(*doc)))
+    for pid, doc_id, title, external_id, source, published_at in sorted(rows, key=lambda r: rank[r[0]]):
+        best.setdefault(doc_id, (rank[pid], DocumentHit(doc_id, title, external_id, source, published_at)))
     return [hit for _, hit in sorted(best.values(), key=lambda x: x[0])][:limit]

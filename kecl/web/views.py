@@ -22,7 +22,7 @@ MODES = ("closed-book", "concat", "tree")
 
 @dataclass(frozen=True)
 class SearchResults:
-    """One query over entities (names and aliases), document titles and passages (hybrid search)."""
+    """One query over entities (names and aliases), documents (full-text) and passages (hybrid search)."""
 
     query: str
     entities: list[dict[str, Any]]

@@ -4,8 +4,12 @@ Every test runs on a SQLite file and on the real PostgreSQL server."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 
-from knowledge import DocumentRecord, EntityRecord, FactRecord, KnowledgeStore, RelationRecord
+import networkx as nx
+import pytest
+
+from knowledge import DocumentRecord, EntityRecord, FactRecord, KnowledgeStore, RelationRecord, browse
 
 D = dt.date
 
@@ -111,11 +115,11 @@ def test_find_documents_by_full_text_best_first_each_once(store: KnowledgeStore)
     assert store.find_documents("   ") == [] and store.find_documents("the") == []
 
 
-def test_walk_neighbourhood_equals_a_breadth_first_reference(store: KnowledgeStore) -> None:
-    import random
-
-    import networkx as nx
-
+@pytest.mark.parametrize("chunk", [200, 3])  # 3: every hop's frontier spans several statements
+def test_walk_neighbourhood_equals_a_breadth_first_reference(
+    store: KnowledgeStore, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(browse, "_WALK_CHUNK", chunk)
     rng = random.Random(5)
     store.upsert_relations([RelationRecord("P1", "near", None, functional=False)])
     store.upsert_entities([EntityRecord(f"n{i}", f"Node {i}") for i in range(40)])
@@ -129,7 +133,7 @@ def test_walk_neighbourhood_equals_a_breadth_first_reference(store: KnowledgeSto
         reference = nx.MultiGraph()
         reference.add_edges_from((f.subject_id, f.object_id, f.id) for f in believed)
         centre = believed[0].subject_id
-        for hops in (1, 2):
+        for hops in (1, 2, 3):
             near = nx.single_source_shortest_path_length(reference, centre, cutoff=hops - 1)
             expected = {f.id for f in believed if f.subject_id in near or f.object_id in near}
             walked = store.walk_neighbourhood(centre, hops=hops, as_of=as_of, fanout=1000, max_facts=10_000)
