@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from encoder import CheckpointError, set_active, verify_checkpoint
+from kecl.models import ModelError, activate_model
 from kecl.services import Kecl
 from kecl.web import session as sessions
 from kecl.web.pages import KeclDep, PageError, render
@@ -84,11 +84,10 @@ def activate(
     if not re.fullmatch(r"[\w.-]+", version):
         raise PageError(422, f"{version!r} is not a checkpoint version")
     try:
-        verify_checkpoint(kecl.settings.checkpoints_dir / version)
-        set_active(kecl.settings.checkpoints_dir, version)
-    except (CheckpointError, FileNotFoundError) as exc:
-        raise PageError(422, f"cannot activate {version}: {exc}") from None
-    kecl.store.set_checkpoint_status(version, "active")
+        # the one activation path (SQL commit first, the ACTIVE cache after), as the CLI and /v1/models
+        activate_model(kecl.settings, kecl.store, version)
+    except ModelError as exc:
+        raise PageError(exc.status if exc.status == 404 else 422, str(exc)) from None
     kecl.reload_encoder()
     log.info("web: activated checkpoint %s", version)
     return RedirectResponse(f"/runs?message=active+model+is+now+{version}", status_code=303)
