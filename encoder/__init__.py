@@ -9,6 +9,7 @@ from encoder.bundle import MLMBundle, bf16_supported, resolve_device
 from encoder.checkpoints import (
     CheckpointError,
     active_version,
+    fallback_version,
     list_checkpoints,
     load_active,
     load_checkpoint,
@@ -78,6 +79,7 @@ __all__ = [
     "heap_reuse",
     "list_checkpoints",
     "load_active",
+    "fallback_version",
     "temp_name",
     "load_checkpoint",
     "load_mlm",

@@ -25,6 +25,7 @@ from encoder import (
     active_version,
     adapt_default,
     bf16_supported,
+    fallback_version,
     list_checkpoints,
     load_checkpoint,
     load_mlm,
@@ -116,7 +117,7 @@ def load_encoder(settings: Settings, store: KnowledgeStore | None = None) -> MLM
     finally:
         if owned:
             store.close()
-    bundle = load_checkpoint(settings.checkpoints_dir / version, device=device_for(settings)) if version else None
+    bundle = _load_version(settings, version) if version else None
     if bundle is None:
         log.warning(
             "no active checkpoint in %s: serving the base model %s (run `kecl init` to adapt it)",
@@ -133,7 +134,16 @@ def load_training_copy(settings: Settings, store: KnowledgeStore) -> MLMBundle:
     version = active_checkpoint(settings, store)
     if version is None:
         return load_base_model(settings)
-    return load_checkpoint(settings.checkpoints_dir / version, device=device_for(settings))
+    return _load_version(settings, version)
+
+
+def _load_version(settings: Settings, version: str) -> MLMBundle:
+    """Load checkpoint ``version``. Raises :class:`encoder.CheckpointError` carrying the version
+    and a parent that verifies, so the user is told which version to activate instead."""
+    try:
+        return load_checkpoint(settings.checkpoints_dir / version, device=device_for(settings))
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc), version, fallback_version(settings.checkpoints_dir, version)) from exc
 
 
 def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None = None) -> str:

@@ -18,7 +18,7 @@ import httpx
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-API_KEY = "secret"
+API_KEY = "secret-key-for-tests"
 
 
 def deployment_env(home: Path, db_url: str, embedder_dir: Path, **extra: str) -> dict[str, str]:

@@ -372,6 +372,9 @@ class EvidenceSegment(BaseModel):
 class Watermark(BaseModel):
     passage: int = Field(description="the highest passage id in the store")
     fact: int = Field(description="the highest fact id in the store")
+    event: int | None = Field(
+        None, description="the passage event this process has applied up to (None before it follows the log)"
+    )
 
 
 class IndexSnapshot(BaseModel):

@@ -19,6 +19,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(
         home=tmp_path / "home",
         api={"api_key": "secret-key-for-tests", "max_body_bytes": 20_000, "max_k": 20, "max_text_chars": 500},
+        train={"steps": 20},  # these tests check the API's contract, not what a full cycle learns
     )
     app = create_app(settings)
     port = free_port()

@@ -25,7 +25,7 @@ from tests.factories import activate_tiny_checkpoint, save_tiny_sentence_encoder
 from tests.integration.test_api_schemas import Checker, assert_exact
 from tests.servers import free_port, start_server
 
-KEY = {"X-API-Key": "secret"}
+KEY = {"X-API-Key": "secret-key-for-tests"}
 FEED = {
     "relations": [{"id": "P286", "label": "head coach", "template": "[X] is coached by [Y] .", "functional": True}],
     "entities": [
@@ -68,7 +68,7 @@ checked: list[tuple[str, int]] = []
 @pytest.fixture()
 def client(tmp_path: Path) -> Iterator[httpx.Client]:
     settings = tiny_settings(
-        tmp_path / "home", save_tiny_sentence_encoder(tmp_path / "embedder"), api={"api_key": "secret"}
+        tmp_path / "home", save_tiny_sentence_encoder(tmp_path / "embedder"), api={"api_key": "secret-key-for-tests"}
     )
     activate_tiny_checkpoint(settings)
     app = create_app(settings)

@@ -19,7 +19,7 @@ from tests.servers import LiveServer, free_port, start_server
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(
         home=tmp_path / "home",
-        api={"api_key": "secret"},
+        api={"api_key": "secret-key-for-tests"},
         train={"steps": 4, "batch_size": 4, "injection_probability": 0.0},  # a short cycle: the path, not the skill
         gates={"max_retention_drop": 1.0, "max_loss_increase": 100.0, "min_acquisition": 0.0},
     )

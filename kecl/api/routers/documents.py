@@ -15,7 +15,7 @@ from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
 router = APIRouter(prefix="/documents", tags=["documents"])
 
 NO_DOCUMENT = documented(404, "No document has this id.")
-DocumentId = Annotated[int, Path(le=MAX_ID, description="the document's id")]
+DocumentId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the document's id")]
 
 
 @router.get("", operation_id="listDocuments", responses=INVALID)

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/facts", tags=["facts"])
 # the summary's other counts (files, documents, passages, mentions) belong to document ingests
 _FACT_COUNTS = ("facts", "entities", "relations")
 NO_FACT = documented(404, "No fact has this id.")
-FactId = Annotated[int, Path(le=MAX_ID, description="the fact's id")]
+FactId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the fact's id")]
 
 
 @router.get(

@@ -34,7 +34,7 @@ def list_runs(
     operation_id="getRun",
     responses={**documented(404, "No update cycle has this id."), **INVALID},
 )
-def get_run(kecl: KeclDep, run_id: Annotated[int, Path(le=MAX_ID, description="the run's id")]) -> Run:
+def get_run(kecl: KeclDep, run_id: Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the run's id")]) -> Run:
     """One update cycle.
 
     Raises 404 for an unknown id, 422 for an id that is not an integer."""
