@@ -6,12 +6,19 @@ need these; they live here so those two import one way (model → checkpoints �
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
+
+MODEL_LOAD_LOCK = threading.RLock()
+"""Held while a model is built from files. transformers builds models under process-wide patches
+(meta-device construction, skipped weight initialisation), so two loads overlapping in one process
+— a promotion's reload beside a follower's background load — can leave parameters on the meta
+device; loads take turns instead."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import BertForMaskedLM
 
-from encoder.bundle import MLMBundle, load_tokenizer, move_to, resolve_device
+from encoder.bundle import MODEL_LOAD_LOCK, MLMBundle, load_tokenizer, move_to, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +166,13 @@ def load_checkpoint(
     """
     folder = Path(path)
     manifest = verify_checkpoint(folder)
-    try:
-        model = BertForMaskedLM.from_pretrained(folder, attn_implementation=attn_implementation)
-        tokenizer = load_tokenizer(str(folder))
-    except Exception as exc:  # a verified folder that still fails to load is damaged in kind
-        raise CheckpointError(f"{folder}: could not load the checkpoint: {exc}") from exc
-    move_to(model, resolve_device(device))
+    with MODEL_LOAD_LOCK:
+        try:
+            model = BertForMaskedLM.from_pretrained(folder, attn_implementation=attn_implementation)
+            tokenizer = load_tokenizer(str(folder))
+        except Exception as exc:  # a verified folder that still fails to load is damaged in kind
+            raise CheckpointError(f"{folder}: could not load the checkpoint: {exc}") from exc
+        move_to(model, resolve_device(device))
     model.eval()
     metadata = {"name_or_path": str(folder), **{k: v for k, v in manifest.items() if k != "files"}}
     return MLMBundle(model, tokenizer, manifest["version"], metadata)

@@ -16,7 +16,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from encoder.bundle import MLMBundle, load_tokenizer, move_to, resolve_device
+from encoder.bundle import MODEL_LOAD_LOCK, MLMBundle, load_tokenizer, move_to, resolve_device
 from encoder.checkpoints import MANIFEST, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,10 @@ def load_mlm(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        loaded = BertForMaskedLM.from_pretrained(
-            path, config=config, attn_implementation=attn_implementation, output_loading_info=True
-        )
+        with MODEL_LOAD_LOCK:
+            loaded = BertForMaskedLM.from_pretrained(
+                path, config=config, attn_implementation=attn_implementation, output_loading_info=True
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     # from_pretrained is annotated as returning the model alone; output_loading_info=True makes it

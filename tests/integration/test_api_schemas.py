@@ -262,6 +262,8 @@ def test_real_responses_match_their_models_and_lose_nothing(live_server: LiveSer
         assert answer["facts"] and answer["evidence"] and answer["snapshot"]["index"]
         assert (answer["explanation"] is not None) == body.get("explain", False)
         timings, _ = answer.pop("timings_ms"), produced.pop("timings_ms")
+        # the event watermark moves as the process's follower applies the log: not part of the answer
+        answer["snapshot"]["watermark"].pop("event"), produced["snapshot"]["watermark"].pop("event")
         assert json.dumps(answer) == json.dumps(produced) and timings["batch_size"] == 1
 
     check("startRun", "POST", "/v1/runs", 202, headers=KEY)

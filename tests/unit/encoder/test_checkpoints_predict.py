@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 
@@ -180,3 +182,27 @@ def test_inference_under_bf16_autocast(tokenizer):
         assert a.masks[0].top_k[0].token_id == b.masks[0].top_k[0].token_id
         assert a.masks[0].top_k[0].score == pytest.approx(b.masks[0].top_k[0].score, abs=0.02)
     assert abs(sum(bf16[0].masks[0].explanation.rollout) - 1) < 1e-2
+
+
+def test_loads_that_overlap_in_one_process_give_whole_models(tokenizer, tmp_path):
+    """A promotion's reload and a follower's background load can run at once in a server: each
+    must get a model whose every parameter holds data (never left on the meta device)."""
+    version = save_checkpoint(tiny_bundle(tokenizer), tmp_path)
+    expected = load_checkpoint(tmp_path / version).model.state_dict()
+    outcomes: list[object] = []
+
+    def load() -> None:
+        try:
+            model = load_checkpoint(tmp_path / version).model
+            whole = not any(p.is_meta for p in model.parameters())
+            same = all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+            outcomes.append(whole and same)
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert outcomes == [True] * 6, outcomes
