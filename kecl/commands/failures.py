@@ -84,6 +84,16 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
 
 
+# Usage errors' base class: typer's own since it vendors click, click's ClickException before.
+_USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    c
+    for c in typer.BadParameter.__mro__
+    if issubclass(c, Exception) and c.__name__ in ("TyperException", "ClickException")
+)
+# usage errors and deliberate exits are already one line
+_PASS_THROUGH: tuple[type[BaseException], ...] = (*_USAGE_ERRORS, typer.Exit, typer.Abort, KeyboardInterrupt)
+
+
 class FriendlyGroup(TyperGroup):
     """The root command group: an exception a command lets through becomes one line on stderr and
     exit code 1 (``--debug``: the traceback, as Python prints it)."""
@@ -92,8 +102,8 @@ class FriendlyGroup(TyperGroup):
         """Run the command; translate what it raises unless ``--debug``."""
         try:
             return super().invoke(ctx)
-        except (typer.TyperException, typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise  # usage errors and deliberate exits are already one line
+        except _PASS_THROUGH:
+            raise
         except Exception as exc:
             if ctx.meta.get(DEBUG_KEY):
                 raise
