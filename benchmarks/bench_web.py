@@ -15,7 +15,7 @@ time at full size is ``bench_query``'s).
 Each view is requested through the real app in-process (Starlette's test client, so no network
 or client time is counted) for varied arguments — random entities and the biggest hubs — and
 timed: median and p95 per view. Side by side, in the same run over the same store, the JSON API's
-nearest equivalents (``GET /v1/entities/{ref}``, which loads every fact of an entity, and
+nearest equivalents (``GET /v1/entities/{ref}``, which reads the first 200 facts of each list and counts them all, and
 ``GET /v1/entities/{ref}/neighbourhood``). Target: every view ≤ 300 ms p95.
 """
 

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from knowledge.db import select_rows
@@ -62,17 +62,34 @@ def resolve_entity(s: Session, ref: str | int) -> int | None:
     return found[0]["id"] if found else None
 
 
-def get_entity(s: Session, entity_id: int) -> EntityView | None:
-    """An entity with its aliases, current facts, history (newest first) and mention count.
+def get_entity(s: Session, entity_id: int, limit: int | None = None) -> EntityView | None:
+    """An entity with its aliases, current facts (id order), history (newest first) and mention count.
 
-    Returns None for an unknown id.
+    ``limit`` caps each of the two fact lists; ``facts_total`` / ``history_total`` count them all.
+    Only the ids of a list are read in its order (an index range for a hub with many facts), then
+    names are resolved for the page alone. Returns None for an unknown id.
     """
     e = s.get(Entity, entity_id)
     if e is None:
         return None
     aliases = [a.surface for a in s.scalars(select(Alias).where(Alias.entity_id == entity_id).order_by(Alias.id))]
     mention_count = s.scalar(select(func.count()).select_from(Mention).where(Mention.entity_id == entity_id)) or 0
-    all_facts = facts(s, entity=entity_id, include_closed=True, limit=None)
+    involved = or_(Fact.subject_id == entity_id, Fact.object_id == entity_id)
+    current = and_(Fact.valid_to.is_(None), Fact.retracted_at.is_(None))
+    lists = {
+        "facts": (current, (Fact.id,)),
+        "history": (not_(current), (Fact.valid_to.desc().nulls_last(), Fact.id)),
+    }
+    pages: dict[str, list[FactView]] = {}
+    totals: dict[str, int] = {}
+    for name, (where, order) in lists.items():
+        ids = list(s.scalars(select(Fact.id).where(involved, where).order_by(*order).limit(limit)))
+        pages[name] = facts_in_order(s, ids)
+        totals[name] = (
+            len(ids)
+            if limit is None or len(ids) < limit
+            else s.scalar(select(func.count()).select_from(Fact).where(involved, where)) or 0
+        )
     return EntityView(
         id=e.id,
         key=e.external_id,
@@ -80,11 +97,11 @@ def get_entity(s: Session, entity_id: int) -> EntityView | None:
         type=e.type,
         description=e.description,
         aliases=aliases,
-        facts=[f for f in all_facts if f.is_current],
-        history=sorted(
-            (f for f in all_facts if not f.is_current), key=lambda f: f.valid_to or dt.date.min, reverse=True
-        ),
+        facts=pages["facts"],
+        history=pages["history"],
         mention_count=mention_count,
+        facts_total=totals["facts"],
+        history_total=totals["history"],
     )
 
 

@@ -260,12 +260,12 @@ class KnowledgeStore:
         """An entity id from an internal id, an external id, or a name/alias; None if nothing matches."""
         return self._read(queries.resolve_entity, ref)
 
-    def get_entity(self, entity_id: int, mention_limit: int = 0) -> EntityView | None:
+    def get_entity(self, entity_id: int, limit: int | None = None) -> EntityView | None:
         """An entity with its aliases, current facts, history and mention count; None if unknown.
 
-        ``mention_limit`` is accepted for callers that pass it and has no effect.
+        ``limit`` caps the fact and history lists (their totals are counted in full).
         """
-        return self._read(queries.get_entity, entity_id)
+        return self._read(queries.get_entity, entity_id, limit)
 
     def entity_page(
         self, entity_id: int, as_of: dt.date | None = None, fact_limit: int = 200, passage_limit: int = 10

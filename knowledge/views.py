@@ -98,10 +98,12 @@ class EntityView:
     facts: list[FactView]  # current facts where the entity is subject or object
     history: list[FactView]  # closed facts, newest first
     mention_count: int
+    facts_total: int = 0  # current facts, of which ``facts`` may hold only the first
+    history_total: int = 0  # closed facts, of which ``history`` may hold only the newest
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, with ``facts`` and ``history`` as lists of :meth:`FactView.to_dict`."""
-        d = {k: v for k, v in vars(self).items() if k not in {"facts", "history"}}
+        d = dict(vars(self))
         d["facts"] = [f.to_dict() for f in self.facts]
         d["history"] = [f.to_dict() for f in self.history]
         return d

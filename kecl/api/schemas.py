@@ -261,9 +261,11 @@ class Entity(BaseModel):
     type: str | None
     description: str | None
     aliases: list[str]
-    mention_count: int = Field(description="mentions linked in passages")
-    facts: list[Fact] = Field(description="current facts with the entity as subject or object")
+    facts: list[Fact] = Field(description="current facts with the entity as subject or object, in id order")
     history: list[Fact] = Field(description="closed facts, newest first")
+    mention_count: int = Field(description="mentions linked in passages")
+    facts_total: int = Field(description="current facts in all (`facts` holds at most `limit`)")
+    history_total: int = Field(description="closed facts in all (`history` holds at most `limit`)")
 
 
 class Neighbourhood(BaseModel):

@@ -50,6 +50,11 @@ def test_ingest_and_inspect_over_http(live_server: LiveServer) -> None:
     assert {f["object"] for f in entity["facts"]} == {"euro", "Zagreb"}
     assert [(f["object"], f["valid_to"]) for f in entity["history"]] == [("kuna", "2023-01-01")]
     assert c.get(f"/v1/entities/{entity['id']}").json()["key"] == "croatia"
+    assert (entity["facts_total"], entity["history_total"]) == (2, 1)
+    page = c.get("/v1/entities/croatia", params={"limit": 1}).json()
+    assert (len(page["facts"]), page["facts_total"]) == (1, 2)
+    assert page["facts"][0]["id"] == min(f["id"] for f in entity["facts"])
+    assert c.get("/v1/entities/croatia", params={"limit": 0}).status_code == 422
 
     past = c.get("/v1/facts", params={"subject": "croatia", "relation": "P38", "as_of": "2010-05-01"}).json()["facts"]
     assert [f["object"] for f in past] == ["kuna"]

@@ -18,6 +18,8 @@ router = APIRouter(prefix="/entities", tags=["entities"])
 EntityRef = Annotated[str, Path(description="numeric id, external id, or name/alias")]
 # a name search ranks every match; the total is exact up to this many
 _MAX_MATCHES = 1000
+# an entity read returns at most this many facts a list
+_MAX_FACTS = 1000
 
 
 @router.get("", operation_id="findEntities", responses=INVALID)
@@ -37,15 +39,22 @@ def find_entities(
 
 
 @router.get("/{ref}", operation_id="getEntity", responses={**NO_ENTITY, **INVALID})
-def get_entity(kecl: KeclDep, ref: EntityRef) -> Entity:
-    """An entity with its aliases, current facts, history (closed facts, newest first) and mention count.
+def get_entity(
+    kecl: KeclDep,
+    ref: EntityRef,
+    limit: Annotated[int, Query(ge=1, le=_MAX_FACTS, description="most facts in each of the two lists")] = 200,
+) -> Entity:
+    """An entity with its aliases, current facts (id order), history (closed facts, newest first)
+    and mention count.
 
-    Raises 404 when no entity matches `ref`."""
-    return _entity(kecl, entity_or_404(kecl, ref))
+    Each list holds at most `limit` facts; `facts_total` and `history_total` count them all (a hub
+    has tens of thousands: page through them with `GET /v1/facts?subject=…` and `?object=…`). Raises 404 when no
+    entity matches `ref`."""
+    return _entity(kecl, entity_or_404(kecl, ref), limit)
 
 
-def _entity(kecl: Kecl, entity_id: int) -> Entity:
-    view = kecl.store.get_entity(entity_id)
+def _entity(kecl: Kecl, entity_id: int, limit: int = 200) -> Entity:
+    view = kecl.store.get_entity(entity_id, limit=limit)
     assert view is not None  # resolved or written just now
     return Entity.model_validate(view.to_dict())
 

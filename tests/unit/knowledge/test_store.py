@@ -426,3 +426,26 @@ def test_runs_checkpoints_and_sampling(store: KnowledgeStore) -> None:
     assert len(sample) == 10 and all(p <= ids[19] and p % 5 for p, _ in sample)
     held = store.heldout_passages(3, modulo=5)
     assert [p for p, _ in held] == sorted(p for p in ids if p % 5 == 0)[:3]
+
+
+def test_entity_read_caps_its_lists_and_counts_them_all(store: KnowledgeStore, tmp_path: Path) -> None:
+    """A hub's read returns a page of each list (current in id order, history newest first) with
+    the full counts, and the same facts in the same order as the unbounded read."""
+    store.ingest_paths([write_feed(tmp_path / "base.jsonl", BASE_FEED)])
+    for year in range(2000, 2006):  # five closings of the functional capital, newest last
+        store.add_facts(
+            [FactRecord("croatia", "P36", object="zagreb" if year % 2 else "istanbul", valid_from=D(year, 1, 1))]
+        )
+    store.add_facts([FactRecord("croatia", "P37", object_literal=lang) for lang in ("Italian", "Hungarian", "Czech")])
+    croatia = store.entity_id("croatia")
+    full = store.get_entity(croatia)
+    assert (len(full.facts), full.facts_total, len(full.history), full.history_total) == (6, 6, 6, 6)
+    page = store.get_entity(croatia, limit=2)
+    assert (page.facts_total, page.history_total) == (6, 6)
+    assert [f.id for f in page.facts] == [f.id for f in full.facts][:2] == sorted(f.id for f in full.facts)[:2]
+    assert [f.id for f in page.history] == [f.id for f in full.history][:2]
+    assert [f.valid_to for f in page.history] == [D(2005, 1, 1), D(2004, 1, 1)]
+    # a list shorter than the cap is counted from the page itself
+    assert store.get_entity(store.entity_id("zagreb"), limit=50).facts_total == len(
+        store.get_entity(store.entity_id("zagreb")).facts
+    )
