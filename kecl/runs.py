@@ -31,6 +31,14 @@ class UpdateBusy(RuntimeError):
         self.run_id = run_id
 
 
+class UpdateNotStarted(TimeoutError):
+    """The cycle's thread started but its run row did not appear in time (it may still start)."""
+
+    def __init__(self, wait_seconds: float, thread: threading.Thread) -> None:
+        super().__init__(f"the update cycle did not start within {wait_seconds:.0f} s; it may still start")
+        self.thread = thread
+
+
 def running_run_id(kecl: Kecl) -> int | None:
     """The newest run still marked "running", or None."""
     return next((r["id"] for r in kecl.store.runs(limit=20) if r["status"] == "running"), None)
@@ -40,7 +48,7 @@ def start_update(kecl: Kecl, trigger: str = "api", wait_seconds: float = 60.0) -
     """Start one update cycle in a daemon thread; returns its run id (once its row exists) and the thread.
 
     Raises :class:`UpdateBusy` if another cycle, in any process, holds the lock (or takes it first),
-    and TimeoutError if the cycle has not started within ``wait_seconds`` (it may still start).
+    and :class:`UpdateNotStarted` (a TimeoutError) if the cycle has not started within ``wait_seconds``.
     """
     holder = kecl.store.lock_holder(CYCLE_LOCK_NAME)
     if holder is not None:
@@ -71,4 +79,4 @@ def start_update(kecl: Kecl, trigger: str = "api", wait_seconds: float = 60.0) -
             if newest and newest[0]["id"] > before:
                 return newest[0]["id"], thread
         time.sleep(0.02)
-    raise TimeoutError(f"the update cycle did not start within {wait_seconds:.0f} s")
+    raise UpdateNotStarted(wait_seconds, thread)

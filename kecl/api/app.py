@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     )
     app.state.settings = settings
     app.state.kecl = kecl
+    app.state.run_start_wait = 60.0  # seconds POST /v1/runs waits for the cycle's run row before a 503
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OperationalError, database_unavailable)

@@ -243,6 +243,14 @@ def test_runs_answer_with_the_run_id_or_409_with_the_running_one(client: httpx.C
     assert c.get(f"/v1/runs/{run_id}").json()["status"] in {"succeeded", "failed"}
     runs = RunList.model_validate(c.get("/v1/runs", params={"limit": 1, "offset": 1}).json())
     assert (runs.total, [r.id for r in runs.runs]) == (2, [other])
+    # a cycle whose run row is late: 503 that says it may still start, never a bare 500
+    c.app.state.run_start_wait = 0.0  # type: ignore[attr-defined]
+    r = c.post("/v1/runs", headers=KEY)
+    assert r.status_code == 503 and "may still start" in r.json()["error"]["message"], r.text
+    assert r.headers["retry-after"] == "10"
+    c.app.state.update_thread.join(timeout=300)  # type: ignore[attr-defined]
+    late = c.get("/v1/runs", params={"limit": 1}).json()
+    assert late["total"] == 3 and late["runs"][0]["status"] in {"succeeded", "failed", "skipped"}
 
 
 def test_docs_pages_load_their_assets_from_the_server(client: httpx.Client) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from kecl.api.deps import MAX_ID, KeclDep, require_key
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented, error_response
 from kecl.api.schemas import Run, RunList, RunStarted
-from kecl.runs import UpdateBusy, start_update
+from kecl.runs import UpdateBusy, UpdateNotStarted, start_update
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -58,6 +58,11 @@ def get_run(kecl: KeclDep, run_id: Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID
             "and the `Location` header points to it when its row is visible.",
         ),
         **TOO_LARGE,
+        **documented(
+            503,
+            "The cycle did not write its run row within the wait (a slow model load or a busy "
+            "database); it may still start: see `GET /v1/runs`. `Retry-After` says when to look.",
+        ),
     },
 )
 async def start_run(kecl: KeclDep, request: Request) -> RunStarted | JSONResponse:
@@ -65,13 +70,19 @@ async def start_run(kecl: KeclDep, request: Request) -> RunStarted | JSONRespons
 
     Needs the `X-API-Key` header: 401 without it or with a wrong one, 403 when the server has no key.
     Raises 409 while another cycle (from any process) holds the cycle lock, 413 for a body over
-    `api.max_body_bytes` (the endpoint takes none)."""
+    `api.max_body_bytes` (the endpoint takes none), 503 when the cycle has not started within
+    the wait."""
     try:
-        run_id, thread = await run_in_threadpool(start_update, kecl, "api")
+        run_id, thread = await run_in_threadpool(start_update, kecl, "api", request.app.state.run_start_wait)
     except UpdateBusy as busy:
         response = error_response(409, str(busy))
         if busy.run_id is not None:
             response.headers["Location"] = f"/v1/runs/{busy.run_id}"
+        return response
+    except UpdateNotStarted as late:
+        request.app.state.update_thread = late.thread
+        response = error_response(503, str(late))
+        response.headers["Retry-After"] = "10"
         return response
     request.app.state.update_thread = thread  # the latest one, for whoever must wait for it (the tests)
     return RunStarted(run_id=run_id, status="running", poll=f"/v1/runs/{run_id}")
