@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from knowledge import KnowledgeStore, PassageEventView
 from retrieval import IndexHandle, PassageIndex, TextEmbedder
@@ -186,40 +187,56 @@ class IndexFollower:
             self._thread = None
 
     def _run(self) -> None:
-        wait = self._notify_waiter()
+        listener = self._listen()
         next_tick = 0.0
-        while not self._stop.is_set():
-            try:
-                self.catch_up()
-                if self.on_tick is not None and time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.snapshot_poll_seconds
-                    self.on_tick()
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - a database blip must not end following; /readyz shows it
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("following SQL failed (retrying): %s", self.last_error, exc_info=True)
-            wait(self.poll_seconds)
-
-    def _notify_waiter(self) -> Callable[[float], None]:
-        """A wait that returns early on a PostgreSQL notification; plain sleeping elsewhere."""
-
-        def sleep(seconds: float) -> None:
-            self._stop.wait(seconds)
-
-        if self.store.dialect != "postgresql":
-            return sleep
         try:
+            while not self._stop.is_set():
+                try:
+                    self.catch_up()
+                    if self.on_tick is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + self.snapshot_poll_seconds
+                        self.on_tick()
+                    self.last_error = None
+                except Exception as exc:  # noqa: BLE001 - a database blip must not end following; /readyz shows it
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("following SQL failed (retrying): %s", self.last_error, exc_info=True)
+                listener = self._wait(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _listen(self) -> Connection | None:
+        """A connection that LISTENs for passage events (PostgreSQL), held by this thread alone;
+        None elsewhere or when LISTEN fails (polling still follows)."""
+        if self.store.dialect != "postgresql":
+            return None
+        try:
+            # Kept checked out of the pool for the thread's life: a connection that went back to
+            # the pool would be handed to queries while this thread waits on it, and every query
+            # would queue behind the wait.
             conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
-            driver = conn.connection.driver_connection
+            return conn
         except Exception as exc:  # noqa: BLE001 - LISTEN is an optimisation; polling still follows
             log.warning("LISTEN %s failed (%s); polling every %.2f s", NOTIFY_CHANNEL, exc, self.poll_seconds)
-            return sleep
+            return None
 
-        def wait(seconds: float) -> None:
+    def _wait(self, listener: Connection | None) -> Connection | None:
+        """Wait ``poll_seconds``, returning early on a notification; returns the listener to use
+        next (a new one after the database went away and came back)."""
+        if listener is None:
+            self._stop.wait(self.poll_seconds)
+            return self._listen() if self.store.dialect == "postgresql" and not self._stop.is_set() else None
+        try:
             # A timeout all the same: a notification sent while this thread was catching up may
             # not be queued, and the snapshot checks and gap timeouts run on this thread too.
-            for _ in driver.notifies(timeout=seconds, stop_after=1):  # type: ignore[union-attr]
+            driver: Any = listener.connection.driver_connection
+            for _ in driver.notifies(timeout=self.poll_seconds, stop_after=1):
                 pass
-
-        return wait
+            return listener
+        except Exception as exc:  # noqa: BLE001 - the database restarted: poll, and LISTEN again
+            log.warning("LISTEN connection lost (%s); listening again", exc)
+            listener.invalidate()
+            listener.close()
+            self._stop.wait(self.poll_seconds)
+            return None

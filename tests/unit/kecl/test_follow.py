@@ -194,3 +194,41 @@ def test_an_event_committed_after_a_higher_one_is_still_applied(pair) -> None:
         s.execute(sa.text(hide), {"frm": -(top + 1), "to": top + 1})
     f.catch_up()
     assert p1 in set(b.index.index.ids().tolist()) and f.watermark == top + 2
+
+
+def test_the_listening_connection_never_serves_queries(
+    tmp_path: Path, tiny_embedder_dir: Path, pg_schema_url: str
+) -> None:
+    """On PostgreSQL the follower waits on a LISTEN connection of its own: if that connection went
+    back to the pool, queries would run on it and queue behind each wait (every request slowed by
+    up to the poll interval)."""
+    k = Kecl(tiny_settings(tmp_path / "home", tiny_embedder_dir, database_url=pg_schema_url))
+    try:
+        _ = k.index
+        f = follower(k, poll_seconds=0.2)
+        f.start()
+
+        def listeners() -> set[int]:
+            with k.store.session() as s:
+                rows = s.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND query = 'LISTEN kecl_passage_events' AND pid <> pg_backend_pid()"
+                    )
+                )
+                return {int(r[0]) for r in rows}
+
+        deadline = time.monotonic() + 10
+        while not listeners() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listening = listeners()
+        assert listening, "the follower is not listening"
+        used = set()
+        for _ in range(30):
+            with k.store.session() as s:
+                used.add(int(s.scalar(sa.text("SELECT pg_backend_pid()"))))
+            time.sleep(0.01)
+        assert not used & listening
+        f.stop()
+    finally:
+        k.close()
