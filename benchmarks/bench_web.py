@@ -302,7 +302,10 @@ def run_backend(backend: str, url: str, sizes: tuple[int, int, int], requests: i
     log.info("%s: filled in %ss", backend, filled["fill_s"])
     embedder, mlm = tiny_models(work / f"models-{backend}")
     settings = Settings(
-        home=work / f"home-{backend}", database_url=url, index={"embedder": str(embedder)}, api={"api_key": "bench"}
+        home=work / f"home-{backend}",
+        database_url=url,
+        index={"embedder": str(embedder)},
+        api={"api_key": "bench-key-not-a-secret"},
     )
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     set_active(settings.checkpoints_dir, save_checkpoint(load_mlm(str(mlm), "cpu"), settings.checkpoints_dir))

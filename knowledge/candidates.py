@@ -18,12 +18,15 @@ than the name). Each function reads through the caller's session.
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from knowledge.db import select_rows
 from knowledge.models import Alias, Entity, Fact, Mention
@@ -67,26 +70,105 @@ def fitting_relations(relations: Sequence[dict[str, Any]], query: str, subject_w
     return out
 
 
-def relation_range(s: Session, relation_ids: Sequence[str], exclude_subjects: Sequence[int], limit: int) -> list[int]:
+class RangeCounts:
+    """How often each object (entity id, or literal value) appears in the facts of a set of
+    relations, most frequent first: read once with one grouped query over the relation's index
+    range, then kept. Read again when facts were added (the highest fact id moved) or after
+    ``ttl_seconds`` (edits that re-point facts, such as merges, leave the highest id alone).
+    Thread-safe; at most ``size`` relation sets are kept."""
+
+    def __init__(self, ttl_seconds: float = 300.0, size: int = 64) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.size = size
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple[tuple[str, ...], bool], tuple[int, float, list[tuple[Any, int]]]] = OrderedDict()
+
+    def ranked(self, s: Session, relation_ids: Sequence[str], literal: bool) -> list[tuple[Any, int]]:
+        """``(object, count)`` over every fact (current or closed) of ``relation_ids``."""
+        key = (tuple(sorted(set(relation_ids))), literal)
+        version = s.scalar(select(func.max(Fact.id))) or 0
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] == version and now - kept[1] < self.ttl_seconds:
+                self._kept.move_to_end(key)
+                return kept[2]
+        column = _object_column(literal)
+        rows = s.execute(
+            select(column, func.count()).where(Fact.relation_id.in_(key[0]), column.is_not(None)).group_by(column)
+        ).all()
+        ranked = sorted(((obj, int(n)) for obj, n in rows), key=lambda r: (-r[1], r[0]))
+        with self._lock:
+            self._kept[key] = (version, now, ranked)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return ranked
+
+
+def _object_column(literal: bool) -> InstrumentedAttribute[Any]:
+    return Fact.object_literal if literal else Fact.object_id
+
+
+def _top_without(
+    s: Session,
+    ranges: RangeCounts | None,
+    relation_ids: Sequence[str],
+    exclude_subjects: Sequence[int],
+    limit: int,
+    literal: bool,
+) -> list[Any]:
+    """The ``limit`` objects most frequent in facts of ``relation_ids`` whose subject is not one of
+    ``exclude_subjects`` (ties by object): the relation's ranking less what those subjects add."""
+    ranked = (ranges or RangeCounts()).ranked(s, relation_ids, literal)
+    own: dict[Any, int] = {}
+    if exclude_subjects:
+        column = _object_column(literal)
+        own = {
+            obj: int(n)
+            for obj, n in s.execute(
+                select(column, func.count())
+                .where(Fact.relation_id.in_(relation_ids), Fact.subject_id.in_(exclude_subjects), column.is_not(None))
+                .group_by(column)
+            ).all()
+        }
+    # Objects the excluded subjects point at can only fall in the ranking; the others keep their
+    # order. So the first ``limit`` others plus the lowered ones seen before them, re-sorted, are
+    # exactly the ranking without those subjects.
+    kept: list[tuple[Any, int]] = []
+    lowered: list[tuple[Any, int]] = []
+    for obj, n in ranked:
+        if len(kept) >= limit:
+            break
+        if obj in own:
+            if n > own[obj]:
+                lowered.append((obj, n - own[obj]))
+        else:
+            kept.append((obj, n))
+    return [obj for obj, _ in sorted(kept + lowered, key=lambda r: (-r[1], r[0]))[:limit]]
+
+
+def relation_range(
+    s: Session,
+    relation_ids: Sequence[str],
+    exclude_subjects: Sequence[int],
+    limit: int,
+    ranges: RangeCounts | None = None,
+) -> list[int]:
     """Entities the relations take as object in facts (current or closed) of other subjects than
     ``exclude_subjects``, most frequent first, then the entities sharing a type with them; at most
     ``limit``."""
     if not relation_ids:
         return []
-    stmt = select(Fact.object_id, Fact.subject_id).where(Fact.object_id.is_not(None))
-    counts: dict[int, int] = {}
-    excluded = set(exclude_subjects)
-    for object_id, subject_id in select_rows(s, stmt, Fact.relation_id, list(relation_ids)):
-        if subject_id not in excluded and object_id is not None:
-            counts[object_id] = counts.get(object_id, 0) + 1
-    ranked = sorted(counts, key=lambda e: (-counts[e], e))
-    out = ranked[:limit]
-    if len(out) < limit and ranked:
-        types = {t for t in select_rows(s, select(Entity.type), Entity.id, ranked) for t in t if t}
+    out: list[int] = _top_without(s, ranges, relation_ids, exclude_subjects, limit, literal=False)
+    if out and len(out) < limit:
+        types = {t for (t,) in select_rows(s, select(Entity.type), Entity.id, out) if t}
         if types:
             seen = set(out)
-            typed = select_rows(s, select(Entity.id).order_by(Entity.id), Entity.type, sorted(types))
-            out += [e for (e,) in typed if e not in seen][: limit - len(out)]
+            typed = s.scalars(
+                select(Entity.id).where(Entity.type.in_(sorted(types))).order_by(Entity.id).limit(limit + len(seen))
+            )
+            out += [e for e in typed if e not in seen][: limit - len(out)]
     return out
 
 
@@ -111,11 +193,12 @@ def answer_candidates(
     facts: Sequence[FactView] = (),
     passage_ids: Sequence[int] = (),
     limit: int = 2000,
+    ranges: RangeCounts | None = None,
 ) -> list[Candidate]:
     """The candidates for the ``[MASK]`` of ``query`` whose linked entities are ``subject_ids``:
     ``facts`` and ``passage_ids`` are the knowledge injected with it (none for closed-book). Best
     sources first (fact, passage, type); each entity once, with all its surfaces; at most ``limit``
-    entities."""
+    entities. ``ranges``: the process's kept relation rankings (none: read them now)."""
     fitting = fitting_relations(relations, query, subject_words)
     subjects = set(subject_ids)
     ordered: dict[int, str] = {}  # entity id -> source, in order of preference
@@ -134,9 +217,9 @@ def answer_candidates(
         for (eid,) in select_rows(s, stmt, Mention.passage_id, list(passage_ids)):
             if eid not in subjects:
                 ordered.setdefault(eid, "passage")
-    for eid in relation_range(s, fitting, sorted(subjects), limit):
+    for eid in relation_range(s, fitting, sorted(subjects), limit, ranges):
         ordered.setdefault(eid, "type")
-    for literal in literal_range(s, fitting, sorted(subjects), limit):
+    for literal in literal_range(s, fitting, sorted(subjects), limit, ranges):
         literals.setdefault(literal, "type")
     chosen = list(ordered)[:limit]
     names = surfaces(s, chosen)
@@ -148,15 +231,15 @@ def answer_candidates(
     return out
 
 
-def literal_range(s: Session, relation_ids: Sequence[str], exclude_subjects: Sequence[int], limit: int) -> list[str]:
+def literal_range(
+    s: Session,
+    relation_ids: Sequence[str],
+    exclude_subjects: Sequence[int],
+    limit: int,
+    ranges: RangeCounts | None = None,
+) -> list[str]:
     """Literal objects (values, not entities) the relations take in facts of other subjects than
     ``exclude_subjects``, most frequent first; at most ``limit``."""
     if not relation_ids:
         return []
-    stmt = select(Fact.object_literal, Fact.subject_id).where(Fact.object_literal.is_not(None))
-    counts: dict[str, int] = {}
-    excluded = set(exclude_subjects)
-    for literal, subject_id in select_rows(s, stmt, Fact.relation_id, list(relation_ids)):
-        if subject_id not in excluded and literal:
-            counts[literal] = counts.get(literal, 0) + 1
-    return sorted(counts, key=lambda t: (-counts[t], t))[:limit]
+    return [t for t in _top_without(s, ranges, relation_ids, exclude_subjects, limit, literal=True) if t]

@@ -140,6 +140,8 @@ class Fact(Base):
     __table_args__ = (
         Index("ix_fact_subject_relation", "subject_id", "relation_id"),
         Index("ix_fact_object", "object_id"),
+        # a relation's objects, counted for answer candidates without reading the fact rows
+        Index("ix_fact_relation_object", "relation_id", "object_id"),
     )
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("entity.id", ondelete="CASCADE"))

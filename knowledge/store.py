@@ -79,6 +79,7 @@ class KnowledgeStore:
         self._graph_closed_watermark: dt.datetime | None = None
         self._linker: EntityLinker | None = None
         self._linker_watermark = 0
+        self._ranges = candidates.RangeCounts()  # each relation's objects ranked, for answer candidates
 
     @classmethod
     def open(
@@ -371,7 +372,7 @@ class KnowledgeStore:
         relations = self.relations()
         with self.session() as s:
             return candidates.answer_candidates(
-                s, relations, query, subject_ids, subject_words, facts, passage_ids, limit
+                s, relations, query, subject_ids, subject_words, facts, passage_ids, limit, self._ranges
             )
 
     def relations(self) -> list[dict[str, Any]]:

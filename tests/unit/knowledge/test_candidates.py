@@ -114,3 +114,38 @@ def test_literal_objects_are_candidates_too(store: KnowledgeStore) -> None:
     facts = [f for f in store.facts(limit=None) if f.subject_id == ids["tesla"]]
     augmented = {c.text: c.source for c in store.answer_candidates(query, [ids["tesla"]], ["Tesla"], facts)}
     assert augmented["Tesla, Inc."] == "fact" and augmented["Space Exploration Technologies Corp."] == "type"
+
+
+def test_a_relations_range_without_the_subjects_matches_counting_every_fact(store: KnowledgeStore) -> None:
+    """The kept ranking less the excluded subjects' own facts is exactly the ranking counted from
+    the facts of the other subjects (ties by id), and it follows facts added after it was kept."""
+    import random
+
+    from knowledge.candidates import RangeCounts, relation_range
+
+    rng = random.Random(7)
+    store.upsert_relations([RelationRecord("R1", "chief executive officer", "The CEO of [X] is [Y] .")])
+    store.upsert_entities([EntityRecord(f"e{i}", f"E {i}", type="thing") for i in range(40)])
+    ids = [store.entity_id(f"e{i}") or 0 for i in range(40)]
+    store.add_facts([FactRecord(f"e{rng.randrange(40)}", "R1", object=f"e{rng.randrange(40)}") for _ in range(300)])
+
+    def counted(excluded: set[int], limit: int) -> list[int]:
+        counts: dict[int, int] = {}
+        for f in store.facts(relation="R1", include_closed=True, limit=None):
+            if f.subject_id not in excluded and f.object_id is not None:
+                counts[f.object_id] = counts.get(f.object_id, 0) + 1
+        return sorted(counts, key=lambda e: (-counts[e], e))[:limit]
+
+    kept = RangeCounts()
+    for _ in range(20):
+        excluded = set(rng.sample(ids, rng.randrange(0, 4)))
+        limit = rng.choice([1, 3, 10, 100])
+        with store.session() as s:
+            got = relation_range(s, ["R1"], sorted(excluded), limit, kept)
+        expected = counted(excluded, limit)
+        assert got[: len(expected)] == expected  # then, below the limit, same-typed entities
+    # a fact added after the ranking was kept is counted at the next read
+    newcomer = ids[0]
+    store.add_facts([FactRecord(f"e{i}", "R1", object="e0") for i in range(1, 40)])
+    with store.session() as s:
+        assert relation_range(s, ["R1"], [], 1, kept) == [newcomer] == counted(set(), 1)
