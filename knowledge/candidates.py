@@ -71,22 +71,32 @@ def fitting_relations(relations: Sequence[dict[str, Any]], query: str, subject_w
 
 
 class RangeCounts:
-    """How often each object (entity id, or literal value) appears in the facts of a set of
-    relations, most frequent first: read once with one grouped query over the relation's index
-    range, then kept. Read again when facts were added (the highest fact id moved) or after
-    ``ttl_seconds`` (edits that re-point facts, such as merges, leave the highest id alone).
-    Thread-safe; at most ``size`` relation sets are kept."""
+    """What the store proposes for every query, kept per process: how often each object (entity
+    id, or literal value) appears in the facts of a set of relations, most frequent first (one
+    grouped query over the relation's index range), and the surface forms of the entities
+    proposed. Both are read again when the store moved on — a fact or an alias was added (a
+    rename adds one) — or after ``ttl_seconds`` (edits that leave both alone, such as a merge).
+    Thread-safe; at most ``size`` relation sets and ``max_surfaces`` entities are kept."""
 
-    def __init__(self, ttl_seconds: float = 300.0, size: int = 64) -> None:
+    def __init__(self, ttl_seconds: float = 60.0, size: int = 64, max_surfaces: int = 200_000) -> None:
         self.ttl_seconds = ttl_seconds
         self.size = size
+        self.max_surfaces = max_surfaces
         self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple[tuple[str, ...], bool], tuple[int, float, list[tuple[Any, int]]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[tuple[str, ...], bool], tuple[tuple[int, int], float, list[tuple[Any, int]]]] = (
+            OrderedDict()
+        )
+        self._surfaces: dict[int, list[tuple[str, bool]]] = {}
+        self._surfaces_since: tuple[tuple[int, int], float] = ((-1, -1), 0.0)
+
+    @staticmethod
+    def _version(s: Session) -> tuple[int, int]:
+        return (s.scalar(select(func.max(Fact.id))) or 0, s.scalar(select(func.max(Alias.id))) or 0)
 
     def ranked(self, s: Session, relation_ids: Sequence[str], literal: bool) -> list[tuple[Any, int]]:
         """``(object, count)`` over every fact (current or closed) of ``relation_ids``."""
         key = (tuple(sorted(set(relation_ids))), literal)
-        version = s.scalar(select(func.max(Fact.id))) or 0
+        version = self._version(s)
         now = time.monotonic()
         with self._lock:
             kept = self._kept.get(key)
@@ -104,6 +114,22 @@ class RangeCounts:
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         return ranked
+
+    def surfaces(self, s: Session, entity_ids: Sequence[int]) -> dict[int, list[tuple[str, bool]]]:
+        """:func:`surfaces` of the entities, those read before (at this version) from memory."""
+        version, now = self._version(s), time.monotonic()
+        with self._lock:
+            since, at = self._surfaces_since
+            if since != version or now - at >= self.ttl_seconds or len(self._surfaces) > self.max_surfaces:
+                self._surfaces, self._surfaces_since = {}, (version, now)
+            known = self._surfaces
+            missing = [e for e in dict.fromkeys(entity_ids) if e not in known]
+        read = surfaces(s, missing) if missing else {}
+        with self._lock:
+            if self._surfaces is known:
+                known.update(read)
+                known.update((e, []) for e in missing if e not in read)  # unknown ids: remembered as such
+        return {e: known[e] if e in known else read.get(e, []) for e in entity_ids}
 
 
 def _object_column(literal: bool) -> InstrumentedAttribute[Any]:
@@ -222,7 +248,7 @@ def answer_candidates(
     for literal in literal_range(s, fitting, sorted(subjects), limit, ranges):
         literals.setdefault(literal, "type")
     chosen = list(ordered)[:limit]
-    names = surfaces(s, chosen)
+    names = ranges.surfaces(s, chosen) if ranges is not None else surfaces(s, chosen)
     out = []
     for eid in chosen:
         for surface, is_name in names.get(eid, []):

@@ -149,3 +149,25 @@ def test_a_relations_range_without_the_subjects_matches_counting_every_fact(stor
     store.add_facts([FactRecord(f"e{i}", "R1", object="e0") for i in range(1, 40)])
     with store.session() as s:
         assert relation_range(s, ["R1"], [], 1, kept) == [newcomer] == counted(set(), 1)
+
+
+def test_kept_candidates_follow_renames_and_new_facts(store: KnowledgeStore) -> None:
+    """The process keeps rankings and surface forms between queries; a rename or a new fact is
+    seen by the next query all the same."""
+    ids = populate(store)
+    query = "The chief executive officer of SpaceX is [MASK] ."
+
+    def names() -> dict[int, str]:
+        return {
+            c.entity_id: c.text
+            for c in store.answer_candidates(query, [ids["spacex"]], ["SpaceX"])
+            if c.source != "alias" and c.entity_id is not None
+        }
+
+    assert names()[ids["musk"]] == "Elon Musk"
+    store.update_entity(ids["musk"], {"name": "Elon R. Musk"})
+    assert names()[ids["musk"]] == "Elon R. Musk"
+    store.upsert_entities([EntityRecord("newco", "Newco", type="company"), EntityRecord("ada", "Ada Lovelace")])
+    assert store.entity_id("ada") not in names()  # no type, no fact: not proposed
+    store.add_facts([FactRecord("newco", "R1", object="ada")])
+    assert names()[store.entity_id("ada") or 0] == "Ada Lovelace"
