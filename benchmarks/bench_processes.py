@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -26,6 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,9 +72,31 @@ def prepare_home(home: Path, db_url: str, passages: int, seed: int) -> None:
     store.close()
 
 
-def query_load(url: str, clients: int, seconds: float, posts_per_second: float, seed: int) -> dict[str, float]:
-    """Search latencies (ms) of ``clients`` threads for ``seconds`` while POSTs arrive at a rate."""
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            out[name] = float("nan")
+    return out
+
+
+def query_load(
+    url: str, clients: int, seconds: float, posts_per_second: float, seed: int, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Search latencies (ms) of ``clients`` threads for ``seconds`` while POSTs arrive at a rate.
+
+    Besides p50/p99 over all searches: the p99 of the searches that overlapped a POST on the same
+    replica and of those that did not (a write that blocked reads shows as a gap between the two),
+    and the CPU each process (``pids``) used per second of the phase (writes that only share
+    the cores show there)."""
     latencies: list[float] = []
+    spans: list[tuple[float, float]] = []  # each search's (start, end)
+    post_spans: list[tuple[float, float]] = []
     posted: list[float] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -84,14 +108,18 @@ def query_load(url: str, clients: int, seconds: float, posts_per_second: float, 
                 text = " ".join(rng.choice(WORDS) for _ in range(5))
                 start = time.perf_counter()
                 http.post("/v1/search", json={"text": text, "k": 4}).raise_for_status()
+                end = time.perf_counter()
                 with lock:
-                    latencies.append((time.perf_counter() - start) * 1000)
+                    latencies.append((end - start) * 1000)
+                    spans.append((start, end))
 
     def post(text: str) -> None:
         start = time.perf_counter()
         post_document(url, text)
+        end = time.perf_counter()
         with lock:
-            posted.append((time.perf_counter() - start) * 1000)
+            posted.append((end - start) * 1000)
+            post_spans.append((start, end))
 
     def writer() -> None:
         # POSTs start on schedule whether or not earlier ones have returned (an open-loop load).
@@ -106,18 +134,29 @@ def query_load(url: str, clients: int, seconds: float, posts_per_second: float, 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     if posts_per_second > 0:
         threads.append(threading.Thread(target=writer, daemon=True))
+    cpu_before, t0 = cpu_seconds(pids or {}), time.perf_counter()
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join(timeout=60)
+    cpu_after, elapsed = cpu_seconds(pids or {}), time.perf_counter() - t0
+    post_spans.sort()
+    overlapped, alone = [], []
+    for (start, end), ms in zip(spans, latencies, strict=True):
+        hit = any(ps < end and pe > start for ps, pe in post_spans)
+        (overlapped if hit else alone).append(ms)
     return {
         "queries": len(latencies),
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(percentile(latencies, 0.99), 1),
+        "p99_overlapping_a_post_ms": round(percentile(overlapped, 0.99), 1) if overlapped else None,
+        "p99_not_overlapping_ms": round(percentile(alone, 0.99), 1) if alone else None,
+        "overlapping": len(overlapped),
         "posts": len(posted),
         "post_p50_ms": round(statistics.median(posted), 1) if posted else float("nan"),
+        "cpu_cores": {name: round((cpu_after[name] - cpu_before[name]) / elapsed, 2) for name in cpu_before},
     }
 
 
@@ -205,7 +244,8 @@ def main() -> None:
             print(f"deployment ready after {time.perf_counter() - start:.0f} s", flush=True)
             rows = {}
             for rate in [float(r) for r in args.rates.split(",")]:
-                rows[rate] = query_load(d.url("A"), args.clients, args.seconds, rate, args.seed)
+                pids = {name: proc.pid for name, proc in d.procs.items()} | {"bench (clients)": os.getpid()}
+                rows[rate] = query_load(d.url("A"), args.clients, args.seconds, rate, args.seed, pids)
                 print(f"{rate:g} POST/s: {rows[rate]}", flush=True)
             base = rows.get(0.0)
             if base:
