@@ -8,6 +8,7 @@ checkpoint, made active.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -84,6 +85,7 @@ def adapt_default(
     progress: bool = True,
     device: str = "auto",
     name: str | None = None,
+    bf16: bool = True,
 ) -> tuple[str, MLMBundle]:
     """Produce (or reuse) the first usable checkpoint; returns ``(version, bundle)``.
 
@@ -94,13 +96,16 @@ def adapt_default(
     invented names) is measured every ``eval_every`` steps, and on all held-out passages at the end
     of each phase; the result is saved with the curve in ``metrics.json`` and (``activate``) made active.
     ``name_or_path`` is the base model (a Hugging Face id or a local folder), ``name`` how its
-    metadata names it (default: ``name_or_path``).
+    metadata names it (default: ``name_or_path``). ``bf16=False`` trains in float32 even where
+    bf16 is native (the phases' own ``bf16`` applies otherwise).
     """
     checkpoints_dir = Path(checkpoints_dir)
     current = active_version(checkpoints_dir)
     if current and not force:
         return current, load_checkpoint(checkpoints_dir / current, device=device)
     phases = list(ADAPT_PHASES if phases is None else phases)
+    if not bf16:
+        phases = [dataclasses.replace(c, bf16=False) for c in phases]
     if not phases:
         raise ValueError("adapt_default: no phases")
     seed = phases[0].seed

@@ -176,7 +176,13 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
     if version is None:
         log.info("adapting the default model's MLM head (once per machine; cached in %s)", settings.cache_dir)
         name = settings.model.name_or_path
-        version, _ = adapt_default(checkpoints, resolve_model_path(name), device=str(device_for(settings)), name=name)
+        version, _ = adapt_default(
+            checkpoints,
+            resolve_model_path(name),
+            device=str(device_for(settings)),
+            name=name,
+            bf16=settings.model.bf16,
+        )
         _cache_checkpoint(checkpoints / version, cached)
     store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
     _cache_active(settings, version)

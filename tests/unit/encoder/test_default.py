@@ -43,3 +43,23 @@ def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_
 def test_adapt_default_refuses_no_phases(tmp_path):
     with pytest.raises(ValueError, match="no phases"):
         adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=[], progress=False)
+
+
+def test_adapt_default_trains_in_float32_when_bf16_is_off(tokenizer, tmp_path):
+    """``model.bf16 = false`` holds for the first-run adaptation too (it took bf16 wherever native)."""
+    tiny = tiny_bundle(tokenizer)
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    phases = [replace(c, steps=2, batch_size=2, max_length=32, injection_max_length=64) for c in ADAPT_PHASES]
+    assert all(c.bf16 is None for c in phases)  # "where native" by default
+    version, _ = adapt_default(
+        tmp_path / "ckpts",
+        str(tmp_path / "tiny"),
+        phases=phases,
+        eval_every=2,
+        heldout_passages=20,
+        progress=False,
+        device="cpu",
+        bf16=False,
+    )
+    assert load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]["bf16"] is False
