@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities
 from kecl.search import SearchHit
@@ -174,6 +174,31 @@ def answer_queries(system: KnowledgeAccess, texts: Sequence[str], opts: QueryOpt
             raise QueryError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
     prepared = [retrieve(system, t, opts) for t in texts]
     return predict_prepared(system, prepared, opts)
+
+
+def answer_modes(system: KnowledgeAccess, text: str, modes: Sequence[str], opts: QueryOptions) -> dict[str, Answer]:
+    """One cloze query answered in each of ``modes`` (``opts.mode`` is ignored). The augmented
+    modes differ only in how the knowledge is injected, so its facts and passages are selected
+    once and shared.
+
+    Raises ``ValueError`` as :func:`answer_queries` does.
+    """
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    if not MASK_PATTERN.search(text):
+        raise QueryError(f"no [MASK] in {text!r}: write the word to predict as [MASK]")
+    out: dict[str, Answer] = {}
+    shared: Prepared | None = None
+    for mode in modes:
+        mode_opts = dataclasses.replace(opts, mode=cast(Mode, mode))  # checked against MODES above
+        if mode == "closed-book":
+            prepared = retrieve(system, text, mode_opts)
+        else:
+            shared = shared or retrieve(system, text, mode_opts)
+            prepared = shared
+        (out[mode],) = predict_prepared(system, [prepared], mode_opts)
+    return out
 
 
 @dataclass

@@ -28,7 +28,7 @@ from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_candidates, pipeline_source
 from kecl.follow import IndexFollower, embed_into
 from kecl.home import open_store
-from kecl.pipeline import Answer, QueryOptions, answer_queries
+from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
 from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
@@ -147,6 +147,10 @@ class Kecl:
     def answer(self, texts: Sequence[str], opts: QueryOptions | None = None) -> list[Answer]:
         """Answer cloze queries (see :func:`kecl.pipeline.answer_queries`)."""
         return answer_queries(self, list(texts), opts or QueryOptions())
+
+    def answer_modes(self, text: str, modes: Sequence[str], opts: QueryOptions | None = None) -> dict[str, Answer]:
+        """One cloze query in several modes, its knowledge selected once (see :func:`kecl.pipeline.answer_modes`)."""
+        return answer_modes(self, text, list(modes), opts or QueryOptions())
 
     def query(self, text: str, **options: Any) -> Answer:
         """Answer one cloze query (``[MASK]`` marks the word to predict); ``options`` are

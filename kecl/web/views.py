@@ -156,12 +156,8 @@ _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 def ask_view(kecl: Kecl, text: str, as_of: dt.date | None = None, top_k: int = 5) -> AskView:
     """``text`` answered closed-book, with concatenated evidence and with tree injection, each with
     the attention rollout from its [MASK]."""
-    answers = []
-    for mode in MODES:
-        opts = QueryOptions(mode=mode, as_of=as_of, top_k=top_k, explain=True)  # type: ignore[arg-type]
-        (answer,) = kecl.answer([text], opts)
-        answers.append(mode_answer(mode, answer))
-    return AskView(text, as_of, answers)
+    answered = kecl.answer_modes(text, MODES, QueryOptions(as_of=as_of, top_k=top_k, explain=True))
+    return AskView(text, as_of, [mode_answer(mode, answered[mode]) for mode in MODES])
 
 
 def mode_answer(mode: str, answer: Answer) -> ModeAnswer:

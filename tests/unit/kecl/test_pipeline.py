@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kecl.pipeline import QueryOptions
+from kecl.pipeline import MODES, QueryOptions
 from kecl.services import Kecl
 from knowledge import DocumentRecord, EntityRecord, FactRecord, RelationRecord
 from tests.factories import activate_tiny_checkpoint, tiny_settings
@@ -106,6 +106,26 @@ def test_batched_answers_equal_single_ones(kecl: Kecl) -> None:
         assert [p["token"] for p in single.predictions[0]] == [p["token"] for p in b.predictions[0]]
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         kecl.answer(["no mask here"], QueryOptions())
+
+
+def test_one_query_in_every_mode_answers_as_each_mode_alone(kecl: Kecl) -> None:
+    """The augmented modes share one selection of facts and passages; the answers are those of
+    asking each mode on its own."""
+    query = "The currency of Croatia is the [MASK] ."
+    together = kecl.answer_modes(query, MODES, QueryOptions(top_k=5))
+    assert list(together) == list(MODES)
+    for mode in MODES:
+        alone = kecl.answer([query], QueryOptions(mode=mode, top_k=5))[0]  # type: ignore[arg-type]
+        got = together[mode]
+        assert got.mode == mode
+        assert got.predictions == alone.predictions
+        assert got.entities == alone.entities
+        assert (got.facts, got.evidence, got.injected_input) == (alone.facts, alone.evidence, alone.injected_input)
+    assert together["closed-book"].facts == [] and together["concat"].facts
+    with pytest.raises(ValueError, match="unknown mode"):
+        kecl.answer_modes(query, ["closed-book", "guess"], QueryOptions())
+    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+        kecl.answer_modes("no mask here", MODES, QueryOptions())
 
 
 def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kecl) -> None:
