@@ -9,16 +9,22 @@ from encoder.default import ADAPT_PHASES, adapt_default
 from tests.factories import tiny_bundle
 
 
-def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_path):
+@pytest.fixture()
+def tiny_model_dir(tokenizer, tmp_path):
+    """A tiny random MLM saved as a base model folder."""
     tiny = tiny_bundle(tokenizer)
     tiny.model.save_pretrained(tmp_path / "tiny")
     tokenizer.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
+def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tiny_model_dir, tmp_path):
     phases = [
         replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES
     ]
     version, bundle = adapt_default(
         tmp_path / "ckpts",
-        str(tmp_path / "tiny"),
+        str(tiny_model_dir),
         phases=phases,
         eval_every=2,
         heldout_passages=20,
@@ -36,7 +42,7 @@ def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tokenizer, tmp_
     assert set(by_source) <= {"everyday", "docstrings"} and by_source
     assert all(0.0 <= v <= 1.0 for v in by_source.values())
     assert set(metrics["reading_top1"]) == {"closed-book", "concat", "tree"}
-    again, _ = adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=phases, progress=False)
+    again, _ = adapt_default(tmp_path / "ckpts", str(tiny_model_dir), phases=phases, progress=False)
     assert again == version  # an active checkpoint is reused, not trained again
 
 
@@ -45,16 +51,13 @@ def test_adapt_default_refuses_no_phases(tmp_path):
         adapt_default(tmp_path / "ckpts", str(tmp_path / "tiny"), phases=[], progress=False)
 
 
-def test_adapt_default_trains_in_float32_when_bf16_is_off(tokenizer, tmp_path):
+def test_adapt_default_trains_in_float32_when_bf16_is_off(tiny_model_dir, tmp_path):
     """``model.bf16 = false`` holds for the first-run adaptation too (it took bf16 wherever native)."""
-    tiny = tiny_bundle(tokenizer)
-    tiny.model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
     phases = [replace(c, steps=2, batch_size=2, max_length=32, injection_max_length=64) for c in ADAPT_PHASES]
     assert all(c.bf16 is None for c in phases)  # "where native" by default
     version, _ = adapt_default(
         tmp_path / "ckpts",
-        str(tmp_path / "tiny"),
+        str(tiny_model_dir),
         phases=phases,
         eval_every=2,
         heldout_passages=20,
