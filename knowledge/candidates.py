@@ -89,25 +89,23 @@ class RangeCounts:
         self._surfaces: dict[int, list[tuple[str, bool]]] = {}
         self._surfaces_since: tuple[tuple[int, int], float] = ((-1, -1), 0.0)
 
-    @staticmethod
-    def _version(s: Session) -> tuple[int, int]:
-        return (s.scalar(select(func.max(Fact.id))) or 0, s.scalar(select(func.max(Alias.id))) or 0)
+    def read(self, s: Session) -> RangeRead:
+        """The rankings and surfaces as the store stands now, for one query's reads through ``s``
+        (the store's version is looked up once)."""
+        version = (s.scalar(select(func.max(Fact.id))) or 0, s.scalar(select(func.max(Alias.id))) or 0)
+        return RangeRead(self, s, version)
 
-    def ranked(self, s: Session, relation_ids: Sequence[str], literal: bool) -> list[tuple[Any, int]]:
-        """``(object, count)`` over every fact (current or closed) of ``relation_ids``."""
+    def _ranked(
+        self, s: Session, relation_ids: Sequence[str], literal: bool, version: tuple[int, int]
+    ) -> list[tuple[Any, int]]:
         key = (tuple(sorted(set(relation_ids))), literal)
-        version = self._version(s)
         now = time.monotonic()
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None and kept[0] == version and now - kept[1] < self.ttl_seconds:
                 self._kept.move_to_end(key)
                 return kept[2]
-        column = _object_column(literal)
-        rows = s.execute(
-            select(column, func.count()).where(Fact.relation_id.in_(key[0]), column.is_not(None)).group_by(column)
-        ).all()
-        ranked = sorted(((obj, int(n)) for obj, n in rows), key=lambda r: (-r[1], r[0]))
+        ranked = _ranking(_object_counts(s, key[0], literal))
         with self._lock:
             self._kept[key] = (version, now, ranked)
             self._kept.move_to_end(key)
@@ -115,9 +113,10 @@ class RangeCounts:
                 self._kept.popitem(last=False)
         return ranked
 
-    def surfaces(self, s: Session, entity_ids: Sequence[int]) -> dict[int, list[tuple[str, bool]]]:
-        """:func:`surfaces` of the entities, those read before (at this version) from memory."""
-        version, now = self._version(s), time.monotonic()
+    def _surfaces_of(
+        self, s: Session, entity_ids: Sequence[int], version: tuple[int, int]
+    ) -> dict[int, list[tuple[str, bool]]]:
+        now = time.monotonic()
         with self._lock:
             since, at = self._surfaces_since
             if since != version or now - at >= self.ttl_seconds or len(self._surfaces) > self.max_surfaces:
@@ -132,13 +131,45 @@ class RangeCounts:
         return {e: known[e] if e in known else read.get(e, []) for e in entity_ids}
 
 
+@dataclass(frozen=True)
+class RangeRead:
+    """:class:`RangeCounts` at one version of the store, read through one session."""
+
+    ranges: RangeCounts
+    s: Session
+    version: tuple[int, int]
+
+    def ranked(self, relation_ids: Sequence[str], literal: bool) -> list[tuple[Any, int]]:
+        """``(object, count)`` over every fact (current or closed) of ``relation_ids``, most frequent first."""
+        return self.ranges._ranked(self.s, relation_ids, literal, self.version)
+
+    def surfaces(self, entity_ids: Sequence[int]) -> dict[int, list[tuple[str, bool]]]:
+        """:func:`surfaces` of the entities, those read before (at this version) from memory."""
+        return self.ranges._surfaces_of(self.s, entity_ids, self.version)
+
+
 def _object_column(literal: bool) -> InstrumentedAttribute[Any]:
     return Fact.object_literal if literal else Fact.object_id
 
 
+def _object_counts(
+    s: Session, relation_ids: Sequence[str], literal: bool, subjects: Sequence[int] = ()
+) -> list[tuple[Any, int]]:
+    """How often each object appears in facts of ``relation_ids`` (of ``subjects`` only, if given)."""
+    column = _object_column(literal)
+    stmt = select(column, func.count()).where(Fact.relation_id.in_(relation_ids), column.is_not(None))
+    if subjects:
+        stmt = stmt.where(Fact.subject_id.in_(subjects))
+    return [(obj, int(n)) for obj, n in s.execute(stmt.group_by(column)).all()]
+
+
+def _ranking(counts: Iterable[tuple[Any, int]]) -> list[tuple[Any, int]]:
+    return sorted(counts, key=lambda r: (-r[1], r[0]))
+
+
 def _top_without(
     s: Session,
-    ranges: RangeCounts | None,
+    kept: RangeRead | None,
     relation_ids: Sequence[str],
     exclude_subjects: Sequence[int],
     limit: int,
@@ -146,32 +177,24 @@ def _top_without(
 ) -> list[Any]:
     """The ``limit`` objects most frequent in facts of ``relation_ids`` whose subject is not one of
     ``exclude_subjects`` (ties by object): the relation's ranking less what those subjects add."""
-    ranked = (ranges or RangeCounts()).ranked(s, relation_ids, literal)
-    own: dict[Any, int] = {}
-    if exclude_subjects:
-        column = _object_column(literal)
-        own = {
-            obj: int(n)
-            for obj, n in s.execute(
-                select(column, func.count())
-                .where(Fact.relation_id.in_(relation_ids), Fact.subject_id.in_(exclude_subjects), column.is_not(None))
-                .group_by(column)
-            ).all()
-        }
+    ranked = (
+        kept.ranked(relation_ids, literal) if kept is not None else _ranking(_object_counts(s, relation_ids, literal))
+    )
+    own = dict(_object_counts(s, relation_ids, literal, exclude_subjects)) if exclude_subjects else {}
     # Objects the excluded subjects point at can only fall in the ranking; the others keep their
     # order. So the first ``limit`` others plus the lowered ones seen before them, re-sorted, are
     # exactly the ranking without those subjects.
-    kept: list[tuple[Any, int]] = []
+    others: list[tuple[Any, int]] = []
     lowered: list[tuple[Any, int]] = []
     for obj, n in ranked:
-        if len(kept) >= limit:
+        if len(others) >= limit:
             break
         if obj in own:
             if n > own[obj]:
                 lowered.append((obj, n - own[obj]))
         else:
-            kept.append((obj, n))
-    return [obj for obj, _ in sorted(kept + lowered, key=lambda r: (-r[1], r[0]))[:limit]]
+            others.append((obj, n))
+    return [obj for obj, _ in _ranking(others + lowered)[:limit]]
 
 
 def relation_range(
@@ -179,14 +202,14 @@ def relation_range(
     relation_ids: Sequence[str],
     exclude_subjects: Sequence[int],
     limit: int,
-    ranges: RangeCounts | None = None,
+    kept: RangeRead | None = None,
 ) -> list[int]:
     """Entities the relations take as object in facts (current or closed) of other subjects than
     ``exclude_subjects``, most frequent first, then the entities sharing a type with them; at most
     ``limit``."""
     if not relation_ids:
         return []
-    out: list[int] = _top_without(s, ranges, relation_ids, exclude_subjects, limit, literal=False)
+    out: list[int] = _top_without(s, kept, relation_ids, exclude_subjects, limit, literal=False)
     if out and len(out) < limit:
         types = {t for (t,) in select_rows(s, select(Entity.type), Entity.id, out) if t}
         if types:
@@ -226,6 +249,7 @@ def answer_candidates(
     sources first (fact, passage, type); each entity once, with all its surfaces; at most ``limit``
     entities. ``ranges``: the process's kept relation rankings (none: read them now)."""
     fitting = fitting_relations(relations, query, subject_words)
+    kept = ranges.read(s) if ranges is not None else None
     subjects = set(subject_ids)
     ordered: dict[int, str] = {}  # entity id -> source, in order of preference
     literals: dict[str, str] = {}  # literal objects ("Republic of Türkiye") -> source
@@ -243,12 +267,12 @@ def answer_candidates(
         for (eid,) in select_rows(s, stmt, Mention.passage_id, list(passage_ids)):
             if eid not in subjects:
                 ordered.setdefault(eid, "passage")
-    for eid in relation_range(s, fitting, sorted(subjects), limit, ranges):
+    for eid in relation_range(s, fitting, sorted(subjects), limit, kept):
         ordered.setdefault(eid, "type")
-    for literal in literal_range(s, fitting, sorted(subjects), limit, ranges):
+    for literal in literal_range(s, fitting, sorted(subjects), limit, kept):
         literals.setdefault(literal, "type")
     chosen = list(ordered)[:limit]
-    names = ranges.surfaces(s, chosen) if ranges is not None else surfaces(s, chosen)
+    names = kept.surfaces(chosen) if kept is not None else surfaces(s, chosen)
     out = []
     for eid in chosen:
         for surface, is_name in names.get(eid, []):
@@ -262,10 +286,10 @@ def literal_range(
     relation_ids: Sequence[str],
     exclude_subjects: Sequence[int],
     limit: int,
-    ranges: RangeCounts | None = None,
+    kept: RangeRead | None = None,
 ) -> list[str]:
     """Literal objects (values, not entities) the relations take in facts of other subjects than
     ``exclude_subjects``, most frequent first; at most ``limit``."""
     if not relation_ids:
         return []
-    return [t for t in _top_without(s, ranges, relation_ids, exclude_subjects, limit, literal=True) if t]
+    return [t for t in _top_without(s, kept, relation_ids, exclude_subjects, limit, literal=True) if t]

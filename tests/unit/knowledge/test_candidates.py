@@ -141,14 +141,14 @@ def test_a_relations_range_without_the_subjects_matches_counting_every_fact(stor
         excluded = set(rng.sample(ids, rng.randrange(0, 4)))
         limit = rng.choice([1, 3, 10, 100])
         with store.session() as s:
-            got = relation_range(s, ["R1"], sorted(excluded), limit, kept)
+            got = relation_range(s, ["R1"], sorted(excluded), limit, kept.read(s))
         expected = counted(excluded, limit)
         assert got[: len(expected)] == expected  # then, below the limit, same-typed entities
     # a fact added after the ranking was kept is counted at the next read
     newcomer = ids[0]
     store.add_facts([FactRecord(f"e{i}", "R1", object="e0") for i in range(1, 40)])
     with store.session() as s:
-        assert relation_range(s, ["R1"], [], 1, kept) == [newcomer] == counted(set(), 1)
+        assert relation_range(s, ["R1"], [], 1, kept.read(s)) == [newcomer] == counted(set(), 1)
 
 
 def test_kept_candidates_follow_renames_and_new_facts(store: KnowledgeStore) -> None:
