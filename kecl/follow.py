@@ -188,6 +188,7 @@ class IndexFollower:
 
     def _run(self) -> None:
         listener = self._listen()
+        relisten = listener is not None  # LISTEN works here: after a lost connection, listen again
         next_tick = 0.0
         try:
             while not self._stop.is_set():
@@ -200,7 +201,12 @@ class IndexFollower:
                 except Exception as exc:  # noqa: BLE001 - a database blip must not end following; /readyz shows it
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("following SQL failed (retrying): %s", self.last_error, exc_info=True)
-                listener = self._wait(listener)
+                if listener is not None:
+                    listener = self._wait(listener)
+                else:
+                    self._stop.wait(self.poll_seconds)
+                    if relisten and not self._stop.is_set():
+                        listener = self._listen()
         finally:
             if listener is not None:
                 listener.close()
@@ -210,6 +216,7 @@ class IndexFollower:
         None elsewhere or when LISTEN fails (polling still follows)."""
         if self.store.dialect != "postgresql":
             return None
+        conn: Connection | None = None
         try:
             # Kept checked out of the pool for the thread's life: a connection that went back to
             # the pool would be handed to queries while this thread waits on it, and every query
@@ -218,15 +225,14 @@ class IndexFollower:
             conn.exec_driver_sql(f"LISTEN {NOTIFY_CHANNEL}")
             return conn
         except Exception as exc:  # noqa: BLE001 - LISTEN is an optimisation; polling still follows
+            if conn is not None:
+                conn.close()  # closed, not dropped: its AUTOCOMMIT setting is undone on the way back
             log.warning("LISTEN %s failed (%s); polling every %.2f s", NOTIFY_CHANNEL, exc, self.poll_seconds)
             return None
 
-    def _wait(self, listener: Connection | None) -> Connection | None:
-        """Wait ``poll_seconds``, returning early on a notification; returns the listener to use
-        next (a new one after the database went away and came back)."""
-        if listener is None:
-            self._stop.wait(self.poll_seconds)
-            return self._listen() if self.store.dialect == "postgresql" and not self._stop.is_set() else None
+    def _wait(self, listener: Connection) -> Connection | None:
+        """Wait ``poll_seconds``, returning early on a notification; returns the listener, or None
+        when its connection was lost (the database restarted)."""
         try:
             # A timeout all the same: a notification sent while this thread was catching up may
             # not be queued, and the snapshot checks and gap timeouts run on this thread too.
@@ -234,9 +240,8 @@ class IndexFollower:
             for _ in driver.notifies(timeout=self.poll_seconds, stop_after=1):
                 pass
             return listener
-        except Exception as exc:  # noqa: BLE001 - the database restarted: poll, and LISTEN again
+        except Exception as exc:  # noqa: BLE001 - polled until the next LISTEN succeeds
             log.warning("LISTEN connection lost (%s); listening again", exc)
             listener.invalidate()
             listener.close()
-            self._stop.wait(self.poll_seconds)
             return None
