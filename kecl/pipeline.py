@@ -167,13 +167,19 @@ def answer_queries(system: KnowledgeAccess, texts: Sequence[str], opts: QueryOpt
 
     Raises ``ValueError`` for an unknown mode or a text without ``[MASK]``.
     """
-    if opts.mode not in MODES:
-        raise ValueError(f"unknown mode {opts.mode!r}; expected one of {MODES}")
+    _check_query(texts, [opts.mode])
+    prepared = [retrieve(system, t, opts) for t in texts]
+    return predict_prepared(system, prepared, opts)
+
+
+def _check_query(texts: Sequence[str], modes: Sequence[str]) -> None:
+    """Raise ``ValueError`` for an unknown mode, :class:`QueryError` for a text without ``[MASK]``."""
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     for t in texts:
         if not MASK_PATTERN.search(t):
             raise QueryError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
-    prepared = [retrieve(system, t, opts) for t in texts]
-    return predict_prepared(system, prepared, opts)
 
 
 def answer_modes(system: KnowledgeAccess, text: str, modes: Sequence[str], opts: QueryOptions) -> dict[str, Answer]:
@@ -183,15 +189,11 @@ def answer_modes(system: KnowledgeAccess, text: str, modes: Sequence[str], opts:
 
     Raises ``ValueError`` as :func:`answer_queries` does.
     """
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    if not MASK_PATTERN.search(text):
-        raise QueryError(f"no [MASK] in {text!r}: write the word to predict as [MASK]")
+    _check_query([text], modes)
     out: dict[str, Answer] = {}
     shared: Prepared | None = None
     for mode in modes:
-        mode_opts = dataclasses.replace(opts, mode=cast(Mode, mode))  # checked against MODES above
+        mode_opts = dataclasses.replace(opts, mode=cast(Mode, mode))  # checked by _check_query
         if mode == "closed-book":
             prepared = retrieve(system, text, mode_opts)
         else:
