@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyHeader
 
 from kecl.services import Kecl
@@ -60,6 +60,12 @@ def check_k(k: int, limits: ApiSettings) -> None:
 
 MAX_ID = 2**63 - 1
 """The largest id or offset SQL stores (a signed 64-bit integer): larger ones are refused with 422."""
+
+
+def row_id(description: str) -> Any:
+    """A path parameter holding a row's id: any signed 64-bit integer (SQL's range; one outside it
+    is a 422, not an overflow in the driver). Unknown ids are each route's 404."""
+    return Path(ge=-MAX_ID - 1, le=MAX_ID, description=description)
 
 
 def entity_or_404(kecl: Kecl, ref: str) -> int:

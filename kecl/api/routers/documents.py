@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from kecl.api.deps import MAX_ID, KeclDep, require_key
+from kecl.api.deps import MAX_ID, KeclDep, require_key, row_id
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
 from kecl.api.resources import DocumentDeleted, DocumentPage
 from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
@@ -15,7 +15,7 @@ from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
 router = APIRouter(prefix="/documents", tags=["documents"])
 
 NO_DOCUMENT = documented(404, "No document has this id.")
-DocumentId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the document's id")]
+DocumentId = Annotated[int, row_id("the document's id")]
 
 
 @router.get("", operation_id="listDocuments", responses=INVALID)

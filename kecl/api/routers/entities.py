@@ -18,7 +18,8 @@ router = APIRouter(prefix="/entities", tags=["entities"])
 EntityRef = Annotated[str, Path(description="numeric id, external id, or name/alias")]
 # a name search ranks every match; the total is exact up to this many
 _MAX_MATCHES = 1000
-# an entity read returns at most this many facts a list
+# an entity read returns this many facts a list unless asked, and at most _MAX_FACTS
+_FACTS = 200
 _MAX_FACTS = 1000
 
 
@@ -42,7 +43,7 @@ def find_entities(
 def get_entity(
     kecl: KeclDep,
     ref: EntityRef,
-    limit: Annotated[int, Query(ge=1, le=_MAX_FACTS, description="most facts in each of the two lists")] = 200,
+    limit: Annotated[int, Query(ge=1, le=_MAX_FACTS, description="most facts in each of the two lists")] = _FACTS,
 ) -> Entity:
     """An entity with its aliases, current facts (id order), history (closed facts, newest first)
     and mention count.
@@ -53,7 +54,7 @@ def get_entity(
     return _entity(kecl, entity_or_404(kecl, ref), limit)
 
 
-def _entity(kecl: Kecl, entity_id: int, limit: int = 200) -> Entity:
+def _entity(kecl: Kecl, entity_id: int, limit: int = _FACTS) -> Entity:
     view = kecl.store.get_entity(entity_id, limit=limit)
     assert view is not None  # resolved or written just now
     return Entity.model_validate(view.to_dict())

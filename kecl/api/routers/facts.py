@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from kecl.api.deps import MAX_ID, KeclDep, edit, entity_or_404, require_key
+from kecl.api.deps import MAX_ID, KeclDep, edit, entity_or_404, require_key, row_id
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented, error_response, invalid
 from kecl.api.resources import FactEnd, FactRetraction
 from kecl.api.schemas import Fact, FactList, FactsAdded, FactsIn
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/facts", tags=["facts"])
 # the summary's other counts (files, documents, passages, mentions) belong to document ingests
 _FACT_COUNTS = ("facts", "entities", "relations")
 NO_FACT = documented(404, "No fact has this id.")
-FactId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the fact's id")]
+FactId = Annotated[int, row_id("the fact's id")]
 
 
 @router.get(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from kecl.api.deps import MAX_ID, KeclDep, require_key
+from kecl.api.deps import MAX_ID, KeclDep, require_key, row_id
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented, error_response
 from kecl.api.schemas import Run, RunList, RunStarted
 from kecl.runs import UpdateBusy, UpdateNotStarted, start_update
@@ -34,7 +34,7 @@ def list_runs(
     operation_id="getRun",
     responses={**documented(404, "No update cycle has this id."), **INVALID},
 )
-def get_run(kecl: KeclDep, run_id: Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="the run's id")]) -> Run:
+def get_run(kecl: KeclDep, run_id: Annotated[int, row_id("the run's id")]) -> Run:
     """One update cycle.
 
     Raises 404 for an unknown id, 422 for an id that is not an integer."""
