@@ -78,8 +78,9 @@ def get_entity(s: Session, entity_id: int, limit: int | None = None) -> EntityVi
     pages: dict[str, list[FactView]] = {}
     totals: dict[str, int] = {}
     for name, where in (("facts", current), ("history", not_(current))):
-        # As subject, then as object: one index range each (an OR of the two makes planners walk
-        # the whole table in id order), joined by a UNION that also drops a fact about itself.
+        # As subject, then as object: one index range each, joined by a UNION that also drops a
+        # fact about itself (with an OR of the two, SQLite's plan read every current fact through
+        # the valid_to index instead).
         ends = union(
             select(Fact.id, Fact.valid_to).where(Fact.subject_id == entity_id, where),
             select(Fact.id, Fact.valid_to).where(Fact.object_id == entity_id, where),
