@@ -142,7 +142,6 @@ def query_load(
     for t in threads:
         t.join(timeout=60)
     cpu_after, elapsed = cpu_seconds(pids or {}), time.perf_counter() - t0
-    post_spans.sort()
     overlapped, alone = [], []
     for (start, end), ms in zip(spans, latencies, strict=True):
         hit = any(ps < end and pe > start for ps, pe in post_spans)
