@@ -18,19 +18,25 @@ def tiny_model_dir(tokenizer, tmp_path):
     return tmp_path / "tiny"
 
 
-def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tiny_model_dir, tmp_path):
-    phases = [
-        replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES
-    ]
-    version, bundle = adapt_default(
-        tmp_path / "ckpts",
-        str(tiny_model_dir),
+def adapt_tiny(model_dir, checkpoints, phases, **kw):
+    """``adapt_default`` on the tiny model, quickly: small held-out sets, on the CPU, quiet."""
+    return adapt_default(
+        checkpoints,
+        str(model_dir),
         phases=phases,
         eval_every=2,
         heldout_passages=20,
         progress=False,
         device="cpu",
+        **kw,
     )
+
+
+def test_adapt_default_saves_an_active_checkpoint_with_its_curve(tiny_model_dir, tmp_path):
+    phases = [
+        replace(c, steps=4, batch_size=4, max_length=32, injection_max_length=64, bf16=False) for c in ADAPT_PHASES
+    ]
+    version, _ = adapt_tiny(tiny_model_dir, tmp_path / "ckpts", phases)
     assert active_version(tmp_path / "ckpts") == version
     metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
     # one curve across both phases: plain MLM, then reading exercises
@@ -55,14 +61,5 @@ def test_adapt_default_trains_in_float32_when_bf16_is_off(tiny_model_dir, tmp_pa
     """``model.bf16 = false`` holds for the first-run adaptation too (it took bf16 wherever native)."""
     phases = [replace(c, steps=2, batch_size=2, max_length=32, injection_max_length=64) for c in ADAPT_PHASES]
     assert all(c.bf16 is None for c in phases)  # "where native" by default
-    version, _ = adapt_default(
-        tmp_path / "ckpts",
-        str(tiny_model_dir),
-        phases=phases,
-        eval_every=2,
-        heldout_passages=20,
-        progress=False,
-        device="cpu",
-        bf16=False,
-    )
+    version, _ = adapt_tiny(tiny_model_dir, tmp_path / "ckpts", phases, bf16=False)
     assert load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]["bf16"] is False
