@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, Connection, func, select, text
 from sqlalchemy.orm import Session
 
 from knowledge.db import select_rows
@@ -90,8 +91,10 @@ def lexical_search(s: Session, query: str, k: int = 10) -> list[tuple[int, float
     """Full-text search with the database's own engine: ``(passage id, score)``, best first.
 
     Higher score = better. SQLite: FTS5 with BM25; PostgreSQL: ``tsvector`` with ``ts_rank_cd``.
-    Query words are OR-ed (any word may match; rarer words weigh more). A query of stopwords
-    only, or ``k`` ≤ 0, finds nothing. Raises NotImplementedError on any other database.
+    Query words are OR-ed (any word may match; rarer words weigh more); on PostgreSQL a word in
+    more than :data:`COMMON_FRACTION` of the passages only ranks the passages the rarer words
+    found. A query of stopwords only, or ``k`` ≤ 0, finds nothing. Raises NotImplementedError on
+    any other database.
     """
     words = [w for w in dict.fromkeys(re.findall(r"\w+", query.lower())) if w not in _STOPWORDS]
     if not words or k <= 0:
@@ -107,15 +110,72 @@ def lexical_search(s: Session, query: str, k: int = 10) -> list[tuple[int, float
         ).all()
         return [(int(pid), -float(score)) for pid, score in rows]
     if dialect == "postgresql":
-        rows = s.execute(
-            text(
-                "SELECT id, ts_rank_cd(tsv, q) AS r FROM passage, to_tsquery('english', :q) q "
-                "WHERE tsv @@ q ORDER BY r DESC, id LIMIT :k"
-            ),
-            {"q": " | ".join(words), "k": k},
-        ).all()
-        return [(int(pid), float(score)) for pid, score in rows]
+        rank = " | ".join(words)
+        selects = _postgres_selecting(s, words)
+        found: Sequence[Any] = []
+        for select_by in selects:
+            found = s.execute(
+                text(
+                    "SELECT id, ts_rank_cd(tsv, q) AS r FROM passage, to_tsquery('english', :q) q, "
+                    "to_tsquery('english', :sel) sel WHERE tsv @@ sel ORDER BY r DESC, id LIMIT :k"
+                ),
+                {"q": rank, "sel": select_by, "k": k},
+            ).all()
+            if found:
+                break
+        return [(int(pid), float(score)) for pid, score in found]
     raise NotImplementedError(f"full-text search is not implemented for {dialect}")
+
+
+COMMON_FRACTION = 0.01
+"""On PostgreSQL, a query word found in more than this fraction of passages only ranks: it does not
+select passages (Elasticsearch's "common terms" split). ``ts_rank_cd`` is computed for every
+selected passage, so one common word would make a search rank a large part of the corpus (a word in
+a fifth of 100k passages: ~70 ms), while such a word says little about which passages are relevant."""
+_COMMON_TTL = 300.0
+_common: dict[str, tuple[float, dict[str, float]]] = {}
+
+
+def _postgres_selecting(s: Session, words: list[str]) -> list[str]:
+    """The ``tsquery`` texts that select the passages to rank, to try in turn until one selects any:
+    the rare words OR-ed; with only common words, all of them AND-ed, then OR-ed. Which words are
+    common comes from the planner's statistics of ``passage.tsv`` (kept by ``ANALYZE`` and
+    autovacuum); without statistics every word selects."""
+    every = " | ".join(words)
+    frequency = _common_lexemes(s)
+    if not frequency:
+        return [every]
+    rows = s.execute(
+        text("SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(CAST(:w AS text[])) AS w"),
+        {"w": words},
+    ).all()
+    lexemes = {w: list(lx or []) for w, lx in rows}
+    words = [w for w in words if lexemes.get(w)]  # the dictionary's stopwords neither select nor rank
+    rare = [w for w in words if all(frequency.get(lx, 0.0) <= COMMON_FRACTION for lx in lexemes[w])]
+    if rare:
+        return [" | ".join(rare)]
+    return [" & ".join(words), every] if len(words) > 1 else [every]
+
+
+def _common_lexemes(s: Session) -> dict[str, float]:
+    """``{lexeme: fraction of passages holding it}`` for the lexemes PostgreSQL's statistics track
+    as most common in ``passage.tsv`` (empty before the table is analysed); kept per database for
+    a few minutes, as the statistics themselves change only on ``ANALYZE``."""
+    bind = s.get_bind()
+    key = str((bind.engine if isinstance(bind, Connection) else bind).url)
+    now = time.monotonic()
+    cached = _common.get(key)
+    if cached is not None and now - cached[0] < _COMMON_TTL:
+        return cached[1]
+    row = s.execute(
+        text(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'passage' AND attname = 'tsv'"
+        )
+    ).first()
+    frequency = dict(zip(row[0], row[1])) if row is not None and row[0] is not None else {}
+    _common[key] = (now, frequency)
+    return frequency
 
 
 def passages_mentioning(s: Session, entity_ids: Sequence[int], k: int = 10) -> list[tuple[int, float]]:

@@ -440,8 +440,8 @@ class KnowledgeStore:
         """Full-text search with the database's own engine, best first (higher score = better).
 
         SQLite: FTS5 with BM25; PostgreSQL: ``tsvector`` with ``ts_rank_cd``. Query words are
-        OR-ed (any word may match; rarer words weigh more). Raises NotImplementedError on any
-        other database.
+        OR-ed (any word may match; rarer words weigh more; see :func:`knowledge.passages.lexical_search`
+        for the common words on PostgreSQL). Raises NotImplementedError on any other database.
         """
         return self._read(passages.lexical_search, query, k)
 

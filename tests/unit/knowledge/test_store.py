@@ -321,6 +321,31 @@ def test_passages_search_and_delete(store: KnowledgeStore) -> None:
     assert store.lexical_search("river Sava", k=5) == []
 
 
+def test_postgres_full_text_lets_common_words_rank_but_not_select(pg_schema_url: str) -> None:
+    # Ranking every passage that holds a common word made a search cost tens of milliseconds per
+    # 10k matches; once the statistics say a word is common, only the rarer words select.
+    store = KnowledgeStore.open(pg_schema_url)
+    try:
+        texts = [f"The harbour of town {i} is quiet." for i in range(60)]
+        texts += [f"The quay of town {i} is busy." for i in range(60, 120)]
+        texts += ["The harbour of Zanzibar is old.", "A harbour and a quay meet at the square."]
+        ids = store.add_documents([DocumentRecord(text=t) for t in texts])
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE passage"))
+        by_text = {pid: t for pid, t in store.passage_texts(ids).items()}
+
+        rare = store.lexical_search("Zanzibar harbour", k=50)
+        assert [by_text[p] for p, _ in rare] == ["The harbour of Zanzibar is old."]
+        # only common words: the passages holding all of them
+        both = store.lexical_search("harbour quay", k=50)
+        assert [by_text[p] for p, _ in both] == ["A harbour and a quay meet at the square."]
+        # nothing holds all of them: any of them selects, as without statistics
+        assert len(store.lexical_search("harbour busy", k=500)) == len(texts)
+        assert [p for p, _ in store.lexical_search("Zanzibar", k=5)] == [p for p, _ in rare]
+    finally:
+        store.close()
+
+
 def test_relink_after_new_alias(store: KnowledgeStore) -> None:
     ids = store.add_documents([DocumentRecord(text="Agram was the old name of the city.")])
     assert store.passages_mentioning([1], k=5) == []
