@@ -78,7 +78,7 @@ def adapt_default(
     checkpoints_dir: str | Path,
     name_or_path: str,
     phases: Sequence[TrainConfig] | None = None,
-    eval_every: int = 25,
+    eval_every: int | None = None,
     heldout_passages: int = 200,
     activate: bool = True,
     force: bool = False,
@@ -93,8 +93,10 @@ def adapt_default(
     Otherwise the model is trained on the default corpus (held-out passages excluded), one run per
     phase (:data:`ADAPT_PHASES`); the held-out masked-token top-1 accuracy (and, when a phase trains
     on reading exercises, the held-out reading accuracy: answers read from injected knowledge about
-    invented names) is measured every ``eval_every`` steps, and on all held-out passages at the end
-    of each phase; the result is saved with the curve in ``metrics.json`` and (``activate``) made active.
+    invented names) is measured on all held-out passages at the end of each phase and, for a learning
+    curve, every ``eval_every`` steps (None: no curve — each point costs about two training steps, and
+    the first run of a machine without bf16 waits for all of them); the result is saved with the
+    curve in ``metrics.json`` and (``activate``) made active.
     ``name_or_path`` is the base model (a Hugging Face id or a local folder), ``name`` how its
     metadata names it (default: ``name_or_path``). ``bf16=False`` trains in float32 even where
     bf16 is native (the phases' own ``bf16`` applies otherwise).
@@ -127,7 +129,7 @@ def adapt_default(
             out["heldout_reading"] = reading_accuracy(bundle, reading_held[:100], "concat", reading_length)
         return out
 
-    curve: list[dict[str, Any]] = [{"step": 0, "seconds": 0.0, **measure()}]
+    curve: list[dict[str, Any]] = [{"step": 0, "seconds": 0.0, **measure()}] if eval_every else []
     done_steps, done_seconds = 0, 0.0
     phase_metrics: list[dict[str, Any]] = []
     results = []
@@ -143,7 +145,7 @@ def adapt_default(
             done_seconds: float = done_seconds,
         ) -> None:
             nonlocal eval_seconds
-            if step % eval_every == 0:
+            if eval_every and step % eval_every == 0:
                 t0 = time.perf_counter()
                 point = measure()
                 eval_seconds += time.perf_counter() - t0

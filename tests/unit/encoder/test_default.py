@@ -18,13 +18,13 @@ def tiny_model_dir(tokenizer, tmp_path):
     return tmp_path / "tiny"
 
 
-def adapt_tiny(model_dir, checkpoints, phases, **kw):
+def adapt_tiny(model_dir, checkpoints, phases, eval_every=2, **kw):
     """``adapt_default`` on the tiny model, quickly: small held-out sets, on the CPU, quiet."""
     return adapt_default(
         checkpoints,
         str(model_dir),
         phases=phases,
-        eval_every=2,
+        eval_every=eval_every,
         heldout_passages=20,
         progress=False,
         device="cpu",
@@ -63,3 +63,13 @@ def test_adapt_default_trains_in_float32_when_bf16_is_off(tiny_model_dir, tmp_pa
     assert all(c.bf16 is None for c in phases)  # "where native" by default
     version, _ = adapt_tiny(tiny_model_dir, tmp_path / "ckpts", phases, bf16=False)
     assert load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]["bf16"] is False
+
+
+def test_adapt_default_measures_only_each_phase_by_default(tiny_model_dir, tmp_path):
+    """The product's first run draws no learning curve (``kecl init`` waits for every point of it):
+    each phase is still measured on all held-out passages."""
+    phases = [replace(c, steps=2, batch_size=2, max_length=32, injection_max_length=64) for c in ADAPT_PHASES]
+    version, _ = adapt_tiny(tiny_model_dir, tmp_path / "ckpts", phases, eval_every=None)
+    metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
+    assert metrics["curve"] == []
+    assert [0.0 <= p["heldout_top1"] <= 1.0 for p in metrics["phases"]] == [True, True]
