@@ -117,36 +117,48 @@ def _masked_log_probs(
     batch_size: int,
 ) -> tuple[list[torch.Tensor], list[str]]:
     """Per row: ``(masks, vocab)`` log-probabilities at its masks, and the injected knowledge it
-    read (lower-cased, for the evidence prior). Rows go through the encoder ``batch_size`` at a time."""
-    out: list[torch.Tensor] = []
-    knowledge: list[str] = []
+    read (lower-cased, for the evidence prior). Rows go through the encoder shortest first, at
+    most ``batch_size`` at a time, a batch ending where a row is more than :data:`_LENGTH_SPREAD`
+    times as long as its first: rows of one call differ in length by whole passages, and padding
+    them all to the longest wasted about a quarter of an evaluation's forward passes."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+    knowledge: list[str] = [""] * len(texts)
+    if not texts:
+        return [], []
     mask_id = bundle.tokenizer.mask_token_id
-    for start in range(0, len(texts), batch_size):
-        stop = start + batch_size
-        inputs = build_injected_inputs(
-            bundle.tokenizer,
-            texts[start:stop],
-            facts[start:stop],
-            passages[start:stop],
-            strategy=as_strategy(strategy),
-            max_length=max_length,
-        )
-        hidden, _ = _forward(bundle, inputs.to_dict(), explain=False)
-        is_mask = (inputs.input_ids == mask_id).to(hidden.device)
+    inputs = build_injected_inputs(
+        bundle.tokenizer, texts, facts, passages, strategy=as_strategy(strategy), max_length=max_length
+    )
+    for rows in _similar_lengths(inputs.lengths, batch_size):
+        part = inputs.select(rows)
+        hidden, _ = _forward(bundle, part.to_dict(), explain=False)
+        is_mask = (part.input_ids == mask_id).to(hidden.device)
         with torch.inference_mode():
             logp = bundle.model.cls(hidden[is_mask]).float().log_softmax(-1).cpu()
         counts = is_mask.sum(1).tolist()
         offset = 0
-        for r, c in enumerate(counts):
-            out.append(logp[offset : offset + c])
+        for r, (i, c) in enumerate(zip(rows, counts)):
+            out[i] = logp[offset : offset + c]
             offset += c
-            i = start + r
-            knowledge.append(
-                _knowledge_text(facts[i], passages[i], (inputs.used_facts[r], inputs.used_passages[r]))
-                if strategy != "closed-book"
-                else ""
-            )
+            if strategy != "closed-book":
+                knowledge[i] = _knowledge_text(facts[i], passages[i], (part.used_facts[r], part.used_passages[r]))
     return out, knowledge
+
+
+_LENGTH_SPREAD = 1.2
+
+
+def _similar_lengths(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of at most ``batch_size``, shortest rows first, each batch's rows
+    within :data:`_LENGTH_SPREAD` of its shortest (so padding stays a small share of a batch)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        last = batches[-1] if batches else None
+        if last is None or len(last) >= batch_size or lengths[i] > _LENGTH_SPREAD * lengths[last[0]]:
+            batches.append([i])
+        else:
+            last.append(i)
+    return batches
 
 
 def score_entities(

@@ -105,6 +105,28 @@ class InjectedInputs:
     text_mask: torch.Tensor
     strategy: str = "concat"
     truncated_passages: list[list[int]] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # each row's tokens before padding
+
+    def select(self, rows: Sequence[int]) -> InjectedInputs:
+        """The given rows alone, padded only to the longest of them (a batch of similar lengths
+        wastes less of the encoder's work on padding)."""
+        index = torch.tensor(list(rows), dtype=torch.long)
+        length = max((self.lengths[r] for r in rows), default=0)
+        mask = self.attention_mask[index]
+        mask = mask[:, :length] if mask.dim() == 2 else mask[:, :, :length, :length]
+        return InjectedInputs(
+            self.input_ids[index, :length],
+            self.token_type_ids[index, :length],
+            self.position_ids[index, :length],
+            mask,
+            texts=[self.texts[r] for r in rows],
+            used_facts=[self.used_facts[r] for r in rows],
+            used_passages=[self.used_passages[r] for r in rows],
+            text_mask=self.text_mask[index, :length],
+            strategy=self.strategy,
+            truncated_passages=[self.truncated_passages[r] for r in rows] if self.truncated_passages else [],
+            lengths=[self.lengths[r] for r in rows],
+        )
 
     def to_dict(self, attn_implementation: str | None = None) -> dict[str, torch.Tensor]:
         """The model inputs. Without ``attn_implementation`` a tree mask stays a boolean
@@ -358,6 +380,7 @@ def _pad(rows: list[_Row], pad: int, strategy: str) -> InjectedInputs:
         text_mask=text_mask,
         strategy=strategy,
         truncated_passages=[r.truncated for r in rows],
+        lengths=[len(r.ids) for r in rows],
     )
 
 

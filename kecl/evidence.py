@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from encoder import InjectedFact, InjectedPassage
-from kecl.pipeline import MASK_PATTERN, KnowledgeAccess, QueryOptions, retrieve, select_facts
-from kecl.search import hybrid_search
+from encoder import InjectedFact, InjectedPassage, MLMBundle
+from kecl.pipeline import MASK_PATTERN, KnowledgeAccess, Prepared, QueryOptions, retrieve, select_facts
+from kecl.search import SearchHit, hybrid_search
+from knowledge import KnowledgeStore
 from retrieval import CoalescingEmbedder, IndexHandle
 from updater import CandidateSource, KnowledgeSource
 
@@ -58,6 +59,70 @@ def pipeline_candidates(system: KnowledgeAccess) -> CandidateSource:
         return [cache[(t, mode)] for t in texts]
 
     return source
+
+
+def pipeline_retrieval(system: IndexedKnowledge) -> tuple[KnowledgeSource, CandidateSource]:
+    """A knowledge source and a candidate source that share one retrieval per (text, mode), exactly
+    as a query in ``mode`` retrieves (``kecl.pipeline.retrieve``), for an update cycle: its reading
+    exercises, the active model's and the candidate's evaluations all ask for the same texts, and
+    retrieval depends neither on the MLM nor on which of them asks. A batch's search queries are
+    embedded in one call (one forward pass instead of one per text)."""
+    cache: dict[tuple[str, str], Prepared] = {}
+
+    def prepare(texts: Sequence[str], mode: str) -> list[Prepared]:
+        missing = [t for t in dict.fromkeys(texts) if (t, mode) not in cache]
+        if missing:
+            opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
+            reader: KnowledgeAccess = system
+            if mode != "closed-book" and opts.k_passages > 0:
+                queries = sorted({q for q in (MASK_PATTERN.sub(" ", t) for t in missing) if q.strip()})
+                reader = _BatchEmbedded(system, dict(zip(queries, system.embedder.encode(queries))) if queries else {})
+            for t in missing:
+                cache[(t, mode)] = retrieve(reader, t, opts)
+        return [cache[(t, mode)] for t in texts]
+
+    def knowledge(texts: Sequence[str], mode: str) -> tuple[list[list[InjectedFact]], list[list[InjectedPassage]]]:
+        prepared = prepare(texts, mode)
+        return [p.facts for p in prepared], [p.passages for p in prepared]
+
+    def candidates(texts: Sequence[str], mode: str) -> list[list[Any]]:
+        return [list(p.candidates) for p in prepare(texts, mode)]
+
+    return knowledge, candidates
+
+
+class _BatchEmbedded:
+    """``system`` for the query pipeline, its searches reading query vectors embedded beforehand in
+    one batch (a query without one, e.g. cut to the encoder's budget, is embedded as usual)."""
+
+    def __init__(self, system: IndexedKnowledge, vectors: dict[str, Any]) -> None:
+        self._system = system
+        self._vectors = vectors
+        self.settings = system.settings
+
+    @property
+    def store(self) -> KnowledgeStore:
+        return self._system.store
+
+    @property
+    def encoder(self) -> MLMBundle:
+        return self._system.encoder
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._system.snapshot()
+
+    def search(self, query: str, k: int = 4) -> list[SearchHit]:
+        if query not in self._vectors:
+            return self._system.search(query, k)
+        embedder = self._system.embedder
+        return hybrid_search(
+            query,
+            k,
+            store=self.store,
+            index_handle=self._system.index,
+            embedder=_Precomputed(self._vectors, embedder.version, embedder.dim),
+            weights=self.settings.retrieval,
+        )
 
 
 class _Precomputed:

@@ -25,7 +25,7 @@ from typing import Any
 from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
-from kecl.evidence import pipeline_candidates, pipeline_source
+from kecl.evidence import pipeline_retrieval, pipeline_source
 from kecl.follow import IndexFollower, embed_into
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
@@ -317,13 +317,15 @@ class Kecl:
             if self.settings.index.embedder == "encoder" and self._index is not None:
                 self.reembed_index()
 
+        # one retrieval per (text, mode) for the reading exercises and both evaluations of the cycle
+        knowledge, candidates = pipeline_retrieval(self)
         return CycleContext(
             store=self.store,
             checkpoints_dir=self.settings.checkpoints_dir,
             load_active=lambda: wiring.load_training_copy(self.settings, self.store),
             add_to_index=self._index_new_passages,
-            knowledge=self.knowledge_source(),
-            candidates=pipeline_candidates(self) if self.settings.answers.entities else None,
+            knowledge=knowledge,
+            candidates=candidates if self.settings.answers.entities else None,
             on_promote=on_promote,
             inbox_dir=self.settings.inbox_dir,
             holder=holder,

@@ -266,6 +266,34 @@ def test_batch_rows_equal_single_rows_and_padding_is_safe(tokenizer, strategy):
         torch.testing.assert_close(batch_logits[r, :n], single[0], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("strategy", ["closed-book", "concat", "tree"])
+def test_selected_rows_are_those_rows_built_alone(tokenizer, strategy):
+    """``select`` (batches of similar lengths) gives exactly what building those rows alone gives."""
+    texts = ["Beijing .", TEXT, "Beijing is the [MASK] ."]
+    facts = [[InjectedFact("Beijing is big", "capital China", (0, 7))], FACTS, []]
+    passages = [[InjectedPassage("Beijing is a large city .")], [InjectedPassage("Paris is far away .")], []]
+    every = build_injected_inputs(tokenizer, texts, facts, passages, strategy=strategy, max_length=64)
+    assert every.lengths == [int((every.input_ids[r] != tokenizer.pad_token_id).sum()) for r in range(3)]
+    for rows in ([2, 0], [1], [0, 1, 2]):
+        part = every.select(rows)
+        alone = build_injected_inputs(
+            tokenizer,
+            [texts[r] for r in rows],
+            [facts[r] for r in rows],
+            [passages[r] for r in rows],
+            strategy=strategy,
+            max_length=64,
+        )
+        for name in ("input_ids", "token_type_ids", "position_ids", "attention_mask", "text_mask"):
+            assert torch.equal(getattr(part, name), getattr(alone, name)), name
+        assert (part.texts, part.used_facts, part.used_passages, part.lengths) == (
+            alone.texts,
+            alone.used_facts,
+            alone.used_passages,
+            alone.lengths,
+        )
+
+
 def test_sdpa_and_eager_agree_on_tree_inputs(tokenizer):
     x = build_injected_inputs(
         tokenizer,

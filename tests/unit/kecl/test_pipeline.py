@@ -173,3 +173,33 @@ def test_answers_rank_whole_entities_beside_the_word_pieces(kecl: Kecl) -> None:
     kecl.settings.answers.entities = False
     (off,) = kecl.answer([query], QueryOptions(mode="concat"))
     assert off.entities == [] and off.predictions
+
+
+def test_a_cycle_retrieves_each_text_once_for_knowledge_and_candidates(kecl: Kecl, monkeypatch) -> None:
+    """The update cycle's sources share one retrieval per (text, mode), with the batch's queries
+    embedded together, and give what the query pipeline retrieves text by text."""
+    import kecl.evidence as evidence
+    from kecl.pipeline import retrieve
+
+    texts = ["The currency of Croatia is the [MASK] .", "The capital of France is [MASK] ."]
+    expected = {
+        mode: [retrieve(kecl, t, QueryOptions(mode=mode, k_passages=kecl.settings.retrieval.k)) for t in texts]
+        for mode in ("closed-book", "concat")
+    }
+    calls: list[tuple[str, str]] = []
+
+    def counting(system, text, opts):  # type: ignore[no-untyped-def]
+        calls.append((text, opts.mode))
+        return retrieve(system, text, opts)
+
+    monkeypatch.setattr(evidence, "retrieve", counting)
+    knowledge, candidates = evidence.pipeline_retrieval(kecl)
+    for _ in range(2):  # the active model's evaluation, then the candidate's
+        for mode in ("closed-book", "concat"):
+            facts, passages = knowledge(texts, mode)
+            assert facts == [p.facts for p in expected[mode]]
+            assert [[x.passage_id for x in row] for row in passages] == [
+                [x.passage_id for x in p.passages] for p in expected[mode]
+            ]
+            assert candidates(texts, mode) == [p.candidates for p in expected[mode]]
+    assert sorted(calls) == sorted((t, m) for t in texts for m in ("closed-book", "concat"))
