@@ -40,9 +40,11 @@ def plot_history(runs: list[dict[str, Any]], checkpoints: list[dict[str, Any]], 
         ax2.set_ylabel("held-out MLM loss")
         ax2.legend(loc="lower right", fontsize=8)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("P@1 (one-token objects)")
+    # entity level over every probe (one-token objects only when entity answers are off)
+    ax.set_ylabel("P@1")
     ax.set_title("candidate model after each update cycle")
-    ax.legend(loc="upper left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no cycle measured yet: nothing to name
+        ax.legend(loc="upper left", fontsize=8)
 
     colours = {"active": "tab:green", "retired": "tab:blue", "rejected": "tab:red", "candidate": "tab:orange"}
     order = {c["version"]: i for i, c in enumerate(checkpoints)}
