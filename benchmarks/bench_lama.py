@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from encoder import SpanText, TrainConfig, train_mlm
-    from kecl.evidence import cached_source, pipeline_candidates
+    from kecl.evidence import cached_source, pipeline_retrieval
     from kecl.pipeline import QueryOptions
     from updater import Probe, evaluate
 
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             )
             for normalisation in [n for n in args.normalisations.split(",") if n]:
-                candidates = pipeline_candidates(kecl)
+                _, candidates = pipeline_retrieval(kecl)
                 for modes, knowledge, what in ((("closed-book",), None, "entity"), (("concat",), with_facts, "entity")):
                     report = report.merge(
                         evaluate(

@@ -45,22 +45,6 @@ def pipeline_source(system: KnowledgeAccess) -> KnowledgeSource:
     return source
 
 
-def pipeline_candidates(system: KnowledgeAccess) -> CandidateSource:
-    """Answer candidates exactly as a query in ``mode`` gets them (``kecl.pipeline.retrieve``),
-    each (text, mode) retrieved once: the active model and the candidate of a cycle are measured
-    on the same candidates, and retrieval does not depend on the MLM."""
-    cache: dict[tuple[str, str], list[Any]] = {}
-
-    def source(texts: Sequence[str], mode: str) -> list[list[Any]]:
-        opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
-        for t in dict.fromkeys(texts):
-            if (t, mode) not in cache:
-                cache[(t, mode)] = list(retrieve(system, t, opts).candidates)
-        return [cache[(t, mode)] for t in texts]
-
-    return source
-
-
 def pipeline_retrieval(system: IndexedKnowledge) -> tuple[KnowledgeSource, CandidateSource]:
     """A knowledge source and a candidate source that share one retrieval per (text, mode), exactly
     as a query in ``mode`` retrieves (``kecl.pipeline.retrieve``), for an update cycle: its reading
@@ -75,8 +59,7 @@ def pipeline_retrieval(system: IndexedKnowledge) -> tuple[KnowledgeSource, Candi
             opts = QueryOptions(mode=mode, k_passages=system.settings.retrieval.k)  # type: ignore[arg-type]
             reader: KnowledgeAccess = system
             if mode != "closed-book" and opts.k_passages > 0:
-                queries = sorted({q for q in (MASK_PATTERN.sub(" ", t) for t in missing) if q.strip()})
-                reader = _BatchEmbedded(system, dict(zip(queries, system.embedder.encode(queries))) if queries else {})
+                reader = _embedded_once(system, missing)
             for t in missing:
                 cache[(t, mode)] = retrieve(reader, t, opts)
         return [cache[(t, mode)] for t in texts]
@@ -89,6 +72,13 @@ def pipeline_retrieval(system: IndexedKnowledge) -> tuple[KnowledgeSource, Candi
         return [list(p.candidates) for p in prepare(texts, mode)]
 
     return knowledge, candidates
+
+
+def _embedded_once(system: IndexedKnowledge, texts: Sequence[str]) -> _BatchEmbedded:
+    """``system`` with the search queries of ``texts`` (their masks blanked, as
+    :func:`kecl.pipeline.select_passages` searches) embedded in one call."""
+    queries = sorted({q for q in (MASK_PATTERN.sub(" ", t) for t in texts) if q.strip()})
+    return _BatchEmbedded(system, dict(zip(queries, system.embedder.encode(queries))) if queries else {})
 
 
 class _BatchEmbedded:
@@ -156,24 +146,11 @@ def cached_source(
     cache = {} if cache is None else cache
 
     def fetch(texts: list[str]) -> None:
-        queries = {t: MASK_PATTERN.sub(" ", t) for t in texts}
-        vectors: dict[str, Any] = {}
-        if opts.k_passages > 0:
-            embedder = system.embedder
-            unique = sorted(set(queries.values()))
-            vectors = dict(zip(unique, embedder.encode(unique)))
-        for text, query in queries.items():
+        reader = _embedded_once(system, texts) if opts.k_passages > 0 else None
+        for text in texts:
             facts, _ = select_facts(system, text, opts)
-            hits = []
-            if opts.k_passages > 0 and query.strip():
-                hits = hybrid_search(
-                    query,
-                    opts.k_passages,
-                    store=system.store,
-                    index_handle=system.index,
-                    embedder=_Precomputed(vectors, system.embedder.version, system.embedder.dim),
-                    weights=system.settings.retrieval,
-                )
+            query = MASK_PATTERN.sub(" ", text)
+            hits = reader.search(query, opts.k_passages) if reader is not None and query.strip() else []
             cache[text] = (facts, [InjectedPassage(h.text, h.score, h.passage_id) for h in hits])
 
     def source(texts: Sequence[str], mode: str) -> tuple[list[list[InjectedFact]], list[list[InjectedPassage]]]:

@@ -203,3 +203,20 @@ def test_a_cycle_retrieves_each_text_once_for_knowledge_and_candidates(kecl: Kec
             ]
             assert candidates(texts, mode) == [p.candidates for p in expected[mode]]
     assert sorted(calls) == sorted((t, m) for t in texts for m in ("closed-book", "concat"))
+
+
+def test_cached_source_injects_what_a_query_retrieves(kecl: Kecl) -> None:
+    """``kecl eval``'s source embeds a batch's queries in one call and keeps each text: its facts
+    and passages are the pipeline's own for each text."""
+    from kecl.evidence import cached_source
+    from kecl.pipeline import MASK_PATTERN, select_facts
+
+    texts = ["The currency of Croatia is the [MASK] .", "The capital of France is [MASK] .", "[MASK] ."]
+    opts = QueryOptions(k_passages=2)
+    facts, passages = cached_source(kecl, opts)(texts, "concat")
+    for text, row_facts, row_passages in zip(texts, facts, passages):
+        query = MASK_PATTERN.sub(" ", text)
+        expected = kecl.search(query, 2) if query.strip() else []
+        assert [p.passage_id for p in row_passages] == [h.passage_id for h in expected]
+        assert row_facts == select_facts(kecl, text, opts)[0]
+    assert any(passages) and any(facts)
