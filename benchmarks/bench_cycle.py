@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,23 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-out/cycle.json")
     args = ap.parse_args(argv)
 
-    from encoder import load_checkpoint, save_checkpoint, set_active
+    from benchmarks.demo_home import demo_kecl
     from kecl.demo import DEMO_DATA
-    from kecl.services import Kecl
-    from kecl.settings import Settings
-    from kecl.wiring import cycle_config, load_base_model
-    from knowledge import read_paths
+    from kecl.wiring import cycle_config
 
-    home = Path(tempfile.mkdtemp(prefix="kecl-bench-cycle-"))
-    try:
-        settings = Settings(home=home, database_url=None, model={"device": "cpu"}, index={"kind": "flat"})
-        kecl = Kecl(settings)
-        kecl.ingest_batch(read_paths([DEMO_DATA / "base"]))
-        bundle = load_checkpoint(args.checkpoint, device="cpu") if args.checkpoint else load_base_model(settings)
-        version = save_checkpoint(bundle, settings.checkpoints_dir, watermark=kecl.store.watermark().to_dict())
-        set_active(settings.checkpoints_dir, version)
-        kecl.store.record_checkpoint(version, None, "active", {})
-        config = cycle_config(settings, args.steps)
+    with demo_kecl("kecl-bench-cycle-", ["base"], args.checkpoint) as kecl:
+        config = cycle_config(kecl.settings, args.steps)
         t0 = time.perf_counter()
         report = kecl.run_update(paths=[DEMO_DATA / "later"], trigger="bench", config=config)
         total = time.perf_counter() - t0
@@ -69,9 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             "changed_facts": report.counts.get("changed_facts"),
             "train": report.metrics.get("train"),
         }
-        kecl.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

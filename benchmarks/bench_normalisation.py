@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-out/normalisation.json")
     args = ap.parse_args(argv)
 
-    from encoder import load_checkpoint, save_checkpoint, set_active
-    from kecl.demo import DEMO_DATA
+    from benchmarks.demo_home import demo_kecl
     from kecl.evidence import pipeline_retrieval
-    from kecl.services import Kecl
-    from kecl.settings import Settings
-    from knowledge import read_paths
     from updater import evaluate, probes_from_facts
 
-    home = Path(tempfile.mkdtemp(prefix="kecl-bench-norm-"))
-    try:
-        settings = Settings(home=home, database_url=None, model={"device": "cpu"}, index={"kind": "flat"})
-        kecl = Kecl(settings)
-        kecl.ingest_batch(read_paths([DEMO_DATA / "base", DEMO_DATA / "later"]))
-        version = save_checkpoint(load_checkpoint(args.checkpoint, device="cpu"), settings.checkpoints_dir)
-        set_active(settings.checkpoints_dir, version)
-        kecl.store.record_checkpoint(version, None, "active", {})
+    with demo_kecl("kecl-bench-norm-", ["base", "later"], args.checkpoint) as kecl:
+        settings = kecl.settings
         bundle = kecl.encoder
         tokenizer = bundle.tokenizer
 
@@ -74,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             results["by"][normalisation] = {
                 mode: {g: vars(m) for g, m in groups.items()} for mode, groups in report.metrics.items()
             }
-        kecl.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
