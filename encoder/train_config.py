@@ -87,6 +87,13 @@ class TrainConfig:
     # torch.compile's mode for the layers (None: its default; "reduce-overhead": CUDA graphs, for
     # small models whose GPU steps are bound by kernel launches; "max-autotune": tuned kernels).
     compile_mode: str | None = None
+    # LoRA adapters (encoder.adapters): > 0 trains rank-r adapters on every linear layer with the
+    # pretrained weights frozen, merged into the weights when the run ends; 0: full fine-tuning.
+    lora_rank: int = 0
+    lora_alpha: int | None = None  # the adapters' scale is alpha / rank; None: 2 * rank
+    # Word-piece ids whose embedding rows train in full beside the adapters (pieces new to the
+    # vocabulary have no pretrained row to keep); ignored without LoRA, where every row trains.
+    trainable_tokens: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings): recorded with the run's result and its saved state."""
@@ -114,5 +121,7 @@ def check_inputs(new: Sequence[TrainText], replay: Sequence[TrainText], config: 
         p = getattr(config, name)
         if p is not None and not 0.0 <= p < 1.0:
             raise ValueError(f"{name}={p} must be in [0, 1)")
+    if config.lora_rank < 0:
+        raise ValueError(f"lora_rank={config.lora_rank} must be >= 0 (0: full fine-tuning)")
     if config.injection_strategy not in ("concat", "tree", "mixed"):
         raise ValueError(f"injection_strategy={config.injection_strategy!r}: expected concat, tree or mixed")

@@ -34,6 +34,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 from transformers import BertForMaskedLM, PreTrainedModel, get_linear_schedule_with_warmup
 
 from encoder import distributed
+from encoder.adapters import lora_adapters
 from encoder.batches import Streams, build_batch, on_device, prepare_streams
 from encoder.bundle import MLMBundle, bf16_supported
 from encoder.compiled import compiled_layers, encoder_layers, use_compile
@@ -140,13 +142,21 @@ def train_mlm(
     streams = prepare_streams(bundle.tokenizer, new, replay, reading, config)
     prepare_seconds = time.perf_counter() - prepare_started
     use_bf16 = _use_bf16(config, bundle.device)
-    optimization = build_optimizer(bundle.model, config, bundle.device, resume_from)
-    run = run_steps(bundle, streams, optimization, config, use_bf16, progress, on_step, batch_hook, extra_loss)
-    result = finish(run, streams, optimization, config, use_bf16)
+    with _adapters(bundle.model, config):
+        optimization = build_optimizer(bundle.model, config, bundle.device, resume_from)
+        run = run_steps(bundle, streams, optimization, config, use_bf16, progress, on_step, batch_hook, extra_loss)
+        result = finish(run, streams, optimization, config, use_bf16)
     result.metrics["prepare_seconds"] = prepare_seconds
     # the figure that counts for a whole run: data preparation included
     result.metrics["run_tokens_per_second"] = run.tokens / max(run.seconds + prepare_seconds, 1e-9)
     return result
+
+
+def _adapters(model: BertForMaskedLM, config: TrainConfig) -> AbstractContextManager[Any]:
+    """LoRA adapters for the run when ``config.lora_rank`` asks for them (merged when it ends), else nothing."""
+    if config.lora_rank > 0:
+        return lora_adapters(model, config.lora_rank, config.lora_alpha, config.trainable_tokens)
+    return nullcontext()
 
 
 def build_optimizer(

@@ -69,6 +69,19 @@ class TrainSettings(BaseModel):
         description="update cycles add new entities' names that the tokenizer splits, met at least this often "
         "in the text to learn, to the vocabulary as one token each; None: no growth",
     )
+    l2_pull: float = Field(
+        0.0,
+        ge=0.0,
+        description="update cycles add strength/2 * ||weights - active model's weights||^2 to the loss "
+        "(a forgetting guard, RecAdam/EWC-style; 0: off)",
+    )
+    lora_rank: int = Field(
+        0,
+        ge=0,
+        description="train LoRA adapters of this rank on every linear layer, pretrained weights frozen, merged "
+        "into the checkpoint after the run (a forgetting guard; 0: full fine-tuning)",
+    )
+    lora_alpha: int | None = Field(None, description="LoRA scale numerator (scale = alpha / rank); None: 2 * rank")
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
         0.0,

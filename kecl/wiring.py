@@ -227,6 +227,8 @@ def train_config(settings: Settings, steps: int | None = None) -> TrainConfig:
         injection_max_length=settings.model.max_injected_length,
         log_path=settings.runs_dir / "train.jsonl",
         block_cache_dir=settings.blocks_cache_dir,
+        lora_rank=t.lora_rank,
+        lora_alpha=t.lora_alpha,
     )
 
 
@@ -242,6 +244,7 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         work_dir=settings.runs_dir,
         shortlist=settings.answers.shortlist,
         vocabulary_min_count=settings.train.vocabulary_min_count,
+        l2_pull=settings.train.l2_pull,
     )
 
 

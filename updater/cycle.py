@@ -15,7 +15,8 @@ Continual-learning choices (named as in CKL, Jang et al. 2022, and REALM):
 - replay = a random sample of earlier passages and verbalised unchanged facts, mixed into every
   batch at ``replay_ratio`` (the guard against forgetting; the retention gate checks it worked);
 - optional L2 pull of the weights towards the active model's (``l2_pull``, as in RecAdam / EWC
-  without the Fisher term);
+  without the Fisher term), or LoRA adapters over frozen weights (``train.lora_rank``, merged into
+  the candidate; CKL's parameter-expansion guard), the new names' embedding rows trained in full;
 - reading (K-BERT / REALM): with ``train.injection_probability`` a step trains on the new,
   changed and a sample of unchanged facts stated with the knowledge the query pipeline injects for
   them, so the model keeps reading injected text (:func:`reading_exercises`).
@@ -29,7 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -496,14 +497,20 @@ def train_candidate(
     every step that the lock is still ours. Raises ``CycleLockLost`` if another process took it
     over, and what :func:`encoder.train_mlm` raises; with ``config.train_nproc`` > 1, what
     :func:`encoder.launch.train_mlm_distributed` raises."""
+    train_config = config.train
+    grown = bundle.metadata.get("vocabulary_added") or []
+    if train_config.lora_rank > 0 and grown:
+        # the new names' rows have no pretrained value to keep: they train in full beside the adapters
+        ids = bundle.tokenizer.convert_tokens_to_ids(list(grown))
+        train_config = replace(train_config, trainable_tokens=tuple(ids if isinstance(ids, list) else [ids]))
     if config.train_nproc > 1:
-        if config.l2_pull > 0:
-            raise ValueError("l2_pull needs the single-process training stage (train_nproc=1)")
+        if config.l2_pull > 0 or train_config.lora_rank > 0:
+            raise ValueError("l2_pull and LoRA need the single-process training stage (train_nproc=1)")
         return train_mlm_distributed(
             bundle,
             data.texts,
             data.replay,
-            config.train,
+            train_config,
             nproc=config.train_nproc,
             reading=reading,
             work_dir=config.work_dir,
@@ -513,7 +520,7 @@ def train_candidate(
         bundle,
         data.texts,
         data.replay,
-        config.train,
+        train_config,
         progress=False,
         on_step=lambda step, m: lock.check(),  # stop before promoting over another cycle's work
         extra_loss=_l2_pull(bundle, config.l2_pull) if config.l2_pull > 0 else None,

@@ -283,3 +283,47 @@ def test_trainer_keeps_freed_memory_only_during_a_cpu_run(tokenizer):
     on = during(None)
     assert [users for users, _ in on] == [applies, applies] and (not applies or max(r for _, r in on) < 8)
     assert heap._heap_users == 0
+
+
+def test_lora_run_updates_linear_layers_only_and_merges(tokenizer):
+    """A LoRA run (``lora_rank``) changes the linear layers' weights only (adapters merged into
+    them), plus the embedding rows it is told to train; the model keeps its own modules and every
+    parameter trainable afterwards. A run stopped by an error leaves the weights as they were."""
+    bundle = tiny_bundle(tokenizer, dropout=0.0)
+    before = _weights(bundle)
+    rows = tokenizer.convert_tokens_to_ids(["paris", "capital"])
+    config = TrainConfig(
+        steps=40,
+        batch_size=8,
+        max_length=32,
+        learning_rate=5e-2,
+        mlm_probability=0.3,
+        bf16=False,
+        packing="packed",
+        lora_rank=8,
+        trainable_tokens=tuple(rows),
+    )
+    result = train_mlm(bundle, ["the capital of freedonia is paris ."] * 16, config=config, progress=False)
+    assert result.losses[-1] < result.losses[0] * 0.8
+    after = _weights(bundle)
+    assert set(after) == set(before)
+    assert isinstance(bundle.model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear)
+    assert all(p.requires_grad for p in bundle.model.parameters())
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    embeddings = "bert.embeddings.word_embeddings.weight"
+    assert changed - {embeddings, "cls.predictions.decoder.weight"} == {
+        k for k in after if k.endswith(".weight") and ("dense" in k or k.split(".")[-2] in ("query", "key", "value"))
+    }
+    moved = (before[embeddings] != after[embeddings]).any(dim=1).nonzero().flatten().tolist()
+    assert moved == sorted(rows)
+    assert torch.equal(after["cls.predictions.decoder.weight"], after[embeddings])  # still tied
+
+    def stop(step: int, metrics: dict) -> None:
+        if step == 3:
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        train_mlm(bundle, ["the capital of freedonia is paris ."] * 16, config=config, progress=False, on_step=stop)
+    assert all(torch.equal(after[k], v) for k, v in _weights(bundle).items())
+    with pytest.raises(ValueError, match="lora_rank"):
+        train_mlm(bundle, ["a b c"], config=TrainConfig(lora_rank=-1), progress=False)

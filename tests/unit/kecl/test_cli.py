@@ -121,7 +121,7 @@ def test_ingest_then_inspect(home: Path, tmp_path: Path) -> None:
 
 
 def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """train.* dropouts go into the trainer's config and model.evidence_boost into the update cycle's
+    """train.* dropouts and guards go into the trainer's config and model.evidence_boost into the update cycle's
     evaluation, from the defaults and from KECL_* variables."""
     from kecl.settings import Settings
     from kecl.wiring import cycle_config, train_config
@@ -134,3 +134,11 @@ def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypat
     assert train_config(settings).hidden_dropout == 0.05
     assert cycle_config(settings).evidence_boost == 2.5
     assert cycle_config(settings).train == train_config(settings)
+    # the forgetting guards: LoRA reaches the trainer, the L2 pull the cycle
+    monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "8")
+    monkeypatch.setenv("KECL_TRAIN__L2_PULL", "0.01")
+    settings = Settings()
+    assert (train_config(settings).lora_rank, cycle_config(settings).l2_pull) == (8, 0.01)
+    monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "-1")
+    with pytest.raises(ValueError, match="lora_rank"):
+        Settings()

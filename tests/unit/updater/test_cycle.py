@@ -281,3 +281,42 @@ def test_a_cycle_can_learn_new_names_as_single_tokens(kecl: Kecl) -> None:
     assert candidate.metadata["metrics"]["vocabulary_added"] == ["zorvexia"]
     assert candidate.tokenizer.tokenize("Zorvexia is far .")[0] == "zorvexia"
     assert candidate.model.get_input_embeddings().weight.shape[0] == len(candidate.tokenizer)
+
+
+def test_a_lora_cycle_keeps_pretrained_weights_and_trains_new_names_in_full(kecl: Kecl) -> None:
+    """With ``train.lora_rank`` the candidate is the active model plus merged low-rank updates of its
+    linear layers: LayerNorms, biases and old embedding rows are the active model's, the new name's
+    row has trained away from its initialisation, and the checkpoint loads as an ordinary model."""
+    from dataclasses import replace
+
+    from encoder.checkpoints import load_checkpoint
+    from knowledge import EntityRecord, FactRecord, ReadBatch
+
+    active = load_checkpoint(kecl.settings.checkpoints_dir / active_version(kecl.settings.checkpoints_dir))
+    kecl.ingest_batch(
+        ReadBatch(
+            entities=[EntityRecord("zorvexia", "Zorvexia")],
+            facts=[FactRecord(subject="zorvexia", relation="P36", object="paris")],
+        )
+    )
+    kecl.ingest_documents([DocumentRecord(text="Zorvexia is a small country. Paris is the capital of Zorvexia.")])
+    cfg = config(max_retention_drop=1.0, max_loss_increase=10.0)
+    cfg.train = replace(cfg.train, lora_rank=4)
+    cfg.vocabulary_min_count = 2
+    report = kecl.run_update(config=cfg)
+    assert report.status == "succeeded", report.error
+    candidate = load_checkpoint(kecl.settings.checkpoints_dir / report.candidate)
+    old, new = active.model.state_dict(), candidate.model.state_dict()
+    assert set(new) == set(old)  # no adapter modules left in the checkpoint
+    size = old["bert.embeddings.word_embeddings.weight"].shape[0]
+    frozen = [k for k in old if "LayerNorm" in k or k.endswith(".bias")]
+    # the output bias grew by the new name's row; the old rows are kept
+    assert frozen and [k for k in frozen if not torch.equal(old[k], new[k][: len(old[k])])] == []
+    linear = [k for k in old if k.endswith("dense.weight") or k.endswith("query.weight")]
+    assert linear and all(not torch.equal(old[k], new[k]) for k in linear)
+    embeddings = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(old[embeddings], new[embeddings][:size])  # the pretrained rows are kept
+    row = candidate.tokenizer.convert_tokens_to_ids("zorvexia")
+    pieces = active.tokenizer("zorvexia", add_special_tokens=False)["input_ids"]
+    initial = old[embeddings][pieces].mean(0)  # grow_vocabulary's initialisation
+    assert row == size and not torch.allclose(new[embeddings][row], initial)
