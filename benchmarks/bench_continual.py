@@ -1,4 +1,4 @@
-"""Continual learning, measured: acquisition and retention after one update cycle, with and without replay.
+"""Continual learning, measured: acquisition and retention after one update cycle, per forgetting guard.
 
 Per dataset and per arm, everything goes through the product's own update cycle
 (``Kecl.run_update`` → ``updater.run_cycle``), configured as kecl configures it
@@ -9,14 +9,17 @@ Per dataset and per arm, everything goes through the product's own update cycle
    copied into each home, never re-adapted per experiment);
 2. cycle 1 over the base slice (shared by both arms: the home is copied after it, so both arms
    start from the very same model, store and index);
-3. cycle 2 over the fresh slice, replay on (``replay_ratio`` > 0, earlier passages and verbalised
-   unchanged facts sampled into every batch) or off (``replay_ratio`` 0, nothing replayed);
+3. cycle 2 over the fresh slice, once per arm (``--arms``, :data:`ARMS`): replay (``replay_ratio``
+   > 0, earlier passages and verbalised unchanged facts sampled into every batch), none (nothing
+   replayed), the L2 pull towards the active weights, LoRA adapters over frozen weights, replay +
+   LoRA, replay + L2, and replay with new names added to the vocabulary — the same data and steps;
 4. the cycle's own metrics: acquisition = P@1 on the fresh slice's new (and, for the demo, changed)
    facts, closed-book and augmented (``concat``: facts from the graph + retrieved passages);
    retention = P@1 on every base fact that is still current, before cycle 2 (the active model)
    and after (the candidate); held-out MLM loss; whether changed facts' new objects outrank the
-   old ones; and what the default gates would have decided (the benchmark's own gates let every
-   candidate through, so it can be measured).
+   old ones; CKL's FUAR (forgotten / (updated + acquired)); the training stage's seconds; and what
+   the default gates would have decided (the benchmark's own gates let every candidate through, so
+   it can be measured).
 
 Datasets:
 - ``demo``: ``kecl/demo_data/base`` then ``kecl/demo_data/later``. Few later objects are one
@@ -28,6 +31,7 @@ Datasets:
   declare LAMA's relations with their templates, the subjects/objects as entities and the facts.
 
     .venv/bin/python -m benchmarks.bench_continual
+    .venv/bin/python -m benchmarks.bench_continual --datasets demo --arms replay,l2,lora,replay+lora,replay+vocab
     .venv/bin/python -m benchmarks.bench_continual --quick
 """
 
@@ -219,10 +223,26 @@ def open_home(home: Path) -> Any:
     return Kecl(Settings(home=home, database_url=None, index={"kind": "flat"}, model={"device": "cpu"}))
 
 
-def cycle_config(args: argparse.Namespace, replay: bool, home: Path) -> Any:
+ARMS = {
+    # forgetting guards, as CKL compares them, on the same data and the same number of steps
+    "replay": {"replay": True},
+    "none": {},
+    "l2": {"l2": True},
+    "lora": {"lora": True},
+    "replay+lora": {"replay": True, "lora": True},
+    "replay+l2": {"replay": True, "l2": True},
+    # new names learned as one token each (train.vocabulary_min_count), with replay
+    "replay+vocab": {"replay": True, "vocab": True},
+}
+
+
+def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
     """The cycle's configuration as kecl makes it from settings (``kecl.wiring.cycle_config``): the
     arguments as ``train``/``model``/``gates`` settings of the home, everything else kecl's defaults
-    (the training log goes to the home's ``runs/train.jsonl``, as in ``kecl update``)."""
+    (the training log goes to the home's ``runs/train.jsonl``, as in ``kecl update``). ``arm``
+    (a key of :data:`ARMS`) says which guards the cycle trains with."""
+    spec = ARMS[arm]
+    replay = bool(spec.get("replay"))
     from kecl.settings import Settings
     from kecl.wiring import cycle_config as kecl_cycle_config
     from updater import VERBALISATIONS
@@ -234,9 +254,12 @@ def cycle_config(args: argparse.Namespace, replay: bool, home: Path) -> Any:
         train={
             "steps": args.steps,
             "batch_size": args.batch_size,
-            "learning_rate": args.lr,
+            "learning_rate": args.lora_lr if spec.get("lora") and args.lora_lr else args.lr,
             "replay_ratio": args.replay_ratio if replay else 0.0,
             "seed": args.seed,
+            "l2_pull": args.l2_pull if spec.get("l2") else 0.0,
+            "lora_rank": args.lora_rank if spec.get("lora") else 0,
+            "vocabulary_min_count": args.vocabulary_min_count if spec.get("vocab") else None,
             "injection_probability": args.injection_probability,
             "hidden_dropout": args.hidden_dropout,
         },
@@ -386,12 +409,51 @@ def summarise(report: Any) -> dict[str, Any]:
     row["outranks_before"] = act.get("changed_outranks", {}).get("new_outranks_old")
     row["outranks_after"] = cand.get("changed_outranks", {}).get("new_outranks_old")
     row["n_outranks"] = cand.get("changed_outranks", {}).get("n")
+    row["fuar_cb"] = fuar(act, cand)
     decision, reasons = decide(GateConfig(), act, cand)
     row["default_gate"], row["default_gate_reasons"] = decision, reasons
     row["train"] = report.metrics.get("train")
     row["counts"] = {k: v for k, v in report.counts.items() if k != "issues"}
     row["timings_s"] = report.timings
     return row
+
+
+def fuar(active: dict, candidate: dict, mode: str = "closed-book") -> float | None:
+    """CKL's Forgotten / (Updated + Acquired), closed-book as CKL measures it, in probes: the net
+    loss of correct unchanged facts over the net gain on changed facts plus that on new ones (the
+    cycle keeps P@1 per group, not per probe, so a group's gains and losses net out). Lower is
+    better; above 1 a cycle forgot more than it learned; None when it learned nothing."""
+
+    def change(group: str) -> float:
+        before, n = p1(active, mode, group)
+        after, _ = p1(candidate, mode, group)
+        return (after - before) * n if before is not None and after is not None else 0.0
+
+    learned = max(0.0, change("new")) + max(0.0, change("changed"))
+    forgotten = max(0.0, -change("unchanged"))
+    return round(forgotten / learned, 3) if learned > 0 else None
+
+
+def guards_table(rows: list[dict]) -> str:
+    """The arms side by side as CKL compares forgetting guards: acquisition (closed-book split by
+    the object's word pieces), retention, FUAR and the training stage's seconds."""
+    lines = [
+        "| dataset | arm | acq. closed-book one-token / multi-token | acq. augmented | retention drop cb / aug (pts) "
+        "| FUAR (cb) | new outranks old cb / aug | held-out loss | train s | default gate |",
+        "|" + "---|" * 10,
+    ]
+    for r in rows:
+        split = r.get("acq_cb_by_tokens") or {}
+        lines.append(
+            f"| {r['dataset']} | {r['arm']} | {fmt(split.get('one_token'))} (n={split.get('n_one_token')}) / "
+            f"{fmt(split.get('multi_token'))} (n={split.get('n_multi_token')}) | {fmt(r['acq_aug'])} "
+            f"| {fmt(r['ret_cb_drop_pts'], 1)} / {fmt(r['ret_aug_drop_pts'], 1)} | {fmt(r.get('fuar_cb'))} "
+            f"| {fmt((r.get('outranks_cb') or {}).get('new_outranks_old'), 2)} / "
+            f"{fmt((r.get('outranks_aug') or {}).get('new_outranks_old'), 2)} "
+            f"| {fmt(r['loss_before'], 2)} → {fmt(r['loss_after'], 2)} "
+            f"| {fmt((r.get('timings_s') or {}).get('train'), 0)} | {r['default_gate']} |"
+        )
+    return "\n".join(lines)
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -404,7 +466,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     head = (
-        "| dataset | replay | acq. closed-book | acq. augmented | retention closed-book before → after (drop, pts) "
+        "| dataset | arm | acq. closed-book | acq. augmented | retention closed-book before → after (drop, pts) "
         "| retention augmented before → after (drop, pts) | held-out loss before → after | new outranks old "
         "| default gate |"
     )
@@ -423,7 +485,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def last_name_table(rows: list[dict]) -> str:
     lines = [
-        "| dataset | replay | group | n | closed-book before → after | augmented before → after |",
+        "| dataset | arm | group | n | closed-book before → after | augmented before → after |",
         "|" + "---|" * 6,
     ]
     for r in rows:
@@ -447,7 +509,7 @@ def last_name_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        description="Continual learning: acquisition and retention after one cycle, with and without replay"
+        description="Continual learning: acquisition and retention after one cycle, per forgetting guard"
     )
     parser.add_argument("--lama", default=os.environ.get("KECL_LAMA", ""), help="the LAMA folder (default: $KECL_LAMA)")
     parser.add_argument("--datasets", default="demo,lama", help="comma-separated: demo, lama")
@@ -474,6 +536,20 @@ def main(argv: list[str] | None = None) -> dict:
         type=float,
         default=0.3,
         help="share of steps on reading exercises (the settings' train.injection_probability)",
+    )
+    parser.add_argument(
+        "--arms",
+        default="replay,none",
+        help=f"comma-separated cycle-2 arms, each from the same cycle-1 home: {', '.join(ARMS)}",
+    )
+    parser.add_argument("--l2-pull", type=float, default=0.01, help="l2 arms: the pull's strength (train.l2_pull)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="lora arms: the adapters' rank (train.lora_rank)")
+    parser.add_argument("--lora-lr", type=float, default=None, help="lora arms: learning rate (default: --lr)")
+    parser.add_argument(
+        "--vocabulary-min-count",
+        type=int,
+        default=2,
+        help="vocab arm: new names met this often are added as one token (train.vocabulary_min_count)",
     )
     parser.add_argument("--replay-passages", type=int, default=2000, help="replay arm: earlier passages sampled")
     parser.add_argument("--replay-facts", type=int, default=500, help="replay arm: unchanged facts verbalised")
@@ -514,6 +590,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="demo only, 15 steps")
     parser.add_argument("--out", default="bench-out/continual.json")
     args = parser.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        parser.error(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
     if args.quick:
         args.datasets = "demo"
     if args.steps is None:
@@ -567,18 +647,18 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"unknown dataset {dataset!r}: expected demo or lama")
         home1 = work / f"{dataset}-cycle1"
         kecl = new_home(home1, checkpoint)
-        first = run(kecl, base_paths, cycle_config(args, False, home1), f"{dataset}-base")
+        first = run(kecl, base_paths, cycle_config(args, "none", home1), f"{dataset}-base")
         fact_watermark = kecl.store.max_fact_id()
         kecl.close()
         timings[f"{dataset} cycle 1"] = time.perf_counter() - t
-        for arm, replay in (("on", True), ("off", False)):
+        for arm in arms:
             t = time.perf_counter()
-            home = work / f"{dataset}-replay-{arm}"
+            home = work / f"{dataset}-{arm}"
             if home.exists():
                 shutil.rmtree(home)
             shutil.copytree(home1, home)
             kecl = open_home(home)
-            report = run(kecl, fresh_paths, cycle_config(args, replay, home), f"{dataset}-fresh-replay-{arm}")
+            report = run(kecl, fresh_paths, cycle_config(args, arm, home), f"{dataset}-fresh-{arm}")
             row = {
                 "dataset": dataset,
                 "arm": arm,
@@ -596,10 +676,10 @@ def main(argv: list[str] | None = None) -> dict:
             if dataset == "demo":
                 row["last_names"] = eval_last_names(kecl, report, fact_watermark, args.evidence_boost)
             kecl.close()
-            timings[f"{dataset} cycle 2, replay {arm}"] = time.perf_counter() - t
+            timings[f"{dataset} cycle 2, {arm}"] = time.perf_counter() - t
             rows.append(row)
             log.info(
-                "%s replay %s: acquisition cb %s aug %s; retention cb %s → %s",
+                "%s %s: acquisition cb %s aug %s; retention cb %s → %s",
                 dataset,
                 arm,
                 fmt(row["acq_cb"]),
@@ -627,6 +707,11 @@ def main(argv: list[str] | None = None) -> dict:
             "per_relation",
             "google_per_relation",
             "evidences",
+            "arms",
+            "l2_pull",
+            "lora_rank",
+            "lora_lr",
+            "vocabulary_min_count",
         )
     }
     settings["verbalisations"] = len(VERBALISATIONS[: args.verbalisations or None])
@@ -634,12 +719,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"settings: {settings}")
     print(f"load average at start {load_start[0]:.1f}, at end {load_end[0]:.1f} (on {os.cpu_count()} cores)\n")
     print(markdown_table(rows))
+    print("\nguards side by side\n" + guards_table(rows))
     ln = last_name_table(rows)
     if ln.count("\n") > 1:
         print("\nlast-name probes (demo)\n" + ln)
     for r in rows:
         print(
-            f"\n{r['dataset']} replay {r['arm']}: cycle 1 acquisition cb {fmt(r['cycle1']['acq_cb'])} "
+            f"\n{r['dataset']} {r['arm']}: cycle 1 acquisition cb {fmt(r['cycle1']['acq_cb'])} "
             f"(before {fmt(r['cycle1']['acq_cb_before'])}) aug {fmt(r['cycle1']['acq_aug'])}; "
             f"default gate {r['default_gate']}: " + "; ".join(r["default_gate_reasons"])
         )
