@@ -63,5 +63,8 @@ def lora_adapters(
     finally:
         if not merged:
             peft_model.unload()
+        # older peft leaves its config on the unloaded model: the next run would see a second adapter
+        if "peft_config" in vars(model):
+            del model.peft_config
         for p in model.parameters():
             p.requires_grad_(True)

@@ -309,6 +309,7 @@ def test_lora_run_updates_linear_layers_only_and_merges(tokenizer):
     assert set(after) == set(before)
     assert isinstance(bundle.model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear)
     assert all(p.requires_grad for p in bundle.model.parameters())
+    assert "peft_config" not in vars(bundle.model)  # a second LoRA run starts clean
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     embeddings = "bert.embeddings.word_embeddings.weight"
     assert changed - {embeddings, "cls.predictions.decoder.weight"} == {
