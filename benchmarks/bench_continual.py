@@ -223,17 +223,10 @@ def open_home(home: Path) -> Any:
     return Kecl(Settings(home=home, database_url=None, index={"kind": "flat"}, model={"device": "cpu"}))
 
 
-ARMS = {
-    # forgetting guards, as CKL compares them, on the same data and the same number of steps
-    "replay": {"replay": True},
-    "none": {},
-    "l2": {"l2": True},
-    "lora": {"lora": True},
-    "replay+lora": {"replay": True, "lora": True},
-    "replay+l2": {"replay": True, "l2": True},
-    # new names learned as one token each (train.vocabulary_min_count), with replay
-    "replay+vocab": {"replay": True, "vocab": True},
-}
+ARMS = ("replay", "none", "l2", "lora", "replay+lora", "replay+l2", "replay+vocab")
+"""Cycle-2 arms, each named by the guards it trains with, joined by "+": forgetting guards as CKL
+compares them (replay, the L2 pull, LoRA), on the same data and the same number of steps, and
+"vocab": new names learned as one token each (``train.vocabulary_min_count``)."""
 
 
 def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
@@ -241,8 +234,8 @@ def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
     arguments as ``train``/``model``/``gates`` settings of the home, everything else kecl's defaults
     (the training log goes to the home's ``runs/train.jsonl``, as in ``kecl update``). ``arm``
     (a key of :data:`ARMS`) says which guards the cycle trains with."""
-    spec = ARMS[arm]
-    replay = bool(spec.get("replay"))
+    guards = set(arm.split("+"))
+    replay = "replay" in guards
     from kecl.settings import Settings
     from kecl.wiring import cycle_config as kecl_cycle_config
     from updater import VERBALISATIONS
@@ -254,12 +247,12 @@ def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
         train={
             "steps": args.steps,
             "batch_size": args.batch_size,
-            "learning_rate": args.lora_lr if spec.get("lora") and args.lora_lr else args.lr,
+            "learning_rate": args.lora_lr if "lora" in guards and args.lora_lr else args.lr,
             "replay_ratio": args.replay_ratio if replay else 0.0,
             "seed": args.seed,
-            "l2_pull": args.l2_pull if spec.get("l2") else 0.0,
-            "lora_rank": args.lora_rank if spec.get("lora") else 0,
-            "vocabulary_min_count": args.vocabulary_min_count if spec.get("vocab") else None,
+            "l2_pull": args.l2_pull if "l2" in guards else 0.0,
+            "lora_rank": args.lora_rank if "lora" in guards else 0,
+            "vocabulary_min_count": args.vocabulary_min_count if "vocab" in guards else None,
             "injection_probability": args.injection_probability,
             "hidden_dropout": args.hidden_dropout,
         },
