@@ -18,8 +18,9 @@ from encoder.checkpoints import (
     temp_name,
     verify_checkpoint,
 )
-from encoder.default import ADAPT_RECIPE, adapt_default
+from encoder.default import ADAPT_RECIPE, SHIPPED_DIR, AdaptationData, adapt_default, adaptation_data, adaptation_scores
 from encoder.default_corpus import default_corpus
+from encoder.delta import apply_delta, make_delta, save_delta, weights_fingerprint
 from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities
 from encoder.heap import heap_reuse
 from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
@@ -44,6 +45,8 @@ from encoder.trainer import TrainResult, train_mlm
 
 __all__ = [
     "ADAPT_RECIPE",
+    "AdaptationData",
+    "SHIPPED_DIR",
     "NORMALISATIONS",
     "EntityPrediction",
     "decode_free",
@@ -66,6 +69,12 @@ __all__ = [
     "TrainText",
     "active_version",
     "adapt_default",
+    "adaptation_data",
+    "adaptation_scores",
+    "apply_delta",
+    "make_delta",
+    "save_delta",
+    "weights_fingerprint",
     "bf16_supported",
     "resolve_device",
     "build_blocks",

@@ -128,7 +128,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     bundle.version = version
-    bundle.metadata.update(parent=parent, version=version, watermark=watermark)
+    bundle.metadata.update(parent=parent, version=version, watermark=watermark, metrics=metrics or {})
     log.info("saved checkpoint %s (parent %s) in %s", version, parent, root)
     return version
 

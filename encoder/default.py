@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedTokenizerBase
+
 from encoder.bundle import MLMBundle
 from encoder.checkpoints import active_version, load_checkpoint, save_checkpoint, set_active
 from encoder.default_corpus import EVERYDAY_PASSAGES, default_corpus, everyday_sentences
+from encoder.delta import apply_delta, read_delta_header, weights_fingerprint
 from encoder.metrics import masked_lm_loss, masked_token_accuracy, reading_accuracy
 from encoder.model import load_mlm
-from encoder.reading_corpus import reading_examples
+from encoder.reading_corpus import ReadingExample, reading_examples
 from encoder.train_config import TrainConfig
 from encoder.trainer import train_mlm
 
@@ -70,6 +73,9 @@ ADAPT_RECIPE = 5
 """Version of the adaptation recipe (:data:`ADAPT_PHASES`, its corpus and exercises), recorded in the
 checkpoint's metrics and part of the key under which an adapted checkpoint is cached: bump it
 whenever the recipe changes, so an adaptation made by an older recipe is not reused."""
+SHIPPED_DIR = Path(__file__).parent / "data" / "adaptations"
+"""Adaptations shipped with kecl (see :mod:`encoder.delta`, made by ``scripts/make_default_delta.py``):
+each applies only to the pretrained weights it was made from, whatever their name or path."""
 READING_EXERCISES = 8000
 HELDOUT_READING = 200
 
@@ -86,6 +92,7 @@ def adapt_default(
     device: str = "auto",
     name: str | None = None,
     bf16: bool = True,
+    shipped_dir: str | Path | None = SHIPPED_DIR,
 ) -> tuple[str, MLMBundle]:
     """Produce (or reuse) the first usable checkpoint; returns ``(version, bundle)``.
 
@@ -100,28 +107,35 @@ def adapt_default(
     ``name_or_path`` is the base model (a Hugging Face id or a local folder), ``name`` how its
     metadata names it (default: ``name_or_path``). ``bf16=False`` trains in float32 even where
     bf16 is native (the phases' own ``bf16`` applies otherwise).
+
+    With the default phases, an adaptation in ``shipped_dir`` made from the same pretrained weights
+    and recipe is applied instead of training (seconds instead of minutes); its metrics are those
+    measured when it was made. ``shipped_dir=None`` always trains.
     """
     checkpoints_dir = Path(checkpoints_dir)
     current = active_version(checkpoints_dir)
     if current and not force:
         return current, load_checkpoint(checkpoints_dir / current, device=device)
+    if phases is not None and not phases:
+        raise ValueError("adapt_default: no phases")
+    bundle = load_mlm(name_or_path, device=device, name=name)
+    # A shipped adaptation is the default recipe's result, so it stands in only for that recipe.
+    shipped = find_shipped_adaptation(bundle, shipped_dir) if phases is None and shipped_dir else None
+    if shipped is not None:
+        metrics = {**shipped_metrics(shipped), "kind": "default-adaptation", "recipe": ADAPT_RECIPE}
+        version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
+        if activate:
+            set_active(checkpoints_dir, version)
+        return version, bundle
     phases = list(ADAPT_PHASES if phases is None else phases)
     if not bf16:
         phases = [dataclasses.replace(c, bf16=False) for c in phases]
-    if not phases:
-        raise ValueError("adapt_default: no phases")
-    seed = phases[0].seed
-    texts = default_corpus(seed=seed, everyday=EVERYDAY_PASSAGES)
-    heldout, train = texts[:heldout_passages], texts[heldout_passages:]
+    data = adaptation_data(
+        bundle.tokenizer, phases[0].seed, heldout_passages, any(c.injection_probability > 0 for c in phases)
+    )
+    heldout, train, reading_held, reading = data.heldout, data.train, data.reading_held, data.reading
     eval_texts = heldout[:64]
-    bundle = load_mlm(name_or_path, device=device, name=name)
-    reading_held, reading = [], []
     reading_length = max(c.injection_max_length for c in phases)
-    if any(c.injection_probability > 0 for c in phases):
-        # No filler passages: with them reading is learned more slowly, and facts are not answered
-        # better with distractors injected.
-        exercises = reading_examples(READING_EXERCISES + HELDOUT_READING, seed=seed, tokenizer=bundle.tokenizer)
-        reading_held, reading = exercises[:HELDOUT_READING], exercises[HELDOUT_READING:]
 
     def measure() -> dict[str, float]:
         out = {"heldout_top1": masked_token_accuracy(bundle, eval_texts)}
@@ -168,19 +182,10 @@ def adapt_default(
                 "heldout_top1": masked_token_accuracy(bundle, heldout),
             }
         )
-    final = phase_metrics[-1]["heldout_top1"]
-    everyday = set(everyday_sentences(EVERYDAY_PASSAGES, seed))  # the same ones default_corpus mixed in
-    by_source = {
-        "everyday": [t for t in heldout if t in everyday],
-        "docstrings": [t for t in heldout if t not in everyday],
-    }
     metrics = {
         "kind": "default-adaptation",
         "recipe": ADAPT_RECIPE,
-        "heldout_top1": final,
-        # the generated everyday sentences are far easier than the standard library's technical prose
-        "heldout_top1_by_source": {k: masked_token_accuracy(bundle, v) for k, v in by_source.items() if v},
-        "heldout_loss": masked_lm_loss(bundle, heldout),
+        **adaptation_scores(bundle, data, reading_length),
         "train_seconds": round(done_seconds, 1),
         "steps": done_steps,
         "tokens_per_second": sum(r.tokens for r in results) / max(sum(r.seconds for r in results), 1e-9),
@@ -189,12 +194,91 @@ def adapt_default(
         "curve": curve,
         "corpus": {"passages": len(train), "heldout_passages": len(heldout), "reading_exercises": len(reading)},
     }
-    if reading_held:
-        metrics["reading_top1"] = {
-            mode: reading_accuracy(bundle, reading_held, mode, reading_length)
-            for mode in ("closed-book", "concat", "tree")
-        }
     version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
     if activate:
         set_active(checkpoints_dir, version)
     return version, bundle
+
+
+@dataclasses.dataclass
+class AdaptationData:
+    """The adaptation's text: training passages and reading exercises, and their held-out parts."""
+
+    heldout: list[str]
+    train: list[str]
+    reading_held: list[ReadingExample]
+    reading: list[ReadingExample]
+    everyday: set[str]  # the generated everyday sentences among the passages
+
+
+def adaptation_data(
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = ADAPT_PHASES[0].seed,
+    heldout_passages: int = 200,
+    reading: bool = True,
+) -> AdaptationData:
+    """The default corpus split into held-out and training passages, and (``reading``) the reading
+    exercises likewise; the same for the same seed, so an adaptation is measured on what it never saw."""
+    texts = default_corpus(seed=seed, everyday=EVERYDAY_PASSAGES)
+    exercises = (
+        # No filler passages: with them reading is learned more slowly, and facts are not answered
+        # better with distractors injected.
+        reading_examples(READING_EXERCISES + HELDOUT_READING, seed=seed, tokenizer=tokenizer) if reading else []
+    )
+    return AdaptationData(
+        heldout=texts[:heldout_passages],
+        train=texts[heldout_passages:],
+        reading_held=exercises[:HELDOUT_READING],
+        reading=exercises[HELDOUT_READING:],
+        everyday=set(everyday_sentences(EVERYDAY_PASSAGES, seed)),  # the same ones default_corpus mixed in
+    )
+
+
+def adaptation_scores(bundle: MLMBundle, data: AdaptationData, reading_length: int = 128) -> dict[str, Any]:
+    """How well ``bundle`` predicts held-out words (top-1, by source, loss) and, when ``data`` has
+    reading exercises, reads answers from injected knowledge in each injection mode."""
+    by_source = {
+        "everyday": [t for t in data.heldout if t in data.everyday],
+        "docstrings": [t for t in data.heldout if t not in data.everyday],
+    }
+    scores: dict[str, Any] = {
+        "heldout_top1": masked_token_accuracy(bundle, data.heldout),
+        # the generated everyday sentences are far easier than the standard library's technical prose
+        "heldout_top1_by_source": {k: masked_token_accuracy(bundle, v) for k, v in by_source.items() if v},
+        "heldout_loss": masked_lm_loss(bundle, data.heldout),
+    }
+    if data.reading_held:
+        scores["reading_top1"] = {
+            mode: reading_accuracy(bundle, data.reading_held, mode, reading_length)
+            for mode in ("closed-book", "concat", "tree")
+        }
+    return scores
+
+
+def find_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> Path | None:
+    """Apply the adaptation in ``shipped_dir`` made for ``bundle``'s pretrained weights by this
+    recipe, if there is one; returns its path (the bundle's model now adapted) or None (untouched).
+
+    A file that cannot be read is logged and skipped: the caller then trains instead."""
+    fingerprint = weights_fingerprint(bundle.model)
+    for path in sorted(Path(shipped_dir).glob("*.safetensors")):
+        try:
+            base, info = read_delta_header(path)
+            if base != fingerprint or info.get("recipe") != ADAPT_RECIPE:
+                continue
+            apply_delta(bundle.model, path)
+        except Exception as exc:  # noqa: BLE001 - a damaged shipped file means training, never a failed init
+            log.warning("shipped adaptation %s unusable (%s); training instead", path, exc)
+            continue
+        log.info("applied the shipped adaptation %s (no training needed)", path.name)
+        return path
+    return None
+
+
+def shipped_metrics(path: Path) -> dict[str, Any]:
+    """The checkpoint metrics of a shipped adaptation: those measured when it was made, and what was applied."""
+    _, info = read_delta_header(path)
+    return {
+        **info.get("metrics", {}),
+        "shipped": {k: v for k, v in info.items() if k != "metrics"} | {"file": path.name},
+    }

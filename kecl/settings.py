@@ -37,6 +37,11 @@ class ModelSettings(BaseModel):
         description="bf16 autocast, for training and for answering queries, where the "
         "hardware supports it (AVX512-BF16/AMX CPUs, recent GPUs)",
     )
+    shipped_adaptation: bool = Field(
+        True,
+        description="a fresh home gets the MLM-head adaptation shipped with kecl when it was made from "
+        "these very pretrained weights (seconds); false, or any other model: it is trained on first use",
+    )
     evidence_boost: float = Field(
         6.0,
         ge=0.0,

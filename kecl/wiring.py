@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from encoder import (
     ADAPT_RECIPE,
+    SHIPPED_DIR,
     CheckpointError,
     MLMBundle,
     TrainConfig,
@@ -150,8 +151,10 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
     """Make sure a checkpoint is active; returns its version.
 
     The default model's MLM head starts untrained, so a fresh home gets the adapted default
-    (:func:`encoder.adapt_default`). The adapted model is kept in ``settings.cache_dir`` (keyed by
-    model and :data:`encoder.ADAPT_RECIPE`) and copied into later fresh homes instead of training again.
+    (:func:`encoder.adapt_default`): the adaptation shipped with kecl where it was made from these
+    weights (``model.shipped_adaptation``), else trained. A trained one is kept in
+    ``settings.cache_dir`` (keyed by model and :data:`encoder.ADAPT_RECIPE`) and copied into later
+    fresh homes instead of training again.
     """
     checkpoints = settings.checkpoints_dir
     owned = store is None
@@ -174,16 +177,18 @@ def ensure_default_checkpoint(settings: Settings, store: KnowledgeStore | None =
         except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
             log.warning("cached default checkpoint %s unusable (%s); adapting again", cached, exc)
     if version is None:
-        log.info("adapting the default model's MLM head (once per machine; cached in %s)", settings.cache_dir)
+        log.info("adapting the model's MLM head: the shipped adaptation where it fits, else trained once per machine")
         name = settings.model.name_or_path
-        version, _ = adapt_default(
+        version, adapted = adapt_default(
             checkpoints,
             resolve_model_path(name),
             device=str(device_for(settings)),
             name=name,
             bf16=settings.model.bf16,
+            shipped_dir=SHIPPED_DIR if settings.model.shipped_adaptation else None,
         )
-        _cache_checkpoint(checkpoints / version, cached)
+        if "shipped" not in adapted.metadata["metrics"]:  # a shipped one is applied again in seconds
+            _cache_checkpoint(checkpoints / version, cached)
     store.record_checkpoint(version, None, "active", {"kind": "default-adaptation"}, str(checkpoints / version))
     _cache_active(settings, version)
     if owned:

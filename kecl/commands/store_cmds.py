@@ -21,7 +21,13 @@ inspect_app = typer.Typer(help="Inspect the knowledge store: stats, entities, fa
 
 def init(
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing kecl.toml")] = False,
-    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="train the first usable checkpoint now")] = True,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="make the first usable checkpoint now (the default model's shipped adaptation, else trained: minutes)",
+        ),
+    ] = True,
 ) -> None:
     """Create KECL_HOME, a commented kecl.toml, the database schema and the first checkpoint."""
     from kecl.home import (  # deferred: SQLAlchemy, Alembic and networkx load only for commands that open the store

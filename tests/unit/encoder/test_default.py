@@ -3,9 +3,11 @@
 from dataclasses import replace
 
 import pytest
+import torch
 
+from encoder import load_mlm, make_delta, save_delta, weights_fingerprint
 from encoder.checkpoints import active_version, load_checkpoint
-from encoder.default import ADAPT_PHASES, adapt_default
+from encoder.default import ADAPT_PHASES, ADAPT_RECIPE, adapt_default, find_shipped_adaptation
 from tests.factories import tiny_bundle
 
 
@@ -73,3 +75,35 @@ def test_adapt_default_measures_only_each_phase_by_default(tiny_model_dir, tmp_p
     metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
     assert metrics["curve"] == []
     assert [0.0 <= p["heldout_top1"] <= 1.0 for p in metrics["phases"]] == [True, True]
+
+
+def test_a_shipped_adaptation_stands_in_for_training_only_for_its_own_weights_and_recipe(tiny_model_dir, tmp_path):
+    phases = [replace(c, steps=2, batch_size=2, max_length=32, injection_max_length=64) for c in ADAPT_PHASES]
+    _, trained = adapt_tiny(tiny_model_dir, tmp_path / "made", phases, eval_every=None)
+    base = load_mlm(str(tiny_model_dir), device="cpu")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "a-broken.safetensors").write_bytes(b"not a delta")  # skipped with a warning, not fatal
+    info = {"recipe": ADAPT_RECIPE, "rank": 8, "metrics": {"heldout_top1": 0.5}}
+    delta = make_delta(base.model, trained.model, rank=10_000, quantise=False)
+    save_delta(shipped / "tiny.safetensors", delta, weights_fingerprint(base.model), info)
+
+    version, bundle = adapt_default(
+        tmp_path / "ckpts", str(tiny_model_dir), progress=False, device="cpu", shipped_dir=shipped
+    )
+    assert active_version(tmp_path / "ckpts") == version
+    metrics = load_checkpoint(tmp_path / "ckpts" / version).metadata["metrics"]
+    assert metrics["kind"] == "default-adaptation" and metrics["recipe"] == ADAPT_RECIPE
+    assert metrics["heldout_top1"] == 0.5  # as measured when the delta was made
+    assert metrics["shipped"] == {"recipe": ADAPT_RECIPE, "rank": 8, "file": "tiny.safetensors"}
+    want = dict(trained.model.named_parameters())
+    for name, value in bundle.model.named_parameters():  # the trained weights, not a new training run
+        torch.testing.assert_close(value, want[name], rtol=0, atol=2e-3)
+
+    other = tiny_bundle(seed=5)
+    assert find_shipped_adaptation(other, shipped) is None  # other pretrained weights: trained as before
+    save_delta(
+        shipped / "tiny.safetensors", delta, weights_fingerprint(base.model), {**info, "recipe": ADAPT_RECIPE + 1}
+    )
+    fresh = load_mlm(str(tiny_model_dir), device="cpu")
+    assert find_shipped_adaptation(fresh, shipped) is None  # another recipe's result is not this one's
