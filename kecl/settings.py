@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +87,16 @@ class TrainSettings(BaseModel):
         "into the checkpoint after the run (a forgetting guard; 0: full fine-tuning)",
     )
     lora_alpha: int | None = Field(None, description="LoRA scale numerator (scale = alpha / rank); None: 2 * rank")
+
+    @model_validator(mode="after")
+    def _one_weight_guard(self) -> TrainSettings:
+        if self.l2_pull > 0 and self.lora_rank > 0:
+            raise ValueError(
+                f"train.l2_pull={self.l2_pull} and train.lora_rank={self.lora_rank}: the pull would anchor "
+                "the weights LoRA freezes and pull nothing; set one of them to 0"
+            )
+        return self
+
     injection_probability: float = Field(0.3, description="share of steps on knowledge-injected input (reading)")
     attention_dropout: float | None = Field(
         0.0,

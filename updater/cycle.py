@@ -498,6 +498,9 @@ def train_candidate(
     over, and what :func:`encoder.train_mlm` raises; with ``config.train_nproc`` > 1, what
     :func:`encoder.launch.train_mlm_distributed` raises."""
     train_config = config.train
+    if config.l2_pull > 0 and train_config.lora_rank > 0:
+        # the pull anchors the weights LoRA freezes (by their names before peft wraps them): it would pull nothing
+        raise ValueError("l2_pull and lora_rank are two forgetting guards that do not combine: choose one")
     grown = bundle.metadata.get("vocabulary_added") or []
     if train_config.lora_rank > 0 and grown:
         # the new names' rows have no pretrained value to keep: they train in full beside the adapters

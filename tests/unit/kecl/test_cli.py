@@ -136,9 +136,15 @@ def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypat
     assert cycle_config(settings).train == train_config(settings)
     # the forgetting guards: LoRA reaches the trainer, the L2 pull the cycle
     monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "8")
+    assert train_config(Settings()).lora_rank == 8
+    monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "0")
     monkeypatch.setenv("KECL_TRAIN__L2_PULL", "0.01")
-    settings = Settings()
-    assert (train_config(settings).lora_rank, cycle_config(settings).l2_pull) == (8, 0.01)
+    assert cycle_config(Settings()).l2_pull == 0.01
+    # both at once would pull nothing (the pull anchors the weights LoRA freezes): refused, not ignored
+    monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "8")
+    with pytest.raises(ValueError, match="l2_pull=0.01 and train.lora_rank=8"):
+        Settings()
+    monkeypatch.setenv("KECL_TRAIN__L2_PULL", "0")
     monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "-1")
     with pytest.raises(ValueError, match="lora_rank"):
         Settings()

@@ -320,3 +320,18 @@ def test_a_lora_cycle_keeps_pretrained_weights_and_trains_new_names_in_full(kecl
     pieces = active.tokenizer("zorvexia", add_special_tokens=False)["input_ids"]
     initial = old[embeddings][pieces].mean(0)  # grow_vocabulary's initialisation
     assert row == size and not torch.allclose(new[embeddings][row], initial)
+
+
+def test_a_cycle_refuses_the_l2_pull_beside_lora_instead_of_pulling_nothing(kecl: Kecl) -> None:
+    """The pull anchors parameters by name; peft renames the linear weights it freezes, so together
+    the pull would silently do nothing. The cycle fails with a message, and the active model stays."""
+    from dataclasses import replace
+
+    before = active_version(kecl.settings.checkpoints_dir)
+    kecl.ingest_documents([DocumentRecord(text="Zorvexia is a small country. Paris is the capital of Zorvexia.")])
+    cfg = config(max_retention_drop=1.0, max_loss_increase=10.0)
+    cfg.train = replace(cfg.train, lora_rank=4)
+    cfg.l2_pull = 0.01
+    report = kecl.run_update(config=cfg)
+    assert report.status == "failed" and "do not combine" in (report.error or "")
+    assert active_version(kecl.settings.checkpoints_dir) == before
