@@ -120,7 +120,7 @@ def adapt_default(
         raise ValueError("adapt_default: no phases")
     bundle = load_mlm(name_or_path, device=device, name=name)
     # A shipped adaptation is the default recipe's result, so it stands in only for that recipe.
-    shipped = find_shipped_adaptation(bundle, shipped_dir) if phases is None and shipped_dir else None
+    shipped = apply_shipped_adaptation(bundle, shipped_dir) if phases is None and shipped_dir else None
     if shipped is not None:
         metrics = {**shipped_metrics(shipped), "kind": "default-adaptation", "recipe": ADAPT_RECIPE}
         version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
@@ -255,7 +255,7 @@ def adaptation_scores(bundle: MLMBundle, data: AdaptationData, reading_length: i
     return scores
 
 
-def find_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> Path | None:
+def apply_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> Path | None:
     """Apply the adaptation in ``shipped_dir`` made for ``bundle``'s pretrained weights by this
     recipe, if there is one; returns its path (the bundle's model now adapted) or None (untouched).
 

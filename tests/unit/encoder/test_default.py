@@ -7,7 +7,7 @@ import torch
 
 from encoder import load_mlm, make_delta, save_delta, weights_fingerprint
 from encoder.checkpoints import active_version, load_checkpoint
-from encoder.default import ADAPT_PHASES, ADAPT_RECIPE, adapt_default, find_shipped_adaptation
+from encoder.default import ADAPT_PHASES, ADAPT_RECIPE, adapt_default, apply_shipped_adaptation
 from tests.factories import tiny_bundle
 
 
@@ -101,9 +101,9 @@ def test_a_shipped_adaptation_stands_in_for_training_only_for_its_own_weights_an
         torch.testing.assert_close(value, want[name], rtol=0, atol=2e-3)
 
     other = tiny_bundle(seed=5)
-    assert find_shipped_adaptation(other, shipped) is None  # other pretrained weights: trained as before
+    assert apply_shipped_adaptation(other, shipped) is None  # other pretrained weights: trained as before
     save_delta(
         shipped / "tiny.safetensors", delta, weights_fingerprint(base.model), {**info, "recipe": ADAPT_RECIPE + 1}
     )
     fresh = load_mlm(str(tiny_model_dir), device="cpu")
-    assert find_shipped_adaptation(fresh, shipped) is None  # another recipe's result is not this one's
+    assert apply_shipped_adaptation(fresh, shipped) is None  # another recipe's result is not this one's
