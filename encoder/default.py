@@ -122,7 +122,7 @@ def adapt_default(
     # A shipped adaptation is the default recipe's result, so it stands in only for that recipe.
     shipped = apply_shipped_adaptation(bundle, shipped_dir) if phases is None and shipped_dir else None
     if shipped is not None:
-        metrics = {**shipped_metrics(shipped), "kind": "default-adaptation", "recipe": ADAPT_RECIPE}
+        metrics = {**shipped_metrics(*shipped), "kind": "default-adaptation", "recipe": ADAPT_RECIPE}
         version = save_checkpoint(bundle, checkpoints_dir, parent=None, metrics=metrics)
         if activate:
             set_active(checkpoints_dir, version)
@@ -185,7 +185,7 @@ def adapt_default(
     metrics = {
         "kind": "default-adaptation",
         "recipe": ADAPT_RECIPE,
-        **adaptation_scores(bundle, data, reading_length),
+        **adaptation_scores(bundle, data, reading_length, heldout_top1=phase_metrics[-1]["heldout_top1"]),
         "train_seconds": round(done_seconds, 1),
         "steps": done_steps,
         "tokens_per_second": sum(r.tokens for r in results) / max(sum(r.seconds for r in results), 1e-9),
@@ -234,15 +234,18 @@ def adaptation_data(
     )
 
 
-def adaptation_scores(bundle: MLMBundle, data: AdaptationData, reading_length: int = 128) -> dict[str, Any]:
+def adaptation_scores(
+    bundle: MLMBundle, data: AdaptationData, reading_length: int = 128, heldout_top1: float | None = None
+) -> dict[str, Any]:
     """How well ``bundle`` predicts held-out words (top-1, by source, loss) and, when ``data`` has
-    reading exercises, reads answers from injected knowledge in each injection mode."""
+    reading exercises, reads answers from injected knowledge in each injection mode.
+    ``heldout_top1``: the top-1 on ``data.heldout`` when the caller has just measured it."""
     by_source = {
         "everyday": [t for t in data.heldout if t in data.everyday],
         "docstrings": [t for t in data.heldout if t not in data.everyday],
     }
     scores: dict[str, Any] = {
-        "heldout_top1": masked_token_accuracy(bundle, data.heldout),
+        "heldout_top1": masked_token_accuracy(bundle, data.heldout) if heldout_top1 is None else heldout_top1,
         # the generated everyday sentences are far easier than the standard library's technical prose
         "heldout_top1_by_source": {k: masked_token_accuracy(bundle, v) for k, v in by_source.items() if v},
         "heldout_loss": masked_lm_loss(bundle, data.heldout),
@@ -255,9 +258,10 @@ def adaptation_scores(bundle: MLMBundle, data: AdaptationData, reading_length: i
     return scores
 
 
-def apply_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> Path | None:
+def apply_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """Apply the adaptation in ``shipped_dir`` made for ``bundle``'s pretrained weights by this
-    recipe, if there is one; returns its path (the bundle's model now adapted) or None (untouched).
+    recipe, if there is one; returns its path and ``info`` (the bundle's model now adapted) or None
+    (untouched).
 
     A file that cannot be read is logged and skipped: the caller then trains instead."""
     fingerprint = weights_fingerprint(bundle.model)
@@ -266,18 +270,18 @@ def apply_shipped_adaptation(bundle: MLMBundle, shipped_dir: str | Path) -> Path
             base, info = read_delta_header(path)
             if base != fingerprint or info.get("recipe") != ADAPT_RECIPE:
                 continue
-            apply_delta(bundle.model, path)
+            apply_delta(bundle.model, path, fingerprint)
         except Exception as exc:  # noqa: BLE001 - a damaged shipped file means training, never a failed init
             log.warning("shipped adaptation %s unusable (%s); training instead", path, exc)
             continue
         log.info("applied the shipped adaptation %s (no training needed)", path.name)
-        return path
+        return path, info
     return None
 
 
-def shipped_metrics(path: Path) -> dict[str, Any]:
-    """The checkpoint metrics of a shipped adaptation: those measured when it was made, and what was applied."""
-    _, info = read_delta_header(path)
+def shipped_metrics(path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint metrics of a shipped adaptation (its file and ``info``): those measured when it
+    was made, and what was applied."""
     return {
         **info.get("metrics", {}),
         "shipped": {k: v for k, v in info.items() if k != "metrics"} | {"file": path.name},

@@ -2,10 +2,11 @@
 
 Weight matrices of the pretrained encoder are stored as low-rank factors of their change (the
 truncated SVD of ``trained − pretrained``, the best approximation of that rank) where a few
-directions hold nearly all of it, else as the change in 4 bits per value with a scale per row; vectors (biases,
-LayerNorms) and everything the pretrained model did not have (a fresh MLM head) are stored whole.
-A delta records a fingerprint of the pretrained weights it applies to and refuses any other model, so it can be shipped beside kecl
-and applied to a model the user loads from anywhere (a wheel, the hub, a local copy).
+directions hold nearly all of it, else as the change in 4 bits per value with a scale per row;
+vectors (biases, LayerNorms) and everything the pretrained model did not have (a fresh MLM head)
+are stored whole. A delta records a fingerprint of the pretrained weights it applies to and refuses
+any other model, so it can be shipped beside kecl and applied to a model the user loads from
+anywhere (a wheel, the hub, a local copy).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import PreTrainedModel
 
 FORMAT = "kecl-delta-1"
 _A, _B, _DIFF, _Q, _SCALE = ".lora_A", ".lora_B", ".diff", ".diff_int4", ".diff_scale"
+_PAIRS = {_A: _B, _B: _A, _Q: _SCALE, _SCALE: _Q}  # suffixes stored, and read, together
 _QUANTISE_FROM = 4096  # elements: a smaller matrix is stored in half precision (its size does not matter)
 
 
@@ -128,15 +130,16 @@ def read_delta_header(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 @torch.no_grad()
-def apply_delta(model: PreTrainedModel, path: str | Path) -> dict[str, Any]:
+def apply_delta(model: PreTrainedModel, path: str | Path, fingerprint: str | None = None) -> dict[str, Any]:
     """Turn the pretrained ``model`` into the trained one in place; returns the delta's ``info``.
+    ``fingerprint``: the model's :func:`weights_fingerprint`, when the caller has it already.
 
     Raises ``ValueError`` (leaving the model untouched) if the model's pretrained weights are not
     the ones the delta was made from, or if a tensor of the delta names no parameter of the model or
     has the wrong shape.
     """
-    fingerprint, info = read_delta_header(path)
-    if weights_fingerprint(model) != fingerprint:
+    made_from, info = read_delta_header(path)
+    if (fingerprint or weights_fingerprint(model)) != made_from:
         raise ValueError(f"{path}: made for other pretrained weights than this model's")
     params = dict(model.named_parameters())
     updates: dict[str, torch.Tensor] = {}
@@ -146,10 +149,9 @@ def apply_delta(model: PreTrainedModel, path: str | Path) -> dict[str, Any]:
             name = next((key[: -len(s)] for s in (_A, _B, _DIFF, _Q, _SCALE) if key.endswith(s)), key)
             if name not in params:
                 raise ValueError(f"{path}: {key} names no parameter of this model")
-            pair = {_A: _B, _B: _A, _Q: _SCALE, _SCALE: _Q}
-            suffix = next((s for s in pair if key.endswith(s)), None)
-            if suffix is not None and name + pair[suffix] not in keys:
-                raise ValueError(f"{path}: {key} has no {name + pair[suffix]}")
+            suffix = next((s for s in _PAIRS if key.endswith(s)), None)
+            if suffix is not None and name + _PAIRS[suffix] not in keys:
+                raise ValueError(f"{path}: {key} has no {name + _PAIRS[suffix]}")
             if suffix in (_A, _SCALE):
                 continue  # read with its pair
             if suffix == _B:
