@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities
+from kecl import compute
 from kecl.search import SearchHit
 from kecl.settings import Settings
 from knowledge import Candidate, FactView, KnowledgeStore, LinkedMention
@@ -314,7 +315,8 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     t0 = time.perf_counter()
     bundle = system.encoder
     boost = system.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
-    predicted = predict_injected(
+    predicted = compute.call(
+        predict_injected,
         bundle,
         [p.text for p in prepared],
         [p.facts for p in prepared],
@@ -384,7 +386,8 @@ def entity_answers(
     answers = system.settings.answers
     if not answers.entities:
         return [[] for _ in prepared]
-    return score_entities(
+    return compute.call(
+        score_entities,
         system.encoder,
         [p.text for p in prepared],
         [p.candidates for p in prepared],
