@@ -272,7 +272,13 @@ def time_requests(get: Callable[[str], Any], paths: list[str]) -> dict[str, floa
         times.append((time.perf_counter() - t0) * 1000)
         if r.status_code != 200:
             raise RuntimeError(f"{p}: {r.status_code} {r.text[:300]}")
-    return {"n": len(times), "p50_ms": round(statistics.median(times), 1), "p95_ms": round(percentile(times, 0.95), 1)}
+    return {
+        "n": len(times),
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(percentile(times, 0.95), 1),
+        "max_ms": round(max(times), 1),
+        "ms": [round(t, 1) for t in times],
+    }
 
 
 @contextmanager
@@ -318,7 +324,7 @@ def run_backend(backend: str, url: str, sizes: tuple[int, int, int], requests: i
         "graph 2 hops": [f"/graph/{e}?hops=2&fanout=25" for e in ents],
         "graph 2 hops as of": [f"/graph/{e}?hops=2&fanout=25&as_of={d}" for e, d in zip(ents, dates)],
         "ask (packaged model)": [
-            f"/ask?q={names[e - 1].replace(' ', '+')}+has+relation+3+with+[MASK]+." for e in ents[:10]
+            f"/ask?q={names[e - 1].replace(' ', '+')}+has+relation+3+with+[MASK]+." for e in ents[:20]
         ],
         "document": [f"/document/{rng.randrange(1, n_passages + 1)}" for _ in range(requests)],
         "runs": ["/runs"] * min(requests, 20),
