@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities
-from kecl import compute
 from kecl.search import SearchHit
 from kecl.settings import Settings
 from knowledge import Candidate, FactView, KnowledgeStore, LinkedMention
@@ -315,8 +314,7 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     t0 = time.perf_counter()
     bundle = system.encoder
     boost = system.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
-    predicted = compute.call(
-        predict_injected,
+    predicted = predict_injected(
         bundle,
         [p.text for p in prepared],
         [p.facts for p in prepared],
@@ -386,8 +384,7 @@ def entity_answers(
     answers = system.settings.answers
     if not answers.entities:
         return [[] for _ in prepared]
-    return compute.call(
-        score_entities,
+    return score_entities(
         system.encoder,
         [p.text for p in prepared],
         [p.candidates for p in prepared],

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder import MLMBundle
-from kecl import compute, wiring
+from kecl import wiring
 from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_retrieval, pipeline_source
 from kecl.follow import IndexFollower, embed_into
@@ -77,7 +77,7 @@ class Kecl:
     def embedder(self) -> CoalescingEmbedder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = compute.call(wiring.make_embedder, self.settings)
+                self._embedder = wiring.make_embedder(self.settings)
             return self._embedder
 
     @property
@@ -97,7 +97,7 @@ class Kecl:
         """The active checkpoint's encoder (or the configured base model before any training)."""
         with self._lock:
             if self._encoder is None:
-                self._encoder = compute.call(wiring.load_encoder, self.settings, self.store)
+                self._encoder = wiring.load_encoder(self.settings, self.store)
             return self._encoder
 
     def reload_encoder(self) -> MLMBundle:

@@ -35,7 +35,6 @@ from encoder import (
     temp_name,
     verify_checkpoint,
 )
-from kecl import compute
 from kecl.home import current_index_folder, open_store, resolve_model_path
 from kecl.settings import Settings
 from knowledge import KnowledgeStore
@@ -48,7 +47,6 @@ from retrieval import (
     IndexLoadError,
     MeanPoolingEmbedder,
     PassageIndex,
-    TextEmbedder,
     build_from_passages,
     choose_kind,
     load_index,
@@ -262,13 +260,12 @@ def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> Coale
     """The embedder ``index.embedder`` names: a sentence-transformers id or path, or ``"encoder"``
     for mean pooling over the MLM encoder (``encoder``: the active checkpoint's bundle; without it
     the base model is loaded). Wrapped in a :class:`CoalescingEmbedder`, so concurrent queries
-    embed together; its work runs on the process's compute thread (:mod:`kecl.compute`)."""
+    embed together."""
     name = settings.index.embedder
     batch = settings.index.batch_size
     if name != "encoder":
         path = resolve_model_path(name)
-        inner: TextEmbedder = Embedder(path, batch_size=batch, device=str(device_for(settings)), name=name)
-        return CoalescingEmbedder(inner, run=compute.run)
+        return CoalescingEmbedder(Embedder(path, batch_size=batch, device=str(device_for(settings)), name=name))
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     if encoder is not None:
@@ -277,7 +274,7 @@ def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> Coale
         path = resolve_model_path(settings.model.name_or_path)
         model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
         version = settings.model.name_or_path
-    return CoalescingEmbedder(MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=batch), run=compute.run)
+    return CoalescingEmbedder(MeanPoolingEmbedder(model, tokenizer, version=version, batch_size=batch))
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -322,7 +319,7 @@ def load_current_index(settings: Settings, store: KnowledgeStore, embedder: Any)
         index = None
     if index is None:
         index = build_index_from_store(settings, store, embedder)
-    return IndexHandle(index, embedder, run=compute.run), start
+    return IndexHandle(index, embedder), start
 
 
 def load_generation(settings: Settings, store: KnowledgeStore, folder: str, embedder: Any) -> PassageIndex:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # transformers costs seconds to import: the caller has loaded
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class TextEmbedder(Protocol):
@@ -144,40 +144,25 @@ class MeanPoolingEmbedder:
         return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
 
-class Runner(Protocol):
-    """Where a component runs its compute: calls ``fn`` (e.g. on the process's one OpenMP thread,
-    ``kecl.compute.run``) and returns its result. The default is to call it right here."""
-
-    def __call__(self, fn: Callable[[], T], /) -> T: ...
-
-
-def run_here(fn: Callable[[], T], /) -> T:
-    """The default :class:`Runner`: ``fn()`` on the calling thread."""
-    return fn()
-
-
 class CoalescingEmbedder:
     """Wraps an embedder so that concurrent small ``encode`` calls share one forward pass.
 
     Under concurrent queries each request embeds its own short text; on 2 CPU cores one 15-token
     query costs ~12 ms alone but ~2.3 ms inside a batch of 16 (``benchmarks/bench_query.py``).
-    A call of at most ``max_batch`` texts joins a queue and asks for a *drain*: one caller at a
-    time embeds everything queued at that moment (its own texts and those of callers that arrived
-    meanwhile) in one batch, and a caller whose texts an earlier drain took finds its result ready.
-    No waiting when there is no company (a lone query costs the same), and while one batch runs
-    the next one gathers. Larger calls (ingestion) go through as they are. ``run`` is where the
-    wrapped embedder's work runs (:class:`Runner`). Results are row-for-row those of the wrapped
-    embedder (up to float rounding of batching).
+    Calls of at most ``max_batch`` texts go to one worker thread, which embeds everything queued at
+    that moment together: no waiting when there is no company (a lone query costs the same), and
+    while one batch runs the next one gathers. Larger calls (ingestion) go straight through.
+    Results are row-for-row those of the wrapped embedder (up to float rounding of batching).
     """
 
-    def __init__(self, inner: TextEmbedder, max_batch: int = 64, run: Runner = run_here) -> None:
+    def __init__(self, inner: TextEmbedder, max_batch: int = 64) -> None:
         self.inner = inner
         self.max_batch = max_batch
-        self.run = run
-        self._queued: list[tuple[list[str], Future]] = []
-        self._queue_lock = threading.Lock()
-        self._drain_lock = threading.Lock()  # one batch at a time: later callers gather meanwhile
-        self.batches = 0  # forward passes run for queued calls (observable in tests and benchmarks)
+        self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._start = threading.Lock()
+        self.idle_seconds = 30.0  # the worker thread exits after this long without work
+        self.batches = 0  # forward passes run by the worker (observable in tests and benchmarks)
 
     @property
     def version(self) -> str:
@@ -195,34 +180,58 @@ class CoalescingEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if not texts or len(texts) > self.max_batch:
-            return self.run(lambda: self.inner.encode(texts))
+            return self.inner.encode(texts)
         future: Future = Future()
-        with self._queue_lock:
-            self._queued.append((texts, future))
-        self.run(self._drain)
+        with self._start:  # the worker exits when idle; checking and queueing under one lock
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="kecl-embed", daemon=True)
+                self._worker.start()
+            self._queue.put((texts, future))
         return future.result()
 
     def close(self) -> None:
-        """Nothing to release (no thread of its own); kept so callers can close every embedder."""
+        with self._start:
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                self._queue.put(None)
+        if worker is not None:
+            worker.join(timeout=10)
 
-    def _drain(self) -> None:
-        with self._drain_lock:
-            with self._queue_lock:
-                batch: list[tuple[list[str], Future]] = []
-                size = 0
-                while self._queued and (not batch or size + len(self._queued[0][0]) <= self.max_batch):
-                    batch.append(self._queued.pop(0))
-                    size += len(batch[-1][0])
-            if not batch:
-                return  # an earlier drain took this caller's texts
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._start:
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            if item is None:
+                return
+            batch = [item]
+            size = len(item[0])
+            stop = False
+            while size < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                size += len(nxt[0])
             try:
                 vectors = self.inner.encode([t for texts, _ in batch for t in texts])
                 self.batches += 1
-            except Exception as exc:  # noqa: BLE001 - handed to every caller in the batch
+                start = 0
+                for texts, future in batch:
+                    future.set_result(vectors[start : start + len(texts)])
+                    start += len(texts)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 for _, future in batch:
-                    future.set_exception(exc)
+                    if not future.done():
+                        future.set_exception(exc)
+            if stop:
                 return
-            start = 0
-            for texts, future in batch:
-                future.set_result(vectors[start : start + len(texts)])
-                start += len(texts)

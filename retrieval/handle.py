@@ -26,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.embedder import Runner, TextEmbedder, run_here
+from retrieval.embedder import TextEmbedder
 from retrieval.index import IndexConfig, IndexState, PassageIndex
 from retrieval.persist import save_index
 from retrieval.reconcile import FetchTexts, ReconcileReport, build_from_passages, reconcile
@@ -75,20 +75,12 @@ class ReadWriteLock:
 class IndexHandle:
     """The current ``PassageIndex`` (and the embedder that made it), with search, add, remove,
     reconcile and a background rebuild-and-swap. ``folder``: where ``save()`` writes; the swap
-    saves the new index there before it becomes current. ``run``: where searches, adds and
-    removes run (:class:`~retrieval.embedder.Runner`; FAISS parallelises them with OpenMP)."""
+    saves the new index there before it becomes current."""
 
-    def __init__(
-        self,
-        index: PassageIndex,
-        embedder: TextEmbedder | None = None,
-        folder: str | Path | None = None,
-        run: Runner = run_here,
-    ):
+    def __init__(self, index: PassageIndex, embedder: TextEmbedder | None = None, folder: str | Path | None = None):
         self._index = index
         self._embedder = embedder
         self.folder = Path(folder) if folder is not None else None
-        self.run = run
         self._lock = ReadWriteLock()
         # Held by every mutation before the write lock, and alone by frozen_copy: a copy being
         # taken holds back writers, never readers (a writer waiting on the read-write lock would).
@@ -109,8 +101,7 @@ class IndexHandle:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``PassageIndex.search`` on the current index (see there)."""
         with self._lock.read():
-            index = self._index
-            return self.run(lambda: index.search(queries, k, allowed_ids))
+            return self._index.search(queries, k, allowed_ids)
 
     def search_texts(self, texts: Sequence[str], k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """Embed ``texts`` with the embedder of the current index and search it. The embedder and
@@ -118,8 +109,7 @@ class IndexHandle:
         with self._lock.read():
             if self._embedder is None:
                 raise RuntimeError("this IndexHandle has no embedder; pass one or embed the queries yourself")
-            index, vectors = self._index, self._embedder.encode(list(texts))
-            return self.run(lambda: index.search(vectors, k, allowed_ids))
+            return self._index.search(self._embedder.encode(list(texts)), k, allowed_ids)
 
     @contextmanager
     def _writing(self):
@@ -129,14 +119,12 @@ class IndexHandle:
     def add(self, ids, vectors: np.ndarray) -> None:
         """Add (or replace) vectors under passage ids (see ``PassageIndex.add``)."""
         with self._writing():
-            index = self._index
-            self.run(lambda: index.add(ids, vectors))
+            self._index.add(ids, vectors)
 
     def remove(self, ids) -> int:
         """Remove passage ids; returns how many were present."""
         with self._writing():
-            index = self._index
-            return self.run(lambda: index.remove(ids))
+            return self._index.remove(ids)
 
     def contains(self, ids: Sequence[int]) -> np.ndarray:
         """A boolean mask: which of ``ids`` the current index holds."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import numpy as np
 import pytest
@@ -52,7 +52,7 @@ def test_missing_model_path_raises(tmp_path):
 
 def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
     """Concurrent one-text calls share forward passes and each gets its own row back; a large call
-    goes straight through; an error reaches every caller of its batch and the next call works."""
+    goes straight through; an error reaches every waiting caller; the idle worker exits."""
     texts = [f"query number {i} about rivers and towns" for i in range(24)]
     direct = tiny_embedder.encode(texts)
     calls = []
@@ -95,40 +95,14 @@ def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
     bad = CoalescingEmbedder(Broken())
     with pytest.raises(RuntimeError, match="embedder down"):
         bad.encode(["x"])
-    with pytest.raises(RuntimeError, match="embedder down"):  # nothing stuck after an error
+    with pytest.raises(RuntimeError, match="embedder down"):  # the worker survives an error
         bad.encode(["y"])
-    assert not bad._queued
-
-
-def test_coalescing_embedder_runs_its_work_where_it_is_told(tiny_embedder):
-    """Every forward pass of the wrapped embedder runs through ``run`` (kecl passes its one
-    compute thread), small calls and large ones; callers on many threads still share batches,
-    and a caller already on that thread embeds directly (no deadlock waiting on itself)."""
-    executor = ThreadPoolExecutor(1, thread_name_prefix="the-compute-thread")
-    ran_on = []
-
-    class Recording:
-        version, dim = tiny_embedder.version, tiny_embedder.dim
-
-        def encode(self, batch):
-            ran_on.append(threading.current_thread().name)
-            threading.Event().wait(0.02)
-            return tiny_embedder.encode(batch)
-
-    def run(fn):
-        if threading.current_thread().name.startswith("the-compute-thread"):
-            return fn()
-        return executor.submit(fn).result()
-
-    co = CoalescingEmbedder(Recording(), max_batch=4, run=run)
-    texts = [f"text {i} about harbours" for i in range(12)]
-    direct = tiny_embedder.encode(texts)
-    with ThreadPoolExecutor(12) as callers:
-        out = list(callers.map(lambda t: co.encode([t]), texts))
-    for i, row in enumerate(out):
-        np.testing.assert_allclose(row[0], direct[i], atol=1e-5)
-    assert co.encode(texts).shape == (12, tiny_embedder.dim)  # a large call
-    np.testing.assert_allclose(executor.submit(co.encode, texts[:1]).result()[0], direct[0], atol=1e-5)
-    assert ran_on and all(name.startswith("the-compute-thread") for name in ran_on)
-    assert co.batches < len(texts)
-    executor.shutdown()
+    bad.close()
+    co.idle_seconds = 0.01
+    co.encode(["wake the worker with the short idle time"])
+    deadline = time.monotonic() + 5
+    while co._worker is not None and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert co._worker is None
+    np.testing.assert_allclose(co.encode([texts[0]])[0], direct[0], atol=1e-5)  # restarts on demand
+    co.close()
