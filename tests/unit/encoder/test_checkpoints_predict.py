@@ -85,6 +85,18 @@ def test_fill_mask_batched_and_explained(tokenizer):
     assert [t.token_id for t in explained[0].masks[0].top_k] == [t.token_id for t in plain[0].masks[0].top_k]
 
 
+def test_fill_mask_answers_in_eval_mode_whatever_was_left_training(tokenizer):
+    """Dropout never reaches an answer: a submodule left in training mode (the model itself not)
+    is put in eval mode, so the same text answers the same twice."""
+    bundle = tiny_bundle(tokenizer)
+    bundle.model.eval()
+    bundle.model.bert.encoder.layer[0].train()  # dropout on in one layer only
+    texts = ["The puppy [MASK] on the mat."]
+    first = fill_mask(bundle, texts, top_k=5)[0].masks[0].top_k
+    assert not any(m.training for m in bundle.model.modules())
+    assert [t.score for t in fill_mask(bundle, texts, top_k=5)[0].masks[0].top_k] == [t.score for t in first]
+
+
 def test_fill_mask_encoded_with_4d_visibility(tokenizer):
     bundle = tiny_bundle(tokenizer)
     enc = encode_texts(bundle, ["the puppy [MASK] on the mat ."])
