@@ -6,6 +6,8 @@ need these; they live here so those two import one way (model â†’ checkpoints â†
 
 from __future__ import annotations
 
+import copy
+import itertools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +39,38 @@ class MLMBundle:
     # set by whoever serves the model, only where bf16 is native.
     inference_bf16: bool = False
 
+    _explaining: BertForMaskedLM | None = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def device(self) -> torch.device:
         """Where the model's weights live (inputs are moved there)."""
         return next(self.model.parameters()).device
+
+    def explaining_model(self) -> BertForMaskedLM:
+        """:attr:`model` with eager attention, which can return its attention weights, sharing every
+        parameter and buffer with it (no second copy of the weights).
+
+        Switching the one model's backend for the length of a pass raced between threads: a pass
+        that kept its attentions could have the faster backend switched back under it by another
+        pass finishing, and answer without them. Built once; built again when :attr:`model`'s
+        parameters or vocabulary size changed (a grown vocabulary)."""
+        with _EXPLAINING_LOCK:
+            twin = self._explaining
+            if twin is None or not _in_step(twin, self.model):
+                shared = itertools.chain(self.model.parameters(), self.model.buffers())
+                twin = copy.deepcopy(self.model, memo={id(t): t for t in shared})
+                twin.set_attn_implementation("eager")
+                self._explaining = twin
+            return twin
+
+
+_EXPLAINING_LOCK = threading.Lock()
+
+
+def _in_step(twin: BertForMaskedLM, model: BertForMaskedLM) -> bool:
+    pa, pb = list(twin.parameters()), list(model.parameters())
+    same = len(pa) == len(pb) and all(x is y for x, y in zip(pa, pb))
+    return same and twin.config.vocab_size == model.config.vocab_size
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -67,7 +67,10 @@ def _forward(
     """Encoder output ``(hidden_states, attentions)``, the attentions (one per layer) only with
     ``explain``; the MLM head is applied by the caller only at [MASK] positions (the 30k-word head
     over every token would dominate the cost)."""
-    model = bundle.model
+    # the explaining twin shares the weights: switching the shared model's backend raced between threads
+    model = (
+        bundle.explaining_model() if explain and bundle.model.config._attn_implementation != "eager" else bundle.model
+    )
     device = bundle.device
     inputs = {
         k: v.to(device)
@@ -75,28 +78,21 @@ def _forward(
         if k in ("input_ids", "token_type_ids", "position_ids", "attention_mask") and v is not None
     }
     mask = inputs.get("attention_mask")
-    previous = model.config._attn_implementation
-    if explain and previous != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        if mask is not None and mask.dim() in (3, 4):
-            # transformers v5 passes 4-D masks through untouched: give it the backend's form.
-            # Boolean / 0-1 integer: a visibility matrix; floating point: an additive mask (0 = visible).
-            visible = mask >= 0 if mask.is_floating_point() else mask.bool()
-            inputs["attention_mask"] = to_backend_mask(visible, model.config._attn_implementation)
-        # eval() sets the flag on every submodule (~0.2 ms, 3x the check): only when one is still training
-        if any(m.training for m in model.modules()):
-            model.eval()
-        with torch.inference_mode(), _autocast(bundle):
-            out = model.bert(**inputs, output_attentions=explain)
-        if not explain:
-            return out.last_hidden_state, None
-        if out.attentions is None:
-            raise RuntimeError("the encoder returned no attention weights to explain")
-        return out.last_hidden_state, out.attentions
-    finally:
-        if explain and previous != "eager":
-            model.set_attn_implementation(previous)
+    if mask is not None and mask.dim() in (3, 4):
+        # transformers v5 passes 4-D masks through untouched: give it the backend's form.
+        # Boolean / 0-1 integer: a visibility matrix; floating point: an additive mask (0 = visible).
+        visible = mask >= 0 if mask.is_floating_point() else mask.bool()
+        inputs["attention_mask"] = to_backend_mask(visible, model.config._attn_implementation)
+    # eval() sets the flag on every submodule (~0.2 ms, 3x the check): only when one is still training
+    if any(m.training for m in model.modules()):
+        model.eval()
+    with torch.inference_mode(), _autocast(bundle):
+        out = model.bert(**inputs, output_attentions=explain)
+    if not explain:
+        return out.last_hidden_state, None
+    if out.attentions is None:
+        raise RuntimeError("the encoder returned no attention weights to explain")
+    return out.last_hidden_state, out.attentions
 
 
 def _autocast(bundle: MLMBundle) -> torch.autocast:

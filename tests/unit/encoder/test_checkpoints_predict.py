@@ -218,3 +218,54 @@ def test_loads_that_overlap_in_one_process_give_whole_models(tokenizer, tmp_path
     for t in threads:
         t.join(timeout=120)
     assert outcomes == [True] * 6, outcomes
+
+
+def test_explaining_and_plain_passes_run_side_by_side_on_one_model(tokenizer):
+    """Threads share one model: passes that keep their attentions (eager attention) and passes that
+    do not run at the same time, each answering as it does alone. Switching the shared model's
+    attention backend for the length of a pass let one thread's switch-back strip another's
+    attentions mid-pass."""
+    bundle = tiny_bundle(tokenizer)
+    texts = ["The puppy [MASK] on the mat .", "Paris is the capital of [MASK] ."]
+    alone = {explain: fill_mask(bundle, texts, top_k=5, explain=explain) for explain in (False, True)}
+    failures: list[BaseException] = []
+    mismatches: list[bool] = []
+    start = threading.Barrier(4)
+
+    def hammer(explain: bool) -> None:
+        start.wait()
+        for _ in range(40):
+            try:
+                got = fill_mask(bundle, texts, top_k=5, explain=explain)
+            except BaseException as e:  # noqa: BLE001 - the failure itself is what is counted
+                failures.append(e)
+                continue
+            for g, a in zip(got, alone[explain]):
+                same = [t.token_id for t in g.masks[0].top_k] == [t.token_id for t in a.masks[0].top_k]
+                explained = g.masks[0].explanation is not None
+                mismatches.append(not same or explained != explain)
+
+    threads = [threading.Thread(target=hammer, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [] and not any(mismatches) and len(mismatches) == 4 * 40 * 2
+    assert bundle.model.config._attn_implementation == "sdpa"  # the served model's backend never moved
+
+
+def test_the_explaining_model_shares_the_weights_and_follows_a_grown_vocabulary(tokenizer):
+    bundle = tiny_bundle(tokenizer)
+    twin = bundle.explaining_model()
+    assert twin is not bundle.model and twin.config._attn_implementation == "eager"
+    assert all(a is b for a, b in zip(twin.parameters(), bundle.model.parameters()))
+    with torch.no_grad():
+        bundle.model.bert.embeddings.word_embeddings.weight[5] += 1.0  # an update in place reaches both
+    assert torch.equal(
+        twin.bert.embeddings.word_embeddings.weight[5], bundle.model.bert.embeddings.word_embeddings.weight[5]
+    )
+    assert bundle.explaining_model() is twin
+    grow_vocabulary(bundle, ["zorblax"])
+    grown = bundle.explaining_model()
+    assert grown is not twin
+    assert grown.bert.embeddings.word_embeddings.weight is bundle.model.bert.embeddings.word_embeddings.weight
