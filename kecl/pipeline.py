@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
@@ -182,25 +183,34 @@ def _check_query(texts: Sequence[str], modes: Sequence[str]) -> None:
             raise QueryError(f"no [MASK] in {t!r}: write the word to predict as [MASK]")
 
 
-def answer_modes(system: KnowledgeAccess, text: str, modes: Sequence[str], opts: QueryOptions) -> dict[str, Answer]:
+def answer_modes(
+    system: KnowledgeAccess, text: str, modes: Sequence[str], opts: QueryOptions, executor: Executor | None = None
+) -> dict[str, Answer]:
     """One cloze query answered in each of ``modes`` (``opts.mode`` is ignored). The augmented
     modes differ only in how the knowledge is injected, so its facts and passages are selected
-    once and shared.
+    once and shared. With an ``executor`` the modes run side by side on it (closed-book while the
+    augmented modes' knowledge is selected, then the augmented modes together); the answers are
+    the same.
 
     Raises ``ValueError`` as :func:`answer_queries` does.
     """
     _check_query([text], modes)
-    out: dict[str, Answer] = {}
-    shared: Prepared | None = None
-    for mode in modes:
+
+    def answer(mode: str, prepared: Prepared | None = None) -> Answer:
         mode_opts = dataclasses.replace(opts, mode=cast(Mode, mode))  # checked by _check_query
-        if mode == "closed-book":
-            prepared = retrieve(system, text, mode_opts)
-        else:
-            shared = shared or retrieve(system, text, mode_opts)
-            prepared = shared
-        (out[mode],) = predict_prepared(system, [prepared], mode_opts)
-    return out
+        (one,) = predict_prepared(system, [prepared or retrieve(system, text, mode_opts)], mode_opts)
+        return one
+
+    augmented = [m for m in modes if m != "closed-book"]
+    shared_opts = dataclasses.replace(opts, mode=cast(Mode, augmented[0])) if augmented else opts
+    if executor is None:
+        shared = retrieve(system, text, shared_opts) if augmented else None
+        return {m: answer(m, shared if m != "closed-book" else None) for m in modes}
+    futures = {m: executor.submit(answer, m) for m in modes if m == "closed-book"}
+    if augmented:
+        shared = retrieve(system, text, shared_opts)
+        futures.update({m: executor.submit(answer, m, shared) for m in augmented})
+    return {m: futures[m].result() for m in modes}
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kecl.threads import adopt_width
 from knowledge import KnowledgeStore
 from retrieval import IndexHandle, TextEmbedder, reciprocal_rank_fusion
 
@@ -72,6 +73,7 @@ def channel_rankings(
     out: dict[str, list[tuple[int, float]]] = {}
     channels = set(channels)
     if "dense" in channels and index_handle is not None:
+        adopt_width()
         allowed_arr = None if allowed is None else np.fromiter(allowed, dtype=np.int64)
         if embedder is None or embedder is index_handle.embedder:
             scores, ids = index_handle.search_texts([query], depth, allowed_arr)  # embedder and index read together

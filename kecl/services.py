@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
 from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
+from kecl.threads import ASK_MODES, side_by_side
 from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch, iter_input_files
 from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
@@ -61,6 +62,7 @@ class Kecl:
         self._index_dirty = False
         self._encoder: MLMBundle | None = None
         self._batcher: MicroBatcher | None = None
+        self._modes_pool: ThreadPoolExecutor | None = None
         self._start_watermark = 0  # every passage event up to it is in the index as loaded
         self.follower: IndexFollower | None = None
         self.publisher: IndexPublisher | None = None
@@ -149,8 +151,17 @@ class Kecl:
         return answer_queries(self, list(texts), opts or QueryOptions())
 
     def answer_modes(self, text: str, modes: Sequence[str], opts: QueryOptions | None = None) -> dict[str, Answer]:
-        """One cloze query in several modes, its knowledge selected once (see :func:`kecl.pipeline.answer_modes`)."""
-        return answer_modes(self, text, list(modes), opts or QueryOptions())
+        """One cloze query in several modes, its knowledge selected once (see :func:`kecl.pipeline.answer_modes`);
+        the modes run side by side where two fit on the cores at this thread's width (a server's)."""
+        return answer_modes(self, text, list(modes), opts or QueryOptions(), self._modes_executor(len(modes)))
+
+    def _modes_executor(self, modes: int) -> ThreadPoolExecutor | None:
+        if not side_by_side(modes):
+            return None
+        with self._lock:
+            if self._modes_pool is None:
+                self._modes_pool = ThreadPoolExecutor(ASK_MODES, thread_name_prefix="kecl-mode")
+            return self._modes_pool
 
     def query(self, text: str, **options: Any) -> Answer:
         """Answer one cloze query (``[MASK]`` marks the word to predict); ``options`` are
@@ -377,6 +388,8 @@ class Kecl:
             self.publisher.stop(publish=True)
         if self._batcher is not None:
             self._batcher.close()
+        if self._modes_pool is not None:
+            self._modes_pool.shutdown(wait=True)
         self.flush()
         if self._embedder is not None:
             self._embedder.close()  # its worker thread

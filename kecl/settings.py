@@ -188,6 +188,13 @@ class ApiSettings(BaseModel):
     max_text_chars: int = 4000
     max_k: int = 50
     max_body_bytes: int = 1_000_000
+    threads_per_task: int | None = Field(
+        None,
+        ge=1,
+        description="OpenMP threads each computing thread of `kecl serve` uses (a request, an embedding "
+        "batch, one mode of an Ask); the server runs such tasks side by side. None: CPU cores / 3, at "
+        "least 1, unless OMP_NUM_THREADS is set",
+    )
 
     @field_validator("api_key")
     @classmethod

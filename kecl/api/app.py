@@ -20,6 +20,7 @@ from kecl.api.routers import documents, entities, facts, health, models, query, 
 from kecl.logs import REQUEST_ID
 from kecl.services import Kecl
 from kecl.settings import Settings
+from kecl.threads import set_task_width
 from kecl.web import install_web
 
 log = logging.getLogger("kecl.api")
@@ -42,6 +43,8 @@ TAGS = [
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the index and the encoder before serving; start and stop an attached scheduler."""
     kecl: Kecl = app.state.kecl
+    # Before any thread computes: each one keeps the OpenMP width it first ran with.
+    set_task_width(app.state.settings.api.threads_per_task)
     # Load and reconcile the index before serving: a crash between an SQL commit and an
     # index write heals here, and the first query does not pay for it.
     await run_in_threadpool(lambda: (kecl.index, kecl.encoder))

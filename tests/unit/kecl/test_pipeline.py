@@ -8,12 +8,14 @@ the weights know.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from kecl.pipeline import MODES, QueryOptions
+from kecl.pipeline import MODES, QueryOptions, answer_modes
 from kecl.services import Kecl
 from knowledge import DocumentRecord, EntityRecord, FactRecord, RelationRecord
 from tests.factories import activate_tiny_checkpoint, tiny_settings
@@ -126,6 +128,34 @@ def test_one_query_in_every_mode_answers_as_each_mode_alone(kecl: Kecl) -> None:
         kecl.answer_modes(query, ["closed-book", "guess"], QueryOptions())
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         kecl.answer_modes("no mask here", MODES, QueryOptions())
+
+
+def test_modes_side_by_side_answer_as_one_after_another(kecl: Kecl) -> None:
+    """On an executor the modes' forward passes run on its threads, side by side, and every mode
+    answers exactly as in turn: predictions, entities, knowledge and the attention explanation."""
+    query = "The currency of Croatia is the [MASK] ."
+    opts = QueryOptions(top_k=5, explain=True)
+    in_turn = answer_modes(kecl, query, MODES, opts)
+    ran_on: set[str] = set()
+    hook = kecl.encoder.model.bert.register_forward_hook(lambda *_: ran_on.add(threading.current_thread().name))
+    twin_hook = kecl.encoder.explaining_model().bert.register_forward_hook(
+        lambda *_: ran_on.add(threading.current_thread().name)
+    )
+    try:
+        with ThreadPoolExecutor(3, thread_name_prefix="modes") as pool:
+            side_by_side = answer_modes(kecl, query, MODES, opts, pool)
+    finally:
+        hook.remove()
+        twin_hook.remove()
+    assert ran_on and all(name.startswith("modes") for name in ran_on)
+    assert list(side_by_side) == list(MODES)
+    for mode in MODES:
+        a, b = in_turn[mode], side_by_side[mode]
+        assert (a.predictions, a.entities, a.facts, a.evidence) == (b.predictions, b.entities, b.facts, b.evidence)
+        assert a.injected_input == b.injected_input and a.explanation == b.explanation
+        assert a.explanation
+    with ThreadPoolExecutor(3) as pool, pytest.raises(ValueError, match="no \\[MASK\\]"):
+        answer_modes(kecl, "no mask here", MODES, opts, pool)
 
 
 def test_evidence_boost_favours_evidence_words_in_augmented_modes_only(kecl: Kecl) -> None:
