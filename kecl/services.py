@@ -32,7 +32,7 @@ from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
 from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
-from kecl.threads import ASK_MODES, side_by_side
+from kecl.threads import ASK_MODES, side_by_side, use_all_cores
 from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch, iter_input_files
 from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
@@ -353,6 +353,7 @@ class Kecl:
         """One update cycle (inbox files by default), waiting up to ``wait_seconds`` for another
         process's cycle to finish; see :func:`updater.run_cycle`."""
         _ = self.index  # load and reconcile first, so new passages land in an index that is complete
+        use_all_cores()  # training is one task: in a server it would otherwise get a request's narrow width
         report = run_cycle(
             self.cycle_context(holder),
             config or wiring.cycle_config(self.settings),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import torch
 
@@ -36,6 +37,10 @@ def default_width(cores: int) -> int:
     return max(1, cores // ASK_MODES)
 
 
+_task_width: int | None = None
+"""The width :func:`set_task_width` put in force (None: it was not called, every thread is wide)."""
+
+
 def set_task_width(threads: int | None) -> int:
     """Make this thread, and every thread that first computes after this call, use ``threads``
     OpenMP threads (``None``: :func:`default_width`, unless ``OMP_NUM_THREADS`` sets one, which is
@@ -44,10 +49,28 @@ def set_task_width(threads: int | None) -> int:
     Process-wide, so only a server's start-up calls it (``create_app``'s lifespan)."""
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
+    global _task_width
     width = threads if threads is not None else default_width(available_cores())
     torch.set_num_threads(width)
+    _task_width = width
     log.info("each computing thread uses %d OpenMP thread(s) of %d cores", width, available_cores())
     return width
+
+
+def use_all_cores() -> None:
+    """Let this thread compute with every core (an update cycle's training in a server), while
+    threads that first compute later keep the task width. A no-op where no width was set.
+
+    torch sets the width of the calling thread and the default for new threads in one call, so the
+    default is put back from a short-lived thread; a thread that first computes in between gets all
+    cores, which costs speed, never correctness."""
+    if _task_width is None:
+        return
+    torch.get_num_threads()  # torch's first-call setup, which would otherwise narrow the thread again
+    torch.set_num_threads(available_cores())
+    restore = threading.Thread(target=torch.set_num_threads, args=(_task_width,), name="kecl-width")
+    restore.start()
+    restore.join()
 
 
 def adopt_width() -> None:

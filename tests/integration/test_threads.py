@@ -36,8 +36,15 @@ configured = json.loads(sys.argv[1])
 in_force = set_task_width(configured)
 go.set(); done.wait()
 new_width, fits = width_in_new_thread()
+# a cycle's thread takes every core; threads started after it keep the task width
+from kecl.threads import available_cores, use_all_cores
+cycle = []
+def train():
+    use_all_cores(); cycle.append(torch.get_num_threads())
+t = threading.Thread(target=train); t.start(); t.join()
+after_cycle, _ = width_in_new_thread()
 print(json.dumps({"wide": wide, "in_force": in_force, "early": before[0], "new": new_width,
-                  "fits": fits, "here": torch.get_num_threads()}))
+                  "fits": fits, "here": torch.get_num_threads(), "cycle": cycle[0], "after_cycle": after_cycle}))
 """
 
 
@@ -62,6 +69,7 @@ def test_a_configured_width_reaches_threads_that_compute_later_not_earlier_ones(
     assert got["in_force"] == got["new"] == got["here"] == 1
     assert got["early"] == got["wide"]  # a thread keeps the width it first computed with
     assert got["fits"] == (2 <= available_cores())  # two one-thread tasks fit on two cores
+    assert got["cycle"] == available_cores() and got["after_cycle"] == 1
 
 
 def test_no_width_configured_takes_the_default_or_omp_num_threads() -> None:
