@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary home")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check-clients", type=int, default=4, help="searches in flight while checking the replicas")
     args = parser.parse_args()
 
     from encoder import save_checkpoint
@@ -111,9 +113,13 @@ def main() -> None:
                 for pid, text in acknowledged.items()
                 if in_sql.get(pid) != text
             ][:10]
+            # One search per document and replica, several in flight: the replicas are separate
+            # processes, and checked one at a time they left a core idle for most of the check.
+            checks = [(name, pid, text) for name in ("A", "B") for pid, text in acknowledged.items()]
+            with ThreadPoolExecutor(args.check_clients) as pool:
+                ranks = list(pool.map(lambda c: dense_rank(d.url(c[0]), c[2], c[1]), checks))
             lost_vectors = {
-                name: sum(1 for pid, text in acknowledged.items() if dense_rank(d.url(name), text, pid) != 1)
-                for name in ("A", "B")
+                name: sum(1 for (n, _, _), rank in zip(checks, ranks) if n == name and rank != 1) for name in ("A", "B")
             }
         finally:
             stop.set()
