@@ -18,10 +18,13 @@ import threading
 
 import torch
 
+from encoder import STRATEGIES
+
 log = logging.getLogger("kecl.threads")
 
-ASK_MODES = 3
-"""Modes an Ask answers side by side; the default width lets them all run without oversubscribing."""
+ASK_MODES = len(STRATEGIES)
+"""Modes an Ask answers side by side (one per injection strategy); the default width lets them all
+run without oversubscribing."""
 
 
 def available_cores() -> int:
