@@ -6,6 +6,8 @@ without pause. Each cycle kills one process at random (A, B or the worker) at a 
 and starts it again. At the end, every acknowledged document must be in SQL and be the dense
 channel's first hit for its own text on both replicas, exactly one checkpoint must be active, and
 every published index generation must load with its checksums. Prints the counts as JSON.
+SIGUSR1 ends the cycling after the current cycle and goes on to the check (a long run can be cut
+short when the machine is needed without losing the cycles done).
 
     .venv/bin/python -m benchmarks.kill_cycles --cycles 20
     .venv/bin/python -m benchmarks.kill_cycles --cycles 5 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -78,6 +81,9 @@ def main() -> None:
 
         started = time.monotonic()
         kills: dict[str, int] = {"A": 0, "B": 0, "worker": 0}
+        finishing = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda *_: finishing.set())
+        done = 0
         try:
             d.start_worker()
             for name in ("A", "B"):
@@ -87,6 +93,8 @@ def main() -> None:
             thread = threading.Thread(target=writer, daemon=True)
             thread.start()
             for cycle in range(args.cycles):
+                if finishing.is_set():
+                    break
                 time.sleep(rng.uniform(0.2, 2.0))
                 victim = rng.choice(["A", "B", "worker"])
                 d.kill(victim)
@@ -97,7 +105,8 @@ def main() -> None:
                 else:
                     d.start_replica(victim)
                     d.wait_ready(victim)
-                print(f"cycle {cycle + 1}: killed {victim}; {len(acknowledged)} acknowledged", flush=True)
+                done = cycle + 1
+                print(f"cycle {done}: killed {victim}; {len(acknowledged)} acknowledged", flush=True)
             time.sleep(1.0)
             stop.set()
             thread.join(timeout=30)
@@ -136,7 +145,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "cycles": args.cycles,
+                "cycles": done,
+                "cycles_asked": args.cycles,
                 "kills": kills,
                 "acknowledged": len(acknowledged),
                 "failed_posts": failed_posts,
