@@ -21,9 +21,16 @@ from encoder.checkpoints import (
 from encoder.default import ADAPT_RECIPE, SHIPPED_DIR, AdaptationData, adapt_default, adaptation_data, adaptation_scores
 from encoder.default_corpus import default_corpus
 from encoder.delta import apply_delta, make_delta, save_delta, weights_fingerprint
-from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities
+from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities, word_pieces
 from encoder.heap import heap_reuse
-from encoder.injection import STRATEGIES, InjectedFact, InjectedInputs, InjectedPassage, build_injected_inputs
+from encoder.injection import (
+    STRATEGIES,
+    InjectedFact,
+    InjectedInputs,
+    InjectedPassage,
+    add_length_branches,
+    build_injected_inputs,
+)
 from encoder.launch import check_nproc, train_mlm_distributed
 from encoder.masking import mask_tokens
 from encoder.metrics import masked_lm_loss
@@ -51,6 +58,8 @@ __all__ = [
     "EntityPrediction",
     "decode_free",
     "score_entities",
+    "word_pieces",
+    "add_length_branches",
     "STRATEGIES",
     "CheckpointError",
     "FillMaskResult",

@@ -9,12 +9,19 @@ positions read out. Doing it in one place keeps what is served and what is measu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from encoder.bundle import MLMBundle
-from encoder.injection import InjectedFact, InjectedInputs, InjectedPassage, as_strategy, build_injected_inputs
+from encoder.injection import (
+    InjectedFact,
+    InjectedInputs,
+    InjectedPassage,
+    add_length_branches,
+    as_strategy,
+    build_injected_inputs,
+)
 from encoder.predict import FillMaskResult, RankResult, evidence_bias, fill_mask_encoded, masked_token_ranks
 
 FactRows = Sequence[Sequence[InjectedFact]] | None
@@ -24,10 +31,12 @@ PassageRows = Sequence[Sequence[InjectedPassage]] | None
 @dataclass
 class InjectedPrediction:
     """Fill-mask on injected inputs: the inputs as built (which facts and passages fit the budget,
-    each row rendered readably) and one :class:`FillMaskResult` per text."""
+    each row rendered readably) and one :class:`FillMaskResult` per text. ``widened[row][n]``: with
+    ``mask_lengths``, the ``(n, vocab)`` log-probabilities at the row's [MASK] widened to n masks."""
 
     inputs: InjectedInputs
     results: list[FillMaskResult]
+    widened: list[dict[int, torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -49,26 +58,52 @@ def predict_injected(
     top_k: int = 10,
     explain: bool = False,
     keep_log_probs: bool = False,
+    mask_lengths: Sequence[Sequence[int]] | None = None,
 ) -> InjectedPrediction:
     """Top-k fillers for every ``[MASK]`` of ``texts`` with ``facts[i]`` / ``passages[i]`` injected
     into ``texts[i]`` by ``strategy`` (``"closed-book"``, ``"concat"``, ``"tree"``), within
     ``max_length`` tokens; ``evidence_boost`` > 0 adds the evidence copy prior; ``explain`` adds
     attention explanations; ``keep_log_probs`` keeps each [MASK]'s unbiased log-probabilities.
+    ``mask_lengths[i]``: the same forward pass also asks text i with its one [MASK] widened to each
+    of these lengths (:func:`~encoder.injection.add_length_branches`; closed-book and concat only,
+    not with ``explain``), for entity-level scoring.
 
     Returns :class:`InjectedPrediction`. Raises ``ValueError`` as
-    :func:`~encoder.injection.build_injected_inputs` and :func:`~encoder.predict.fill_mask_encoded` do.
+    :func:`~encoder.injection.build_injected_inputs`, :func:`~encoder.injection.add_length_branches`
+    and :func:`~encoder.predict.fill_mask_encoded` do.
     """
     inputs, bias = _inject(bundle, texts, facts, passages, strategy, max_length, evidence_boost)
+    if mask_lengths is None or not any(mask_lengths):
+        results = fill_mask_encoded(
+            bundle,
+            inputs.to_dict(),
+            top_k=top_k,
+            explain=explain,
+            texts=list(texts),
+            logit_bias=bias,
+            keep_log_probs=keep_log_probs,
+        )
+        return InjectedPrediction(inputs, results)
+    branched, branch_from = add_length_branches(bundle.tokenizer, inputs, mask_lengths)
     results = fill_mask_encoded(
         bundle,
-        inputs.to_dict(),
+        branched.to_dict(),
         top_k=top_k,
         explain=explain,
         texts=list(texts),
         logit_bias=bias,
         keep_log_probs=keep_log_probs,
+        branch_from=branch_from,
     )
-    return InjectedPrediction(inputs, results)
+    widened: list[dict[int, torch.Tensor]] = []
+    for lengths, result in zip(mask_lengths, results):
+        at, row = 0, {}
+        for n in lengths:
+            if result.branch_log_probs is not None:
+                row[n] = result.branch_log_probs[at : at + n]
+            at += n
+        widened.append(row)
+    return InjectedPrediction(inputs, results, widened)
 
 
 def rank_injected(

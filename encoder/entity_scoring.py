@@ -25,7 +25,13 @@ from typing import Any, Literal, Protocol
 import torch
 
 from encoder.bundle import MLMBundle
-from encoder.injection import InjectedFact, InjectedPassage, as_strategy, build_injected_inputs
+from encoder.injection import (
+    InjectedFact,
+    InjectedPassage,
+    add_length_branches,
+    as_strategy,
+    build_injected_inputs,
+)
 from encoder.predict import _forward, _vocab_kinds
 
 Normalisation = Literal["mean", "sqrt", "sum"]
@@ -115,9 +121,12 @@ def _masked_log_probs(
     strategy: str,
     max_length: int,
     batch_size: int,
+    branch_lengths: list[list[int]] | None = None,
 ) -> tuple[list[torch.Tensor], list[str]]:
     """Per row: ``(masks, vocab)`` log-probabilities at its masks, and the injected knowledge it
-    read (lower-cased, for the evidence prior). Rows go through the encoder shortest first, at
+    read (lower-cased, for the evidence prior); with ``branch_lengths``, each row also asked with
+    its [MASK] widened to those lengths (:func:`encoder.injection.add_length_branches`), their masks'
+    log-probabilities following the row's own in that order. Rows go through the encoder shortest first, at
     most ``batch_size`` at a time, a batch ending where a row is more than :data:`_LENGTH_SPREAD`
     times as long as its first: rows of one call differ in length by whole passages, and padding
     them all to the longest wasted about a quarter of an evaluation's forward passes."""
@@ -129,6 +138,9 @@ def _masked_log_probs(
     inputs = build_injected_inputs(
         bundle.tokenizer, texts, facts, passages, strategy=as_strategy(strategy), max_length=max_length
     )
+    plain = inputs
+    if branch_lengths is not None:
+        inputs, _ = add_length_branches(bundle.tokenizer, inputs, branch_lengths)
     for rows in _similar_lengths(inputs.lengths, batch_size):
         part = inputs.select(rows)
         hidden, _ = _forward(bundle, part.to_dict(), explain=False)
@@ -137,11 +149,11 @@ def _masked_log_probs(
             logp = bundle.model.cls(hidden[is_mask]).float().log_softmax(-1).cpu()
         counts = is_mask.sum(1).tolist()
         offset = 0
-        for r, (i, c) in enumerate(zip(rows, counts)):
+        for i, c in zip(rows, counts):
             out[i] = logp[offset : offset + c]
             offset += c
             if strategy != "closed-book":
-                knowledge[i] = _knowledge_text(facts[i], passages[i], (part.used_facts[r], part.used_passages[r]))
+                knowledge[i] = _knowledge_text(facts[i], passages[i], (plain.used_facts[i], plain.used_passages[i]))
     return out, knowledge
 
 
@@ -177,6 +189,8 @@ def score_entities(
     batch_size: int = 64,
     one_mask: dict[int, tuple[torch.Tensor, str]] | None = None,
     shortlist: int | None = None,
+    widened: dict[tuple[int, int], torch.Tensor] | None = None,
+    length_branches: bool = True,
 ) -> list[list[EntityPrediction]]:
     """Ranked entity-level answers for the one ``[MASK]`` of each of ``texts``.
 
@@ -188,7 +202,13 @@ def score_entities(
     scorable candidate is decoded freely for 1…``decode_pieces`` masks. A text without exactly one
     ``[MASK]`` gets no answers. ``one_mask[i]``: text i's log-probabilities at its one [MASK] and
     the knowledge it read, from a forward pass already made (the per-token predictions), so its
-    one-piece candidates need none. ``shortlist``: score in full only the candidates whose first
+    one-piece candidates need none; ``widened[(i, n)]``: text i's ``(n, vocab)`` log-probabilities
+    with its [MASK] widened to n masks, from that same pass
+    (:func:`encoder.predict_injected` ``mask_lengths``), so its n-piece candidates need none either
+    (they read the knowledge of ``one_mask[i]``). ``length_branches``: in the concat layout, ask
+    every candidate length as a branch of the one-mask row (one read of the knowledge for all
+    lengths, :func:`encoder.injection.add_length_branches`) instead of a row of its own per length
+    (exact pseudo-log-likelihood, each length re-reading the knowledge). ``shortlist``: score in full only the candidates whose first
     piece is among the ``shortlist`` most probable first pieces at one [MASK] (and every candidate
     from the linked facts), so fewer lengths need a pass of their own; None scores every candidate.
     Returns up to ``top_k`` answers per text, best first.
@@ -207,8 +227,11 @@ def score_entities(
     by_row: dict[tuple[int, int], tuple[torch.Tensor, str]] = {}
     for i, (logp, read) in (one_mask or {}).items():
         by_row[(i, 1)] = (logp.reshape(1, -1), read if strategy != "closed-book" else "")
+    for (i, n), logp in (widened or {}).items():
+        if (i, 1) in by_row:
+            by_row[(i, n)] = (logp, by_row[(i, 1)][1])
 
-    def run(rows: list[tuple[int, int]]) -> None:
+    def run(rows: list[tuple[int, int]], branches: dict[int, list[int]] | None = None) -> None:
         expanded = [_expand(texts[i], n, fact_rows[i]) for i, n in rows]
         logps, knowledge = _masked_log_probs(
             bundle,
@@ -218,12 +241,25 @@ def score_entities(
             strategy,
             max_length,
             batch_size,
+            [branches[i] for i, _ in rows] if branches is not None else None,
         )
-        by_row.update({key: (lp, kn) for key, lp, kn in zip(rows, logps, knowledge)})
+        for (i, n), lp, kn in zip(rows, logps, knowledge):
+            by_row.setdefault((i, n), (lp[:n], kn))  # a one-mask row given by the caller stays
+            at = n
+            for m in (branches or {}).get(i, []):
+                by_row[(i, m)] = (lp[at : at + m], kn)
+                at += m
 
-    if shortlist is not None:
+    if length_branches and strategy == "concat":
+        # one read of the knowledge per query: every length rides on the one-mask row
+        need = {i: sorted({len(pieces[i][c]) for c in usable[i]} - {n for j, n in by_row if j == i}) for i in scorable}
+        need = {i: [n for n in lengths if n > 1] for i, lengths in need.items() if lengths}
+        if need:
+            run([(i, 1) for i in need], need)
+    elif shortlist is not None:
         # the one-mask pass first: its first-piece probabilities pick whom to score in full
         run([(i, 1) for i in scorable if usable[i] and (i, 1) not in by_row])
+    if shortlist is not None:
         for i in scorable:
             if (i, 1) not in by_row or len(usable[i]) <= shortlist:
                 continue

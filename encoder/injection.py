@@ -460,3 +460,79 @@ def injected_training_batch(
     batch["input_ids"] = masked
     batch["labels"] = labels
     return batch
+
+
+def add_length_branches(
+    tokenizer: PreTrainedTokenizerBase, inputs: InjectedInputs, lengths: Sequence[Sequence[int]]
+) -> tuple[InjectedInputs, list[int]]:
+    """``inputs`` with, after each row, one branch per length ``n`` in ``lengths[row]``: the row's
+    query again as ``[CLS] text [SEP]`` with its one ``[MASK]`` widened to ``n`` masks, at the
+    positions it would have alone. A branch sees itself and the row's injected knowledge (token
+    type 1); the row itself never sees a branch, so its own predictions are unchanged.
+
+    Why: entity-level scoring needs the query once per candidate length. Asked as rows of their
+    own, every length re-reads the whole injected knowledge; as branches, a length costs only the
+    query's own tokens. The knowledge then reads the one-mask query, not the widened one — the
+    one approximation against separate rows (none for closed-book, which has no knowledge).
+
+    Returns the widened inputs (a boolean ``[batch, 1, seq, seq]`` visibility matrix) and each
+    row's number of tokens before its branches. Raises ``ValueError`` for tree inputs (their mask
+    is already a visibility matrix with branches of its own), a row/length count mismatch, or a
+    row with lengths but not exactly one ``[MASK]`` in its text.
+    """
+    if inputs.attention_mask.dim() != 2:
+        raise ValueError(f"length branches need closed-book or concat inputs, not {inputs.strategy!r}")
+    if len(lengths) != len(inputs.lengths):
+        raise ValueError(f"add_length_branches: {len(lengths)} rows of lengths for {len(inputs.lengths)} rows")
+    cls, sep, mask_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
+    rows: list[tuple[list[int], list[int], list[int], list[int]]] = []  # ids, types, positions, branch (0 = row)
+    for r, row_lengths in enumerate(lengths):
+        n_real = inputs.lengths[r]
+        ids = inputs.input_ids[r, :n_real].tolist()
+        types = inputs.token_type_ids[r, :n_real].tolist()
+        positions = inputs.position_ids[r, :n_real].tolist()
+        branch = [0] * n_real
+        text = inputs.input_ids[r][inputs.text_mask[r]].tolist()
+        if row_lengths and text.count(mask_id) != 1:
+            raise ValueError(f"row #{r}: length branches need exactly one [MASK] in the text")
+        for b, n in enumerate(row_lengths, start=1):
+            at = text.index(mask_id)
+            query = [cls, *text[:at], *[mask_id] * n, *text[at + 1 :], sep]
+            ids += query
+            types += [0] * len(query)
+            positions += list(range(len(query)))
+            branch += [b] * len(query)
+        rows.append((ids, types, positions, branch))
+    batch, length = len(rows), max((len(r[0]) for r in rows), default=0)
+    input_ids = torch.full((batch, length), tokenizer.pad_token_id, dtype=torch.long)
+    token_type_ids = torch.zeros((batch, length), dtype=torch.long)
+    position_ids = torch.zeros((batch, length), dtype=torch.long)
+    text_mask = torch.zeros((batch, length), dtype=torch.bool)
+    visible = torch.zeros((batch, 1, length, length), dtype=torch.bool)
+    for r, (ids, types, positions, branch) in enumerate(rows):
+        n = len(ids)
+        input_ids[r, :n] = torch.tensor(ids, dtype=torch.long)
+        token_type_ids[r, :n] = torch.tensor(types, dtype=torch.long)
+        position_ids[r, :n] = torch.tensor(positions, dtype=torch.long)
+        text_mask[r, : inputs.lengths[r]] = inputs.text_mask[r, : inputs.lengths[r]]
+        group = torch.full((length,), -1, dtype=torch.long)
+        group[:n] = torch.tensor(branch, dtype=torch.long)
+        knowledge = torch.zeros(length, dtype=torch.bool)
+        knowledge[: inputs.lengths[r]] = inputs.token_type_ids[r, : inputs.lengths[r]] == 1
+        same = (group[:, None] == group[None, :]) & (group >= 0)[:, None]
+        visible[r, 0] = same | ((group > 0)[:, None] & knowledge[None, :])
+        visible[r, 0, n:, n:] |= torch.eye(length - n, dtype=torch.bool)  # padding sees itself: no empty softmax row
+    widened = InjectedInputs(
+        input_ids,
+        token_type_ids,
+        position_ids,
+        visible,
+        texts=list(inputs.texts),
+        used_facts=list(inputs.used_facts),
+        used_passages=list(inputs.used_passages),
+        text_mask=text_mask,
+        strategy=inputs.strategy,
+        truncated_passages=list(inputs.truncated_passages),
+        lengths=[len(r[0]) for r in rows],
+    )
+    return widened, list(inputs.lengths)

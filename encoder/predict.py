@@ -59,6 +59,8 @@ class FillMaskResult:
     text: str | None
     tokens: list[str]
     masks: list[MaskPrediction] = field(default_factory=list)
+    # with ``branch_from``: the log-probabilities at the masks of the row's length branches, in order
+    branch_log_probs: torch.Tensor | None = None
 
 
 def _forward(
@@ -188,39 +190,54 @@ def fill_mask_encoded(
     texts: Sequence[str | None] | None = None,
     logit_bias: torch.Tensor | None = None,
     keep_log_probs: bool = False,
+    branch_from: Sequence[int] | None = None,
 ) -> list[FillMaskResult]:
     """Fill-mask on pre-built inputs: ``input_ids`` plus optional ``token_type_ids``,
     ``position_ids`` (e.g. K-BERT soft positions) and an ``attention_mask`` that is 2-D
     (padding) or a boolean 3-D/4-D visibility matrix (True = may attend). ``logit_bias``:
     ``(rows, vocab)`` added to the logits of every [MASK] of a row (e.g. :func:`evidence_bias`).
     ``keep_log_probs``: also keep each [MASK]'s log-probabilities before the bias (entity-level
-    scoring reuses them instead of a second forward pass).
+    scoring reuses them instead of a second forward pass). ``branch_from[row]``: where the row's
+    length branches begin (:func:`encoder.injection.add_length_branches`); the masks from there on
+    are not predicted but their log-probabilities kept in ``branch_log_probs``, and the row's
+    tokens end there.
 
-    Returns one :class:`FillMaskResult` per row. Raises ``ValueError`` without ``input_ids``.
+    Returns one :class:`FillMaskResult` per row. Raises ``ValueError`` without ``input_ids``, or
+    for ``explain`` with ``branch_from``.
     """
     if "input_ids" not in encodings:
         raise ValueError("fill_mask_encoded: encodings need 'input_ids'")
     if top_k < 1:
         raise ValueError(f"top_k={top_k} must be >= 1")
+    if explain and branch_from is not None:
+        raise ValueError("fill_mask_encoded: explanations cover rows without length branches only")
     tokenizer = bundle.tokenizer
     input_ids = encodings["input_ids"]
     hidden, attentions = _forward(bundle, encodings, explain)
     is_mask = (input_ids == tokenizer.mask_token_id).to(hidden.device)
     mask_at = is_mask.nonzero()  # (row, position) of every [MASK], in the order of hidden[is_mask]
+    in_branch = (
+        mask_at[:, 1].cpu() >= torch.tensor(list(branch_from), dtype=torch.long)[mask_at[:, 0].cpu()]
+        if branch_from is not None
+        else torch.zeros(len(mask_at), dtype=torch.bool)
+    )
     with torch.inference_mode():
         logits = bundle.model.cls(hidden[is_mask]).float()
-        plain = logits.log_softmax(-1).cpu() if keep_log_probs else None
+        plain = logits.log_softmax(-1).cpu() if keep_log_probs or branch_from is not None else None
         if logit_bias is not None:
             logits = logits + logit_bias.to(logits.device)[mask_at[:, 0]]
-        mask_probs = logits.softmax(-1)
+        main = (~in_branch).nonzero().flatten()
+        mask_probs = logits[main.to(logits.device)].softmax(-1)
     where = {}  # (row, position) -> row of mask_probs
-    for n, (r, p) in enumerate(mask_at.tolist()):
+    for n, (r, p) in enumerate(mask_at[main.to(mask_at.device)].tolist()):
         where[(r, p)] = n
     mask = encodings.get("attention_mask")
     if mask is not None and mask.dim() == 2:
         keep_all = mask.bool()
     else:
         keep_all = input_ids != tokenizer.pad_token_id
+    if branch_from is not None:
+        keep_all = keep_all & (torch.arange(input_ids.shape[1])[None, :] < torch.tensor(list(branch_from))[:, None])
     k = min(top_k, mask_probs.shape[-1])
     results = []
     for row in range(input_ids.shape[0]):
@@ -229,6 +246,8 @@ def fill_mask_encoded(
         tokens = _tokens(tokenizer, ids)
         result = FillMaskResult(texts[row] if texts else None, tokens)
         positions = (input_ids[row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+        if branch_from is not None:
+            positions = [p for p in positions if p < branch_from[row]]
         # _forward returns attentions exactly when explaining
         rollout = _rollout(attentions, row, keep.to(attentions[0].device)) if attentions is not None else None
         kept_index = keep.nonzero().flatten()
@@ -240,8 +259,11 @@ def fill_mask_encoded(
                 local = int((kept_index == pos).nonzero().flatten()[0])
                 per_head = [layer[row][:, pos][:, kept_index.to(layer.device)].float().tolist() for layer in attentions]
                 explanation = AttentionExplanation(tokens, per_head, rollout[local].tolist())
-            n = where[(row, pos)]
-            result.masks.append(MaskPrediction(pos, top, explanation, plain[n] if plain is not None else None))
+            n = int(main[where[(row, pos)]])
+            kept = plain[n] if plain is not None and keep_log_probs else None
+            result.masks.append(MaskPrediction(pos, top, explanation, kept))
+        if branch_from is not None and plain is not None:
+            result.branch_log_probs = plain[(in_branch & (mask_at[:, 0].cpu() == row)).nonzero().flatten()]
         results.append(result)
     return results
 

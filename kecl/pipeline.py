@@ -19,7 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities
+from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities, word_pieces
 from kecl.search import SearchHit
 from kecl.settings import Settings
 from knowledge import Candidate, FactView, KnowledgeStore, LinkedMention
@@ -324,6 +324,7 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     t0 = time.perf_counter()
     bundle = system.encoder
     boost = system.settings.model.evidence_boost if opts.evidence_boost is None else opts.evidence_boost
+    lengths = _widened_lengths(system, prepared, opts)
     predicted = predict_injected(
         bundle,
         [p.text for p in prepared],
@@ -335,6 +336,7 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
         top_k=opts.top_k,
         explain=opts.explain,
         keep_log_probs=system.settings.answers.entities,
+        mask_lengths=lengths,
     )
     inputs, results = predicted.inputs, predicted.results
     predict_ms = (time.perf_counter() - t0) * 1000
@@ -345,7 +347,8 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
         for row, (p, r) in enumerate(zip(prepared, results))
         if len(r.masks) == 1 and r.masks[0].log_probs is not None
     }
-    entities = entity_answers(system, prepared, opts.mode, boost, one_mask)
+    widened = {(row, n): lp for row, by_n in enumerate(predicted.widened) for n, lp in by_n.items()}
+    entities = entity_answers(system, prepared, opts.mode, boost, one_mask, widened)
     entities_ms = (time.perf_counter() - t1) * 1000
     snapshot = system.snapshot()
     answers = []
@@ -376,6 +379,29 @@ def predict_prepared(system: KnowledgeAccess, prepared: Sequence[Prepared], opts
     return answers
 
 
+def _widened_lengths(
+    system: KnowledgeAccess, prepared: Sequence[Prepared], opts: QueryOptions
+) -> list[list[int]] | None:
+    """For each query, the lengths (2 pieces or more) of its candidates, for the entity rows to
+    ride on the per-token pass as length branches (``encoder.add_length_branches``) — or None,
+    where they go in passes of their own: entity answers off, explanations asked (they cover the
+    plain rows only), tree layout (its mask is already a visibility matrix of its own branches),
+    or closed-book (its rows are the query alone, so branches save no reading and every length
+    would be asked before the shortlist could drop some)."""
+    answers = system.settings.answers
+    if not answers.entities or not answers.length_branches or opts.explain or opts.mode != "concat":
+        return None
+    tokenizer = system.encoder.tokenizer
+    lengths: list[list[int]] = []
+    for p in prepared:
+        if p.text.count("[MASK]") != 1:
+            lengths.append([])
+            continue
+        pieces = word_pieces(tokenizer, [c.text for c in p.candidates])
+        lengths.append(sorted({len(ids) for ids in pieces if 2 <= len(ids) <= answers.max_pieces}))
+    return lengths
+
+
 def _read(p: Prepared, used_facts: list[int], used_passages: list[int]) -> str:
     """The injected knowledge a row read, lower-cased (the entity-level evidence prior looks in it)."""
     return " ".join([p.facts[i].text for i in used_facts] + [p.passages[i].text for i in used_passages]).lower()
@@ -387,6 +413,7 @@ def entity_answers(
     mode: str,
     boost: float,
     one_mask: dict[int, tuple[Any, str]] | None = None,
+    widened: dict[tuple[int, int], Any] | None = None,
 ) -> list[list[Any]]:
     """Ranked entity-level answers for each prepared query (``encoder.score_entities``), all in one
     batch, the knowledge injected as for the per-token predictions (``one_mask``: the one-mask
@@ -409,6 +436,8 @@ def entity_answers(
         top_k=answers.top_k,
         one_mask=one_mask,
         shortlist=answers.shortlist,
+        widened=widened,
+        length_branches=answers.length_branches,
     )
 
 

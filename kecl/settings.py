@@ -166,6 +166,12 @@ class AnswerSettings(BaseModel):
         description="score in full only the candidates whose first word-piece is among this many likeliest "
         "at one [MASK] (and every candidate from the linked facts); None: every candidate",
     )
+    length_branches: bool = Field(
+        True,
+        description="concat: ask every candidate length as a branch of the one-mask row, reading the injected "
+        "knowledge once per query; off: a row of its own per length (the exact pseudo-log-likelihood, "
+        "the knowledge read once per length)",
+    )
     top_k: int = Field(10, description="entity-level answers listed per query")
 
 

@@ -248,6 +248,7 @@ def cycle_config(settings: Settings, steps: int | None = None) -> CycleConfig:
         train_nproc=settings.train.nproc,
         work_dir=settings.runs_dir,
         shortlist=settings.answers.shortlist,
+        length_branches=settings.answers.length_branches,
         vocabulary_min_count=settings.train.vocabulary_min_count,
         l2_pull=settings.train.l2_pull,
     )

@@ -93,6 +93,7 @@ class CycleConfig:
     evidence_boost: float = 0.0  # augmented evaluation's copy prior, as the query pipeline applies it
     normalisation: str = "mean"  # how entity-level scores are normalised by length (as the pipeline does)
     shortlist: int | None = None  # candidates scored in full per probe (as the pipeline does; None: all)
+    length_branches: bool = True  # concat: candidate lengths as branches of one row (as the pipeline does)
     # New names learned as one token each (encoder.grow_vocabulary): names of the entities new to the
     # store since the active model's watermark that the tokenizer splits, met at least this often
     # in the text to learn; None: the vocabulary stays as it is.
@@ -348,6 +349,7 @@ def _run_stages(
             ctx.candidates,
             config.normalisation,
             config.shortlist,
+            config.length_branches,
         )
     run.metrics["active"] = active.to_dict()
     if len(data.texts) < config.min_train_texts:
@@ -371,6 +373,7 @@ def _run_stages(
             ctx.candidates,
             config.normalisation,
             config.shortlist,
+            config.length_branches,
         )
     run.metrics["candidate"] = candidate.to_dict()
     decision, reasons = decide(config.gates, run.metrics["active"], run.metrics["candidate"])

@@ -49,6 +49,7 @@ def entity_ranks(
     evidence_boost: float,
     normalisation: str,
     shortlist: int | None = None,
+    length_branches: bool = True,
 ) -> list[tuple[int, str]]:
     """``(rank of the gold entity, top answer)`` of each probe, all scored in one batch by
     :func:`encoder.score_entities` (every candidate ranked, so the rank is exact)."""
@@ -64,5 +65,6 @@ def entity_ranks(
         normalisation=normalisation,
         top_k=MISSING_RANK,
         shortlist=shortlist,
+        length_branches=length_branches,
     )
     return [(gold_rank(a, p), a[0].text if a else "") for a, p in zip(answers, probes)]

@@ -197,6 +197,7 @@ def evaluate(
     candidates: CandidateSource | None = None,
     normalisation: str = "mean",
     shortlist: int | None = None,
+    length_branches: bool = True,
 ) -> EvalReport:
     """Score ``probes`` in each of ``modes`` (``"closed-book"``, ``"concat"``, ``"tree"``).
 
@@ -207,7 +208,8 @@ def evaluate(
     :meth:`EvalReport.merge`-d. ``evidence_boost``: the augmented modes' copy prior
     (:func:`encoder.evidence_bias`), as the query pipeline applies it; 0 = off.
     ``candidates``: measure at entity level (every probe, multi-token objects too; scores
-    normalised as ``normalisation`` says, the ``shortlist`` of :func:`encoder.score_entities`; the
+    normalised as ``normalisation`` says, the ``shortlist`` and ``length_branches`` of
+    :func:`encoder.score_entities`; the
     evidence prior applies to whole candidates).
     Returns an :class:`EvalReport`. Raises ``ValueError`` for an unknown mode, or an augmented
     mode without ``knowledge``.
@@ -272,6 +274,7 @@ def evaluate(
                         evidence_boost,
                         normalisation,
                         shortlist,
+                        length_branches,
                     )
                 else:
                     ranks = rank_injected(

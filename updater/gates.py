@@ -74,6 +74,7 @@ def evaluate_version(
     candidates: CandidateSource | None = None,
     normalisation: str = "mean",
     shortlist: int | None = None,
+    length_branches: bool = True,
 ) -> Evaluation:
     """P@1/P@10/MRR per group in each of ``modes`` (augmented modes only with ``knowledge``, their
     evidence prior at ``evidence_boost``) — at entity level with ``candidates`` —, held-out MLM
@@ -90,8 +91,11 @@ def evaluate_version(
         candidates=candidates,
         normalisation=normalisation,
         shortlist=shortlist,
+        length_branches=length_branches,
     )
-    by_mode = {m: outranks(bundle, eval_set.pairs, m, knowledge, evidence_boost, normalisation) for m in modes}
+    by_mode = {
+        m: outranks(bundle, eval_set.pairs, m, knowledge, evidence_boost, normalisation, length_branches) for m in modes
+    }
     return Evaluation(
         modes={mode: {g: vars(m) for g, m in report.metrics[mode].items()} for mode in modes},
         dropped=report.dropped,
@@ -110,6 +114,7 @@ def outranks(
     knowledge: KnowledgeSource | None = None,
     evidence_boost: float = 0.0,
     normalisation: str = "mean",
+    length_branches: bool = True,
 ) -> Outranks:
     """For changed facts: how often the model scores the new object above the old one, both scored
     whole (one [MASK] per word-piece, :func:`encoder.score_entities`) in ``mode`` with the
@@ -135,6 +140,7 @@ def outranks(
         evidence_boost=evidence_boost if mode != "closed-book" else 0.0,
         normalisation=normalisation,
         max_pieces=64,  # every object is scored, however long
+        length_branches=length_branches,
     )
     wins = 0
     for (old, new), answers in zip(usable, ranked):

@@ -177,3 +177,112 @@ def test_a_shortlist_scores_in_full_the_likeliest_first_pieces_and_every_fact(ti
     assert {a.entity_id for a in short} == {likeliest, 4} or (likeliest == 4 and {a.entity_id for a in short} == {4})
     scores = {a.entity_id: a.score for a in full}
     assert all(a.score == pytest.approx(scores[a.entity_id], abs=1e-4) for a in short)
+
+
+def _lengths(bundle: MLMBundle, cands: list[Cand]) -> list[int]:
+    return sorted({len(p) for p in word_pieces(bundle.tokenizer, [c.text for c in cands]) if len(p) >= 2})
+
+
+def test_length_branches_score_closed_book_exactly_as_rows_of_their_own(tiny: MLMBundle) -> None:
+    from encoder import predict_injected
+
+    texts = [TEXT, "[MASK] is the capital of France ."]
+    cands = [CANDIDATES, [Cand("Paris", 2), Cand("Saint-Étienne", 5), Cand("Jean-Claude Juncker", 3)]]
+    lengths = [_lengths(tiny, c) for c in cands]
+    assert all(len(n) >= 2 for n in lengths)  # the test needs several widened lengths per query
+    plain = predict_injected(tiny, texts, strategy="closed-book", keep_log_probs=True)
+    branched = predict_injected(tiny, texts, strategy="closed-book", keep_log_probs=True, mask_lengths=lengths)
+    for row in range(2):
+        # the row's own predictions do not see its branches
+        a, b = plain.results[row].masks[0], branched.results[row].masks[0]
+        assert a.log_probs is not None and b.log_probs is not None
+        assert torch.allclose(a.log_probs, b.log_probs, atol=1e-4)
+        assert [t.token_id for t in a.top_k] == [t.token_id for t in b.top_k]
+        assert branched.results[row].tokens == plain.results[row].tokens
+        assert len(branched.results[row].masks) == 1
+    one_mask = {r: (branched.results[r].masks[0].log_probs, "") for r in range(2)}
+    widened = {(r, n): lp for r, by_n in enumerate(branched.widened) for n, lp in by_n.items()}
+    assert set(widened) == {(r, n) for r in range(2) for n in lengths[r]}
+    reused = score_entities(tiny, texts, cands, one_mask=one_mask, widened=widened)  # type: ignore[arg-type]
+    fresh = score_entities(tiny, texts, cands)
+    for r in range(2):
+        assert [(a.entity_id, a.text) for a in reused[r]] == [(a.entity_id, a.text) for a in fresh[r]]
+        assert [a.score for a in reused[r]] == pytest.approx([a.score for a in fresh[r]], abs=1e-4)
+
+
+def test_length_branches_read_the_knowledge_and_leave_the_row_unchanged(tiny: MLMBundle) -> None:
+    from encoder import predict_injected
+
+    lengths = [_lengths(tiny, CANDIDATES)]
+    one = [[InjectedPassage("Jean-Claude Juncker led the company for years.", 1.0, 7)]]
+    other = [[InjectedPassage("Paris is a city on the Seine with many bridges.", 1.0, 8)]]
+    plain = predict_injected(tiny, [TEXT], None, one, strategy="concat", keep_log_probs=True)
+    branched = predict_injected(tiny, [TEXT], None, one, strategy="concat", keep_log_probs=True, mask_lengths=lengths)
+    elsewhere = predict_injected(
+        tiny, [TEXT], None, other, strategy="concat", keep_log_probs=True, mask_lengths=lengths
+    )
+    a, b = plain.results[0].masks[0].log_probs, branched.results[0].masks[0].log_probs
+    assert a is not None and b is not None and torch.allclose(a, b, atol=1e-4)
+    assert branched.inputs.texts == plain.inputs.texts  # the rendered row has no branches in it
+    n = lengths[0][-1]
+    # the branches read the injected passage: another passage, other probabilities (the tiny random
+    # model's outputs are near uniform, so the difference is small but far above rounding)
+    assert float((branched.widened[0][n] - elsewhere.widened[0][n]).abs().max()) > 1e-5
+    # and score close to rows of their own (these differ only in what the knowledge itself read)
+    alone = score_entities(tiny, [TEXT], [CANDIDATES], passages=one, strategy="concat")
+    read = one[0][0].text.lower()
+    packed = score_entities(
+        tiny,
+        [TEXT],
+        [CANDIDATES],
+        passages=one,
+        strategy="concat",
+        one_mask={0: (b, read)},
+        widened={(0, k): lp for k, lp in branched.widened[0].items()},
+    )
+    assert {x.entity_id for x in packed[0]} == {x.entity_id for x in alone[0]}
+
+
+def test_length_branches_are_refused_for_tree_inputs_and_rows_without_one_mask(tiny: MLMBundle) -> None:
+    from encoder import add_length_branches, build_injected_inputs
+
+    tree = build_injected_inputs(tiny.tokenizer, [TEXT], strategy="tree")
+    with pytest.raises(ValueError, match="closed-book or concat"):
+        add_length_branches(tiny.tokenizer, tree, [[2]])
+    two = build_injected_inputs(tiny.tokenizer, ["[MASK] and [MASK] ."], strategy="concat")
+    with pytest.raises(ValueError, match="exactly one"):
+        add_length_branches(tiny.tokenizer, two, [[2]])
+    widened, before = add_length_branches(tiny.tokenizer, two, [[]])  # no lengths: nothing to widen
+    assert before == two.lengths and widened.lengths == two.lengths
+
+
+def test_a_length_branch_sees_itself_and_the_knowledge_and_nothing_sees_it(tiny: MLMBundle) -> None:
+    from encoder import add_length_branches, build_injected_inputs
+
+    passages = [[InjectedPassage("Paris is on the Seine.", 1.0, 1)], []]
+    inputs = build_injected_inputs(tiny.tokenizer, [TEXT, "[MASK] is big ."], None, passages, strategy="concat")
+    widened, before = add_length_branches(tiny.tokenizer, inputs, [[2, 3], [2]])
+    visible = widened.attention_mask[:, 0]
+    tok = tiny.tokenizer
+    for r in range(2):
+        start, end = before[r], widened.lengths[r]
+        row = slice(0, start)
+        ids = widened.input_ids[r]
+        assert torch.equal(ids[:start], inputs.input_ids[r, :start])
+        assert not visible[r, row, start:end].any()  # the row never sees its branches
+        assert visible[r, row, row].all()
+        knowledge = (inputs.token_type_ids[r, :start] == 1).nonzero().flatten()
+        assert (len(knowledge) > 0) == (r == 0)
+        # branches: [CLS] text-with-n-masks [SEP], positions from 0, each seeing itself and the knowledge
+        cls_at = [int(i) for i in (ids[start:end] == tok.cls_token_id).nonzero().flatten() + start]
+        assert len(cls_at) == len([[2, 3], [2]][r])
+        bounds = [*cls_at, end]
+        for b, n in enumerate([[2, 3], [2]][r]):
+            lo, hi = bounds[b], bounds[b + 1]
+            assert int((ids[lo:hi] == tok.mask_token_id).sum()) == n
+            assert widened.position_ids[r, lo:hi].tolist() == list(range(hi - lo))
+            assert visible[r, lo:hi, lo:hi].all()
+            assert visible[r, lo:hi][:, knowledge].all()
+            others = [j for j in range(end) if not lo <= j < hi and j not in set(knowledge.tolist())]
+            assert not visible[r, lo:hi][:, others].any()
+        assert not visible[r, :end, end:].any()  # padding is seen by nobody

@@ -250,3 +250,52 @@ def test_cached_source_injects_what_a_query_retrieves(kecl: Kecl) -> None:
         assert [p.passage_id for p in row_passages] == [h.passage_id for h in expected]
         assert row_facts == select_facts(kecl, text, opts)[0]
     assert any(passages) and any(facts)
+
+
+def test_concat_entity_answers_ride_on_the_one_forward_pass_and_score_as_evaluated(kecl: Kecl) -> None:
+    """With length branches, a concat query whose candidates have several lengths costs the encoder
+    one forward pass, and its entity answers are those the evaluation's scoring gives for the same
+    knowledge (what is served is what is measured); turned off, every length is a pass of its own."""
+    from encoder import score_entities, word_pieces
+    from kecl.pipeline import retrieve
+
+    kecl.store.upsert_entities([EntityRecord("slovenia", "Slovenia"), EntityRecord("tolar", "Slovenian tolar")])
+    kecl.store.add_facts([FactRecord("slovenia", "P38", object="tolar")])
+    query = "The currency of Croatia is the [MASK] ."
+    opts = QueryOptions(mode="concat", k_passages=2)
+    calls: list[int] = []
+    hook = kecl.encoder.model.bert.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        (packed,) = kecl.answer([query], opts)
+        packed_calls = len(calls)
+        kecl.settings.answers.length_branches = False
+        calls.clear()
+        (rows,) = kecl.answer([query], opts)
+        row_calls = len(calls)
+    finally:
+        hook.remove()
+        kecl.settings.answers.length_branches = True
+    prepared = retrieve(kecl, query, opts)
+    lengths = {len(p) for p in word_pieces(kecl.encoder.tokenizer, [c.text for c in prepared.candidates])}
+    assert {n for n in lengths if n > 1}  # candidates of several pieces were proposed
+    assert packed_calls == 1 and row_calls == 1 + len({n for n in lengths if n > 1})
+    assert packed.predictions == rows.predictions  # the per-token answer never sees the branches
+    assert {e["entity_id"] for e in packed.entities} == {e["entity_id"] for e in rows.entities}
+    answers = kecl.settings.answers
+    (evaluated,) = score_entities(
+        kecl.encoder,
+        [prepared.text],
+        [prepared.candidates],
+        [prepared.facts],
+        [prepared.passages],
+        strategy="concat",
+        max_length=kecl.settings.model.max_injected_length,
+        evidence_boost=kecl.settings.model.evidence_boost,
+        normalisation=answers.normalisation,
+        max_pieces=answers.max_pieces,
+        decode_pieces=answers.decode_pieces,
+        top_k=answers.top_k,
+        shortlist=answers.shortlist,
+    )
+    assert [(e["text"], e["entity_id"]) for e in packed.entities] == [(a.text, a.entity_id) for a in evaluated]
+    assert [e["score"] for e in packed.entities] == pytest.approx([a.score for a in evaluated], abs=1e-3)
