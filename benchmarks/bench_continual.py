@@ -223,10 +223,11 @@ def open_home(home: Path) -> Any:
     return Kecl(Settings(home=home, database_url=None, index={"kind": "flat"}, model={"device": "cpu"}))
 
 
-ARMS = ("replay", "none", "l2", "lora", "replay+lora", "replay+l2", "replay+vocab")
+ARMS = ("replay", "none", "l2", "lora", "replay+lora", "replay+l2", "replay+vocab", "replay+facts")
 """Cycle-2 arms, each named by the guards it trains with, joined by "+": forgetting guards as CKL
 compares them (replay, the L2 pull, LoRA), on the same data and the same number of steps, and
-"vocab": new names learned as one token each (``train.vocabulary_min_count``)."""
+"vocab": new names learned as one token each (``train.vocabulary_min_count``); "facts": each replayed
+fact stated in every verbalisation instead of ``--replay-fact-patterns`` of them."""
 
 
 def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
@@ -264,6 +265,7 @@ def cycle_config(args: argparse.Namespace, arm: str, home: Path) -> Any:
         kecl_cycle_config(settings),
         replay_passages=args.replay_passages if replay else 0,
         replay_facts=args.replay_facts if replay else 0,
+        replay_fact_patterns=len(VERBALISATIONS) if "facts" in guards else args.replay_fact_patterns,
         retention_probes=args.retention_probes,
         eval_modes=("closed-book", "concat"),
         verbalisations=VERBALISATIONS[: args.verbalisations or None],
@@ -546,6 +548,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--replay-passages", type=int, default=2000, help="replay arm: earlier passages sampled")
     parser.add_argument("--replay-facts", type=int, default=500, help="replay arm: unchanged facts verbalised")
+    parser.add_argument(
+        "--replay-fact-patterns", type=int, default=1, help="replay arm: statements of each replayed fact"
+    )
     parser.add_argument(
         "--retention-probes",
         type=int,

@@ -77,6 +77,7 @@ class CycleConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     replay_passages: int = 2000
     replay_facts: int = 500
+    replay_fact_patterns: int = 1  # each replayed fact stated in this many of the verbalisations
     retention_probes: int = 200  # unchanged facts probed for retention (a seeded sample)
     acquisition_probes: int = 300  # at most this many new (and changed) facts probed per group
     heldout_passages: int = 200
@@ -456,7 +457,8 @@ def verbalise(
     run_id: int,
 ) -> TrainingData:
     """The text to learn (:func:`training_texts`) and the replay: a seeded sample of earlier passages
-    (never held-out ones) plus one statement of each of the first ``replay_facts`` unchanged facts."""
+    (never held-out ones) plus ``replay_fact_patterns`` statements of each of the first
+    ``replay_facts`` unchanged facts."""
     texts = training_texts(store, summary, changes.focus, config.verbalisations)
     this_cycle = set(summary.new_fact_ids)
     unchanged = [f for f in store.facts(limit=None) if f.id not in this_cycle]
@@ -468,7 +470,7 @@ def verbalise(
         )
     ]
     for f in unchanged[: config.replay_facts]:
-        replay.extend(verbalise_fact(f, config.verbalisations)[:1])
+        replay.extend(verbalise_fact(f, config.verbalisations)[: config.replay_fact_patterns])
     return TrainingData(changes, texts, replay, unchanged)
 
 
