@@ -73,18 +73,11 @@ def predict_injected(
     and :func:`~encoder.predict.fill_mask_encoded` do.
     """
     inputs, bias = _inject(bundle, texts, facts, passages, strategy, max_length, evidence_boost)
-    if mask_lengths is None or not any(mask_lengths):
-        results = fill_mask_encoded(
-            bundle,
-            inputs.to_dict(),
-            top_k=top_k,
-            explain=explain,
-            texts=list(texts),
-            logit_bias=bias,
-            keep_log_probs=keep_log_probs,
-        )
-        return InjectedPrediction(inputs, results)
-    branched, branch_from = add_length_branches(bundle.tokenizer, inputs, mask_lengths)
+    branched, branch_from = (
+        add_length_branches(bundle.tokenizer, inputs, mask_lengths)
+        if mask_lengths is not None and any(mask_lengths)
+        else (inputs, None)
+    )
     results = fill_mask_encoded(
         bundle,
         branched.to_dict(),
@@ -95,6 +88,8 @@ def predict_injected(
         keep_log_probs=keep_log_probs,
         branch_from=branch_from,
     )
+    if branch_from is None or mask_lengths is None:
+        return InjectedPrediction(inputs, results)
     widened: list[dict[int, torch.Tensor]] = []
     for lengths, result in zip(mask_lengths, results):
         at, row = 0, {}
