@@ -21,7 +21,14 @@ from encoder.checkpoints import (
 from encoder.default import ADAPT_RECIPE, SHIPPED_DIR, AdaptationData, adapt_default, adaptation_data, adaptation_scores
 from encoder.default_corpus import default_corpus
 from encoder.delta import apply_delta, make_delta, save_delta, weights_fingerprint
-from encoder.entity_scoring import NORMALISATIONS, EntityPrediction, decode_free, score_entities, word_pieces
+from encoder.entity_scoring import (
+    NORMALISATIONS,
+    EntityPrediction,
+    decode_free,
+    score_entities,
+    widened_lengths,
+    word_pieces,
+)
 from encoder.heap import heap_reuse
 from encoder.injection import (
     STRATEGIES,
@@ -59,6 +66,7 @@ __all__ = [
     "decode_free",
     "score_entities",
     "word_pieces",
+    "widened_lengths",
     "add_length_branches",
     "STRATEGIES",
     "CheckpointError",

@@ -21,6 +21,7 @@ from encoder.injection import (
     add_length_branches,
     as_strategy,
     build_injected_inputs,
+    split_by_length,
 )
 from encoder.predict import FillMaskResult, RankResult, evidence_bias, fill_mask_encoded, masked_token_ranks
 
@@ -90,14 +91,10 @@ def predict_injected(
     )
     if branch_from is None or mask_lengths is None:
         return InjectedPrediction(inputs, results)
-    widened: list[dict[int, torch.Tensor]] = []
-    for lengths, result in zip(mask_lengths, results):
-        at, row = 0, {}
-        for n in lengths:
-            if result.branch_log_probs is not None:
-                row[n] = result.branch_log_probs[at : at + n]
-            at += n
-        widened.append(row)
+    widened = [
+        split_by_length(r.branch_log_probs, lengths) if r.branch_log_probs is not None else {}
+        for lengths, r in zip(mask_lengths, results)
+    ]
     return InjectedPrediction(inputs, results, widened)
 
 

@@ -31,6 +31,7 @@ from encoder.injection import (
     add_length_branches,
     as_strategy,
     build_injected_inputs,
+    split_by_length,
 )
 from encoder.predict import _forward, _vocab_kinds
 
@@ -80,6 +81,12 @@ def word_pieces(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, ...]]:
         for t, ids in zip(missing, tokenizer(missing, add_special_tokens=False)["input_ids"]):
             cache[t] = tuple(ids)
     return [cache[t] for t in texts]
+
+
+def widened_lengths(pieces: Sequence[Sequence[int]], max_pieces: int) -> list[int]:
+    """The lengths of 2…``max_pieces`` pieces among candidates' ``pieces``, shortest first: the
+    widths a [MASK] is asked at beyond the one-mask row."""
+    return sorted({len(p) for p in pieces if 2 <= len(p) <= max_pieces})
 
 
 def normalise(total: torch.Tensor | float, n: int, normalisation: str) -> Any:
@@ -245,15 +252,17 @@ def score_entities(
         )
         for (i, n), lp, kn in zip(rows, logps, knowledge):
             by_row.setdefault((i, n), (lp[:n], kn))  # a one-mask row given by the caller stays
-            at = n
-            for m in (branches or {}).get(i, []):
-                by_row[(i, m)] = (lp[at : at + m], kn)
-                at += m
+            for m, branch in split_by_length(lp[n:], (branches or {}).get(i, [])).items():
+                by_row[(i, m)] = (branch, kn)
 
     if length_branches and strategy == "concat":
         # one read of the knowledge per query: every length rides on the one-mask row
-        need = {i: sorted({len(pieces[i][c]) for c in usable[i]} - {n for j, n in by_row if j == i}) for i in scorable}
-        need = {i: [n for n in lengths if n > 1] for i, lengths in need.items() if lengths}
+        need = {
+            i: [n for n in widened_lengths(pieces[i], max_pieces) if (i, n) not in by_row]
+            for i in scorable
+            if usable[i]
+        }
+        need = {i: lengths for i, lengths in need.items() if lengths or (i, 1) not in by_row}
         if need:
             run([(i, 1) for i in need], need)
     elif shortlist is not None:

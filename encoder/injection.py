@@ -536,3 +536,14 @@ def add_length_branches(
         lengths=[len(r[0]) for r in rows],
     )
     return widened, list(inputs.lengths)
+
+
+def split_by_length(log_probs: torch.Tensor, lengths: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The masks' rows of ``log_probs`` (one row per mask, the branches in ``lengths`` order, as
+    :func:`add_length_branches` lays them out) as ``{n: (n, vocab)}``."""
+    out: dict[int, torch.Tensor] = {}
+    at = 0
+    for n in lengths:
+        out[n] = log_probs[at : at + n]
+        at += n
+    return out

@@ -19,7 +19,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from encoder import InjectedFact, InjectedPassage, MLMBundle, predict_injected, score_entities, word_pieces
+from encoder import (
+    InjectedFact,
+    InjectedPassage,
+    MLMBundle,
+    predict_injected,
+    score_entities,
+    widened_lengths,
+    word_pieces,
+)
 from kecl.search import SearchHit
 from kecl.settings import Settings
 from knowledge import Candidate, FactView, KnowledgeStore, LinkedMention
@@ -397,8 +405,7 @@ def _widened_lengths(
         if p.text.count("[MASK]") != 1:
             lengths.append([])
             continue
-        pieces = word_pieces(tokenizer, [c.text for c in p.candidates])
-        lengths.append(sorted({len(ids) for ids in pieces if 2 <= len(ids) <= answers.max_pieces}))
+        lengths.append(widened_lengths(word_pieces(tokenizer, [c.text for c in p.candidates]), answers.max_pieces))
     return lengths
 
 
