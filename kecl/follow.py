@@ -32,35 +32,80 @@ log = logging.getLogger("kecl")
 NOTIFY_CHANNEL = "kecl_passage_events"  # the channel the passage-event triggers notify (migration 0003_snapshots)
 
 
-def embed_into(handle: IndexHandle, texts: dict[int, str]) -> int:
-    """Embed ``texts`` (passage id → text) with the handle's embedder and add them; returns how many.
+FetchTexts = Callable[[list[int]], dict[int, str]]  # passage ids -> text, for those that exist
+FetchVectors = Callable[[str, list[int]], dict[int, bytes]]  # embedder version, ids -> stored vectors
 
-    Embeds outside the index's locks. If a rebuild swapped in another index (and embedder) while
-    embedding, embeds again for the new one, so a vector never lands in an index of another embedder.
+
+class VectorTally:
+    """How the vectors a process put into its index came: read from SQL, or embedded by itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the request threads and the follower's thread both count
+        self.read = 0
+        self.embedded = 0
+
+    def count(self, read: int, embedded: int) -> None:
+        with self._lock:
+            self.read += read
+            self.embedded += embedded
+
+
+def embed_into(
+    handle: IndexHandle,
+    ids: Sequence[int],
+    fetch_texts: FetchTexts,
+    fetch_vectors: FetchVectors | None = None,
+    tally: VectorTally | None = None,
+) -> int:
+    """Add the passages ``ids`` (those that still exist) to the handle's index; returns how many.
+
+    A vector stored in SQL by the handle's embedder (the process that received the passage made
+    it) is read, not made again; the others are embedded from their text, outside the index's
+    locks. If a rebuild swapped in another index (and embedder) meanwhile, starts again for the new
+    one, so a vector never lands in an index of another embedder.
     """
-    if not texts:
+    wanted = sorted(set(ids))
+    if not wanted:
         return 0
-    items = sorted(texts.items())
-    ids = np.array([pid for pid, _ in items], dtype=np.int64)
     while True:
         generation, embedder = handle.generation, handle.embedder
         if embedder is None:
             raise RuntimeError("the passage index has no embedder to embed new passages with")
-        vectors = embedder.encode([text for _, text in items])
+        stored = {
+            pid: vector
+            for pid, raw in (fetch_vectors(embedder.version, wanted) if fetch_vectors is not None else {}).items()
+            if (vector := np.frombuffer(raw, dtype="<f4")).shape == (embedder.dim,)
+        }
+        texts = fetch_texts([pid for pid in wanted if pid not in stored])
+        made = embedder.encode([texts[pid] for pid in sorted(texts)]) if texts else None
         if handle.generation == generation:
-            handle.add(ids, vectors)
-            return len(ids)
+            order = sorted(stored) + sorted(texts)
+            if not order:
+                return 0
+            parts = [np.stack([stored[pid] for pid in sorted(stored)])] if stored else []
+            vectors = np.concatenate([*parts, *([made] if made is not None else [])]).astype(np.float32)
+            handle.add(np.array(order, dtype=np.int64), vectors)
+            if tally is not None:
+                tally.count(len(stored), len(texts))
+            return len(order)
+
+
+def vector_bytes(vectors: np.ndarray) -> list[bytes]:
+    """Each row of ``vectors`` as the bytes SQL stores (little-endian float32)."""
+    return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype="<f4")]
 
 
 def replay_events(
     index: PassageIndex | IndexHandle,
     embedder: TextEmbedder | None,
     events: Sequence[PassageEventView],
-    fetch_texts: Callable[[list[int]], dict[int, str]],
+    fetch_texts: FetchTexts,
+    fetch_vectors: FetchVectors | None = None,
+    tally: VectorTally | None = None,
 ) -> tuple[int, int]:
     """Apply ``events`` in order to ``index`` (a handle, or a bare index with its ``embedder``):
-    runs of adds embed the passages it lacks that still exist in SQL, runs of removes delete.
-    Returns (added, removed)."""
+    runs of adds put in the passages it lacks that still exist in SQL (their stored vectors when a
+    handle's embedder made them), runs of removes delete. Returns (added, removed)."""
     added = removed = 0
     i = 0
     while i < len(events):
@@ -74,10 +119,9 @@ def replay_events(
         else:
             present = index.contains(ids) if isinstance(index, IndexHandle) else np.isin(np.asarray(ids), index.ids())
             missing = [pid for pid, there in zip(ids, present, strict=True) if not there]
-            texts = fetch_texts(missing) if missing else {}
             if isinstance(index, IndexHandle):
-                added += embed_into(index, texts)
-            elif texts:
+                added += embed_into(index, missing, fetch_texts, fetch_vectors, tally)
+            elif missing and (texts := fetch_texts(missing)):
                 if embedder is None:
                     raise RuntimeError("replaying onto a bare index needs its embedder")
                 order = sorted(texts)
@@ -91,7 +135,9 @@ class IndexFollower:
     """Applies the passage event log to ``handle`` above its watermark, in a background thread.
 
     ``start_from``: an event id every earlier event of which is already in the index (the index
-    was reconciled with SQL after it was read). ``on_tick`` runs every ``snapshot_poll_seconds``
+    was reconciled with SQL after it was read). ``read_vectors``: use the vectors stored in SQL
+    by the embedder of ``handle`` where there are some; ``tally`` counts how each vector came.
+    ``on_tick`` runs every ``snapshot_poll_seconds``
     on the same thread (the service checks for a new checkpoint or index generation there).
     """
 
@@ -105,8 +151,13 @@ class IndexFollower:
         snapshot_poll_seconds: float = 1.0,
         gap_seconds: float = 60.0,
         on_tick: Callable[[], Any] | None = None,
+        read_vectors: bool = True,
+        tally: VectorTally | None = None,
     ) -> None:
         self.store = store
+        self.tally = tally
+        # Vectors another process stored with its passages are read instead of embedded again.
+        self.fetch_vectors: FetchVectors | None = store.passage_vectors if read_vectors else None
         self.handle = handle
         self.watermark = start_from
         self.poll_seconds = poll_seconds
@@ -139,7 +190,7 @@ class IndexFollower:
                 fresh = self.store.passage_events_after(top, limit)
                 events = [e for e in late if e.id not in self._applied] + fresh
                 if events:
-                    replay_events(self.handle, None, events, self.store.passage_texts)
+                    replay_events(self.handle, None, events, self.store.passage_texts, self.fetch_vectors, self.tally)
                     self._applied.update(e.id for e in events)
                     total += len(events)
                 self._advance()

@@ -26,14 +26,23 @@ from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_retrieval, pipeline_source
-from kecl.follow import IndexFollower, embed_into
+from kecl.follow import IndexFollower, VectorTally, embed_into, vector_bytes
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
 from kecl.publish import IndexPublisher, publish_once
 from kecl.search import SearchHit, hybrid_search
 from kecl.settings import Settings
 from kecl.threads import ASK_MODES, side_by_side, use_all_cores
-from knowledge import DocumentRecord, GenerationView, IngestSummary, KnowledgeStore, ReadBatch, iter_input_files
+from knowledge import (
+    ChunkEmbedder,
+    DocumentRecord,
+    GenerationView,
+    IngestSummary,
+    KnowledgeStore,
+    PassageVectors,
+    ReadBatch,
+    iter_input_files,
+)
 from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
 
@@ -65,6 +74,7 @@ class Kecl:
         self._modes_pool: ThreadPoolExecutor | None = None
         self._start_watermark = 0  # every passage event up to it is in the index as loaded
         self.follower: IndexFollower | None = None
+        self.vector_tally = VectorTally()  # how the vectors this process indexed came (GET /metrics)
         self.publisher: IndexPublisher | None = None
         self._background: threading.Thread | None = None  # a checkpoint reload or generation swap
         self._seen_generation: int | None = None
@@ -203,28 +213,43 @@ class Kecl:
     def ingest_documents(self, records: Sequence[DocumentRecord]) -> IngestSummary:
         """Store documents (SQL first), then embed their new passages into the index."""
         summary = IngestSummary()
-        self.store.add_documents(records, summary=summary)
+        self.store.add_documents(records, summary=summary, embed=self._chunk_embedder())
         self._index_new_passages(summary.new_passage_ids)
         return summary
 
     def ingest(self, paths: Sequence[str | Path]) -> IngestSummary:
         """Ingest corpus files and fact feeds (files or folders, as ``kecl ingest`` does): stored,
         linked and searchable on return. Bad files and records are reported in ``issues`` and skipped."""
-        summary = self.store.ingest_paths(iter_input_files([Path(p) for p in paths]))
+        summary = self.store.ingest_paths(iter_input_files([Path(p) for p in paths]), embed=self._chunk_embedder())
         self._index_new_passages(summary.new_passage_ids)
         self.flush()
         return summary
 
     def ingest_batch(self, batch: ReadBatch) -> IngestSummary:
         """Write one read batch (feeds and documents); new passages go into the index."""
-        summary = self.store.ingest_batch(batch)
+        summary = self.store.ingest_batch(batch, embed=self._chunk_embedder())
         self._index_new_passages(summary.new_passage_ids)
         return summary
 
     def _index_new_passages(self, passage_ids: list[int]) -> None:
         if passage_ids:
-            embed_into(self.index, self.store.passage_texts(passage_ids))
+            fetch_vectors = self.store.passage_vectors if self.settings.processes.share_vectors else None
+            embed_into(self.index, passage_ids, self.store.passage_texts, fetch_vectors, self.vector_tally)
             self._index_dirty = True
+
+    def _chunk_embedder(self) -> ChunkEmbedder | None:
+        """What embeds new passages before they are stored, so their vectors go into SQL with them
+        (None when vectors are not shared: the passages are embedded after the write, as before)."""
+        if not self.settings.processes.share_vectors:
+            return None
+
+        def embed(texts: list[str]) -> PassageVectors:
+            embedder = self.index.embedder
+            if embedder is None:
+                raise RuntimeError("the passage index has no embedder to embed new passages with")
+            return PassageVectors(embedder.version, dict(zip(texts, vector_bytes(embedder.encode(texts)), strict=True)))
+
+        return embed
 
     def delete_document(self, document_id: int) -> list[int]:
         """Delete a document and its passages from SQL, then from the index; returns the passage ids."""
@@ -263,6 +288,8 @@ class Kecl:
                 snapshot_poll_seconds=p.snapshot_poll_seconds,
                 gap_seconds=p.gap_seconds,
                 on_tick=self.check_snapshot,
+                read_vectors=p.share_vectors,
+                tally=self.vector_tally,
             )
             self._seen_generation = g.id if (g := self.store.latest_generation()) is not None else None
             self.follower.start()

@@ -251,6 +251,11 @@ class ProcessSettings(BaseModel):
     publish: bool = Field(
         True, description="serving processes may become the index publisher when no other process holds the lease"
     )
+    share_vectors: bool = Field(
+        True,
+        description="store each new passage's vector in SQL with it, so other processes read it instead of "
+        "embedding the text again (4 bytes per dimension per passage)",
+    )
     ready_max_lag_passages: int = Field(
         100, ge=0, description="/readyz: how far the in-memory index may trail SQL's passage count"
     )

@@ -10,6 +10,7 @@ from knowledge.chunking import approximate_token_count, chunk_text
 from knowledge.db import make_engine, migrate
 from knowledge.edits import EditError
 from knowledge.graph import FactGraph, GraphFact, verbalise
+from knowledge.ingest import PassageVectors
 from knowledge.lease import holder_is_gone
 from knowledge.linker import EntityLinker, LinkedMention, normalise_alias
 from knowledge.readers import (
@@ -23,7 +24,7 @@ from knowledge.readers import (
     read_paths,
 )
 from knowledge.snapshots import GenerationView, PassageEventView
-from knowledge.store import KnowledgeStore
+from knowledge.store import ChunkEmbedder, KnowledgeStore
 from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 from knowledge.watermark import Watermark
 
@@ -33,6 +34,8 @@ __all__ = [
     "fitting_relations",
     "GenerationView",
     "PassageEventView",
+    "PassageVectors",
+    "ChunkEmbedder",
     "EditError",
     "IngestSummary",
     "IngestIssue",

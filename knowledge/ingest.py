@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -21,7 +22,7 @@ from knowledge import schedule
 from knowledge.chunking import chunk_text
 from knowledge.db import execute_in, select_rows, select_scalars, utcnow
 from knowledge.linker import EntityLinker, normalise_alias
-from knowledge.models import Alias, Document, Entity, Fact, Mention, Passage, Relation, Source
+from knowledge.models import Alias, Document, Entity, Fact, Mention, Passage, PassageVector, Relation, Source
 from knowledge.readers import (
     DocumentRecord,
     EntityRecord,
@@ -254,6 +255,40 @@ def add_facts(s: Session, records: Sequence[FactRecord], summary: IngestSummary)
     s.flush()
 
 
+@dataclass(frozen=True)
+class PassageVectors:
+    """Vectors one embedder made for chunk texts (text → little-endian float32 bytes)."""
+
+    embedder: str
+    by_text: Mapping[str, bytes]
+
+
+def content_hash(text: str) -> str:
+    """The hash a document is deduplicated by (its text without surrounding whitespace)."""
+    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+
+
+def known_content_hashes(s: Session, hashes: Sequence[str]) -> set[str]:
+    """Those of ``hashes`` that a stored document already has."""
+    return set(select_scalars(s, select(Document.content_hash), Document.content_hash, list(hashes)))
+
+
+def new_chunk_texts(
+    s: Session, records: Sequence[DocumentRecord], max_passage_tokens: int, count_tokens: Callable[[str], int]
+) -> list[str]:
+    """The distinct passage texts that :func:`add_documents` would add for ``records`` now (documents
+    already stored and blank ones left out), in first-seen order."""
+    by_hash = {content_hash(r.text): r for r in records if r.text.strip()}
+    known = known_content_hashes(s, list(by_hash))
+    texts = (
+        chunk.text
+        for h, r in by_hash.items()
+        if h not in known
+        for chunk in chunk_text(r.text, max_passage_tokens, count_tokens)
+    )
+    return list(dict.fromkeys(texts))
+
+
 def add_documents(
     s: Session,
     records: Sequence[DocumentRecord],
@@ -261,20 +296,23 @@ def add_documents(
     linker: EntityLinker,
     max_passage_tokens: int,
     count_tokens: Callable[[str], int],
+    vectors: PassageVectors | None = None,
 ) -> list[int]:
     """Store documents (deduplicated by content hash), chunk them into passages, link mentions.
 
     Returns the ids of the new passages in insertion order (already-known documents add none).
     A document with no text but whitespace is reported in ``summary.issues`` and skipped.
+    ``vectors``: made for the chunks before this transaction; each new passage whose text has one
+    gets it stored beside it.
     """
     by_hash: dict[str, DocumentRecord] = {}
     for r in records:
         if not r.text.strip():
             summary.issues.append(_issue(r.origin or "document", "the document has no text (only whitespace)"))
             continue
-        by_hash.setdefault(hashlib.sha256(r.text.strip().encode("utf-8")).hexdigest(), r)
+        by_hash.setdefault(content_hash(r.text), r)
     summary.documents_unchanged += sum(1 for r in records if r.text.strip()) - len(by_hash)
-    existing = set(select_scalars(s, select(Document.content_hash), Document.content_hash, list(by_hash)))
+    existing = known_content_hashes(s, list(by_hash))
     todo = [(h, r) for h, r in by_hash.items() if h not in existing]
     summary.documents_unchanged += len(existing)
     if not todo:
@@ -317,6 +355,14 @@ def add_documents(
     ]
     if mention_rows:
         s.execute(insert(Mention), mention_rows)
+    if vectors is not None:
+        vector_rows = [
+            {"passage_id": pid, "embedder": vectors.embedder, "vector": vectors.by_text[row["text"]]}
+            for pid, row in zip(new_passages, passage_rows)
+            if row["text"] in vectors.by_text
+        ]
+        if vector_rows:
+            s.execute(insert(PassageVector), vector_rows)
     summary.documents_added += len(doc_ids)
     summary.passages_added += len(new_passages)
     summary.mentions_added += len(mention_rows)
@@ -350,6 +396,7 @@ def delete_document(s: Session, document_id: int) -> list[int]:
     """
     pids = list(s.scalars(select(Passage.id).where(Passage.document_id == document_id)))
     execute_in(s, delete(Mention), Mention.passage_id, pids)
+    execute_in(s, delete(PassageVector), PassageVector.passage_id, pids)
     execute_in(s, delete(Passage), Passage.id, pids)
     s.execute(update(Fact).where(Fact.document_id == document_id).values(document_id=None))
     s.execute(delete(Document).where(Document.id == document_id))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -92,6 +93,18 @@ class Passage(Base):
     token_count: Mapped[int] = mapped_column(Integer)
 
     document: Mapped[Document] = relationship(back_populates="passages")
+
+
+class PassageVector(Base):
+    """A passage's vector as one embedder made it (little-endian float32), written in the passage's
+    own transaction by the process that embedded it: the other processes read it instead of
+    embedding the text again. Keyed by the embedder's version, so a new embedder never reads the
+    vectors of an old one."""
+
+    __tablename__ = "passage_vector"
+    passage_id: Mapped[int] = mapped_column(ForeignKey("passage.id", ondelete="CASCADE"), primary_key=True)
+    embedder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Entity(Base):

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, func, select, text
 from sqlalchemy.orm import Session
 
 from knowledge.db import select_rows
-from knowledge.models import Document, Mention, Passage, Source
+from knowledge.models import Document, Mention, Passage, PassageVector, Source
 from knowledge.views import PassageInfo
 
 _STOPWORDS = frozenset(
@@ -44,6 +44,12 @@ def passage_ids(s: Session) -> set[int]:
 def passage_texts(s: Session, ids: Sequence[int]) -> dict[int, str]:
     """Text by passage id for those of ``ids`` that exist (unknown ids are left out)."""
     return dict(select_rows(s, select(Passage.id, Passage.text), Passage.id, list(ids)))
+
+
+def passage_vectors(s: Session, embedder: str, ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored vectors ``embedder`` made, by passage id, for those of ``ids`` that have one."""
+    q = select(PassageVector.passage_id, PassageVector.vector).where(PassageVector.embedder == embedder)
+    return dict(select_rows(s, q, PassageVector.passage_id, list(ids)))
 
 
 def passages_after(s: Session, after_id: int, limit: int) -> list[tuple[int, str]]:

@@ -49,6 +49,7 @@ from knowledge.candidates import Candidate
 from knowledge.chunking import approximate_token_count
 from knowledge.db import make_engine, migrate, session_factory
 from knowledge.graph import FactGraph
+from knowledge.ingest import PassageVectors
 from knowledge.linker import EntityLinker, LinkedMention
 from knowledge.models import Base
 from knowledge.readers import DocumentRecord, EntityRecord, FactRecord, ReadBatch, RelationRecord
@@ -57,6 +58,7 @@ from knowledge.views import EntityView, FactView, IngestSummary, PassageInfo
 from knowledge.watermark import Watermark
 
 P = ParamSpec("P")
+ChunkEmbedder = Callable[[list[str]], PassageVectors]  # chunk texts -> their vectors
 T = TypeVar("T")
 
 
@@ -125,28 +127,32 @@ class KnowledgeStore:
     # ------------------------------------------------------------------ ingest
 
     def ingest_paths(
-        self, paths: Iterable[Path], on_file: Callable[[Path, IngestSummary], None] | None = None
+        self,
+        paths: Iterable[Path],
+        on_file: Callable[[Path, IngestSummary], None] | None = None,
+        embed: ChunkEmbedder | None = None,
     ) -> IngestSummary:
         """Read and write every file under ``paths``, one file per transaction; returns the total.
 
         Feeds are written before corpora so documents link against entities of the same batch.
         A bad file or record is reported in ``issues`` and skipped; everything else goes in.
-        ``on_file`` is called with each file and its own summary after it is written.
+        ``on_file`` is called with each file and its own summary after it is written; ``embed`` as
+        in :meth:`add_documents`.
         """
         total = IngestSummary()
         for path, batch in ingest.read_in_order(paths):
-            summary = self.ingest_batch(batch)
+            summary = self.ingest_batch(batch, embed=embed)
             summary.files = 1
             total.merge(summary)
             if on_file is not None:
                 on_file(path, summary)
         return total
 
-    def ingest_batch(self, batch: ReadBatch) -> IngestSummary:
+    def ingest_batch(self, batch: ReadBatch, embed: ChunkEmbedder | None = None) -> IngestSummary:
         """Write one read batch (relations → entities → facts, then documents); returns what it did.
 
         Documents go in a second transaction, linked with the gazetteer that includes the batch's
-        own entities.
+        own entities. ``embed`` as in :meth:`add_documents`.
         """
         summary = IngestSummary(issues=list(batch.issues))
         with self.session() as s, s.begin():
@@ -154,7 +160,7 @@ class KnowledgeStore:
             ingest.upsert_entities(s, batch.entities, summary)
             ingest.add_facts(s, batch.facts, summary)
         if batch.documents:
-            self.add_documents(batch.documents, summary=summary)
+            self.add_documents(batch.documents, summary=summary, embed=embed)
         return summary
 
     def upsert_relations(self, records: Sequence[RelationRecord]) -> IngestSummary:
@@ -187,14 +193,25 @@ class KnowledgeStore:
         """Facts dated in the future, waiting for their day (soonest first)."""
         return self._read(schedule.scheduled)
 
-    def add_documents(self, records: Sequence[DocumentRecord], summary: IngestSummary | None = None) -> list[int]:
+    def add_documents(
+        self,
+        records: Sequence[DocumentRecord],
+        summary: IngestSummary | None = None,
+        embed: ChunkEmbedder | None = None,
+    ) -> list[int]:
         """Store documents (deduplicated by content hash), chunk them, link mentions.
 
         Returns the ids of the new passages (already-known documents add none); counts go to
-        ``summary`` when given.
+        ``summary`` when given. ``embed``: called with the new chunks' texts *before* the write
+        transaction (embedding holds no lock), its vectors stored with the passages in the same
+        transaction, so a process that sees a passage also finds its vector.
         """
         if not records:
             return []
+        vectors = None
+        if embed is not None:
+            texts = self._read(ingest.new_chunk_texts, records, self.max_passage_tokens, self.count_tokens)
+            vectors = embed(texts) if texts else None
         linker = self.linker()
         return self._write(
             ingest.add_documents,
@@ -203,6 +220,7 @@ class KnowledgeStore:
             linker,
             self.max_passage_tokens,
             self.count_tokens,
+            vectors,
         )
 
     def relink_passages(self, passage_ids: Sequence[int] | None = None) -> int:
@@ -412,6 +430,11 @@ class KnowledgeStore:
     def passage_texts(self, ids: Sequence[int]) -> dict[int, str]:
         """Text by passage id for those of ``ids`` that exist."""
         return self._read(passages.passage_texts, ids)
+
+    def passage_vectors(self, embedder: str, ids: Sequence[int]) -> dict[int, bytes]:
+        """Stored vectors (little-endian float32 bytes) that ``embedder`` (its version) made, by
+        passage id, for those of ``ids`` that have one."""
+        return self._read(passages.passage_vectors, embedder, ids)
 
     def iter_passages(self, batch_size: int = 1000, after_id: int = 0) -> Iterator[list[tuple[int, str]]]:
         """(passage id, text) in id order, ``batch_size`` at a time (keyset pagination).

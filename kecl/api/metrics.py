@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kecl.services import Kecl
@@ -64,6 +64,15 @@ class StateCollector(Collector):
             yield GaugeMetricFamily(
                 "kecl_index_lag_passages", "passages in SQL not (yet) in this process's index", value=passages - vectors
             )
+        added = CounterMetricFamily(
+            "kecl_index_vectors_added",
+            "vectors this process put into its index since it started, by how they came: read from SQL "
+            "(stored by the process that received the passage) or embedded here",
+            labels=["how"],
+        )
+        added.add_metric(["read"], kecl.vector_tally.read)
+        added.add_metric(["embedded"], kecl.vector_tally.embedded)
+        yield added
         encoder = kecl.serving_checkpoint()
         if encoder is not None:
             yield InfoMetricFamily(

@@ -52,16 +52,29 @@ def deployment(db_url: str, tmp_path: Path, tiny_embedder_dir: Path) -> Iterator
         d.close()
 
 
+def vectors_added(url: str) -> dict[str, float]:
+    """``kecl_index_vectors_added_total`` of one process, by how the vectors came."""
+    found = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("kecl_index_vectors_added_total{"):
+            found[line.split('how="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def test_replicas_a_worker_and_the_cli_share_one_state(deployment: Deployment, tmp_path: Path) -> None:
     d = deployment
     a, b = d.url("A"), d.url("B")
 
-    # POST on A: A finds it at once (read-your-writes), B by dense search within 2 s.
+    # POST on A: A finds it at once (read-your-writes), B by dense search within 2 s, with the
+    # vector A stored in SQL (B embeds nothing).
+    before = vectors_added(b)
     text = unique_text()
     (pid,) = post_document(a, text)
     assert dense_rank(a, text, pid) == 1
     took = wait_until(lambda: dense_rank(b, text, pid) == 1, timeout=2.0)
     assert took is not None, "a document POSTed to A was not found by dense search on B within 2 s"
+    after = vectors_added(b)
+    assert (after["read"] - before["read"], after["embedded"] - before["embedded"]) == (1, 0)
 
     # `kecl ingest` from the CLI: both replicas find its passages by dense search, no restart.
     corpus = tmp_path / "cli-corpus.txt"
@@ -75,6 +88,7 @@ def test_replicas_a_worker_and_the_cli_share_one_state(deployment: Deployment, t
     ]
     for url in (a, b):
         assert wait_until(lambda u=url: dense_rank(u, cli_text, cli_pid) == 1, timeout=2.0) is not None
+    assert vectors_added(b)["embedded"] == after["embedded"] + 1  # the CLI stores no vectors: B embeds
 
     # A promotion (by a CLI process here) is served by both replicas without a restart.
     home = Path(d.env["KECL_HOME"])

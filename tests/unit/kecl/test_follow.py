@@ -67,6 +67,62 @@ def test_passages_added_and_removed_elsewhere_reach_the_follower(pair) -> None:
     assert len(b.index.index) == len(a.index.index) == 3
 
 
+def counting_encodes(k: Kecl, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many texts each call of ``k``'s index embedder encoded (the embedder itself still runs)."""
+    embedder = k.index.embedder
+    calls: list[int] = []
+    encode = embedder.encode
+
+    def counted(texts):
+        calls.append(len(texts))
+        return encode(texts)
+
+    monkeypatch.setattr(embedder, "encode", counted)
+    return calls
+
+
+def test_a_follower_reads_the_vectors_the_receiving_process_stored(pair, monkeypatch) -> None:
+    a, b = pair
+    f = follower(b)
+    b_encodes = counting_encodes(b, monkeypatch)
+    summary = a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    stored = a.store.passage_vectors(a.index.embedder.version, summary.new_passage_ids)
+    assert set(stored) == set(summary.new_passage_ids)
+    f.catch_up()
+    assert b_encodes == []  # nothing embedded on B: it took A's vectors
+    for pid, text in zip(summary.new_passage_ids, TEXTS, strict=True):
+        assert top_id(b, text) == pid
+        assert np.array_equal(np.frombuffer(stored[pid], dtype="<f4"), a.index.embedder.encode([text])[0])
+
+
+def test_without_a_stored_vector_of_its_own_embedder_a_follower_embeds(
+    tmp_path, tiny_embedder_dir, monkeypatch
+) -> None:
+    """Vectors stored under another embedder's version are never read, and a home that does not
+    share vectors stores none: either way the follower embeds the text itself."""
+    settings = tiny_settings(tmp_path / "home", tiny_embedder_dir, processes={"share_vectors": False})
+    a, b = Kecl(settings), Kecl(settings.model_copy(deep=True))
+    try:
+        a.ingest_documents([DocumentRecord(text="Bananas are a yellow fruit.")])
+        f = follower(b)
+        b_encodes = counting_encodes(b, monkeypatch)
+        summary = a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+        assert a.store.passage_vectors(a.index.embedder.version, summary.new_passage_ids) == {}
+        with a.store.session() as s, s.begin():  # well-formed vectors of some other embedder
+            for pid in summary.new_passage_ids:
+                s.execute(
+                    sa.text("insert into passage_vector (passage_id, embedder, vector) values (:p, 'other@0', :v)"),
+                    {"p": pid, "v": np.ones(a.index.embedder.dim, dtype="<f4").tobytes()},
+                )
+        f.catch_up()
+        assert b_encodes == [len(TEXTS)]
+        for pid, text in zip(summary.new_passage_ids, TEXTS, strict=True):
+            assert top_id(b, text) == pid
+    finally:
+        a.close()
+        b.close()
+
+
 def test_replaying_events_twice_changes_nothing(pair) -> None:
     a, b = pair
     a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])

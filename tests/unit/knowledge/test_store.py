@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import struct
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from knowledge import DocumentRecord, EntityRecord, FactRecord, GraphFact, KnowledgeStore, RelationRecord
+from knowledge import (
+    DocumentRecord,
+    EntityRecord,
+    FactRecord,
+    GraphFact,
+    KnowledgeStore,
+    PassageVectors,
+    RelationRecord,
+)
 from knowledge.db import MIGRATIONS
 
 D = dt.date
@@ -80,6 +89,7 @@ def test_migration_from_empty_creates_every_table(db_url: str) -> None:
         "passage_event",
         "index_generation",
         "scheduled_fact",
+        "passage_vector",
         "alembic_version",
     } <= names
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
@@ -319,6 +329,35 @@ def test_passages_search_and_delete(store: KnowledgeStore) -> None:
     assert store.passage_ids() == {ids[-1]}
     assert store.passages_mentioning([store.entity_id("sava")], k=10) == []
     assert store.lexical_search("river Sava", k=5) == []
+
+
+def test_vectors_made_before_the_write_are_stored_with_their_passages(store: KnowledgeStore) -> None:
+    """The embedder is asked for the new chunks only (a stored document's are not embedded again),
+    its vectors land beside the passages under its version, and leave with them."""
+    asked: list[list[str]] = []
+
+    def embed(texts: list[str]) -> PassageVectors:
+        asked.append(texts)
+        return PassageVectors("toy@1", {t: struct.pack("<2f", len(t), i) for i, t in enumerate(texts)})
+
+    long_text = " ".join(f"Sentence {i} is about the Sava river near Zagreb." for i in range(40))
+    ids = store.add_documents(
+        [DocumentRecord(text=long_text), DocumentRecord(text="Ljubljana is elsewhere.")], embed=embed
+    )
+    texts = store.passage_texts(ids)
+    assert len(ids) > 2 and sorted(asked[0]) == sorted(set(texts.values()))
+    stored = store.passage_vectors("toy@1", ids)
+    assert set(stored) == set(ids)
+    assert all(struct.unpack("<2f", stored[p])[0] == len(texts[p]) for p in ids)
+    assert store.passage_vectors("other@1", ids) == {}  # another embedder's vectors are not these
+
+    again = store.add_documents([DocumentRecord(text=long_text), DocumentRecord(text="Rijeka is a port.")], embed=embed)
+    assert asked[1] == ["Rijeka is a port."] and set(store.passage_vectors("toy@1", again)) == set(again)
+    assert store.add_documents([DocumentRecord(text="Rijeka is a port.")], embed=embed) == [] and len(asked) == 2
+
+    document = store.passage_info([ids[0]])[ids[0]].document_id
+    store.delete_document(document)
+    assert set(store.passage_vectors("toy@1", ids + again)) == {ids[-1], *again}
 
 
 def test_postgres_full_text_lets_common_words_rank_but_not_select(pg_schema_url: str) -> None:
