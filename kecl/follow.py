@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from knowledge import KnowledgeStore, PassageEventView
-from retrieval import IndexHandle, PassageIndex, TextEmbedder, encode_passages
+from retrieval import IndexHandle, PassageIndex, TextEmbedder
 
 log = logging.getLogger("kecl")
 
@@ -77,7 +77,7 @@ def embed_into(
             if (vector := np.frombuffer(raw, dtype="<f4")).shape == (embedder.dim,)
         }
         texts = fetch_texts([pid for pid in wanted if pid not in stored])
-        made = encode_passages(embedder, [texts[pid] for pid in sorted(texts)]) if texts else None
+        made = embedder.encode([texts[pid] for pid in sorted(texts)]) if texts else None
         if handle.generation == generation:
             order = sorted(stored) + sorted(texts)
             if not order:
@@ -125,7 +125,7 @@ def replay_events(
                 if embedder is None:
                     raise RuntimeError("replaying onto a bare index needs its embedder")
                 order = sorted(texts)
-                index.add(np.array(order, dtype=np.int64), encode_passages(embedder, [texts[p] for p in order]))
+                index.add(np.array(order, dtype=np.int64), embedder.encode([texts[p] for p in order]))
                 added += len(order)
         i = j
     return added, removed

@@ -43,7 +43,7 @@ from knowledge import (
     ReadBatch,
     iter_input_files,
 )
-from retrieval import CoalescingEmbedder, IndexHandle, encode_passages, reconcile
+from retrieval import CoalescingEmbedder, IndexHandle, reconcile
 from updater import CycleConfig, CycleContext, CycleReport, KnowledgeSource, run_cycle
 
 log = logging.getLogger("kecl")
@@ -247,8 +247,7 @@ class Kecl:
             embedder = self.index.embedder
             if embedder is None:
                 raise RuntimeError("the passage index has no embedder to embed new passages with")
-            vectors = vector_bytes(encode_passages(embedder, texts))
-            return PassageVectors(embedder.version, dict(zip(texts, vectors, strict=True)))
+            return PassageVectors(embedder.version, dict(zip(texts, vector_bytes(embedder.encode(texts)), strict=True)))
 
         return embed
 

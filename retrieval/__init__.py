@@ -2,7 +2,7 @@
 
 Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 
-- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``TextEmbedder``, ``encode_passages``;
+- embedding: ``Embedder``, ``MeanPoolingEmbedder``, ``CoalescingEmbedder``, ``TextEmbedder``;
 - the index: ``PassageIndex``, ``IndexState``, ``IndexConfig``, ``choose_kind``, ``build_index``,
   ``gpu_available``;
 - on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``,
@@ -12,7 +12,7 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 - fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
-from retrieval.embedder import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, TextEmbedder, encode_passages
+from retrieval.embedder import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, TextEmbedder
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
 from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
@@ -21,7 +21,6 @@ from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_fr
 
 __all__ = [
     "CoalescingEmbedder",
-    "encode_passages",
     "Embedder",
     "MeanPoolingEmbedder",
     "TextEmbedder",

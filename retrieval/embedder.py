@@ -235,11 +235,3 @@ class CoalescingEmbedder:
                         future.set_exception(exc)
             if stop:
                 return
-
-
-def encode_passages(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed passages on the calling thread, never inside a :class:`CoalescingEmbedder`'s query
-    batch: a batch is padded to its longest text, so one passage in it would make every query of
-    the batch cost a passage (and the passages would wait behind the queries)."""
-    inner = embedder.inner if isinstance(embedder, CoalescingEmbedder) else embedder
-    return inner.encode(list(texts))

@@ -68,9 +68,8 @@ def test_passages_added_and_removed_elsewhere_reach_the_follower(pair) -> None:
 
 
 def counting_encodes(k: Kecl, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many texts each call of ``k``'s index embedder encoded (the embedder itself still runs;
-    the model under the query-coalescing wrapper, which passages bypass)."""
-    embedder = k.index.embedder.inner
+    """How many texts each call of ``k``'s index embedder encoded (the embedder itself still runs)."""
+    embedder = k.index.embedder
     calls: list[int] = []
     encode = embedder.encode
 

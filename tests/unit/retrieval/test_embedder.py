@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder, encode_passages
+from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder
 from tests.factories import tiny_bert
 
 
@@ -105,18 +105,4 @@ def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
         threading.Event().wait(0.02)
     assert co._worker is None
     np.testing.assert_allclose(co.encode([texts[0]])[0], direct[0], atol=1e-5)  # restarts on demand
-    co.close()
-
-
-def test_passages_are_embedded_on_the_calling_thread_never_in_a_query_batch(tiny_embedder):
-    """A passage queued with short queries would pad the whole batch to its length: passages skip
-    the coalescing worker (no batch runs for them) and get the wrapped embedder's vectors."""
-    co = CoalescingEmbedder(tiny_embedder)
-    passage = " ".join(["the river floods the valley every spring"] * 12)
-    got = encode_passages(co, [passage])
-    assert co.batches == 0
-    np.testing.assert_array_equal(got, tiny_embedder.encode([passage]))
-    co.encode(["a short query"])
-    assert co.batches == 1  # queries still coalesce
-    np.testing.assert_array_equal(encode_passages(tiny_embedder, [passage]), got)  # a plain embedder: itself
     co.close()
