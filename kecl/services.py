@@ -362,6 +362,7 @@ class Kecl:
             checkpoints_dir=self.settings.checkpoints_dir,
             load_active=lambda: wiring.load_training_copy(self.settings, self.store),
             add_to_index=self._index_new_passages,
+            embed_chunks=self._chunk_embedder(),
             knowledge=knowledge,
             candidates=candidates if self.settings.answers.entities else None,
             on_promote=on_promote,

@@ -48,7 +48,7 @@ from encoder import (
     train_mlm,
     train_mlm_distributed,
 )
-from knowledge import FactView, IngestSummary, KnowledgeStore, Watermark, iter_input_files
+from knowledge import ChunkEmbedder, FactView, IngestSummary, KnowledgeStore, Watermark, iter_input_files
 from updater.entity_ranks import CandidateSource
 from updater.evaluation import KnowledgeSource
 from updater.gates import EvalSet, Evaluation, GateConfig, checkpoint_metrics, decide, evaluate_version
@@ -112,6 +112,7 @@ class CycleContext:
     checkpoints_dir: Path
     load_active: Callable[[], MLMBundle]  # a fresh copy of the active (or base) model
     add_to_index: Callable[[list[int]], None] | None = None  # embed new passages into the index
+    embed_chunks: ChunkEmbedder | None = None  # vectors stored with new passages (other processes read them)
     knowledge: KnowledgeSource | None = None  # facts/passages for augmented evaluation
     candidates: CandidateSource | None = None  # answer candidates per probe: evaluation at entity level
     on_promote: Callable[[str], None] | None = None  # reload the serving model, re-embed if needed
@@ -301,7 +302,7 @@ def _run_stages(
             # already stored counts as unchanged), so nothing taken from the inbox is lost
             again = [f for r in run.counts["recovered_runs"] for f in taken_by(ctx.inbox_dir, r)]
             if again:
-                ingested.summary.merge(ctx.store.ingest_paths(again))
+                ingested.summary.merge(ctx.store.ingest_paths(again, embed=ctx.embed_chunks))
     run.counts.update(ingested.counts())
     with run.stage("link"):
         relinked = relink_earlier_text(store, ingested.summary, before_ingest, config.relink_max_passages)
@@ -395,7 +396,9 @@ def ingest(ctx: CycleContext, paths: Sequence[Path] | None, run_id: int) -> Inge
     """Read ``paths`` (default: take the inbox's files) into the store. Returns :class:`Ingested`;
     raises what reading or storing raises (a bad record is an issue in the summary, not an error)."""
     files = list(paths) if paths is not None else take_inbox(ctx.inbox_dir, run_id) if ctx.inbox_dir else []
-    summary = ctx.store.ingest_paths(list(iter_input_files(files))) if files else IngestSummary()
+    summary = (
+        ctx.store.ingest_paths(list(iter_input_files(files)), embed=ctx.embed_chunks) if files else IngestSummary()
+    )
     summary.merge(ctx.store.apply_due_facts())  # facts announced earlier whose day has come
     return Ingested(files, summary)
 

@@ -112,9 +112,11 @@ def test_full_cycle_promotes_and_serves_the_new_model(kecl: Kecl, tmp_path: Path
     assert rows[before]["status"] == "retired"
     run = kecl.store.get_run(report.run_id)
     assert run["status"] == "succeeded" and run["decision"] == "promote" and run["timings"]["train"] > 0
-    # the new passages are searchable in the serving index
+    # the new passages are searchable in the serving index, their vectors stored for other processes
     hits = kecl.search("capital of Italy", k=1)
     assert "Rome" in hits[0].text
+    new_ids = sorted(kecl.store.passage_ids())[-2:]
+    assert set(kecl.store.passage_vectors(kecl.index.embedder.version, new_ids)) == set(new_ids)
 
 
 def test_rejected_candidate_never_becomes_active(kecl: Kecl) -> None:
