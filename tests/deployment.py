@@ -61,10 +61,11 @@ class Deployment:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
-    def start_replica(self, name: str, port: int | None = None) -> str:
-        """Start ``kecl serve`` as ``name``; returns its base URL (wait with :meth:`wait_ready`)."""
+    def start_replica(self, name: str, port: int | None = None, *args: str) -> str:
+        """Start ``kecl serve`` as ``name`` (``args``: more of its options); returns its base URL
+        (wait with :meth:`wait_ready`)."""
         self.ports[name] = port or self.ports.get(name) or free_port()
-        self._spawn(name, "serve", "--port", str(self.ports[name]))
+        self._spawn(name, "serve", "--port", str(self.ports[name]), *args)
         return self.url(name)
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
