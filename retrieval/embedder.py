@@ -153,11 +153,18 @@ class CoalescingEmbedder:
     that moment together: no waiting when there is no company (a lone query costs the same), and
     while one batch runs the next one gathers. Larger calls (ingestion) go straight through.
     Results are row-for-row those of the wrapped embedder (up to float rounding of batching).
+
+    A gathered batch is split by length where padding would cost more than another forward pass
+    (see :func:`length_groups`): a POSTed passage padded into a batch of short queries made every
+    query in it as long as the passage (on 2 CPU cores, 7 queries and a 35-token passage took 150
+    ms in one pass, 68 ms in two). ``forward_cost_tokens``: what one forward pass costs beyond
+    its tokens, in tokens (on CPU, streaming the weights; measured ~45 for MiniLM-L6).
     """
 
-    def __init__(self, inner: TextEmbedder, max_batch: int = 64) -> None:
+    def __init__(self, inner: TextEmbedder, max_batch: int = 64, forward_cost_tokens: float = 48.0) -> None:
         self.inner = inner
         self.max_batch = max_batch
+        self.forward_cost_tokens = forward_cost_tokens
         self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start = threading.Lock()
@@ -223,8 +230,7 @@ class CoalescingEmbedder:
                 batch.append(nxt)
                 size += len(nxt[0])
             try:
-                vectors = self.inner.encode([t for texts, _ in batch for t in texts])
-                self.batches += 1
+                vectors = self._encode_grouped([t for texts, _ in batch for t in texts])
                 start = 0
                 for texts, future in batch:
                     future.set_result(vectors[start : start + len(texts)])
@@ -235,3 +241,43 @@ class CoalescingEmbedder:
                         future.set_exception(exc)
             if stop:
                 return
+
+    def _encode_grouped(self, texts: list[str]) -> np.ndarray:
+        groups = length_groups(self._token_lengths(texts), self.forward_cost_tokens) if len(texts) > 1 else [[0]]
+        if len(groups) == 1:
+            self.batches += 1
+            return self.inner.encode(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for group in groups:
+            out[group] = self.inner.encode([texts[i] for i in group])
+            self.batches += 1
+        return out
+
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        tokenizer = getattr(self.inner, "tokenizer", None) or getattr(
+            getattr(self.inner, "model", None), "tokenizer", None
+        )
+        if tokenizer is None:  # an embedder without a Hugging Face tokenizer: ~4 characters a token
+            return [max(1, len(t) // 4) for t in texts]
+        return [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+
+
+def length_groups(lengths: Sequence[int], forward_cost: float) -> list[list[int]]:
+    """Indices of texts (by their token ``lengths``) partitioned into forward passes that minimise
+    the estimated cost ``sum(forward_cost + size * longest)`` over the passes: a padded batch costs
+    its size times its longest text. Each pass holds texts adjacent in length order (an optimal
+    partition always does), so a dynamic programme over the sorted lengths finds it."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end):
+            cost = best[start] + forward_cost + (end - start) * longest
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder
+from retrieval.embedder import length_groups
 from tests.factories import tiny_bert
 
 
@@ -105,4 +106,33 @@ def test_coalescing_embedder_merges_concurrent_calls(tiny_embedder):
         threading.Event().wait(0.02)
     assert co._worker is None
     np.testing.assert_allclose(co.encode([texts[0]])[0], direct[0], atol=1e-5)  # restarts on demand
+    co.close()
+
+
+def test_length_groups_split_where_padding_costs_more_than_a_pass():
+    assert length_groups([7] * 8, 48) == [list(range(8))]  # equal lengths: one pass
+    groups = length_groups([7, 7, 35, 7, 7, 7, 7, 7], 48)  # a passage among queries: two passes
+    assert groups == [[0, 1, 3, 4, 5, 6, 7], [2]]
+    assert length_groups([7, 7, 35, 7], 1000) == [[0, 1, 3, 2]]  # passes dear: padding is cheaper
+    assert sorted(i for g in length_groups([3, 90, 12, 40, 41, 5, 88], 10) for i in g) == list(range(7))
+    assert length_groups([], 48) == []
+
+
+def test_coalescing_embedder_embeds_mixed_lengths_in_separate_passes(tiny_embedder):
+    """One gathered batch of short queries and a long passage: two forward passes, each row the
+    wrapped embedder's own vector for its text, in the callers' order."""
+    texts = ["river town"] * 3 + ["a long passage about rivers, towns and their bridges " * 6] + ["old castle"] * 3
+    sizes = []
+
+    class Counting:
+        version, dim, tokenizer = tiny_embedder.version, tiny_embedder.dim, tiny_embedder.tokenizer
+
+        def encode(self, batch):
+            sizes.append(len(batch))
+            return tiny_embedder.encode(batch)
+
+    co = CoalescingEmbedder(Counting(), forward_cost_tokens=16)
+    out = co.encode(texts)
+    assert sorted(sizes) == [1, 6] and co.batches == 2
+    np.testing.assert_allclose(out, tiny_embedder.encode(texts), atol=1e-5)
     co.close()
