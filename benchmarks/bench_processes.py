@@ -281,8 +281,17 @@ def main() -> None:
                 print(f"{rate:g} POST/s: {rows[rate]}", flush=True)
             base = rows.get(0.0)
             if base:
-                for row in rows.values():
+                # What one search and one POST cost replica A in CPU (the POST's share: A's CPU
+                # beyond what its searches took at the 0-row's cost each). On cores the clients
+                # keep busy, a write load taking a fraction f of A's CPU slows every search by
+                # 1 / (1 - f) at the least, so 1.2x needs f <= 1/6.
+                per_search = base["cpu_cores"]["A"] * args.seconds * 1000 / base["queries"]
+                base["a_cpu_ms_per_search"] = round(per_search, 1)
+                for rate, row in rows.items():
                     row["p99_ratio"] = round(row["p99_ms"] / base["p99_ms"], 2)
+                    if rate > 0:
+                        spare = row["cpu_cores"]["A"] * args.seconds * 1000 - row["queries"] * per_search
+                        row["a_cpu_ms_per_post"] = round(spare / max(row["posts"], 1), 1)
             fresh = freshness(d, args.freshness_samples)
             pickup = promotion_pickup(d, home)
         finally:
