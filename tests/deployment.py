@@ -135,9 +135,10 @@ def post_document(url: str, text: str, timeout: float = 30) -> list[int]:
     return list(r.json()["passage_ids"])
 
 
-def dense_rank(url: str, text: str, passage_id: int, k: int = 5) -> int | None:
-    """The dense channel's rank of ``passage_id`` when searching for ``text`` (None: not found)."""
-    r = httpx.post(url + "/v1/search", json={"text": text, "k": k}, timeout=30)
+def dense_rank(url: str, text: str, passage_id: int, k: int = 5, http: httpx.Client | None = None) -> int | None:
+    """The dense channel's rank of ``passage_id`` when searching for ``text`` (None: not found).
+    ``http``: a client to reuse (a new one per call costs ~35 ms of CPU, its TLS context)."""
+    r = (http or httpx).post(url + "/v1/search", json={"text": text, "k": k}, timeout=30)
     r.raise_for_status()
     for hit in r.json()["hits"]:
         if hit["passage_id"] == passage_id:
