@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from knowledge import KnowledgeStore, PassageEventView
-from retrieval import IndexHandle, PassageIndex, TextEmbedder
+from knowledge import KnowledgeStore, PassageEventView, PassageVectors
+from retrieval import FetchVectors, IndexHandle, PassageIndex, TextEmbedder, stored_vectors
 
 log = logging.getLogger("kecl")
 
@@ -33,7 +33,6 @@ NOTIFY_CHANNEL = "kecl_passage_events"  # the channel the passage-event triggers
 
 
 FetchTexts = Callable[[list[int]], dict[int, str]]  # passage ids -> text, for those that exist
-FetchVectors = Callable[[str, list[int]], dict[int, bytes]]  # embedder version, ids -> stored vectors
 
 
 class VectorTally:
@@ -71,11 +70,7 @@ def embed_into(
         generation, embedder = handle.generation, handle.embedder
         if embedder is None:
             raise RuntimeError("the passage index has no embedder to embed new passages with")
-        stored = {
-            pid: vector
-            for pid, raw in (fetch_vectors(embedder.version, wanted) if fetch_vectors is not None else {}).items()
-            if (vector := np.frombuffer(raw, dtype="<f4")).shape == (embedder.dim,)
-        }
+        stored = stored_vectors(embedder, wanted, fetch_vectors)
         texts = fetch_texts([pid for pid in wanted if pid not in stored])
         made = embedder.encode([texts[pid] for pid in sorted(texts)]) if texts else None
         if handle.generation == generation:
@@ -93,6 +88,12 @@ def embed_into(
 def vector_bytes(vectors: np.ndarray) -> list[bytes]:
     """Each row of ``vectors`` as the bytes SQL stores (little-endian float32)."""
     return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype="<f4")]
+
+
+def embed_chunks(embedder: TextEmbedder, texts: list[str]) -> PassageVectors:
+    """New chunks' vectors as the store keeps them with their passages (see
+    :meth:`knowledge.KnowledgeStore.add_documents`'s ``embed``)."""
+    return PassageVectors(embedder.version, dict(zip(texts, vector_bytes(embedder.encode(texts)), strict=True)))
 
 
 def replay_events(

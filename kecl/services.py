@@ -26,7 +26,7 @@ from encoder import MLMBundle
 from kecl import wiring
 from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_retrieval, pipeline_source
-from kecl.follow import IndexFollower, VectorTally, embed_into, vector_bytes
+from kecl.follow import IndexFollower, VectorTally, embed_chunks, embed_into
 from kecl.home import open_store
 from kecl.pipeline import Answer, QueryOptions, answer_modes, answer_queries
 from kecl.publish import IndexPublisher, publish_once
@@ -247,7 +247,7 @@ class Kecl:
             embedder = self.index.embedder
             if embedder is None:
                 raise RuntimeError("the passage index has no embedder to embed new passages with")
-            return PassageVectors(embedder.version, dict(zip(texts, vector_bytes(embedder.encode(texts)), strict=True)))
+            return embed_chunks(embedder, texts)
 
         return embed
 
@@ -336,7 +336,13 @@ class Kecl:
         assert self.follower is not None  # generations are checked by the follower's thread
         with self.follower.lock:
             # Final catch-up while no event is applied to the old index: nothing falls between.
-            reconcile(new, embedder, self.store.passage_ids(), self.store.passage_texts)
+            reconcile(
+                new,
+                embedder,
+                self.store.passage_ids(),
+                self.store.passage_texts,
+                fetch_vectors=wiring.stored_vectors_of(self.settings, self.store),
+            )
             handle.swap(new, embedder)
         log.info("serving index generation %d (%s, %d vectors)", generation.id, new.kind, len(new))
 

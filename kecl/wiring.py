@@ -42,6 +42,7 @@ from retrieval import (
     CoalescingEmbedder,
     Embedder,
     EmbedderMismatchError,
+    FetchVectors,
     IndexConfig,
     IndexHandle,
     IndexLoadError,
@@ -283,15 +284,28 @@ def index_config(settings: Settings) -> IndexConfig:
     return IndexConfig.from_settings(settings.index)
 
 
+def stored_vectors_of(settings: Settings, store: KnowledgeStore) -> FetchVectors | None:
+    """Where building or reconciling an index reads the vectors other processes stored with their
+    passages (None when ``processes.share_vectors`` is off: everything is embedded here)."""
+    return store.passage_vectors if settings.processes.share_vectors else None
+
+
 def build_index_from_store(
     settings: Settings, store: KnowledgeStore, embedder: Any, kind: str | None = None
 ) -> PassageIndex:
-    """A new index over every passage in the store (its kind by size unless given)."""
+    """A new index over every passage in the store (its kind by size unless given); a passage
+    whose vector this embedder stored is read, not embedded again."""
     kind = kind or choose_kind(store.passage_count(), settings.index)
+    vectors = stored_vectors_of(settings, store)
     index = build_from_passages(
-        embedder, lambda: store.iter_passages(batch_size=1000), kind=kind, config=index_config(settings)
+        embedder,
+        lambda: store.iter_passages(batch_size=1000),
+        kind=kind,
+        config=index_config(settings),
+        fetch_vectors=vectors,
     )
-    reconcile(index, embedder, store.passage_ids(), store.passage_texts)  # passages committed while we embedded
+    # passages committed while we embedded
+    reconcile(index, embedder, store.passage_ids(), store.passage_texts, fetch_vectors=vectors)
     return index
 
 
@@ -311,7 +325,9 @@ def load_current_index(settings: Settings, store: KnowledgeStore, embedder: Any)
     folder = current_index_folder(settings, store)
     try:
         index = load_index(folder)
-        report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+        report = reconcile(
+            index, embedder, store.passage_ids(), store.passage_texts, fetch_vectors=stored_vectors_of(settings, store)
+        )
         if report.needs_retrain:
             log.info("the IVF-PQ index outgrew its training sample; rebuilding it")
             index = None
@@ -328,7 +344,9 @@ def load_generation(settings: Settings, store: KnowledgeStore, folder: str, embe
     :class:`retrieval.IndexLoadError` for missing or damaged files, and
     :class:`retrieval.EmbedderMismatchError` when ``embedder`` did not make it."""
     index = load_index(settings.index_dir / folder)
-    reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+    reconcile(
+        index, embedder, store.passage_ids(), store.passage_texts, fetch_vectors=stored_vectors_of(settings, store)
+    )
     return index
 
 

@@ -8,7 +8,8 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 - on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``,
   ``verify_files``;
 - keeping it current: ``reconcile``, ``ReconcileReport``, ``EmbedderMismatchError``,
-  ``build_from_passages``, ``IndexHandle``;
+  ``build_from_passages``, ``IndexHandle``; vectors other processes stored: ``FetchVectors``,
+  ``stored_vectors``;
 - fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
@@ -17,7 +18,14 @@ from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.handle import IndexHandle
 from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, choose_kind, gpu_available
 from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index, verify_files
-from retrieval.reconcile import EmbedderMismatchError, ReconcileReport, build_from_passages, reconcile
+from retrieval.reconcile import (
+    EmbedderMismatchError,
+    FetchVectors,
+    ReconcileReport,
+    build_from_passages,
+    reconcile,
+    stored_vectors,
+)
 
 __all__ = [
     "CoalescingEmbedder",
@@ -37,6 +45,8 @@ __all__ = [
     "IndexLoadError",
     "verify_files",
     "reconcile",
+    "stored_vectors",
+    "FetchVectors",
     "ReconcileReport",
     "EmbedderMismatchError",
     "build_from_passages",

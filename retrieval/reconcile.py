@@ -3,7 +3,8 @@
 SQL is the source of truth; FAISS ids are passage ids. ``reconcile`` embeds passages that SQL has
 and the index lacks, and removes ids the index has and SQL no longer does. Run at start-up, it
 heals a crash between the SQL commit and the index write. No SQL here: the caller passes the set
-of passage ids and a function that fetches texts.
+of passage ids and functions that fetch texts and, optionally, the vectors already stored for them
+(the process that received a passage embedded it once; everyone else reads that vector).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from retrieval.index import IndexConfig, PassageIndex, choose_kind
 log = logging.getLogger(__name__)
 
 FetchTexts = Callable[[Sequence[int]], Mapping[int, str]]
+FetchVectors = Callable[[str, Sequence[int]], Mapping[int, bytes]]
+"""(embedder version, passage ids) -> the little-endian float32 vectors stored for them by that embedder."""
 
 
 class EmbedderMismatchError(RuntimeError):
@@ -31,10 +34,12 @@ class EmbedderMismatchError(RuntimeError):
 
 @dataclass
 class ReconcileReport:
-    """What ``reconcile`` changed: ids added (embedded) and removed, the count after, seconds
-    taken, whether the HNSW graph was compacted, and whether IVF-PQ needs a rebuild."""
+    """What ``reconcile`` changed: ids added (embedded, or ``read`` of them from stored vectors)
+    and removed, the count after, seconds taken, whether the HNSW graph was compacted, and whether
+    IVF-PQ needs a rebuild."""
 
     added: int = 0
+    read: int = 0
     removed: int = 0
     missing_texts: int = 0  # ids SQL listed but fetch_texts did not return (deleted meanwhile)
     count: int = 0
@@ -47,12 +52,50 @@ class ReconcileReport:
         return bool(self.added or self.removed or self.compacted)
 
 
-def embed_and_add(index: PassageIndex, embedder: TextEmbedder, items: Sequence[tuple[int, str]]) -> int:
-    """Embed ``(passage_id, text)`` pairs and add them to ``index``. Returns how many."""
+def stored_vectors(
+    embedder: TextEmbedder, ids: Sequence[int], fetch_vectors: FetchVectors | None
+) -> dict[int, np.ndarray]:
+    """The vectors stored for ``ids`` by the embedder's version, those of its width (a stored
+    vector of another width is never put in)."""
+    if fetch_vectors is None or not ids:
+        return {}
+    found = {}
+    for pid, raw in fetch_vectors(embedder.version, list(ids)).items():
+        vector = np.frombuffer(raw, dtype="<f4")
+        if vector.shape == (embedder.dim,):
+            found[pid] = vector
+    return found
+
+
+def vectors_for(
+    embedder: TextEmbedder, items: Sequence[tuple[int, str]], fetch_vectors: FetchVectors | None = None
+) -> tuple[np.ndarray, int]:
+    """Vectors of ``(passage_id, text)`` items, in their order, and how many were read: a vector
+    stored for the embedder's version is used as it is (:func:`stored_vectors`), the others are
+    embedded."""
+    stored = stored_vectors(embedder, [pid for pid, _ in items], fetch_vectors)
+    out = np.empty((len(items), embedder.dim), dtype=np.float32)
+    todo = [i for i, (pid, _) in enumerate(items) if pid not in stored]
+    if todo:
+        out[todo] = embedder.encode([items[i][1] for i in todo])
+    for i, (pid, _) in enumerate(items):
+        if pid in stored:
+            out[i] = stored[pid]
+    return out, len(stored)
+
+
+def embed_and_add(
+    index: PassageIndex,
+    embedder: TextEmbedder,
+    items: Sequence[tuple[int, str]],
+    fetch_vectors: FetchVectors | None = None,
+) -> int:
+    """Add ``(passage_id, text)`` pairs to ``index``, embedded or read (see :func:`vectors_for`).
+    Returns how many."""
     if not items:
         return 0
     ids = np.fromiter((pid for pid, _ in items), dtype=np.int64, count=len(items))
-    index.add(ids, embedder.encode([text for _, text in items]))
+    index.add(ids, vectors_for(embedder, items, fetch_vectors)[0])
     return len(items)
 
 
@@ -63,9 +106,11 @@ def reconcile(
     fetch_texts: FetchTexts,
     batch_size: int = 1000,
     lock: Callable[[], Any] | None = None,
+    fetch_vectors: FetchVectors | None = None,
 ) -> ReconcileReport:
-    """Make ``index`` hold exactly ``sql_ids``: embed and add the missing ones (texts from
-    ``fetch_texts``), remove the extra ones, compact HNSW tombstones when due. Stamps the
+    """Make ``index`` hold exactly ``sql_ids``: add the missing ones (their stored vectors from
+    ``fetch_vectors`` where the embedder made one, else embedded from ``fetch_texts``), remove the
+    extra ones, compact HNSW tombstones when due. Stamps the
     embedder version on an unstamped index. Returns a ReconcileReport. Raises
     EmbedderMismatchError when the index was built with a different embedder version.
 
@@ -89,14 +134,19 @@ def reconcile(
         report.removed = index.remove(extra)
     for start_at in range(0, len(missing), batch_size):
         chunk = [int(i) for i in missing[start_at : start_at + batch_size]]
-        texts = fetch_texts(chunk)
-        items = [(pid, texts[pid]) for pid in chunk if pid in texts]
-        report.missing_texts += len(chunk) - len(items)
-        if items:
-            vectors = embedder.encode([text for _, text in items])
+        stored = stored_vectors(embedder, chunk, fetch_vectors)
+        texts = fetch_texts([pid for pid in chunk if pid not in stored])
+        made = [pid for pid in chunk if pid in texts]
+        report.missing_texts += len(chunk) - len(stored) - len(made)
+        ids = [*stored, *made]
+        if ids:
+            parts = [np.stack(list(stored.values()))] if stored else []
+            if made:
+                parts.append(embedder.encode([texts[pid] for pid in made]))
             with guard():
-                index.add(np.array([pid for pid, _ in items], dtype=np.int64), vectors)
-            report.added += len(items)
+                index.add(np.array(ids, dtype=np.int64), np.concatenate(parts).astype(np.float32))
+            report.added += len(ids)
+            report.read += len(stored)
     with guard():
         if index.needs_compaction:
             index.compact()
@@ -105,7 +155,13 @@ def reconcile(
         report.count = len(index)
     report.seconds = time.perf_counter() - start
     if report.changed:
-        log.info("reconciled index with SQL: +%d -%d -> %d vectors", report.added, report.removed, report.count)
+        log.info(
+            "reconciled index with SQL: +%d (%d of them read) -%d -> %d vectors",
+            report.added,
+            report.read,
+            report.removed,
+            report.count,
+        )
     return report
 
 
@@ -117,10 +173,12 @@ def build_from_passages(
     expected_count: int | None = None,
     settings: Any = None,
     config: IndexConfig | None = None,
+    fetch_vectors: FetchVectors | None = None,
 ) -> PassageIndex:
     """A new index over every ``(passage_id, text)`` batch that ``iter_passages`` yields (a
-    callable returning an iterator, or the iterator itself), embedded with ``embedder``. The kind
-    is ``kind``, else ``choose_kind(expected_count, settings)``."""
+    callable returning an iterator, or the iterator itself), embedded with ``embedder`` (or read
+    with ``fetch_vectors``, see :func:`vectors_for`). The kind is ``kind``, else
+    ``choose_kind(expected_count, settings)``."""
     kind = kind or choose_kind(expected_count or 0, settings)
     if config is None and settings is not None:
         config = IndexConfig.from_settings(settings)
@@ -128,6 +186,6 @@ def build_from_passages(
     batches = iter_passages() if callable(iter_passages) else iter_passages
     n = 0
     for batch in batches:
-        n += embed_and_add(index, embedder, list(batch))
+        n += embed_and_add(index, embedder, list(batch), fetch_vectors)
     log.info("built %s index over %d passages with %s", kind, n, embedder.version)
     return index

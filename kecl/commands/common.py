@@ -86,3 +86,10 @@ def call_server(settings: Settings, path: str, body: dict[str, Any]) -> dict[str
     except urllib.error.URLError as exc:
         console.print(f"[red]cannot reach the server at {url} (api.server_url): {exc.reason}[/red]")
     raise typer.Exit(1)
+
+
+def quiet_model_loading() -> None:
+    """No "Loading weights" bar: transformers draws one on every model load, noise in a CLI answer."""
+    from transformers.utils import logging as hf_logging  # deferred: imported with the models anyway
+
+    hf_logging.disable_progress_bar()

@@ -10,19 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from kecl.commands.common import call_server, console, existing_store, load_settings, parse_date_option, print_json
+from kecl.commands.common import (
+    call_server,
+    console,
+    existing_store,
+    load_settings,
+    parse_date_option,
+    print_json,
+    quiet_model_loading,
+)
 from kecl.home import current_index_folder
 from kecl.settings import Settings
 
 if TYPE_CHECKING:  # torch-heavy: annotations only
     from kecl.search import SearchHit
-
-
-def _quiet_model_loading() -> None:
-    # transformers draws a "Loading weights" bar on every model load; noise in a CLI answer
-    from transformers.utils import logging as hf_logging  # deferred: imported with the models anyway
-
-    hf_logging.disable_progress_bar()
 
 
 index_app = typer.Typer(
@@ -43,7 +44,7 @@ def index_build(
     if kind is not None and kind not in ("flat", "hnsw", "ivfpq"):
         raise typer.BadParameter(f"{kind!r} is not an index kind (flat, hnsw, ivfpq)", param_hint="--kind")
     store = existing_store(settings)
-    _quiet_model_loading()
+    quiet_model_loading()
     embedder = make_embedder(settings)
     start = time.perf_counter()
     through = store.settled_passage_event_id(settings.processes.gap_seconds)  # the build covers SQL from here
@@ -131,17 +132,19 @@ def index_status(
 def index_reconcile() -> None:
     """Embed passages the index lacks, drop ids the database no longer has, save (builds if needed)."""
     # deferred: embedding loads torch and the embedder
-    from kecl.wiring import build_index_from_store, make_embedder
+    from kecl.wiring import build_index_from_store, make_embedder, stored_vectors_of
     from retrieval import EmbedderMismatchError, IndexHandle, IndexLoadError, load_index, reconcile
 
     settings = load_settings()
     store = existing_store(settings)
-    _quiet_model_loading()
+    quiet_model_loading()
     embedder = make_embedder(settings)
     through = store.settled_passage_event_id(settings.processes.gap_seconds)
     try:
         index = load_index(current_index_folder(settings, store))
-        report = reconcile(index, embedder, store.passage_ids(), store.passage_texts)
+        report = reconcile(
+            index, embedder, store.passage_ids(), store.passage_texts, fetch_vectors=stored_vectors_of(settings, store)
+        )
     except (IndexLoadError, EmbedderMismatchError) as e:
         console.print(f"[yellow]{e}[/yellow]\nrebuilding")
         index = build_index_from_store(settings, store, embedder)
@@ -152,7 +155,9 @@ def index_reconcile() -> None:
     if report.changed:
         _publish_or_exit(settings, store, IndexHandle(index, embedder), through)
     console.print(
-        f"added {report.added}, removed {report.removed}"
+        f"added {report.added}"
+        + (f" ({report.read} of them stored vectors, read)" if report.read else "")
+        + f", removed {report.removed}"
         + (", compacted" if report.compacted else "")
         + f"; {report.count} passages indexed"
         + (
@@ -211,7 +216,7 @@ def _search_here(
     from kecl.wiring import make_embedder, open_index
 
     store = existing_store(settings)
-    _quiet_model_loading()
+    quiet_model_loading()
     embedder = make_embedder(settings)
     handle = open_index(settings, store, embedder)
     allowed = None

@@ -10,8 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kecl.commands.common import console, existing_store, load_settings, parse_date_option, print_json
-from kecl.settings import default_toml
+from kecl.commands.common import (
+    console,
+    existing_store,
+    load_settings,
+    parse_date_option,
+    print_json,
+    quiet_model_loading,
+)
+from kecl.settings import Settings, default_toml
 
 if TYPE_CHECKING:  # annotations only
     from knowledge import FactView
@@ -55,6 +62,15 @@ def init(
 
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="corpus files, fact feeds or folders (recursive)")],
+    vectors: Annotated[
+        bool,
+        typer.Option(
+            "--vectors/--no-vectors",
+            help="embed new passages here and store their vectors with them, so that every serving "
+            "process reads them instead of embedding them itself (loads the embedder when a file "
+            "brings new passages; off when processes.share_vectors is, or index.embedder is 'encoder')",
+        ),
+    ] = True,
 ) -> None:
     """Ingest corpora (.txt/.md/.jsonl) and fact feeds (.jsonl/.tsv); report what was skipped and why."""
     from kecl.home import (
@@ -65,6 +81,7 @@ def ingest(
     settings = load_settings()
     store = open_store(settings)
     files = list(iter_input_files(paths))
+    embed = _chunk_embedder(settings) if vectors else None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -74,7 +91,11 @@ def ingest(
         transient=True,
     ) as progress:
         task = progress.add_task("ingesting", total=len(files))
-        summary = store.ingest_paths(files, on_file=lambda path, _s: progress.advance(task))
+        try:
+            summary = store.ingest_paths(files, on_file=lambda path, _s: progress.advance(task), embed=embed)
+        finally:
+            if embed is not None:
+                embed.close()
     table = Table(title="ingested")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -90,6 +111,37 @@ def ingest(
             issues.add_row(f"{issue.path}:{issue.line}" if issue.line else issue.path, issue.reason)
         console.print(issues)
     store.close()
+
+
+class _LazyChunkEmbedder:
+    """The index's embedder for ``kecl ingest``, loaded at the first new passages (a feed of facts
+    alone never loads torch)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedder: Any = None
+
+    def __call__(self, texts: list[str]) -> Any:
+        # deferred: torch and the embedder load only when a file brings new passages
+        from kecl.follow import embed_chunks
+        from kecl.wiring import make_embedder
+
+        if self.embedder is None:
+            quiet_model_loading()
+            self.embedder = make_embedder(self.settings)
+        return embed_chunks(self.embedder, texts)
+
+    def close(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+
+
+def _chunk_embedder(settings: Settings) -> _LazyChunkEmbedder | None:
+    # "encoder" embeds with the active checkpoint: loading it here would cost a server's start-up,
+    # so the serving processes embed those passages themselves.
+    if not settings.processes.share_vectors or settings.index.embedder == "encoder":
+        return None
+    return _LazyChunkEmbedder(settings)
 
 
 @inspect_app.command("stats")

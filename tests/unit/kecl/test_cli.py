@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kecl.cli import app
+from tests.factories import save_tiny_sentence_encoder
 
 runner = CliRunner()
 
@@ -16,6 +17,8 @@ runner = CliRunner()
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KECL_HOME", str(tmp_path / "home"))
+    # `kecl ingest` embeds new passages: with a tiny encoder, as the unit tier asks
+    monkeypatch.setenv("KECL_INDEX__EMBEDDER", str(save_tiny_sentence_encoder(tmp_path / "embedder")))
     monkeypatch.chdir(tmp_path)
     return tmp_path / "home"
 
@@ -148,3 +151,31 @@ def test_training_and_answering_settings_reach_the_encoder(home: Path, monkeypat
     monkeypatch.setenv("KECL_TRAIN__LORA_RANK", "-1")
     with pytest.raises(ValueError, match="lora_rank"):
         Settings()
+
+
+def test_ingest_stores_the_vectors_its_passages_are_searched_by(home: Path, tmp_path: Path) -> None:
+    """`kecl ingest` embeds new passages with the index's embedder and stores each vector with its
+    passage, so the processes that index them read it; `--no-vectors` leaves that to them."""
+    import numpy as np
+
+    from kecl.home import open_store
+    from kecl.settings import Settings
+    from kecl.wiring import make_embedder
+
+    (tmp_path / "a.txt").write_text("Croatia adopted the euro in 2023.\n\nZagreb is its capital.")
+    (tmp_path / "b.txt").write_text("Slovenia adopted the euro in 2007.")
+    assert runner.invoke(app, ["ingest", str(tmp_path / "a.txt")]).exit_code == 0
+    result = runner.invoke(app, ["ingest", "--no-vectors", str(tmp_path / "b.txt")])
+    assert result.exit_code == 0, result.output
+    settings = Settings()
+    store, embedder = open_store(settings), make_embedder(settings)
+    try:
+        texts = store.passage_texts(list(range(1, store.max_passage_id() + 1)))
+        stored = store.passage_vectors(embedder.version, sorted(texts))
+        with_vectors = {texts[pid] for pid in stored}
+        assert any("Croatia" in t for t in with_vectors) and not any("Slovenia" in t for t in with_vectors)
+        for pid, raw in stored.items():
+            np.testing.assert_allclose(np.frombuffer(raw, dtype="<f4"), embedder.encode([texts[pid]])[0], atol=1e-5)
+    finally:
+        embedder.close()
+        store.close()

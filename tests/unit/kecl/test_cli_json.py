@@ -18,7 +18,7 @@ from kecl.cli import app
 from kecl.models import ModelInfo, prunable
 from kecl.settings import Settings
 from knowledge import KnowledgeStore
-from tests.factories import activate_tiny_checkpoint, tiny_bundle, write_jsonl
+from tests.factories import activate_tiny_checkpoint, save_tiny_sentence_encoder, tiny_bundle, write_jsonl
 
 runner = CliRunner()
 
@@ -41,6 +41,8 @@ FEED = [
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KECL_HOME", str(tmp_path / "home"))
+    # `kecl ingest` embeds new passages: with a tiny encoder, as the unit tier asks
+    monkeypatch.setenv("KECL_INDEX__EMBEDDER", str(save_tiny_sentence_encoder(tmp_path / "embedder")))
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(app, ["init", "--no-adapt"]).exit_code == 0
     feed = write_jsonl(tmp_path / "feed.jsonl", FEED)

@@ -14,7 +14,7 @@ from encoder import CheckpointError, load_active, save_checkpoint, set_active
 from kecl.cli import app
 from kecl.commands.failures import describe_failure
 from kecl.settings import Settings
-from tests.factories import tiny_bundle
+from tests.factories import save_tiny_sentence_encoder, tiny_bundle
 
 runner = CliRunner()
 
@@ -22,6 +22,8 @@ runner = CliRunner()
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KECL_HOME", str(tmp_path / "home"))
+    # `kecl ingest` embeds new passages: with a tiny encoder, as the unit tier asks
+    monkeypatch.setenv("KECL_INDEX__EMBEDDER", str(save_tiny_sentence_encoder(tmp_path / "embedder")))
     monkeypatch.chdir(tmp_path)
     return tmp_path / "home"
 

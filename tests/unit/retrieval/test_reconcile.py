@@ -81,3 +81,35 @@ def test_reconcile_compacts_hnsw_when_tombstones_pile_up(tiny_embedder):
         del sql.rows[pid]
     report = reconcile(index, tiny_embedder, set(sql.rows), sql.fetch)
     assert report.removed == 50 and report.compacted and index.tombstones == 0 and len(index) == 50
+
+
+def test_stored_vectors_are_read_not_embedded(tiny_embedder):
+    """Building and reconciling read the vectors stored for the embedder's version (another
+    version's, or a vector of the wrong width, is ignored) and embed only the rest."""
+    sql = FakeSql(passages(40))
+    made = tiny_embedder.encode([sql.rows[i] for i in range(40)])
+    stored = {tiny_embedder.version: {i: made[i].astype("<f4").tobytes() for i in range(0, 40, 2)}}
+    stored["another@0"] = {1: made[1].astype("<f4").tobytes()}
+    stored[tiny_embedder.version][3] = b"\0" * 8  # a damaged row: embedded instead
+    embedded: list[str] = []
+
+    class Counting:
+        version, dim = tiny_embedder.version, tiny_embedder.dim
+
+        def encode(self, texts):
+            embedded.extend(texts)
+            return tiny_embedder.encode(texts)
+
+    def fetch_vectors(version, ids):
+        return {i: v for i, v in stored.get(version, {}).items() if i in set(ids)}
+
+    index = build_from_passages(Counting(), [sorted(sql.rows.items())[:20]], fetch_vectors=fetch_vectors)
+    assert sorted(embedded) == sorted(sql.rows[i] for i in range(1, 20, 2))
+    embedded.clear()
+    sql.fetched.clear()
+    report = reconcile(index, Counting(), set(sql.rows), sql.fetch, fetch_vectors=fetch_vectors)
+    assert (report.added, report.read) == (20, 10)
+    assert sorted(sql.fetched) == list(range(21, 40, 2))  # texts only of those it embeds
+    assert sorted(embedded) == sorted(sql.rows[i] for i in range(21, 40, 2))
+    for pid in (2, 3, 24, 25):  # read and embedded alike: each passage is its own nearest hit
+        assert index.search(made[pid : pid + 1], 1)[1][0, 0] == pid
