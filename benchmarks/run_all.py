@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("trainer", "benchmarks.bench_trainer", False),
     ("fillmask", "benchmarks.bench_fillmask", False),
     ("query", "benchmarks.bench_query", False),
+    ("embedder", "benchmarks.bench_embedder", False),
     ("cli", "benchmarks.bench_cli", False),
     ("hybrid", "benchmarks.bench_hybrid", True),
     ("lama", "benchmarks.bench_lama", True),
