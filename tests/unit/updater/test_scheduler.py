@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.scheduler_jobs import HERE, lines, wait_for
-from updater.locking import cycle_lock
+from updater.locking import CYCLE_LOCK_NAME, cycle_lock
 from updater.scheduler import (
     CYCLE_JOB_ID,
     INBOX_CYCLE_JOB_ID,
@@ -243,6 +243,8 @@ def test_inbox_files_trigger_a_locked_cycle(tmp_path: Path) -> None:
         (inbox / "ignored.part").write_text("{}")
         assert wait_for(lambda: lines(log_path) == ["a.jsonl"], timeout=5), lines(log_path)
         assert (inbox / "processed" / "a.jsonl").exists() and (inbox / "ignored.part").exists()
+        # the job writes its line while it still holds the lock: on a loaded host, wait for it
+        assert wait_for(lambda: store.lock_holder(CYCLE_LOCK_NAME) is None, timeout=5)
 
         with cycle_lock(store, lease_seconds=30):  # another process is mid-cycle
             (inbox / "b.jsonl").write_text("{}")
