@@ -25,14 +25,11 @@ import numpy as np
 from sqlalchemy import Connection
 
 from knowledge import KnowledgeStore, PassageEventView, PassageVectors
-from retrieval import FetchVectors, IndexHandle, PassageIndex, TextEmbedder, stored_vectors
+from retrieval import FetchTexts, FetchVectors, IndexHandle, PassageIndex, TextEmbedder, read_or_embed
 
 log = logging.getLogger("kecl")
 
 NOTIFY_CHANNEL = "kecl_passage_events"  # the channel the passage-event triggers notify (migration 0003_snapshots)
-
-
-FetchTexts = Callable[[list[int]], dict[int, str]]  # passage ids -> text, for those that exist
 
 
 class VectorTally:
@@ -70,19 +67,14 @@ def embed_into(
         generation, embedder = handle.generation, handle.embedder
         if embedder is None:
             raise RuntimeError("the passage index has no embedder to embed new passages with")
-        stored = stored_vectors(embedder, wanted, fetch_vectors)
-        texts = fetch_texts([pid for pid in wanted if pid not in stored])
-        made = embedder.encode([texts[pid] for pid in sorted(texts)]) if texts else None
+        found, vectors, read = read_or_embed(embedder, wanted, fetch_texts, fetch_vectors)
         if handle.generation == generation:
-            order = sorted(stored) + sorted(texts)
-            if not order:
+            if not found:
                 return 0
-            parts = [np.stack([stored[pid] for pid in sorted(stored)])] if stored else []
-            vectors = np.concatenate([*parts, *([made] if made is not None else [])]).astype(np.float32)
-            handle.add(np.array(order, dtype=np.int64), vectors)
+            handle.add(np.array(found, dtype=np.int64), vectors)
             if tally is not None:
-                tally.count(len(stored), len(texts))
-            return len(order)
+                tally.count(read, len(found) - read)
+            return len(found)
 
 
 def vector_bytes(vectors: np.ndarray) -> list[bytes]:

@@ -8,8 +8,8 @@ Knows no SQL: callers pass passage ids, texts and fetch functions. Public names:
 - on disk: ``save_index``, ``load_index``, ``read_manifest``, ``Manifest``, ``IndexLoadError``,
   ``verify_files``;
 - keeping it current: ``reconcile``, ``ReconcileReport``, ``EmbedderMismatchError``,
-  ``build_from_passages``, ``IndexHandle``; vectors other processes stored: ``FetchVectors``,
-  ``stored_vectors``;
+  ``build_from_passages``, ``IndexHandle``; vectors other processes stored: ``FetchTexts``,
+  ``FetchVectors``, ``stored_vectors``, ``read_or_embed``;
 - fusing ranked lists: ``reciprocal_rank_fusion``.
 """
 
@@ -20,9 +20,11 @@ from retrieval.index import IndexConfig, IndexState, PassageIndex, build_index, 
 from retrieval.persist import IndexLoadError, Manifest, load_index, read_manifest, save_index, verify_files
 from retrieval.reconcile import (
     EmbedderMismatchError,
+    FetchTexts,
     FetchVectors,
     ReconcileReport,
     build_from_passages,
+    read_or_embed,
     reconcile,
     stored_vectors,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "verify_files",
     "reconcile",
     "stored_vectors",
+    "read_or_embed",
+    "FetchTexts",
     "FetchVectors",
     "ReconcileReport",
     "EmbedderMismatchError",

@@ -29,7 +29,7 @@ import numpy as np
 from retrieval.embedder import TextEmbedder
 from retrieval.index import IndexConfig, IndexState, PassageIndex
 from retrieval.persist import save_index
-from retrieval.reconcile import FetchTexts, FetchVectors, ReconcileReport, build_from_passages, reconcile
+from retrieval.reconcile import FetchTexts, ReconcileReport, build_from_passages, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,14 @@ class IndexHandle:
         )
         return frozen, marker
 
-    def reconcile(
-        self, sql_ids: Iterable[int], fetch_texts: FetchTexts, fetch_vectors: FetchVectors | None = None
-    ) -> ReconcileReport:
+    def reconcile(self, sql_ids: Iterable[int], fetch_texts: FetchTexts) -> ReconcileReport:
         """``retrieval.reconcile`` on the current index with its embedder (embedding outside the
         write lock, so searches continue meanwhile)."""
         with self._lock.read():
             index, embedder = self._index, self._embedder
         if embedder is None:
             raise RuntimeError("reconcile needs the handle's embedder")
-        return reconcile(index, embedder, sql_ids, fetch_texts, lock=self._writing, fetch_vectors=fetch_vectors)
+        return reconcile(index, embedder, sql_ids, fetch_texts, lock=self._writing)
 
     def save(self) -> None:
         """Write the current index to ``folder`` (no-op without a folder)."""

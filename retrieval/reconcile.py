@@ -67,21 +67,20 @@ def stored_vectors(
     return found
 
 
-def vectors_for(
-    embedder: TextEmbedder, items: Sequence[tuple[int, str]], fetch_vectors: FetchVectors | None = None
-) -> tuple[np.ndarray, int]:
-    """Vectors of ``(passage_id, text)`` items, in their order, and how many were read: a vector
-    stored for the embedder's version is used as it is (:func:`stored_vectors`), the others are
-    embedded."""
-    stored = stored_vectors(embedder, [pid for pid, _ in items], fetch_vectors)
-    out = np.empty((len(items), embedder.dim), dtype=np.float32)
-    todo = [i for i, (pid, _) in enumerate(items) if pid not in stored]
-    if todo:
-        out[todo] = embedder.encode([items[i][1] for i in todo])
-    for i, (pid, _) in enumerate(items):
-        if pid in stored:
-            out[i] = stored[pid]
-    return out, len(stored)
+def read_or_embed(
+    embedder: TextEmbedder, ids: Sequence[int], fetch_texts: FetchTexts, fetch_vectors: FetchVectors | None = None
+) -> tuple[list[int], np.ndarray, int]:
+    """Vectors of the passages ``ids`` that still exist: the one stored for the embedder's version
+    where there is one (:func:`stored_vectors`), else embedded from its text (texts fetched only for
+    those). Returns the ids found (the read ones first), their vectors and how many were read."""
+    stored = stored_vectors(embedder, ids, fetch_vectors)
+    texts = fetch_texts([pid for pid in ids if pid not in stored])
+    made = [pid for pid in ids if pid in texts]
+    parts = [np.stack(list(stored.values()))] if stored else []
+    if made:
+        parts.append(embedder.encode([texts[pid] for pid in made]))
+    vectors = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+    return [*stored, *made], vectors, len(stored)
 
 
 def embed_and_add(
@@ -90,13 +89,13 @@ def embed_and_add(
     items: Sequence[tuple[int, str]],
     fetch_vectors: FetchVectors | None = None,
 ) -> int:
-    """Add ``(passage_id, text)`` pairs to ``index``, embedded or read (see :func:`vectors_for`).
+    """Add ``(passage_id, text)`` pairs to ``index``, embedded or read (see :func:`read_or_embed`).
     Returns how many."""
-    if not items:
-        return 0
-    ids = np.fromiter((pid for pid, _ in items), dtype=np.int64, count=len(items))
-    index.add(ids, vectors_for(embedder, items, fetch_vectors)[0])
-    return len(items)
+    texts = dict(items)
+    ids, vectors, _ = read_or_embed(embedder, list(texts), lambda wanted: {i: texts[i] for i in wanted}, fetch_vectors)
+    if ids:
+        index.add(np.array(ids, dtype=np.int64), vectors)
+    return len(ids)
 
 
 def reconcile(
@@ -134,19 +133,13 @@ def reconcile(
         report.removed = index.remove(extra)
     for start_at in range(0, len(missing), batch_size):
         chunk = [int(i) for i in missing[start_at : start_at + batch_size]]
-        stored = stored_vectors(embedder, chunk, fetch_vectors)
-        texts = fetch_texts([pid for pid in chunk if pid not in stored])
-        made = [pid for pid in chunk if pid in texts]
-        report.missing_texts += len(chunk) - len(stored) - len(made)
-        ids = [*stored, *made]
+        ids, vectors, read = read_or_embed(embedder, chunk, fetch_texts, fetch_vectors)
+        report.missing_texts += len(chunk) - len(ids)
         if ids:
-            parts = [np.stack(list(stored.values()))] if stored else []
-            if made:
-                parts.append(embedder.encode([texts[pid] for pid in made]))
             with guard():
-                index.add(np.array(ids, dtype=np.int64), np.concatenate(parts).astype(np.float32))
+                index.add(np.array(ids, dtype=np.int64), vectors)
             report.added += len(ids)
-            report.read += len(stored)
+            report.read += read
     with guard():
         if index.needs_compaction:
             index.compact()
@@ -177,7 +170,7 @@ def build_from_passages(
 ) -> PassageIndex:
     """A new index over every ``(passage_id, text)`` batch that ``iter_passages`` yields (a
     callable returning an iterator, or the iterator itself), embedded with ``embedder`` (or read
-    with ``fetch_vectors``, see :func:`vectors_for`). The kind is ``kind``, else
+    with ``fetch_vectors``, see :func:`read_or_embed`). The kind is ``kind``, else
     ``choose_kind(expected_count, settings)``."""
     kind = kind or choose_kind(expected_count or 0, settings)
     if config is None and settings is not None:
