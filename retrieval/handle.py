@@ -104,12 +104,21 @@ class IndexHandle:
             return self._index.search(queries, k, allowed_ids)
 
     def search_texts(self, texts: Sequence[str], k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """Embed ``texts`` with the embedder of the current index and search it. The embedder and
-        the index are read together, so a query is never embedded by one and searched in the other."""
-        with self._lock.read():
-            if self._embedder is None:
+        """Embed ``texts`` with the embedder of the current index and search it. A query is never
+        embedded by one embedder and searched in another's index: if a swap changed the embedder
+        while the query was embedded, it is embedded again.
+
+        The embedding runs outside the lock: it can take tens of milliseconds (the query waits for
+        a coalesced batch), and an add waiting for it would hold back every new search meanwhile."""
+        while True:
+            with self._lock.read():
+                embedder = self._embedder
+            if embedder is None:
                 raise RuntimeError("this IndexHandle has no embedder; pass one or embed the queries yourself")
-            return self._index.search(self._embedder.encode(list(texts)), k, allowed_ids)
+            vectors = embedder.encode(list(texts))
+            with self._lock.read():
+                if self._embedder is embedder:
+                    return self._index.search(vectors, k, allowed_ids)
 
     @contextmanager
     def _writing(self):

@@ -103,3 +103,62 @@ def test_searches_are_served_while_reconcile_fetches_and_embeds(tiny_embedder):
 
     report = handle.reconcile(set(rows), fetch_texts)
     assert served == [1] and report.added == 10 and len(handle.index) == 30
+
+
+class _GatedEmbedder:
+    """An embedder whose ``encode`` waits for ``release`` (after setting ``entered``), so a test can
+    act while a query is being embedded."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(timeout=30)
+        return self.inner.encode(texts)
+
+
+def test_an_add_does_not_wait_for_a_query_being_embedded(tiny_embedder):
+    rows = passages(20)
+    gated = _GatedEmbedder(tiny_embedder)
+    handle = IndexHandle(build_from_passages(tiny_embedder, [sorted(rows.items())]), gated)
+    found: list[int] = []
+    search = threading.Thread(target=lambda: found.append(int(handle.search_texts([rows[3]], 1)[1][0, 0])))
+    search.start()
+    assert gated.entered.wait(timeout=10)
+    extra = passages(1, start=500)
+    add = threading.Thread(target=lambda: handle.add([500], tiny_embedder.encode([extra[500]])))
+    add.start()
+    add.join(timeout=10)
+    try:
+        assert not add.is_alive(), "the add waited for a search's embedding"
+    finally:
+        gated.release.set()
+        search.join(timeout=30)
+        add.join(timeout=30)
+    assert found == [3] and len(handle.index) == 21
+
+
+def test_a_query_embedded_across_a_swap_is_embedded_again_for_the_new_index(tiny_embedder, other_embedder):
+    rows = passages(20)
+    gated = _GatedEmbedder(tiny_embedder)
+    handle = IndexHandle(build_from_passages(tiny_embedder, [sorted(rows.items())]), gated)
+    new_rows = {pid + 10_000: text for pid, text in rows.items()}
+    counted = _GatedEmbedder(other_embedder)
+    counted.release.set()
+    found: list[int] = []
+    search = threading.Thread(target=lambda: found.append(int(handle.search_texts([rows[3]], 1)[1][0, 0])))
+    search.start()
+    assert gated.entered.wait(timeout=10)
+    handle.swap(build_from_passages(other_embedder, [sorted(new_rows.items())]), counted)
+    gated.release.set()
+    search.join(timeout=30)
+    assert found == [10_003]  # searched in the new index, with a vector of the new embedder
+    assert gated.calls == 1 and counted.calls == 1
