@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -214,28 +214,37 @@ class Kecl:
         """Store documents (SQL first), then embed their new passages into the index."""
         summary = IngestSummary()
         self.store.add_documents(records, summary=summary, embed=self._chunk_embedder())
-        self._index_new_passages(summary.new_passage_ids)
+        self._index_new_passages(summary)
         return summary
 
     def ingest(self, paths: Sequence[str | Path]) -> IngestSummary:
         """Ingest corpus files and fact feeds (files or folders, as ``kecl ingest`` does): stored,
         linked and searchable on return. Bad files and records are reported in ``issues`` and skipped."""
         summary = self.store.ingest_paths(iter_input_files([Path(p) for p in paths]), embed=self._chunk_embedder())
-        self._index_new_passages(summary.new_passage_ids)
+        self._index_new_passages(summary)
         self.flush()
         return summary
 
     def ingest_batch(self, batch: ReadBatch) -> IngestSummary:
         """Write one read batch (feeds and documents); new passages go into the index."""
         summary = self.store.ingest_batch(batch, embed=self._chunk_embedder())
-        self._index_new_passages(summary.new_passage_ids)
+        self._index_new_passages(summary)
         return summary
 
-    def _index_new_passages(self, passage_ids: list[int]) -> None:
-        if passage_ids:
-            fetch_vectors = self.store.passage_vectors if self.settings.processes.share_vectors else None
-            embed_into(self.index, passage_ids, self.store.passage_texts, fetch_vectors, self.vector_tally)
-            self._index_dirty = True
+    def _index_new_passages(self, summary: IngestSummary) -> None:
+        if not summary.new_passage_ids:
+            return
+        fetch_vectors = None
+        if self.settings.processes.share_vectors:
+            written = {(pid, embedder): vector for pid, embedder, vector in summary.stored_vectors}
+
+            def fetch_vectors(embedder: str, ids: Sequence[int]) -> Mapping[int, bytes]:
+                found = {pid: written[pid, embedder] for pid in ids if (pid, embedder) in written}
+                rest = [pid for pid in ids if pid not in found]
+                return {**found, **self.store.passage_vectors(embedder, rest)} if rest else found
+
+        embed_into(self.index, summary.new_passage_ids, self.store.passage_texts, fetch_vectors, self.vector_tally)
+        self._index_dirty = True
 
     def _chunk_embedder(self) -> ChunkEmbedder | None:
         """What embeds new passages before they are stored, so their vectors go into SQL with them

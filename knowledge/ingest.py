@@ -363,6 +363,7 @@ def add_documents(
         ]
         if vector_rows:
             s.execute(insert(PassageVector), vector_rows)
+            summary.stored_vectors += [(r["passage_id"], r["embedder"], r["vector"]) for r in vector_rows]
     summary.documents_added += len(doc_ids)
     summary.passages_added += len(new_passages)
     summary.mentions_added += len(mention_rows)

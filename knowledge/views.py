@@ -31,6 +31,9 @@ class IngestSummary:
     facts_unchanged: int = 0
     facts_scheduled: int = 0  # dated in the future: kept until their day
     new_passage_ids: list[int] = field(default_factory=list)
+    # (passage id, embedder version, vector bytes) stored with the new passages: the process that
+    # wrote them indexes these without reading them back from SQL
+    stored_vectors: list[tuple[int, str, bytes]] = field(default_factory=list, repr=False)
     new_fact_ids: list[int] = field(default_factory=list)
     closed_fact_ids: list[int] = field(default_factory=list)
     issues: list[IngestIssue] = field(default_factory=list)

@@ -74,7 +74,8 @@ def read_or_embed(
     where there is one (:func:`stored_vectors`), else embedded from its text (texts fetched only for
     those). Returns the ids found (the read ones first), their vectors and how many were read."""
     stored = stored_vectors(embedder, ids, fetch_vectors)
-    texts = fetch_texts([pid for pid in ids if pid not in stored])
+    missing = [pid for pid in ids if pid not in stored]
+    texts = fetch_texts(missing) if missing else {}
     made = [pid for pid in ids if pid in texts]
     parts = [np.stack(list(stored.values()))] if stored else []
     if made:

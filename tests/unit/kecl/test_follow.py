@@ -98,6 +98,26 @@ def test_a_follower_reads_the_vectors_the_receiving_process_stored(pair, monkeyp
         )
 
 
+def test_the_receiving_process_indexes_what_it_embedded_without_reading_it_back(pair, monkeypatch) -> None:
+    a, _b = pair
+    a_encodes = counting_encodes(a, monkeypatch)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(a.store.engine, "before_cursor_execute", record)
+    try:
+        summary = a.ingest_documents([DocumentRecord(text=t) for t in TEXTS])
+    finally:
+        sa.event.remove(a.store.engine, "before_cursor_execute", record)
+    assert a_encodes == [len(TEXTS)]  # each new passage embedded once, before the write
+    assert any("INSERT INTO passage_vector" in q for q in statements)
+    assert not [q for q in statements if q.lstrip().upper().startswith("SELECT") and "passage_vector" in q]
+    for pid, text in zip(summary.new_passage_ids, TEXTS, strict=True):
+        assert top_id(a, text) == pid
+
+
 def test_without_a_stored_vector_of_its_own_embedder_a_follower_embeds(
     tmp_path, tiny_embedder_dir, monkeypatch
 ) -> None:
