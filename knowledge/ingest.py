@@ -356,14 +356,15 @@ def add_documents(
     if mention_rows:
         s.execute(insert(Mention), mention_rows)
     if vectors is not None:
-        vector_rows = [
-            {"passage_id": pid, "embedder": vectors.embedder, "vector": vectors.by_text[row["text"]]}
+        stored = [
+            (pid, vectors.by_text[row["text"]])
             for pid, row in zip(new_passages, passage_rows)
             if row["text"] in vectors.by_text
         ]
-        if vector_rows:
+        if stored:
+            vector_rows = [{"passage_id": pid, "embedder": vectors.embedder, "vector": v} for pid, v in stored]
             s.execute(insert(PassageVector), vector_rows)
-            summary.stored_vectors += [(r["passage_id"], r["embedder"], r["vector"]) for r in vector_rows]
+            summary.stored_vectors += [(pid, vectors.embedder, vector) for pid, vector in stored]
     summary.documents_added += len(doc_ids)
     summary.passages_added += len(new_passages)
     summary.mentions_added += len(mention_rows)

@@ -111,7 +111,7 @@ class CycleContext:
     store: KnowledgeStore
     checkpoints_dir: Path
     load_active: Callable[[], MLMBundle]  # a fresh copy of the active (or base) model
-    add_to_index: Callable[[list[int]], None] | None = None  # embed new passages into the index
+    add_to_index: Callable[[IngestSummary], None] | None = None  # put an ingest's new passages into the index
     embed_chunks: ChunkEmbedder | None = None  # vectors stored with new passages (other processes read them)
     knowledge: KnowledgeSource | None = None  # facts/passages for augmented evaluation
     candidates: CandidateSource | None = None  # answer candidates per probe: evaluation at entity level
@@ -447,7 +447,7 @@ def index_new_passages(ctx: CycleContext, summary: IngestSummary) -> int:
     no index to keep current)."""
     if ctx.add_to_index is None or not summary.new_passage_ids:
         return 0
-    ctx.add_to_index(summary.new_passage_ids)
+    ctx.add_to_index(summary)
     return len(summary.new_passage_ids)
 
 

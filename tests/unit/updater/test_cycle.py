@@ -12,7 +12,7 @@ from encoder.checkpoints import active_version, list_checkpoints
 from encoder.predict import fill_mask
 from encoder.trainer import TrainConfig
 from kecl.services import Kecl
-from knowledge import DocumentRecord, read_paths
+from knowledge import DocumentRecord, IngestSummary, read_paths
 from tests.factories import activate_tiny_checkpoint, tiny_settings, write_jsonl
 from updater.cycle import CycleConfig, GateConfig, run_cycle
 from updater.texts import VERBALISATIONS
@@ -159,7 +159,8 @@ def test_failure_in_index_step_keeps_index_serving_and_heals(kecl: Kecl, tmp_pat
     ctx = kecl.cycle_context()
     wrong = PassageIndex("flat", dim=7)  # a misconfigured index: vectors of the wrong size
 
-    def add_to_wrong_index(ids: list[int]) -> None:
+    def add_to_wrong_index(summary: IngestSummary) -> None:
+        ids = summary.new_passage_ids
         vectors = handle.embedder.encode(kecl.store.passage_texts(ids).values())
         wrong.add(ids, vectors)
 
