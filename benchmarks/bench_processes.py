@@ -178,6 +178,7 @@ def query_load(
         "overlapping": len(overlapped),
         "posts": len(posted),
         "post_p50_ms": round(statistics.median(posted), 1) if posted else float("nan"),
+        "post_max_ms": round(max(posted), 1) if posted else float("nan"),
         "cpu_cores": {name: round((cpu_after[name] - cpu_before[name]) / elapsed, 2) for name in cpu_before},
     }
 
