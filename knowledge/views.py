@@ -31,17 +31,20 @@ class IngestSummary:
     facts_unchanged: int = 0
     facts_scheduled: int = 0  # dated in the future: kept until their day
     new_passage_ids: list[int] = field(default_factory=list)
-    # (passage id, embedder version, vector bytes) stored with the new passages: the process that
-    # wrote them indexes these without reading them back from SQL
+    # (passage id, embedder version, vector bytes) stored with the new passages of one write: the
+    # process that wrote them indexes these without reading them back from SQL. ``merge`` leaves
+    # them out, so the total of a bulk ingest does not hold every vector it wrote in memory.
     stored_vectors: list[tuple[int, str, bytes]] = field(default_factory=list, repr=False)
     new_fact_ids: list[int] = field(default_factory=list)
     closed_fact_ids: list[int] = field(default_factory=list)
     issues: list[IngestIssue] = field(default_factory=list)
 
     def merge(self, other: IngestSummary) -> None:
-        """Add ``other``'s counts and concatenate its id and issue lists onto this summary, in place."""
+        """Add ``other``'s counts and concatenate its id and issue lists onto this summary, in place
+        (not its ``stored_vectors``)."""
         for name, value in vars(other).items():
-            setattr(self, name, getattr(self, name) + value)
+            if name != "stored_vectors":
+                setattr(self, name, getattr(self, name) + value)
 
     def counts(self) -> dict[str, int]:
         """The integer counters by field name (the id and issue lists left out)."""

@@ -16,6 +16,7 @@ from knowledge import (
     EntityRecord,
     FactRecord,
     GraphFact,
+    IngestSummary,
     KnowledgeStore,
     PassageVectors,
     RelationRecord,
@@ -358,6 +359,28 @@ def test_vectors_made_before_the_write_are_stored_with_their_passages(store: Kno
     document = store.passage_info([ids[0]])[ids[0]].document_id
     store.delete_document(document)
     assert set(store.passage_vectors("toy@1", ids + again)) == {ids[-1], *again}
+
+
+def test_a_write_reports_the_vectors_it_stored_but_a_bulk_total_holds_none(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    """One write's summary lists the vectors it stored (its writer indexes them without reading them
+    back); the total of a many-file ingest does not keep them all in memory."""
+
+    def embed(texts: list[str]) -> PassageVectors:
+        return PassageVectors("toy@1", {t: struct.pack("<2f", len(t), 0) for t in texts})
+
+    summary = IngestSummary()
+    ids = store.add_documents([DocumentRecord(text="Ljubljana is a city.")], summary=summary, embed=embed)
+    assert summary.stored_vectors == [(ids[0], "toy@1", struct.pack("<2f", len("Ljubljana is a city."), 0))]
+
+    for i in range(2):
+        (tmp_path / f"c{i}.txt").write_text(f"Document {i} mentions Zagreb.", encoding="utf-8")
+    per_file: list[int] = []
+    total = store.ingest_paths(
+        sorted(tmp_path.glob("c*.txt")), on_file=lambda _p, s: per_file.append(len(s.stored_vectors)), embed=embed
+    )
+    assert per_file == [1, 1] and len(total.new_passage_ids) == 2 and total.stored_vectors == []
 
 
 def test_postgres_full_text_lets_common_words_rank_but_not_select(pg_schema_url: str) -> None:
