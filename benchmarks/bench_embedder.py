@@ -7,6 +7,9 @@ the same run, the arms alternated:
   once (what a replica's embedder thread gathers while POSTs arrive among searches), split by
   length (``forward_cost_tokens`` as configured) against one padded pass (``forward_cost_tokens``
   infinite). CPU milliseconds per batch, medians.
+- **beside Python work**: eight queries embedded while another thread runs Python (as a server's
+  request threads do), by the model traced (``Embedder(trace=True)``, the default) and eager.
+  Wall milliseconds per batch, medians; alone and beside the busy thread.
 - **index from stored vectors**: ``build_index_from_store`` over ``--passages`` passages whose
   vectors the receiving process stored, reading them (``processes.share_vectors``, the default)
   against embedding every text again (off). Seconds, medians.
@@ -64,6 +67,54 @@ def mixed_batches(embedder: Any, reps: int) -> list[dict[str, Any]]:
         print(rows[-1], flush=True)
     embedder.forward_cost_tokens = configured
     return rows
+
+
+def beside_python(reps: int) -> dict[str, Any]:
+    import threading
+
+    from kecl.home import resolve_model_path
+    from kecl.settings import Settings
+    from retrieval import Embedder
+
+    name = Settings(home=Path(tempfile.gettempdir()) / "kecl-bench-embedder-settings").index.embedder
+    path = str(resolve_model_path(name))
+    arms = {"traced": Embedder(path, name=name), "eager": Embedder(path, name=name, trace=False)}
+    assert arms["traced"].traced is not None, "the model could not be traced"
+    texts = [QUERY] * 8
+
+    def wall_ms(embedder: Any) -> float:
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            embedder.encode(texts)
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    stop = threading.Event()
+
+    def busy() -> None:  # pure-Python work, as request handling is between its C calls
+        total = 0
+        while not stop.is_set():
+            for i in range(1000):
+                total += i
+
+    out: dict[str, dict[str, list[float]]] = {arm: {"alone": [], "beside": []} for arm in arms}
+    for _ in range(3):  # the arms alternate, so a change of load hits both
+        for arm, embedder in arms.items():
+            embedder.encode(texts)
+            out[arm]["alone"].append(wall_ms(embedder))
+            stop.clear()
+            worker = threading.Thread(target=busy)
+            worker.start()
+            out[arm]["beside"].append(wall_ms(embedder))
+            stop.set()
+            worker.join()
+    result: dict[str, Any] = {
+        arm: {k: round(statistics.median(v), 1) for k, v in times.items()} for arm, times in out.items()
+    }
+    result["eager_over_traced_beside"] = round(result["eager"]["beside"] / result["traced"]["beside"], 1)
+    print(result, flush=True)
+    return result
 
 
 def stored_vectors(passages: int, reps: int) -> dict[str, Any]:
@@ -128,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "forward_cost_tokens": embedder.forward_cost_tokens,
         "mixed_batches": mixed_batches(embedder, args.reps),
+        "beside_python": beside_python(args.reps),
         "index_from_stored_vectors": stored_vectors(args.passages, args.builds),
     }
     embedder.close()

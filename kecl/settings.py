@@ -132,6 +132,11 @@ class IndexSettings(BaseModel):
     flat_max: int = Field(200_000, description="'auto' uses exact search up to this many vectors")
     hnsw_max: int = Field(5_000_000, description="'auto' uses HNSW up to this many, IVF-PQ beyond")
     batch_size: int = 64
+    trace_embedder: bool = Field(
+        True,
+        description="run a sentence-transformers embedder as a TorchScript trace, which computes without "
+        "holding the GIL (the eager model where the trace would give other vectors)",
+    )
 
 
 class RetrievalSettings(BaseModel):

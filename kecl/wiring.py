@@ -267,7 +267,10 @@ def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> Coale
     batch = settings.index.batch_size
     if name != "encoder":
         path = resolve_model_path(name)
-        return CoalescingEmbedder(Embedder(path, batch_size=batch, device=str(device_for(settings)), name=name))
+        device = str(device_for(settings))
+        return CoalescingEmbedder(
+            Embedder(path, batch_size=batch, device=device, name=name, trace=settings.index.trace_embedder)
+        )
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     if encoder is not None:

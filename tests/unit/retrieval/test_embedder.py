@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from retrieval import CoalescingEmbedder, Embedder, MeanPoolingEmbedder
-from retrieval.embedder import length_groups
+from retrieval.embedder import length_groups, trace_sentence_model
 from tests.factories import tiny_bert
 
 
@@ -44,6 +45,46 @@ def test_sentence_transformers_embedder_loads_a_plain_bert_folder(tmp_path, toke
     assert vectors.shape == (3, 32) and embedder.dim == 32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.version.startswith(str(tmp_path) + "@") and len(embedder.version.split("@")[1]) == 16
+
+
+def test_sentence_transformers_embedder_runs_a_trace_that_gives_the_eager_vectors(tmp_path, tokenizer):
+    """The model runs as a TorchScript trace, row for row the eager model's vectors for batches of
+    any size, length and padding, in the callers' order across its batches."""
+    tiny_bert(2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    embedder = Embedder(str(tmp_path), batch_size=4, device="cpu")
+    assert embedder.traced is not None
+    texts = [" ".join(["word"] * n) + f" {n}" for n in (3, 40, 1, 12, 7, 25, 2, 60, 9, 5)]
+    np.testing.assert_allclose(embedder.encode(texts), embedder._encode_eager(texts), atol=1e-5)
+    together: dict[int, np.ndarray] = {}  # two threads in the trace at once (a server's embedder and an ingest)
+    threads = [threading.Thread(target=lambda i=i: together.update({i: embedder.encode(texts[i:])})) for i in (0, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 5):
+        np.testing.assert_allclose(together[i], embedder._encode_eager(texts[i:]), atol=1e-5)
+    eager = Embedder(str(tmp_path), batch_size=4, device="cpu", trace=False)
+    assert eager.traced is None and eager.version == embedder.version
+    np.testing.assert_allclose(eager.encode(texts), embedder.encode(texts), atol=1e-5)
+
+
+def test_a_trace_that_fails_or_differs_leaves_the_eager_model(tmp_path, tokenizer, monkeypatch, caplog):
+    tiny_bert(2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    embedder = Embedder(str(tmp_path), batch_size=4, device="cpu", trace=False)
+    with caplog.at_level(logging.WARNING, logger="retrieval.embedder"):
+        assert trace_sentence_model(embedder.model, lambda texts: embedder._encode_eager(texts) * 0.9) is None
+    assert "differs" in caplog.text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    with caplog.at_level(logging.WARNING, logger="retrieval.embedder"):
+        fallback = Embedder(str(tmp_path), batch_size=4, device="cpu")
+    assert fallback.traced is None and "cannot trace this model" in caplog.text
+    np.testing.assert_allclose(fallback.encode(["still embeds"]), embedder.encode(["still embeds"]), atol=1e-6)
 
 
 def test_missing_model_path_raises(tmp_path):
@@ -135,4 +176,48 @@ def test_coalescing_embedder_embeds_mixed_lengths_in_separate_passes(tiny_embedd
     out = co.encode(texts)
     assert sorted(sizes) == [1, 6] and co.batches == 2
     np.testing.assert_allclose(out, tiny_embedder.encode(texts), atol=1e-5)
+    co.close()
+
+
+def test_queries_gathered_with_a_long_passage_do_not_wait_for_its_pass(tiny_embedder):
+    """In one gathered batch the short texts' pass runs first and their callers get their rows
+    then, while the passage's pass is still running; every row is the wrapped embedder's own."""
+    passage = "a long passage about rivers, towns and their bridges " * 6
+    holding, first_pass, passage_pass = threading.Event(), threading.Event(), threading.Event()
+
+    class Gated:
+        version, dim, tokenizer = tiny_embedder.version, tiny_embedder.dim, tiny_embedder.tokenizer
+
+        def encode(self, batch):
+            if batch == ["the first call holds the worker"]:
+                holding.set()
+                first_pass.wait(10)  # the calls below queue up meanwhile and are gathered together
+            if passage in batch:
+                passage_pass.wait(10)
+            return tiny_embedder.encode(batch)
+
+    co = CoalescingEmbedder(Gated(), forward_cost_tokens=16)
+    out: dict[str, np.ndarray] = {}
+
+    def call(text):
+        out[text] = co.encode([text])[0]
+
+    holder = threading.Thread(target=call, args=("the first call holds the worker",))
+    holder.start()
+    assert holding.wait(10)  # the worker is in the first call's pass
+    callers = [threading.Thread(target=call, args=(t,)) for t in ("river town", passage, "old castle")]
+    for t in callers:
+        t.start()
+    while co._queue.qsize() < 3:
+        time.sleep(0.005)
+    first_pass.set()
+    deadline = time.monotonic() + 10
+    while not {"river town", "old castle"} <= out.keys() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert {"river town", "old castle"} <= out.keys() and passage not in out  # the passage's pass still runs
+    passage_pass.set()
+    for t in [holder, *callers]:
+        t.join(10)
+    for text, vector in out.items():
+        np.testing.assert_allclose(vector, tiny_embedder.encode([text])[0], atol=1e-5)
     co.close()
