@@ -68,8 +68,9 @@ class Embedder:
     ``trace``: run the model as a TorchScript trace (see :func:`trace_sentence_model`) where it
     gives the eager model's vectors, the eager model otherwise. A traced forward pass runs without
     the GIL, while an eager one takes it back between its hundreds of operations: in a server whose
-    request threads run Python, each of those waits up to the interpreter's switch interval (with
-    one busy Python thread beside it, eight queries took 540 ms eager and 49 ms traced).
+    request threads run Python, each of those waits up to the interpreter's switch interval (beside
+    one busy Python thread, eight queries took ~10× as long eager as traced: BENCHMARKS.md,
+    "Beside Python work").
     """
 
     def __init__(
