@@ -69,14 +69,12 @@ def mixed_batches(embedder: Any, reps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def beside_python(reps: int) -> dict[str, Any]:
+def beside_python(name: str, reps: int) -> dict[str, Any]:
     import threading
 
     from kecl.home import resolve_model_path
-    from kecl.settings import Settings
     from retrieval import Embedder
 
-    name = Settings(home=Path(tempfile.gettempdir()) / "kecl-bench-embedder-settings").index.embedder
     path = str(resolve_model_path(name))
     arms = {"traced": Embedder(path, name=name), "eager": Embedder(path, name=name, trace=False)}
     assert arms["traced"].traced is not None, "the model could not be traced"
@@ -173,13 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     from kecl.wiring import make_embedder
 
     torch.set_num_threads(args.threads)
-    embedder = make_embedder(Settings(home=Path(tempfile.gettempdir()) / "kecl-bench-embedder-settings"))
+    settings = Settings(home=Path(tempfile.gettempdir()) / "kecl-bench-embedder-settings")
+    embedder = make_embedder(settings)
     embedder.encode([QUERY, PASSAGE])  # loaded and warm
     result = {
         "threads": args.threads,
         "forward_cost_tokens": embedder.forward_cost_tokens,
         "mixed_batches": mixed_batches(embedder, args.reps),
-        "beside_python": beside_python(args.reps),
+        "beside_python": beside_python(settings.index.embedder, args.reps),
         "index_from_stored_vectors": stored_vectors(args.passages, args.builds),
     }
     embedder.close()

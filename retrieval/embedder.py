@@ -109,9 +109,10 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
-            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            rows = order[start : start + self.batch_size]
+            batch = [texts[i] for i in rows]
             vectors = self.traced(batch)
-            out[order[start : start + self.batch_size]] = vectors if vectors is not None else self._encode_eager(batch)
+            out[rows] = vectors if vectors is not None else self._encode_eager(batch)
         return out
 
     def _encode_eager(self, texts: Sequence[str]) -> np.ndarray:
@@ -134,9 +135,7 @@ class TracedSentenceModel:
 
     def features(self, texts: Sequence[str]) -> list[torch.Tensor] | None:
         """The tensors the trace takes, in its order; None when the tokeniser's output does not fit it."""
-        features = _preprocess(self.model, texts)
-        tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
-        constants = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
+        tensors, constants = _split_features(_preprocess(self.model, texts))
         if list(tensors) != self.keys or constants != self.constants:
             return None
         return [tensors[k].to(self.model.device) for k in self.keys]
@@ -155,6 +154,12 @@ def _preprocess(model: Any, texts: Sequence[str]) -> dict[str, Any]:
     """The model's input features for ``texts`` (``preprocess`` since sentence-transformers 6)."""
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     return dict(preprocess(list(texts)))
+
+
+def _split_features(features: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The features' tensors (what a trace takes) and the rest (what it holds fixed), by name."""
+    tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+    return tensors, {k: v for k, v in features.items() if k not in tensors}
 
 
 class _SentenceForward(torch.nn.Module):
@@ -185,9 +190,8 @@ def trace_sentence_model(
     than ``tolerance`` on batches of other sizes, lengths and padding than it was traced with: a
     trace records one path through the model's Python, so a model that branches on its input's
     values or shapes keeps the eager path rather than give other vectors."""
-    features = _preprocess(model, TRACE_EXAMPLE)
-    keys = [k for k, v in features.items() if isinstance(v, torch.Tensor)]
-    constants = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
+    tensors, constants = _split_features(_preprocess(model, TRACE_EXAMPLE))
+    keys = list(tensors)
     st_log = logging.getLogger("sentence_transformers")
     level = st_log.level
     try:
@@ -199,7 +203,7 @@ def trace_sentence_model(
             try:
                 module = torch.jit.trace(
                     _SentenceForward(model, keys, constants),
-                    tuple(features[k].to(model.device) for k in keys),
+                    tuple(t.to(model.device) for t in tensors.values()),
                     strict=False,
                     check_trace=False,
                 )
