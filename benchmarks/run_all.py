@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("fillmask", "benchmarks.bench_fillmask", False),
     ("query", "benchmarks.bench_query", False),
     ("embedder", "benchmarks.bench_embedder", False),
+    ("middleware", "benchmarks.bench_middleware", False),
     ("cli", "benchmarks.bench_cli", False),
     ("hybrid", "benchmarks.bench_hybrid", True),
     ("lama", "benchmarks.bench_lama", True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kecl.api.docs_pages import mount_docs
 from kecl.api.errors import SERVER_ERROR, UNAVAILABLE, error_response
 from kecl.api.metrics import instrument
-from kecl.api.middleware import RequestIdMiddleware
+from kecl.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from kecl.api.routers import documents, entities, facts, health, models, query, relations, runs, search, stats
 from kecl.logs import REQUEST_ID
 from kecl.services import Kecl
@@ -93,19 +93,6 @@ async def validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(422, f"{message}: " + "; ".join(problems), details=problems)
 
 
-async def bound_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Refuse (413) a POST/PUT/PATCH body over ``api.max_body_bytes`` before anything parses it."""
-    if request.method in {"POST", "PUT", "PATCH"}:
-        limit = request.app.state.settings.api.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return error_response(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        body = await request.body()  # chunked bodies without a length are bounded here
-        if len(body) > limit:
-            return error_response(413, f"request body exceeds the limit of {limit} bytes")
-    return await call_next(request)
-
-
 def create_app_from_settings() -> FastAPI:
     """The app for this process's settings (environment and ``kecl.toml``): the factory each
     ``kecl serve --workers`` process calls."""
@@ -138,7 +125,7 @@ def create_app(settings: Settings | None = None, kecl: Kecl | None = None) -> Fa
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OperationalError, database_unavailable)
-    app.middleware("http")(bound_body)
+    app.add_middleware(BodyLimitMiddleware)
     instrument(app, kecl)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so it also answers the others' failures
     app.include_router(health.router)

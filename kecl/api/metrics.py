@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kecl.services import Kecl
 
@@ -96,6 +97,36 @@ class StateCollector(Collector):
             )
 
 
+class RecordRequests:
+    """Pure ASGI middleware that counts each HTTP request and its latency by method, route template
+    and status (a request whose app raised before answering counts as a 500, as it is answered)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI call, timing and counting it when it is HTTP."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            template = route_template(Request(scope))
+            self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+
+
 def route_template(request: Request) -> str:
     """The matched route's path with its parameters as ``{name}`` (bounded labels, unlike raw paths);
     "unmatched" when no route matched."""
@@ -110,15 +141,7 @@ def instrument(app: FastAPI, kecl: Kecl) -> Metrics:
     metrics = Metrics(kecl)
     app.state.metrics = metrics
 
-    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        template = route_template(request)
-        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
-
-    app.middleware("http")(record)
+    app.add_middleware(RecordRequests, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
