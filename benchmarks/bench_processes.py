@@ -6,12 +6,15 @@ A deployment of real processes on one home: ``kecl worker`` (the index publisher
 passages. Measured over real HTTP:
 
 - search p50/p99 on A with 8 client threads, while a writer POSTs documents to A at 0, 1 and 10
-  per second (the 0 row is the baseline the others are divided by, in the same run);
+  per second (the 0 row is the baseline the others are divided by, in the same run; with
+  ``--rounds N`` the rates take turns N times, so that a shared host's drift over minutes moves
+  every rate alike, and each rate's searches are pooled over its rounds);
 - freshness: POST on A → the passage is the dense channel's first hit on B (p50/p95);
 - promotion pickup: ``kecl models activate`` → both replicas' ``/readyz`` name the new checkpoint.
 
     .venv/bin/python -m benchmarks.bench_processes                    # 5k passages, 15 s per rate
     .venv/bin/python -m benchmarks.bench_processes --passages 200000  # the large setting
+    .venv/bin/python -m benchmarks.bench_processes --seconds 60 --rounds 6  # rates alternated, 10 s turns
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +106,56 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Phase:
+    """What one stretch of search load (at one POST rate) measured: each search's latency (ms) and
+    span, each POST's latency and span, and the CPU seconds each process used in it."""
+
+    latencies: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # each search's (start, end)
+    posted: list[float] = field(default_factory=list)
+    post_spans: list[tuple[float, float]] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: Phase) -> None:
+        self.latencies += other.latencies
+        self.spans += other.spans
+        self.posted += other.posted
+        self.post_spans += other.post_spans
+        for name, used in other.cpu.items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + used
+        self.seconds += other.seconds
+
+    def summary(self) -> dict[str, Any]:
+        """p50/p99 over all searches; the p99 of the searches that overlapped a POST on the same
+        replica and of those that did not (a write that blocked reads shows as a gap between the
+        two); and the cores each process used (writes that only share the cores show there)."""
+        overlapped: list[float] = []
+        alone: list[float] = []
+        for (start, end), ms in zip(self.spans, self.latencies, strict=True):
+            hit = any(ps < end and pe > start for ps, pe in self.post_spans)
+            (overlapped if hit else alone).append(ms)
+        posted = self.posted
+        return {
+            "queries": len(self.latencies),
+            "p50_ms": round(statistics.median(self.latencies), 1),
+            "p99_ms": round(percentile(self.latencies, 0.99), 1),
+            "p99_overlapping_a_post_ms": round(percentile(overlapped, 0.99), 1) if overlapped else None,
+            "p99_not_overlapping_ms": round(percentile(alone, 0.99), 1) if alone else None,
+            "overlapping": len(overlapped),
+            "posts": len(posted),
+            "post_p50_ms": round(statistics.median(posted), 1) if posted else float("nan"),
+            "post_max_ms": round(max(posted), 1) if posted else float("nan"),
+            "cpu_cores": {name: round(used / self.seconds, 2) for name, used in self.cpu.items()},
+        }
+
+
 def query_load(
     url: str, clients: int, seconds: float, posts_per_second: float, seed: int, pids: dict[str, int] | None = None
-) -> dict[str, Any]:
-    """Search latencies (ms) of ``clients`` threads for ``seconds`` while POSTs arrive at a rate.
-
-    Besides p50/p99 over all searches: the p99 of the searches that overlapped a POST on the same
-    replica and of those that did not (a write that blocked reads shows as a gap between the two),
-    and the CPU each process (``pids``) used per second of the phase (writes that only share
-    the cores show there)."""
-    latencies: list[float] = []
-    spans: list[tuple[float, float]] = []  # each search's (start, end)
-    post_spans: list[tuple[float, float]] = []
-    posted: list[float] = []
+) -> Phase:
+    """``clients`` threads searching for ``seconds`` while POSTs arrive at a rate; what it measured."""
+    phase = Phase()
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -127,8 +168,8 @@ def query_load(
                 http.post("/v1/search", json={"text": text, "k": 4}).raise_for_status()
                 end = time.perf_counter()
                 with lock:
-                    latencies.append((end - start) * 1000)
-                    spans.append((start, end))
+                    phase.latencies.append((end - start) * 1000)
+                    phase.spans.append((start, end))
 
     # One client for every POST, as for the searches: a new client per request builds a TLS
     # context and a connection each time (~15 ms of CPU), load-generator work on the cores the
@@ -140,8 +181,8 @@ def query_load(
         poster.post("/v1/documents", json={"documents": [{"text": text}]}).raise_for_status()
         end = time.perf_counter()
         with lock:
-            posted.append((end - start) * 1000)
-            post_spans.append((start, end))
+            phase.posted.append((end - start) * 1000)
+            phase.post_spans.append((start, end))
 
     def writer() -> None:
         # POSTs start on schedule whether or not earlier ones have returned (an open-loop load).
@@ -164,23 +205,9 @@ def query_load(
     for t in threads:
         t.join(timeout=60)
     poster.close()
-    cpu_after, elapsed = cpu_seconds(pids or {}), time.perf_counter() - t0
-    overlapped, alone = [], []
-    for (start, end), ms in zip(spans, latencies, strict=True):
-        hit = any(ps < end and pe > start for ps, pe in post_spans)
-        (overlapped if hit else alone).append(ms)
-    return {
-        "queries": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(percentile(latencies, 0.99), 1),
-        "p99_overlapping_a_post_ms": round(percentile(overlapped, 0.99), 1) if overlapped else None,
-        "p99_not_overlapping_ms": round(percentile(alone, 0.99), 1) if alone else None,
-        "overlapping": len(overlapped),
-        "posts": len(posted),
-        "post_p50_ms": round(statistics.median(posted), 1) if posted else float("nan"),
-        "post_max_ms": round(max(posted), 1) if posted else float("nan"),
-        "cpu_cores": {name: round((cpu_after[name] - cpu_before[name]) / elapsed, 2) for name in cpu_before},
-    }
+    cpu_after, phase.seconds = cpu_seconds(pids or {}), time.perf_counter() - t0
+    phase.cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+    return phase
 
 
 def freshness(d: Deployment, samples: int) -> dict[str, float]:
@@ -230,7 +257,11 @@ def wait_for_generation(home: Path, db_url: str, timeout: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--passages", type=int, default=5000)
-    parser.add_argument("--seconds", type=float, default=15.0, help="per POST rate")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per POST rate, over all rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="the rates take turns this many times, each for seconds / rounds"
+    )
+    parser.add_argument("--settle-seconds", type=float, default=1.0, help="pause after each phase, not measured")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rates", default="0,1,10", help="POSTs per second, comma-separated")
     parser.add_argument("--freshness-samples", type=int, default=20)
@@ -275,10 +306,27 @@ def main() -> None:
             # The first seconds of load are slower (first requests, pools, allocator): without a
             # warm-up they land in the 0-POST baseline and flatter every ratio to it.
             query_load(d.url("A"), args.clients, args.warmup_seconds, 0.0, args.seed + 1)
-            rows = {}
-            for rate in [float(r) for r in args.rates.split(",")]:
-                pids = {name: proc.pid for name, proc in d.procs.items()} | {"bench (clients)": os.getpid()}
-                rows[rate] = query_load(d.url("A"), args.clients, args.seconds, rate, args.seed, pids)
+            rates = [float(r) for r in args.rates.split(",")]
+            phases = {rate: Phase() for rate in rates}
+            per_round: dict[float, list[float]] = {rate: [] for rate in rates}
+            pids = {name: proc.pid for name, proc in d.procs.items()} | {"bench (clients)": os.getpid()}
+            for round_ in range(args.rounds):
+                # The rates take turns within every round, so a host that speeds up or slows
+                # down over minutes moves every rate alike instead of the one measured then.
+                for rate in rates:
+                    phase = query_load(
+                        d.url("A"), args.clients, args.seconds / args.rounds, rate, args.seed + round_, pids
+                    )
+                    phases[rate].merge(phase)
+                    per_round[rate].append(percentile(phase.latencies, 0.99))
+                    time.sleep(args.settle_seconds)  # writes still queued finish outside the next phase
+                print(
+                    f"round {round_ + 1}/{args.rounds}: "
+                    + ", ".join(f"{rate:g} POST/s p99 {per_round[rate][-1]:.0f} ms" for rate in rates),
+                    flush=True,
+                )
+            rows = {rate: phases[rate].summary() for rate in rates}
+            for rate in rates:
                 print(f"{rate:g} POST/s: {rows[rate]}", flush=True)
             base = rows.get(0.0)
             if base:
@@ -286,12 +334,14 @@ def main() -> None:
                 # beyond what its searches took at the 0-row's cost each). On cores the clients
                 # keep busy, a write load taking a fraction f of A's CPU slows every search by
                 # 1 / (1 - f) at the least, so 1.2x needs f <= 1/6.
-                per_search = base["cpu_cores"]["A"] * args.seconds * 1000 / base["queries"]
+                per_search = phases[0.0].cpu["A"] * 1000 / base["queries"]
                 base["a_cpu_ms_per_search"] = round(per_search, 1)
                 for rate, row in rows.items():
                     row["p99_ratio"] = round(row["p99_ms"] / base["p99_ms"], 2)
+                    # each round's p99 over the same round's 0-POST p99: how far rounds agree
+                    row["p99_ratio_by_round"] = [round(a / b, 2) for a, b in zip(per_round[rate], per_round[0.0])]
                     if rate > 0:
-                        spare = row["cpu_cores"]["A"] * args.seconds * 1000 - row["queries"] * per_search
+                        spare = phases[rate].cpu["A"] * 1000 - row["queries"] * per_search
                         row["a_cpu_ms_per_post"] = round(spare / max(row["posts"], 1), 1)
             fresh = freshness(d, args.freshness_samples)
             pickup = promotion_pickup(d, home)
