@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("query", "benchmarks.bench_query", False),
     ("embedder", "benchmarks.bench_embedder", False),
     ("middleware", "benchmarks.bench_middleware", False),
+    ("gc", "benchmarks.bench_gc", False),
     ("cli", "benchmarks.bench_cli", False),
     ("hybrid", "benchmarks.bench_hybrid", True),
     ("lama", "benchmarks.bench_lama", True),

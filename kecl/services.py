@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from encoder import MLMBundle
-from kecl import wiring
+from kecl import heap, wiring
 from kecl.batching import MicroBatcher
 from kecl.evidence import pipeline_retrieval, pipeline_source
 from kecl.follow import IndexFollower, VectorTally, embed_chunks, embed_into
@@ -118,6 +118,7 @@ class Kecl:
         bundle = wiring.load_encoder(self.settings, self.store)
         with self._lock:
             self._encoder = bundle
+        heap.refreeze()
         return bundle
 
     @property
@@ -353,6 +354,7 @@ class Kecl:
                 fetch_vectors=wiring.stored_vectors_of(self.settings, self.store),
             )
             handle.swap(new, embedder)
+        heap.refreeze()
         log.info("serving index generation %d (%s, %d vectors)", generation.id, new.kind, len(new))
 
     # ---------------------------------------------------------------- the update cycle
