@@ -4,7 +4,7 @@ Builds what a ``kecl serve`` process holds once started (a store of ``--passages
 passage index with the packaged MiniLM embedder, the encoder, the linker and the graph), then
 times full collections (``gc.collect()``: what the collector runs, with the interpreter lock
 held, whenever enough objects have survived since its last full pass), first as loaded, then
-after :func:`kecl.heap.freeze_loaded`, as ``kecl serve`` now does at start-up. Medians.
+after :func:`kecl.heap.freeze_loaded`, as ``kecl serve`` does at start-up. Medians.
 
     .venv/bin/python -m benchmarks.bench_gc
 """
@@ -45,7 +45,7 @@ def main() -> None:
         args.passages, args.reps = 1000, 3
 
     from benchmarks.bench_processes import prepare_home
-    from kecl import heap
+    from kecl.heap import freeze_loaded
     from kecl.services import Kecl
     from kecl.settings import Settings
 
@@ -61,7 +61,7 @@ def main() -> None:
         kecl.store.graph()
         tracked = len(gc.get_objects())
         loaded = full_collections_ms(args.reps)
-        frozen_count = heap.freeze_loaded()
+        frozen_count = freeze_loaded()
         frozen = full_collections_ms(args.reps)
         gc.unfreeze()
         kecl.close()

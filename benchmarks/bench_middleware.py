@@ -2,8 +2,10 @@
 
 The kecl app answers a request that fails validation (422: the whole middleware stack and
 routing run, no model, no SQL) through httpx's ASGI transport, in process; beside it, the same
-app with two pass-through ``BaseHTTPMiddleware`` layers added — the shape the body bound and the
-request metrics had before they were pure ASGI. Medians over repetitions, alternated.
+app with two pass-through ``BaseHTTPMiddleware`` layers added (Starlette's function middleware,
+which runs each request through a task group and memory streams of its own), the baseline that
+kecl's pure-ASGI body bound and request metrics are compared with. Medians over repetitions,
+alternated.
 
     .venv/bin/python -m benchmarks.bench_middleware
 """
