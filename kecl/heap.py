@@ -2,10 +2,10 @@
 
 Once its models, index and store are loaded, a server holds about half a million long-lived
 Python objects (torch's and transformers' modules, SQLAlchemy's metadata, the linker's
-gazetteer). A full collection walks every one of them with the interpreter lock held — ~0.3 s
+gazetteer). A full collection walks every one of them with the interpreter lock held — ~0.4 s
 on 2 cores, during which no request runs — and the collector starts one whenever enough objects
 have survived since the last, which a server under load reaches every minute or two
-(BENCHMARKS.md, "Pauses of the garbage collector"). Freezing what start-up loaded takes it out of
+(BENCHMARKS.md, "Middleware, the garbage collector, and the rates in turns"). Freezing what start-up loaded takes it out of
 every later pass; what requests make is still collected as before.
 """
 
