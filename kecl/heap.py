@@ -5,8 +5,8 @@ Python objects (torch's and transformers' modules, SQLAlchemy's metadata, the li
 gazetteer). A full collection walks every one of them with the interpreter lock held — ~0.4 s
 on 2 cores, during which no request runs — and the collector starts one whenever enough objects
 have survived since the last, which a server under load reaches every minute or two
-(BENCHMARKS.md, "Middleware, the garbage collector, and the rates in turns"). Freezing what start-up loaded takes it out of
-every later pass; what requests make is still collected as before.
+(BENCHMARKS.md, "Middleware, the garbage collector, and the rates in turns"). Freezing what
+start-up loaded takes it out of every later pass; what requests make is still collected as before.
 """
 
 from __future__ import annotations
