@@ -1,4 +1,4 @@
-"""The API's pure-ASGI middleware over a small Starlette app, called through httpx's ASGI
+"""The API's pure-ASGI middleware over a small FastAPI app, called through httpx's ASGI
 transport (real ASGI messages, no socket): the body bound and the request metrics."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from kecl.api.metrics import RecordRequests
 from kecl.api.middleware import BodyLimitMiddleware
@@ -20,19 +18,23 @@ from kecl.api.middleware import BodyLimitMiddleware
 LIMIT = 100
 
 
-def echo_app() -> tuple[Starlette, list[int]]:
-    """An app that answers with the length of the body it read; ``seen`` lists those lengths."""
+def echo_app() -> tuple[FastAPI, list[int]]:
+    """An app that answers with the length of the body it read; ``seen`` lists those lengths.
+    FastAPI, as kecl's API is: its routes name themselves in the ASGI scope, where the metrics
+    read the route template."""
     seen: list[int] = []
+    app = FastAPI()
 
+    @app.api_route("/echo", methods=["GET", "POST"])
     async def echo(request: Request) -> JSONResponse:
         body = await request.body()
         seen.append(len(body))
         return JSONResponse({"read": len(body)})
 
-    async def fail(_request: Request) -> JSONResponse:
-        raise RuntimeError("boom")
+    @app.get("/fail/{n}")
+    async def fail(n: int) -> JSONResponse:
+        raise RuntimeError(f"boom {n}")
 
-    app = Starlette(routes=[Route("/echo", echo, methods=["GET", "POST"]), Route("/fail/{n}", fail)])
     app.state.settings = SimpleNamespace(api=SimpleNamespace(max_body_bytes=LIMIT))
     return app, seen
 
