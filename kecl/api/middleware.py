@@ -9,6 +9,7 @@ import logging
 import re
 import uuid
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kecl.api.errors import error_response
@@ -79,7 +80,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = scope["app"].state.settings.api.max_body_bytes
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"").decode("latin-1")
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit():
             if int(declared) > limit:
                 response = error_response(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
