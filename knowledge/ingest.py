@@ -19,7 +19,7 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from knowledge import schedule
-from knowledge.chunking import chunk_text
+from knowledge.chunking import Chunk, chunk_text
 from knowledge.db import execute_in, select_rows, select_scalars, utcnow
 from knowledge.linker import EntityLinker, normalise_alias
 from knowledge.models import Alias, Document, Entity, Fact, Mention, Passage, PassageVector, Relation, Source
@@ -45,6 +45,14 @@ class _PassageRow(TypedDict):
     char_start: int
     char_end: int
     token_count: int
+
+
+# The tables behind the models, for Core inserts (DeclarativeBase annotates ``__table__`` as any
+# FromClause, since a class may map a join; these map plain tables).
+_DOCUMENT = cast(Table, Document.__table__)
+_PASSAGE = cast(Table, Passage.__table__)
+_MENTION = cast(Table, Mention.__table__)
+_PASSAGE_VECTOR = cast(Table, PassageVector.__table__)
 
 
 def read_in_order(paths: Iterable[Path]) -> list[tuple[Path, ReadBatch]]:
@@ -273,37 +281,26 @@ def known_content_hashes(s: Session, hashes: Sequence[str]) -> set[str]:
     return set(select_scalars(s, select(Document.content_hash), Document.content_hash, list(hashes)))
 
 
-def new_chunk_texts(
-    s: Session, records: Sequence[DocumentRecord], max_passage_tokens: int, count_tokens: Callable[[str], int]
-) -> list[str]:
-    """The distinct passage texts that :func:`add_documents` would add for ``records`` now (documents
-    already stored and blank ones left out), in first-seen order."""
-    by_hash = {content_hash(r.text): r for r in records if r.text.strip()}
-    known = known_content_hashes(s, list(by_hash))
-    texts = (
-        chunk.text
-        for h, r in by_hash.items()
-        if h not in known
-        for chunk in chunk_text(r.text, max_passage_tokens, count_tokens)
-    )
-    return list(dict.fromkeys(texts))
+@dataclass(frozen=True)
+class NewDocument:
+    """A document about to be stored, with its content hash and passages worked out once: a write
+    reads the store before its transaction (to embed only what is new) and again inside it."""
+
+    content_hash: str
+    record: DocumentRecord
+    chunks: list[Chunk]
 
 
-def add_documents(
-    s: Session,
+def prepare_documents(
     records: Sequence[DocumentRecord],
     summary: IngestSummary,
-    linker: EntityLinker,
     max_passage_tokens: int,
     count_tokens: Callable[[str], int],
-    vectors: PassageVectors | None = None,
-) -> list[int]:
-    """Store documents (deduplicated by content hash), chunk them into passages, link mentions.
+) -> list[NewDocument]:
+    """The distinct documents of ``records`` (by content hash, first one kept), chunked.
 
-    Returns the ids of the new passages in insertion order (already-known documents add none).
-    A document with no text but whitespace is reported in ``summary.issues`` and skipped.
-    ``vectors``: made for the chunks before this transaction; each new passage whose text has one
-    gets it stored beside it.
+    A document with no text but whitespace is reported in ``summary.issues`` and left out; a
+    repeat of an earlier record counts as unchanged. Reads no SQL.
     """
     by_hash: dict[str, DocumentRecord] = {}
     for r in records:
@@ -312,41 +309,71 @@ def add_documents(
             continue
         by_hash.setdefault(content_hash(r.text), r)
     summary.documents_unchanged += sum(1 for r in records if r.text.strip()) - len(by_hash)
-    existing = known_content_hashes(s, list(by_hash))
-    todo = [(h, r) for h, r in by_hash.items() if h not in existing]
-    summary.documents_unchanged += len(existing)
+    return [NewDocument(h, r, chunk_text(r.text, max_passage_tokens, count_tokens)) for h, r in by_hash.items()]
+
+
+def new_chunk_texts(s: Session, docs: Sequence[NewDocument]) -> list[str]:
+    """The distinct passage texts that :func:`add_documents` would add for ``docs`` now (documents
+    already stored left out), in first-seen order."""
+    known = known_content_hashes(s, [d.content_hash for d in docs])
+    return list(dict.fromkeys(c.text for d in docs if d.content_hash not in known for c in d.chunks))
+
+
+def add_documents(
+    s: Session,
+    docs: Sequence[NewDocument],
+    summary: IngestSummary,
+    linker: EntityLinker,
+    vectors: PassageVectors | None = None,
+) -> list[int]:
+    """Store documents (those whose content no stored document has), their passages and the
+    linker's mentions in them.
+
+    Returns the ids of the new passages in insertion order (already-known documents add none).
+    ``vectors``: made for the chunks before this transaction; each new passage whose text has one
+    gets it stored beside it. The inserts go through the session's connection as Core statements:
+    a request that adds one document pays for each statement, and the ORM's bulk path costs about
+    as much again as the SQL for rows that need no ORM objects.
+    """
+    existing = known_content_hashes(s, [d.content_hash for d in docs])
+    todo = [d for d in docs if d.content_hash not in existing]
+    summary.documents_unchanged += len(docs) - len(todo)
     if not todo:
         return []
-    sources = _source_ids(s, {r.source for _, r in todo if r.source}, kind="corpus")
+    conn = s.connection()
+    sources = _source_ids(s, {d.record.source for d in todo if d.record.source}, kind="corpus")
     doc_rows = [
         {
-            "content_hash": h,
-            "text": r.text,
-            "title": r.title,
-            "external_id": r.external_id,
-            "published_at": r.published_at,
-            "source_id": sources.get(r.source) if r.source else None,
+            "content_hash": d.content_hash,
+            "text": d.record.text,
+            "title": d.record.title,
+            "external_id": d.record.external_id,
+            "published_at": d.record.published_at,
+            "source_id": sources.get(d.record.source) if d.record.source else None,
         }
-        for h, r in todo
+        for d in todo
     ]
-    doc_ids = list(s.execute(insert(Document).returning(Document.id, sort_by_parameter_order=True), doc_rows).scalars())
-    passage_rows: list[_PassageRow] = []
-    for doc_id, (_, r) in zip(doc_ids, todo):
-        for ordinal, chunk in enumerate(chunk_text(r.text, max_passage_tokens, count_tokens)):
-            passage_rows.append(
-                {
-                    "document_id": doc_id,
-                    "ordinal": ordinal,
-                    "text": chunk.text,
-                    "char_start": chunk.start,
-                    "char_end": chunk.end,
-                    "token_count": chunk.token_count,
-                }
-            )
+    doc_ids = list(
+        conn.execute(insert(_DOCUMENT).returning(_DOCUMENT.c.id, sort_by_parameter_order=True), doc_rows).scalars()
+    )
+    passage_rows: list[_PassageRow] = [
+        {
+            "document_id": doc_id,
+            "ordinal": ordinal,
+            "text": chunk.text,
+            "char_start": chunk.start,
+            "char_end": chunk.end,
+            "token_count": chunk.token_count,
+        }
+        for doc_id, d in zip(doc_ids, todo, strict=True)
+        for ordinal, chunk in enumerate(d.chunks)
+    ]
     new_passages: list[int] = []
     if passage_rows:
         new_passages = list(
-            s.execute(insert(Passage).returning(Passage.id, sort_by_parameter_order=True), passage_rows).scalars()
+            conn.execute(
+                insert(_PASSAGE).returning(_PASSAGE.c.id, sort_by_parameter_order=True), passage_rows
+            ).scalars()
         )
     mention_rows = [
         {"passage_id": pid, "entity_id": m.entity_id, "start": m.start, "end": m.end, "surface": m.surface}
@@ -354,7 +381,7 @@ def add_documents(
         for m in linker.link(row["text"])
     ]
     if mention_rows:
-        s.execute(insert(Mention), mention_rows)
+        conn.execute(insert(_MENTION), mention_rows)
     if vectors is not None:
         stored = [
             (pid, vectors.by_text[row["text"]])
@@ -363,7 +390,7 @@ def add_documents(
         ]
         if stored:
             vector_rows = [{"passage_id": pid, "embedder": vectors.embedder, "vector": v} for pid, v in stored]
-            s.execute(insert(PassageVector), vector_rows)
+            conn.execute(insert(_PASSAGE_VECTOR), vector_rows)
             summary.stored_vectors += [(pid, vectors.embedder, vector) for pid, vector in stored]
     summary.documents_added += len(doc_ids)
     summary.passages_added += len(new_passages)

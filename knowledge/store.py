@@ -206,22 +206,18 @@ class KnowledgeStore:
         transaction (embedding holds no lock), its vectors stored with the passages in the same
         transaction, so a process that sees a passage also finds its vector.
         """
-        if not records:
+        summary = summary if summary is not None else IngestSummary()
+        docs = ingest.prepare_documents(records, summary, self.max_passage_tokens, self.count_tokens)
+        if not docs:
             return []
         vectors = None
         if embed is not None:
-            texts = self._read(ingest.new_chunk_texts, records, self.max_passage_tokens, self.count_tokens)
+            texts = self._read(ingest.new_chunk_texts, docs)
             vectors = embed(texts) if texts else None
-        linker = self.linker()
-        return self._write(
-            ingest.add_documents,
-            records,
-            summary if summary is not None else IngestSummary(),
-            linker,
-            self.max_passage_tokens,
-            self.count_tokens,
-            vectors,
-        )
+        with self.session() as s, s.begin():
+            # The linker catches up inside the write's own transaction: one session less on a
+            # path that each POSTed document takes, on the serving process's interpreter lock.
+            return ingest.add_documents(s, docs, summary, self._caught_up_linker(s), vectors)
 
     def relink_passages(self, passage_ids: Sequence[int] | None = None) -> int:
         """Re-run the linker over passages (all by default), replacing their mentions.
@@ -239,10 +235,14 @@ class KnowledgeStore:
 
     def linker(self) -> EntityLinker:
         """The alias gazetteer, caught up with aliases written since the last call."""
+        with self.session() as s:
+            return self._caught_up_linker(s)
+
+    def _caught_up_linker(self, s: Session) -> EntityLinker:
         with self._lock:
             if self._linker is None:
                 self._linker = EntityLinker()
-            for aid, surface, eid, prior in self._read(queries.aliases_after, self._linker_watermark):
+            for aid, surface, eid, prior in queries.aliases_after(s, self._linker_watermark):
                 self._linker.add_alias(surface, eid, prior)
                 self._linker_watermark = aid
             return self._linker

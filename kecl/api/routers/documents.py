@@ -6,11 +6,14 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
 
 from kecl.api.deps import MAX_ID, KeclDep, require_key, row_id
 from kecl.api.errors import INVALID, KEYED, TOO_LARGE, documented
 from kecl.api.resources import DocumentDeleted, DocumentPage
 from kecl.api.schemas import Document, DocumentsAdded, DocumentsIn
+from kecl.services import Kecl
+from knowledge import DocumentRecord, IngestSummary
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 
@@ -78,17 +81,25 @@ def delete_document(kecl: KeclDep, document_id: DocumentId) -> DocumentDeleted:
     dependencies=[Depends(require_key)],
     responses={**KEYED, **TOO_LARGE, **INVALID},
 )
-def add_documents(kecl: KeclDep, body: DocumentsIn) -> DocumentsAdded:
+async def add_documents(kecl: KeclDep, body: DocumentsIn) -> DocumentsAdded:
     """Ingest documents: stored, chunked into passages, linked to entities and searchable when this returns.
 
     A document already stored with the same content counts as unchanged.
     Needs the `X-API-Key` header: 401 without it or with a wrong one, 403 when the server has no key.
     Raises 413 for a body over `api.max_body_bytes`, 422 for an invalid body."""
-    summary = kecl.ingest_documents([d.record() for d in body.documents])
-    kecl.flush()
+    # A coroutine that hands only the ingest to the thread pool: FastAPI runs a plain function's
+    # body and then its response validation in the pool, two hand-offs per request on the event
+    # loop that the searches wait for.
+    summary = await run_in_threadpool(_ingest, kecl, [d.record() for d in body.documents])
     return DocumentsAdded(
         documents_added=summary.documents_added,
         documents_unchanged=summary.documents_unchanged,
         passage_ids=summary.new_passage_ids,
         mentions_added=summary.mentions_added,
     )
+
+
+def _ingest(kecl: Kecl, records: list[DocumentRecord]) -> IngestSummary:
+    summary = kecl.ingest_documents(records)
+    kecl.flush()
+    return summary
