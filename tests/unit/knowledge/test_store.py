@@ -22,6 +22,7 @@ from knowledge import (
     RelationRecord,
 )
 from knowledge.db import MIGRATIONS
+from knowledge.models import Document
 
 D = dt.date
 
@@ -536,3 +537,27 @@ def test_entity_read_caps_its_lists_and_counts_them_all(store: KnowledgeStore, t
     assert store.get_entity(store.entity_id("zagreb"), limit=50).facts_total == len(
         store.get_entity(store.entity_id("zagreb")).facts
     )
+
+
+def test_a_new_document_links_aliases_another_writer_added_since(db_url: str) -> None:
+    """A document is linked in its own write with every alias in SQL at that moment, those written
+    by another process since this store last looked included; it is stamped with its ingest time."""
+    ours, theirs = KnowledgeStore.open(db_url), KnowledgeStore.open(db_url)
+    try:
+        ours.add_documents([DocumentRecord(text="Nothing to link here.")])  # the linker has caught up once
+        theirs.upsert_entities([EntityRecord(id="Q1435", name="Zagreb", type="city", aliases=["Agram"])])
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=5)
+        summary = IngestSummary()
+        ids = ours.add_documents(
+            [DocumentRecord(text="Agram was the old name."), DocumentRecord(text="Agram was the old name.")],
+            summary=summary,
+        )
+        assert (summary.documents_added, summary.documents_unchanged, summary.mentions_added) == (1, 1, 1)
+        zagreb = ours.entity_id("Q1435")
+        assert zagreb is not None and [pid for pid, _ in ours.passages_mentioning([zagreb], k=5)] == ids
+        with ours.session() as s:
+            stamped = s.scalar(sa.select(Document.ingested_at).order_by(Document.id.desc()).limit(1))
+        assert stamped is not None and stamped >= before
+    finally:
+        ours.close()
+        theirs.close()
