@@ -10,6 +10,10 @@ the same run, the arms alternated:
 - **beside Python work**: eight queries embedded while another thread runs Python (as a server's
   request threads do), by the model traced (``Embedder(trace=True)``, the default) and eager.
   Wall milliseconds per batch, medians; alone and beside the busy thread.
+- **bf16**: the traced model in float32 against bf16 autocast (``Embedder(bf16=True)``, what
+  ``index.bf16`` picks where bf16 is native): CPU milliseconds per batch of one query, eight
+  queries and one passage, medians; and the smallest cosine between the two arms' vectors of the
+  same texts. Skipped, and said so, where bf16 is not native (it is emulated there, and slower).
 - **index from stored vectors**: ``build_index_from_store`` over ``--passages`` passages whose
   vectors the receiving process stored, reading them (``processes.share_vectors``, the default)
   against embedding every text again (off). Seconds, medians.
@@ -115,6 +119,36 @@ def beside_python(name: str, reps: int) -> dict[str, Any]:
     return result
 
 
+def bf16_against_float32(name: str, reps: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from encoder import bf16_supported
+    from kecl.home import resolve_model_path
+    from retrieval import Embedder
+
+    if not bf16_supported(torch.device("cpu")):
+        return {"skipped": "bf16 is not native on this CPU (no AVX512-BF16 or AMX)"}
+    path = str(resolve_model_path(name))
+    arms = {"float32": Embedder(path, name=name), "bf16": Embedder(path, name=name, bf16=True)}
+    batches = {"1 query": [QUERY], "8 queries": [QUERY] * 8, "1 passage": [PASSAGE]}
+    out: dict[str, dict[str, list[float]]] = {b: {arm: [] for arm in arms} for b in batches}
+    for _ in range(3):  # the arms alternate, so a change of load hits both
+        for batch, texts in batches.items():
+            for arm, embedder in arms.items():
+                embedder.encode(texts)
+                out[batch][arm].append(cpu_ms(lambda e=embedder, t=texts: e.encode(t), reps))
+    result: dict[str, Any] = {}
+    for batch, times in out.items():
+        f32, b16 = statistics.median(times["float32"]), statistics.median(times["bf16"])
+        result[batch] = {"float32_ms": round(f32, 2), "bf16_ms": round(b16, 2), "ratio": round(f32 / b16, 2)}
+    texts = [f"{PASSAGE} {i}" if i % 2 else f"{QUERY} number {i}" for i in range(64)]
+    cosines = (arms["float32"].encode(texts) * arms["bf16"].encode(texts)).sum(axis=1)
+    result["min_cosine"] = round(float(np.min(cosines)), 6)
+    print(result, flush=True)
+    return result
+
+
 def stored_vectors(passages: int, reps: int) -> dict[str, Any]:
     from kecl.follow import embed_chunks
     from kecl.home import open_store
@@ -179,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         "forward_cost_tokens": embedder.forward_cost_tokens,
         "mixed_batches": mixed_batches(embedder, args.reps),
         "beside_python": beside_python(settings.index.embedder, args.reps),
+        "bf16": bf16_against_float32(settings.index.embedder, args.reps),
         "index_from_stored_vectors": stored_vectors(args.passages, args.builds),
     }
     embedder.close()

@@ -267,9 +267,12 @@ def make_embedder(settings: Settings, encoder: MLMBundle | None = None) -> Coale
     batch = settings.index.batch_size
     if name != "encoder":
         path = resolve_model_path(name)
-        device = str(device_for(settings))
+        device = device_for(settings)
+        bf16 = settings.index.bf16 and bf16_supported(device)
         return CoalescingEmbedder(
-            Embedder(path, batch_size=batch, device=device, name=name, trace=settings.index.trace_embedder)
+            Embedder(
+                path, batch_size=batch, device=str(device), name=name, trace=settings.index.trace_embedder, bf16=bf16
+            )
         )
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase

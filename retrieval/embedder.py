@@ -71,6 +71,11 @@ class Embedder:
     request threads run Python, each of those waits up to the interpreter's switch interval (beside
     one busy Python thread, eight queries took ~10× as long eager as traced: BENCHMARKS.md,
     "Beside Python work").
+
+    ``bf16``: compute under bfloat16 autocast (callers ask for it where bf16 is native: elsewhere it
+    is emulated and slower). A forward pass over a few short texts streams the weights more than it
+    multiplies, and bf16 halves what it streams; its vectors are the float32 ones to a cosine of
+    ~0.99997 (``benchmarks/bench_embedder.py``), so an index made in either finds the same passages.
     """
 
     def __init__(
@@ -81,12 +86,14 @@ class Embedder:
         *,
         name: str | None = None,
         trace: bool = True,
+        bf16: bool = False,
     ):
         # deferred: sentence-transformers costs seconds to import; only this embedder needs it
         from sentence_transformers import SentenceTransformer
 
         self.name = name or name_or_path
         self.batch_size = batch_size
+        self.bf16 = bf16
         self.model = SentenceTransformer(name_or_path, device=device)
         self.model.eval()
         get_dim = (
@@ -97,7 +104,10 @@ class Embedder:
         self.dim = int(dim) if dim else int(self.encode(["probe"]).shape[1])
         self.version = f"{self.name}@{weights_hash(self.model)}"
         if trace:
-            self.traced = trace_sentence_model(self.model, self._encode_eager)
+            self.traced = trace_sentence_model(self.model, self._encode_eager, bf16=bf16)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array [len(texts), dim], each row of unit length."""
@@ -116,13 +126,14 @@ class Embedder:
         return out
 
     def _encode_eager(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._autocast():
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -173,6 +184,7 @@ class _SentenceForward(torch.nn.Module):
         return self.model({**self.constants, **dict(zip(self.keys, tensors, strict=True))})["sentence_embedding"]
 
 
+BF16_TOLERANCE = 1e-2  # the largest element-wise gap of unit vectors allowed between bf16 paths
 TRACE_EXAMPLE = ["a probe", "a longer probe sentence, padded beside the short one, for tracing the forward pass"]
 TRACE_CHECKS = [
     ["one"],
@@ -183,19 +195,27 @@ TRACE_CHECKS = [
 
 
 def trace_sentence_model(
-    model: Any, eager: Callable[[Sequence[str]], np.ndarray], tolerance: float = 1e-4
+    model: Any, eager: Callable[[Sequence[str]], np.ndarray], tolerance: float = 1e-4, bf16: bool = False
 ) -> TracedSentenceModel | None:
     """``model`` (a SentenceTransformer) traced with TorchScript, or None where tracing fails or the
     trace's vectors differ from ``eager``'s (which embeds texts with the model itself) by more
     than ``tolerance`` on batches of other sizes, lengths and padding than it was traced with: a
     trace records one path through the model's Python, so a model that branches on its input's
-    values or shapes keeps the eager path rather than give other vectors."""
+    values or shapes keeps the eager path rather than give other vectors.
+
+    ``bf16``: traced under bfloat16 autocast (the trace keeps its casts), and then checked against
+    an ``eager`` that computes in bf16 too, to ``BF16_TOLERANCE``: bf16 rounds the two paths'
+    sums apart by more than float32 does."""
     tensors, constants = _split_features(_preprocess(model, TRACE_EXAMPLE))
     keys = list(tensors)
     st_log = logging.getLogger("sentence_transformers")
     level = st_log.level
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
+        with (
+            torch.inference_mode(),
+            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16),
+            warnings.catch_warnings(),
+        ):
             # the tracer warns of every Python branch it fixes (the checks below decide) and reads
             # every attribute of the model, deprecated ones that log a warning too
             warnings.simplefilter("ignore")
@@ -217,7 +237,7 @@ def trace_sentence_model(
     except Exception as exc:  # noqa: BLE001 - any failure keeps the eager model, which works
         log.warning("embedding with the eager model: tracing it failed (%s)", exc)
         return None
-    if worst > tolerance:
+    if worst > (max(tolerance, BF16_TOLERANCE) if bf16 else tolerance):
         log.warning("embedding with the eager model: its trace differs from it by %.2g", worst)
         return None
     return traced

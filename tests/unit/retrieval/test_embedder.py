@@ -69,6 +69,24 @@ def test_sentence_transformers_embedder_runs_a_trace_that_gives_the_eager_vector
     np.testing.assert_allclose(eager.encode(texts), embedder.encode(texts), atol=1e-5)
 
 
+def test_a_bf16_embedder_traces_in_bf16_and_gives_the_float32_directions(tmp_path, tokenizer):
+    """Under bf16 the trace keeps its casts (it computes in bf16 without autocast around it), agrees
+    with the eager model in bf16, and points where the float32 model's vectors point."""
+    tiny_bert(2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    fp32 = Embedder(str(tmp_path), batch_size=4, device="cpu")
+    bf16 = Embedder(str(tmp_path), batch_size=4, device="cpu", bf16=True)
+    assert bf16.traced is not None and bf16.version == fp32.version
+    texts = [" ".join(["word"] * n) + f" {n}" for n in (3, 40, 1, 12, 7)]
+    vectors = bf16.encode(texts)  # the trace, called with no autocast around it
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors, bf16._encode_eager(texts), atol=1e-2)
+    cosines = (vectors * fp32.encode(texts)).sum(axis=1)
+    # close to float32, but not float32: the casts were traced into the module
+    assert cosines.min() > 0.99 and not np.allclose(vectors, fp32.encode(texts), atol=1e-6)
+
+
 def test_a_trace_that_fails_or_differs_leaves_the_eager_model(tmp_path, tokenizer, monkeypatch, caplog):
     tiny_bert(2).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
