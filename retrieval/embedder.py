@@ -106,9 +106,6 @@ class Embedder:
         if trace:
             self.traced = trace_sentence_model(self.model, self._encode_eager, bf16=bf16)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array [len(texts), dim], each row of unit length."""
         if len(texts) == 0:
@@ -126,7 +123,7 @@ class Embedder:
         return out
 
     def _encode_eager(self, texts: Sequence[str]) -> np.ndarray:
-        with self._autocast():
+        with _bf16_autocast(self.model.device.type, self.bf16):
             vectors = self.model.encode(
                 list(texts),
                 batch_size=self.batch_size,
@@ -184,6 +181,12 @@ class _SentenceForward(torch.nn.Module):
         return self.model({**self.constants, **dict(zip(self.keys, tensors, strict=True))})["sentence_embedding"]
 
 
+def _bf16_autocast(device_type: str, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on ``device_type`` (a no-op context when not ``enabled``): the eager model
+    and its trace compute under the same one, so the trace check compares like with like."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
 BF16_TOLERANCE = 1e-2  # the largest element-wise gap of unit vectors allowed between bf16 paths
 TRACE_EXAMPLE = ["a probe", "a longer probe sentence, padded beside the short one, for tracing the forward pass"]
 TRACE_CHECKS = [
@@ -213,7 +216,7 @@ def trace_sentence_model(
     try:
         with (
             torch.inference_mode(),
-            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16),
+            _bf16_autocast(model.device.type, bf16),
             warnings.catch_warnings(),
         ):
             # the tracer warns of every Python branch it fixes (the checks below decide) and reads
