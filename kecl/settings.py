@@ -139,8 +139,9 @@ class IndexSettings(BaseModel):
     )
     bf16: bool = Field(
         True,
-        description="embed under bf16 autocast where the hardware runs it natively (AVX512-BF16/AMX CPUs, "
-        "recent GPUs); its vectors agree with float32 ones to a cosine of ~0.99997",
+        description="a sentence-transformers embedder computes under bf16 autocast where the hardware runs it "
+        "natively (AVX512-BF16/AMX CPUs, recent GPUs); its vectors agree with float32 ones to a cosine of "
+        "~0.99997 (the 'encoder' embedder stays float32)",
     )
 
 
